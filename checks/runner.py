@@ -1,0 +1,122 @@
+"""Run a diagnosis: vet and resolve the target once, run the steps concurrently within a
+budget, and conclude with a verdict. A crash inside a step is that step's ``error``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from checks.context import ProbeContext
+from checks.guard import TargetRefused, check_address
+from checks.model import Diagnosis, Finding, Status, StepResult
+from checks.resolve import ResolveFailed, resolve_host
+from checks.settings import Settings
+from checks.steps import Step, all_steps
+from checks.target import Target, parse_target
+from checks.verdict import decide
+
+log = logging.getLogger(__name__)
+
+OnStep = Callable[[StepResult], Awaitable[None] | None]
+
+
+async def prepare(target: Target | str, settings: Settings) -> ProbeContext:
+    """Parse, resolve and vet the target. Raises BadTarget or TargetRefused before any probe.
+
+    A name that does not resolve is not refused: the DNS step explains it, and the other
+    steps skip what needs an address.
+    """
+    if isinstance(target, str):
+        target = parse_target(target, settings)
+    ctx = ProbeContext(target=target, settings=settings)
+    try:
+        addresses = await resolve_host(target.host, settings.resolvers, settings.timeout_s)
+    except ResolveFailed as exc:
+        ctx.resolve_error, ctx.resolve_kind = str(exc), exc.kind
+        return ctx
+    for address in addresses:
+        check_address(address, settings.allow_networks, host=target.host)
+    if not addresses:
+        raise TargetRefused(f"{target.host} resolved to no address")
+    ctx.addresses = tuple(addresses)
+    return ctx
+
+
+async def run_step(step: Step, ctx: ProbeContext) -> StepResult:
+    """Run one step within the context's deadline; never raises."""
+    started = time.monotonic()
+    budget = ctx.remaining()
+    try:
+        result = await asyncio.wait_for(step.run(ctx), timeout=budget)
+    except TimeoutError:
+        result = StepResult.from_findings(
+            step.name,
+            f"did not finish within the {budget:.1f} s budget",
+            [Finding("step_timeout", f"{step.title} ran out of time", Status.ERROR)],
+        )
+        result.status = Status.ERROR
+    except Exception as exc:  # a bug or surprise in one step must not sink the diagnosis
+        log.exception("step %s crashed", step.name)
+        result = StepResult(
+            step.name,
+            Status.ERROR,
+            f"the check crashed: {type(exc).__name__}: {exc}",
+            [Finding("step_crashed", f"{type(exc).__name__}: {exc}", Status.ERROR)],
+        )
+    result.duration_ms = round((time.monotonic() - started) * 1000)
+    return result
+
+
+async def run_steps(
+    ctx: ProbeContext, steps: Sequence[Step] | None = None, on_step: OnStep | None = None
+) -> list[StepResult]:
+    """Run ``steps`` (default: all) concurrently; call ``on_step`` as each finishes.
+    Returns results in runbook order."""
+    chosen = list(steps or all_steps())
+    if not ctx.deadline:
+        ctx.deadline = time.monotonic() + ctx.settings.diagnosis_budget_s
+    results: dict[str, StepResult] = {}
+    tasks = [asyncio.create_task(run_step(step, ctx)) for step in chosen]
+    for next_done in asyncio.as_completed(tasks):
+        result = await next_done
+        results[result.name] = result
+        if on_step is not None:
+            maybe = on_step(result)
+            if inspect.isawaitable(maybe):
+                await maybe
+    return [results[s.name] for s in chosen]
+
+
+def conclude(ctx: ProbeContext, results: list[StepResult], started_at: datetime) -> Diagnosis:
+    """Pure: step results in, Diagnosis (with its verdict) out."""
+    elapsed = datetime.now(UTC) - started_at
+    return Diagnosis(
+        target=ctx.target.raw,
+        url=ctx.target.url,
+        verdict=decide(results),
+        steps=sorted(results, key=_order),
+        duration_ms=round(elapsed.total_seconds() * 1000),
+        started_at=started_at.isoformat(timespec="seconds"),
+    )
+
+
+def _order(result: StepResult) -> int:
+    return next((s.order for s in all_steps() if s.name == result.name), 1000)
+
+
+async def diagnose(
+    target: Target | str | ProbeContext,
+    settings: Settings,
+    on_step: OnStep | None = None,
+) -> Diagnosis:
+    """The whole sequence for one target. Raises BadTarget/TargetRefused on bad input only."""
+    started_at = datetime.now(UTC)
+    t0 = time.monotonic()
+    ctx = target if isinstance(target, ProbeContext) else await prepare(target, settings)
+    ctx.deadline = t0 + settings.diagnosis_budget_s
+    results = await run_steps(ctx, on_step=on_step)
+    return conclude(ctx, results, started_at)

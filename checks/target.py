@@ -1,0 +1,90 @@
+"""Turn what a user typed (a URL, a bare host, or a site's name) into a Target to probe."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from checks.guard import parse_ip
+from checks.settings import Settings, Site
+
+
+class BadTarget(ValueError):
+    """What the user typed cannot be a target; the message says how to write one."""
+
+
+_HOW = "write a host name or URL, e.g. shop.example.com or https://shop.example.com/health"
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_MAX_INPUT = 2048
+
+
+@dataclass(frozen=True)
+class Target:
+    raw: str  # what the user typed
+    url: str  # normalised URL that is probed
+    scheme: str
+    host: str  # lower-case name, or canonical IP text for a literal address
+    port: int
+    site: Site | None = None
+
+    @property
+    def is_ip(self) -> bool:
+        return parse_ip(self.host) is not None
+
+    @property
+    def authority(self) -> str:
+        """host[:port] as a Host header carries it (port only when not the default)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def _normalise_host(host: str) -> str:
+    ip = parse_ip(host)
+    if ip is not None:
+        return str(ip)  # 0x7f.1 -> 127.0.0.1, so the guard judges what will be dialled
+    host = host.rstrip(".").lower()
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise BadTarget(f"{host!r} is not a valid host name; {_HOW}") from None
+    labels = ascii_host.split(".")
+    if len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise BadTarget(f"{host!r} is not a valid host name; {_HOW}")
+    if ascii_host.replace(".", "").isdigit():
+        raise BadTarget(f"{host!r} is not a valid host name or address; {_HOW}")
+    return ascii_host
+
+
+def parse_target(text: str, settings: Settings) -> Target:
+    """Parse user input into a Target; raises BadTarget with a message fit to show the user."""
+    raw = (text or "").strip()
+    if not raw:
+        raise BadTarget(f"no target given; {_HOW}")
+    if len(raw) > _MAX_INPUT or any(c.isspace() or ord(c) < 32 for c in raw):
+        raise BadTarget(f"a target is one host name or URL without spaces; {_HOW}")
+    site = settings.site_named(raw)
+    url_text = site.url if site else raw
+    if "://" not in url_text:
+        url_text = "https://" + url_text
+    try:
+        parts = urlsplit(url_text)
+        port = parts.port
+    except ValueError as exc:
+        raise BadTarget(f"cannot read {raw!r} as a URL ({exc}); {_HOW}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise BadTarget(f"only http and https URLs can be diagnosed, not {scheme}:; {_HOW}")
+    if parts.username is not None or parts.password is not None:
+        raise BadTarget("a target must not carry a user name or password; leave them out")
+    if not parts.hostname:
+        raise BadTarget(f"{raw!r} has no host; {_HOW}")
+    host = _normalise_host(parts.hostname)
+    port = port or (443 if scheme == "https" else 80)
+    if site is None:
+        site = settings.site_for_host(host)
+    shown_host = f"[{host}]" if ":" in host else host
+    netloc = shown_host if port == (443 if scheme == "https" else 80) else f"{shown_host}:{port}"
+    url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    return Target(raw=raw, url=url, scheme=scheme, host=host, port=port, site=site)

@@ -1,0 +1,112 @@
+"""From step results to one verdict: the cause, the evidence it rests on, what to do next.
+
+Steps tag findings with the cause they are evidence for and how strong that evidence is.
+The verdict walks the runbook's layers from the outside in (DNS, then the network path and
+TLS at the edge, then a WAF, then what lies behind the proxy) and names the first layer
+with evidence, because a failure further out hides everything behind it. Inside a layer the
+strongest, most repeated evidence wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from checks.causes import CATALOGUE
+from checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
+
+# Outside in. Within a tuple, the best-supported cause wins.
+LAYERS: tuple[tuple[Cause, ...], ...] = (
+    (Cause.DNS_NXDOMAIN, Cause.DNS_FAILURE),
+    (Cause.DNS_MISMATCH, Cause.DNS_INCONSISTENT),
+    (Cause.UNREACHABLE, Cause.FIREWALL_DROP, Cause.TLS_ERROR),
+    (Cause.BLOCKED,),
+    (
+        Cause.UPSTREAM_REFUSED,
+        Cause.UPSTREAM_TIMEOUT,
+        Cause.UPSTREAM_CLOSED,
+        Cause.UPSTREAM_INVALID,
+        Cause.UPSTREAM_HEADER_TOO_BIG,
+        Cause.UPSTREAM_TLS,
+        Cause.UPSTREAM_DNS,
+        Cause.OVERLOAD,
+        Cause.APP_TIMEOUT,
+    ),
+    (Cause.SERVER_ERROR,),
+)
+_DNS_LAYERS = LAYERS[:2]
+_BEHIND_PROXY = set(LAYERS[4]) | {Cause.SERVER_ERROR}
+
+
+def _strength(findings: list[Finding]) -> tuple[int, int]:
+    best = max(int(f.weight) for f in findings)
+    count = sum(int(f.data.get("count", 1)) for f in findings if int(f.weight) == best)
+    return best, count
+
+
+def _problem_evidence(results: Iterable[StepResult]) -> dict[Cause, list[Finding]]:
+    evidence: dict[Cause, list[Finding]] = {}
+    for result in results:
+        for finding in result.findings:
+            if finding.cause is None:
+                continue
+            if finding.cause is not Cause.HEALTHY and finding.severity.rank < Status.WARN.rank:
+                continue  # an ok-severity finding is context, not evidence of a problem
+            evidence.setdefault(finding.cause, []).append(finding)
+    return evidence
+
+
+def _pick(
+    layers: Iterable[tuple[Cause, ...]], evidence: dict[Cause, list[Finding]]
+) -> Cause | None:
+    for layer in layers:
+        present = [c for c in layer if c in evidence]
+        if present:
+            return max(present, key=lambda c: _strength(evidence[c]))
+    return None
+
+
+def decide(results: Iterable[StepResult]) -> Verdict:
+    results = list(results)
+    evidence = _problem_evidence(results)
+    cause: Cause | None
+    # A name that does not resolve at all is only a DNS verdict if a server said so.
+    for dns_cause in (Cause.DNS_NXDOMAIN, Cause.DNS_FAILURE):
+        if dns_cause in evidence and _strength(evidence[dns_cause])[0] < Weight.OBSERVED:
+            del evidence[dns_cause]
+
+    if Cause.HEALTHY in evidence and Cause.TRANSIENT not in evidence:
+        # It works now: only a DNS problem (users may reach another server) overrides that.
+        cause = _pick(_DNS_LAYERS, evidence) or Cause.HEALTHY
+    elif Cause.TRANSIENT in evidence:
+        cause = _pick(LAYERS[:4], evidence) or Cause.TRANSIENT
+    else:
+        cause = _pick(LAYERS, evidence) or (
+            Cause.TRANSIENT if Cause.TRANSIENT in evidence else None
+        )
+        if cause is None:
+            cause = Cause.HEALTHY if Cause.HEALTHY in evidence else Cause.UNKNOWN
+    return _verdict(cause, evidence, results)
+
+
+def _verdict(
+    cause: Cause, evidence: dict[Cause, list[Finding]], results: list[StepResult]
+) -> Verdict:
+    info = CATALOGUE[cause]
+    support = sorted(evidence.get(cause, []), key=lambda f: -int(f.weight))
+    if cause is Cause.UNKNOWN:
+        support = [f for r in results for f in r.findings if f.severity.rank >= Status.FAIL.rank]
+    elif cause is Cause.TRANSIENT:
+        # Say what the failing attempts were, and what the logs blame, if anything.
+        support += [f for c in _BEHIND_PROXY for f in evidence.get(c, [])]
+    support = support[:6]
+    summary = info.title + ". " + info.meaning
+    if support:
+        summary += " Evidence: " + "; ".join(f.message for f in support[:3])
+        if not summary.endswith("."):
+            summary += "."
+    errored = [r.name for r in results if r.status is Status.ERROR]
+    if errored:
+        summary += f" (Steps that could not run to the end: {', '.join(errored)}.)"
+    specific = [str(f.data["next_step"]) for f in support if f.data.get("next_step")]
+    next_steps = list(dict.fromkeys(specific + list(info.next_steps)))
+    return Verdict(cause=cause, summary=summary, next_steps=next_steps, evidence=support)

@@ -1,0 +1,1 @@
+"""The test lab: real servers (proxies, upstreams, DNS, Redis) started on loopback ports."""

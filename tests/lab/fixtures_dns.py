@@ -1,0 +1,1 @@
+"""Lab fixtures: dns (filled in by the module's owner)."""

@@ -1,0 +1,1 @@
+"""Lab fixtures: netns (filled in by the module's owner)."""

@@ -1,0 +1,1 @@
+"""Lab fixtures: proxies (filled in by the module's owner)."""

@@ -1,0 +1,1 @@
+"""Lab fixtures: redis (filled in by the module's owner)."""

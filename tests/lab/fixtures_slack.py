@@ -1,0 +1,1 @@
+"""Lab fixtures: slack (filled in by the module's owner)."""

@@ -1,0 +1,1 @@
+"""Lab fixtures: upstreams (filled in by the module's owner)."""
