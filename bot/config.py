@@ -1,0 +1,98 @@
+"""The bot's process settings, from the environment and `.env` (environment wins).
+
+A missing or malformed setting stops start-up with one line that names it (ConfigError).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+
+class ConfigError(ValueError):
+    """One line naming the setting that is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None  # set: Socket Mode; unset: HTTP mode
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    sites_path: str | None = None
+    redis_url: str | None = None  # set: work goes through the queue; unset: in-process
+    port: int = 3000
+    alerts_token: str | None = None
+    worker_concurrency: int = 50
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.slack_app_token)
+
+
+def _merged(env: Mapping[str, str] | None, dotenv_path: str | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if dotenv_path and os.path.exists(dotenv_path):
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update(env if env is not None else os.environ)
+    return values
+
+
+def load_config(
+    env: Mapping[str, str] | None = None,
+    *,
+    dotenv_path: str | None = ".env",
+    require_slack: bool = False,
+) -> BotConfig:
+    v = _merged(env, dotenv_path)
+
+    def get(name: str) -> str | None:
+        value = v.get(name, "").strip()
+        return value or None
+
+    bot_token, secret, app_token = (
+        get("SLACK_BOT_TOKEN"),
+        get("SLACK_SIGNING_SECRET"),
+        get("SLACK_APP_TOKEN"),
+    )
+    if require_slack:
+        if not bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-…)")
+        if not bot_token.startswith("xoxb-"):
+            raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
+        if app_token and not app_token.startswith("xapp-"):
+            raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
+        if not app_token and not secret:
+            raise ConfigError("SLACK_SIGNING_SECRET is not set (needed in HTTP mode)")
+    api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"SLACK_API_URL must be an http(s) URL, got {api_url!r}")
+    if not api_url.endswith("/"):
+        api_url += "/"  # slack_sdk joins method names onto base_url
+    redis_url = get("REDIS_URL")
+    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redis_url!r}")
+    port_text = get("PORT") or "3000"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"PORT must be a port number, got {port_text!r}")
+    conc_text = get("BADGATEWAY_WORKER_CONCURRENCY") or "50"
+    if not conc_text.isdigit() or int(conc_text) < 1:
+        raise ConfigError(f"BADGATEWAY_WORKER_CONCURRENCY must be a positive number: {conc_text!r}")
+    return BotConfig(
+        slack_bot_token=bot_token,
+        slack_signing_secret=secret,
+        slack_app_token=app_token,
+        slack_api_url=api_url,
+        sites_path=get("BADGATEWAY_SITES"),
+        redis_url=redis_url,
+        port=int(port_text),
+        alerts_token=get("ALERTS_TOKEN"),
+        worker_concurrency=int(conc_text),
+    )

@@ -1,0 +1,140 @@
+"""How a diagnosis travels: a request, a carrier that runs its steps, a sink that shows results.
+
+One code path for the work (``checks.runner.run_step`` per step, ``conclude`` at the end) and
+two ways to carry it: ``InProcessCarrier`` here (no Redis: the CLI shell, small installs) and
+the SAQ-backed carrier in ``bot.queue`` (workers on other machines).
+
+Delivery may be at-least-once (a queue re-runs a job whose worker died), so a sink must be
+idempotent: the same step result for the same request may arrive twice and must show once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from checks.context import ProbeContext
+from checks.model import Diagnosis, Finding, Status, StepResult
+from checks.runner import conclude, run_steps
+from checks.settings import Settings
+from checks.steps import all_steps, step_named
+
+
+@dataclass
+class DiagnosisRequest:
+    """Everything a worker needs to run a diagnosis and route its results."""
+
+    id: str
+    context: dict[str, Any]  # ProbeContext.to_dict(): the target and its vetted addresses
+    steps: list[str]  # step names to run now (all, or e.g. ["dns"] for `rerun dns`)
+    origin: dict[str, Any] = field(default_factory=dict)  # where results go; opaque here
+    previous: list[dict[str, Any]] = field(default_factory=list)  # kept results on partial rerun
+    created_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def new(
+        cls,
+        ctx: ProbeContext,
+        *,
+        steps: list[str] | None = None,
+        origin: dict[str, Any] | None = None,
+        previous: list[StepResult] | None = None,
+    ) -> DiagnosisRequest:
+        return cls(
+            id=uuid.uuid4().hex,
+            context=ctx.to_dict(),
+            steps=steps or [s.name for s in all_steps()],
+            origin=origin or {},
+            previous=[r.to_dict() for r in previous or []],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "context": self.context,
+            "steps": self.steps,
+            "origin": self.origin,
+            "previous": self.previous,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiagnosisRequest:
+        return cls(
+            id=d["id"],
+            context=d["context"],
+            steps=list(d["steps"]),
+            origin=dict(d.get("origin") or {}),
+            previous=list(d.get("previous") or []),
+            created_at=float(d.get("created_at", time.time())),
+        )
+
+
+class ResultSink(Protocol):
+    """Where results go (a Slack thread, a terminal). Must tolerate repeated calls."""
+
+    async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None: ...
+
+    async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None: ...
+
+
+class Carrier(Protocol):
+    """Runs a request's steps somewhere and feeds the sink."""
+
+    async def submit(self, request: DiagnosisRequest) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def failed_step_result(step_name: str, attempts: int, error: str) -> StepResult:
+    """The dead-letter record a thread shows instead of silence."""
+    message = f"step {step_name} failed after {attempts} tries: {error}"
+    return StepResult(
+        step_name, Status.ERROR, message, [Finding("step_dead_letter", message, Status.ERROR)]
+    )
+
+
+def combine(request: DiagnosisRequest, results: list[StepResult], settings: Settings) -> Diagnosis:
+    """Conclude a request: its new results plus the kept ones from before a partial rerun."""
+    fresh = {r.name for r in results}
+    kept = [StepResult.from_dict(d) for d in request.previous if d["name"] not in fresh]
+    ctx = ProbeContext.from_dict(request.context, settings)
+    started = datetime.fromtimestamp(request.created_at, UTC)
+    return conclude(ctx, kept + results, started)
+
+
+class InProcessCarrier:
+    """Runs diagnoses as asyncio tasks in this process; ``drain`` waits for them all."""
+
+    def __init__(self, settings: Settings, sink: ResultSink) -> None:
+        self.settings = settings
+        self.sink = sink
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, request: DiagnosisRequest) -> None:
+        task = asyncio.create_task(self._run(request), name=f"diagnosis-{request.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, request: DiagnosisRequest) -> None:
+        ctx = ProbeContext.from_dict(request.context, self.settings)
+        steps = [s for s in (step_named(n) for n in request.steps) if s is not None]
+
+        async def forward(result: StepResult) -> None:
+            await self.sink.step_finished(request, result)
+
+        results = await run_steps(ctx, steps, on_step=forward)
+        await self.sink.diagnosis_finished(request, combine(request, results, self.settings))
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
