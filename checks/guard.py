@@ -118,7 +118,9 @@ def refusal_reason(ip: IPAddress, allow_networks: Iterable[IPNetwork] = ()) -> s
     """Why the bot must not connect to ``ip``, or None if it may."""
     allow = list(allow_networks)
     inner = embedded_ipv4(ip)
-    candidates: list[IPAddress] = [ip] if inner is None else [ip, inner]
+    # The embedded IPv4 address first: it is where the packets really go, and the reason
+    # given should name it (metadata, loopback…), not just 'non-public'.
+    candidates: list[IPAddress] = [ip] if inner is None else [inner, ip]
     for candidate in candidates:
         if any(candidate.version == net.version and candidate in net for net in allow):
             return None
