@@ -46,45 +46,78 @@ class ResolveFailed(Exception):
 
 
 async def resolve_host(host: str, resolvers: tuple[str, ...], timeout_s: float) -> list[str]:
-    """Addresses for ``host``: through the first configured resolver that answers, else the
-    system's resolver (getaddrinfo, which also reads /etc/hosts). IPv4 first."""
+    """Addresses for ``host``: from the first configured resolver (in the configured order)
+    that has some, else the system's resolver (getaddrinfo, which also reads /etc/hosts).
+    IPv4 first.
+
+    All configured resolvers are asked at once, so a dead first resolver costs one timeout,
+    not one per resolver. One resolver's NXDOMAIN does not end the search: when resolvers
+    disagree whether the name exists, the site exists for some clients and is worth probing
+    (the DNS step reports the disagreement).
+    """
     if parse_ip(host) is not None:
         return [str(parse_ip(host))]
     if not resolvers:
         return await _system_lookup(host, timeout_s)
-    last: ResolveFailed | None = None
-    for spec in resolvers:
-        try:
-            return await _dns_lookup(host, spec, timeout_s)
-        except ResolveFailed as exc:
-            if exc.kind == "nxdomain":
-                raise
-            last = exc
-    assert last is not None
-    raise last
+    tasks = [asyncio.create_task(_dns_outcome(host, spec, timeout_s)) for spec in resolvers]
+    failures: list[ResolveFailed] = []
+    try:
+        for task in tasks:
+            outcome = await task
+            if not isinstance(outcome, ResolveFailed):
+                return outcome
+            failures.append(outcome)
+    finally:
+        for task in tasks:
+            task.cancel()
+    # No resolver had an address: a statement about the name beats a failure to answer.
+    for kind in ("nxdomain", "noanswer", "servfail", "timeout"):
+        for failure in failures:
+            if failure.kind == kind:
+                raise failure
+    raise failures[0]
+
+
+async def _dns_outcome(host: str, spec: str, timeout_s: float) -> list[str] | ResolveFailed:
+    # Returned, not raised: the tasks of resolvers not waited for are dropped unread.
+    try:
+        return await _dns_lookup(host, spec, timeout_s)
+    except ResolveFailed as exc:
+        return exc
 
 
 async def _dns_lookup(host: str, spec: str, timeout_s: float) -> list[str]:
     resolver = make_resolver(spec, timeout_s)
-    found: list[str] = []
-    errors: list[ResolveFailed] = []
-    for rdtype in ("A", "AAAA"):
-        try:
-            answer = await resolver.resolve(host, rdtype)
-            found.extend(r.to_text() for r in answer)
-        except dns.resolver.NXDOMAIN:
-            raise ResolveFailed("nxdomain", f"{host} does not exist (NXDOMAIN)") from None
-        except dns.resolver.NoAnswer:
-            continue
-        except dns.resolver.NoNameservers:
-            errors.append(ResolveFailed("servfail", f"{spec} failed to answer for {host}"))
-        except dns.exception.Timeout:
-            errors.append(ResolveFailed("timeout", f"{spec} did not answer for {host} in time"))
+    outcomes = await asyncio.gather(*(_lookup_type(resolver, spec, host, t) for t in ("A", "AAAA")))
+    found = [address for addresses, _ in outcomes for address in addresses]
+    errors = [error for _, error in outcomes if error is not None]
     if found:
         return found
+    for error in errors:
+        if error.kind == "nxdomain":
+            raise error
     if errors:
         raise errors[0]
     raise ResolveFailed("noanswer", f"{host} has no A or AAAA record")
+
+
+async def _lookup_type(
+    resolver: dns.asyncresolver.Resolver, spec: str, host: str, rdtype: str
+) -> tuple[list[str], ResolveFailed | None]:
+    """One record type: its addresses, or why there are none (None for 'no such record')."""
+    try:
+        answer = await resolver.resolve(host, rdtype)
+    except dns.resolver.NXDOMAIN:
+        return [], ResolveFailed("nxdomain", f"{host} does not exist (NXDOMAIN)")
+    except dns.resolver.NoAnswer:
+        return [], None
+    except dns.resolver.NoNameservers:
+        return [], ResolveFailed("servfail", f"{spec} failed to answer for {host}")
+    except dns.exception.Timeout:
+        return [], ResolveFailed("timeout", f"{spec} did not answer for {host} in time")
+    except (OSError, ValueError, dns.exception.DNSException) as exc:
+        return [], ResolveFailed("servfail", f"{spec} could not be asked about {host}: {exc}")
+    return [r.to_text() for r in answer], None
 
 
 async def _system_lookup(host: str, timeout_s: float) -> list[str]:

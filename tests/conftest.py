@@ -1,4 +1,20 @@
-"""Shared fixtures. Each lab module registers its own fixtures as a pytest plugin."""
+"""Shared fixtures. Each lab module registers its own fixtures as a pytest plugin.
+
+The network guard below enforces the workplace rule in every in-process test: traffic goes
+only to loopback, unix sockets, or the TEST-NET ranges used inside network namespaces the
+tests create. Anything else (a system resolver on 10.x, a public host) is refused and fails
+the test that tried it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 
 pytest_plugins = [
     "tests.lab.fixtures_upstreams",
@@ -8,3 +24,47 @@ pytest_plugins = [
     "tests.lab.fixtures_redis",
     "tests.lab.fixtures_slack",
 ]
+
+_ALLOWED = [
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "::1/128", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+]
+_violations: list[str] = []
+
+
+def _allowed(address: Any) -> bool:
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX path or abstract socket
+    host = str(address[0]).split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # connect() to a name would resolve outside our control
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == n.version and ip in n for n in _ALLOWED)
+
+
+def _guarded(name: str) -> Any:
+    original = getattr(socket.socket, name)
+
+    def method(self: socket.socket, address: Any, *args: Any) -> Any:
+        target = args[-1] if name == "sendto" and args else address
+        if not _allowed(target):
+            _violations.append(f"{name} to {target!r}")
+            raise OSError(errno.ENETUNREACH, f"test network guard: {target!r} is off-limits")
+        return original(self, address, *args)
+
+    return method
+
+
+@pytest.fixture(autouse=True)
+def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("connect", "connect_ex", "sendto"):
+        monkeypatch.setattr(socket.socket, name, _guarded(name))
+    _violations.clear()
+    yield
+    if _violations:
+        found = ", ".join(sorted(set(_violations)))
+        _violations.clear()
+        pytest.fail(f"the test sent traffic outside loopback/test namespaces: {found}")

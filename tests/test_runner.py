@@ -5,7 +5,10 @@ import asyncio
 import ipaddress
 import time
 
+import pytest
+
 from checks.context import ProbeContext
+from checks.guard import TargetRefused
 from checks.model import Status, StepResult
 from checks.runner import prepare, run_steps
 from checks.settings import Settings
@@ -46,9 +49,16 @@ async def test_crash_and_hang_are_contained() -> None:
     assert results[2].status is Status.OK
 
 
-async def test_unresolvable_name_is_not_refused_but_explained() -> None:
-    ctx = await prepare("http://no-such-host.invalid/", LOOPBACK)
+async def test_unresolvable_name_is_not_refused_but_explained(dns_lab) -> None:
+    settings = Settings(resolvers=(dns_lab.primary,), allow_networks=LOOPBACK.allow_networks)
+    ctx = await prepare("http://missing.test/", settings)
     assert ctx.addresses == () and ctx.resolve_kind == "nxdomain"
+
+
+async def test_a_name_that_resolves_to_a_private_address_is_refused(dns_lab) -> None:
+    settings = Settings(resolvers=(dns_lab.primary,), allow_networks=LOOPBACK.allow_networks)
+    with pytest.raises(TargetRefused, match="private"):
+        await prepare("http://mixed.test/", settings)
 
 
 def test_the_runbook_order() -> None:

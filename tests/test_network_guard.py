@@ -1,0 +1,31 @@
+"""The test-suite's own network guard refuses anything but loopback and test namespaces."""
+
+import socket
+
+import pytest
+
+from tests import conftest
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        (("127.0.0.1", 53), True),
+        (("::1", 80, 0, 0), True),
+        (("::ffff:127.0.0.1", 80, 0, 0), True),
+        (("192.0.2.10", 80), True),
+        (("10.255.255.53", 53), False),
+        (("8.8.8.8", 53), False),
+        (("example.com", 80), False),
+        ("/run/php/php-fpm.sock", True),
+    ],
+)
+def test_allowed_destinations(address: object, allowed: bool) -> None:
+    assert conftest._allowed(address) is allowed
+
+
+def test_a_forbidden_connect_is_refused_before_any_packet() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(OSError):
+        s.sendto(b"x", ("10.255.255.53", 53))
+    assert conftest._violations  # recorded, so the guard fails the test...
+    conftest._violations.clear()  # ...which this test expects, so it clears the record
