@@ -1,7 +1,7 @@
 """Shared fixtures. Each lab module registers its own fixtures as a pytest plugin.
 
 The network guard below enforces the workplace rule in every in-process test: traffic goes
-only to loopback, unix sockets, or the TEST-NET ranges used inside network namespaces the
+only to loopback, unix sockets, or the TEST-NET-2/3 ranges used inside network namespaces the
 tests create. Anything else (a system resolver on 10.x, a public host) is refused and fails
 the test that tried it.
 """
@@ -27,7 +27,7 @@ pytest_plugins = [
 
 _ALLOWED = [
     ipaddress.ip_network(n)
-    for n in ("127.0.0.0/8", "::1/128", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+    for n in ("127.0.0.0/8", "::1/128", "198.51.100.0/24", "203.0.113.0/24")
 ]
 _violations: list[str] = []
 

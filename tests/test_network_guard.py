@@ -13,7 +13,8 @@ from tests import conftest
         (("127.0.0.1", 53), True),
         (("::1", 80, 0, 0), True),
         (("::ffff:127.0.0.1", 80, 0, 0), True),
-        (("192.0.2.10", 80), True),
+        (("198.51.100.10", 80), True),
+        (("192.0.2.1", 80), False),  # this machine's own LAN here: never a test host
         (("10.255.255.53", 53), False),
         (("8.8.8.8", 53), False),
         (("example.com", 80), False),

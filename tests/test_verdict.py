@@ -108,4 +108,6 @@ def test_errored_steps_are_named_in_the_summary() -> None:
 def test_every_cause_is_documented_and_the_docs_are_current() -> None:
     assert set(CATALOGUE) == set(Cause)
     with open("docs/causes.md", encoding="utf-8") as fh:
-        assert fh.read() == render_markdown(), "regenerate: python -m checks.causes > docs/causes.md"
+        assert fh.read() == render_markdown(), (
+            "regenerate: python -m checks.causes > docs/causes.md"
+        )

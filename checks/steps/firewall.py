@@ -1,0 +1,209 @@
+"""Firewall / network path: can a client open a connection to the site, does its TLS hold,
+and can the proxy's upstreams be reached at all?
+
+For every vetted address of the site: a TCP connect (open, refused = nothing listens,
+timed out = packets silently dropped by a firewall, unreachable = no route), then for
+https the TLS handshake with the site's name (checks.tls_inspect). Then the site's
+upstreams from the sites file, probed directly (checks.upstream_probe): this proves "the
+proxy cannot reach its app" even when no proxy log is at hand. Everything runs at once,
+within the diagnosis budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from checks.context import ProbeContext
+from checks.model import Cause, Finding, Status, StepResult, Weight
+from checks.steps import Step
+from checks.tls_inspect import TlsReport, inspect_tls
+from checks.upstream_probe import ConnectResult, UpstreamReport, connect_tcp, probe_upstreams
+
+NAME = "firewall"
+_SPARE_S = 0.15  # finish this much before the step's deadline, to report what was found
+
+T = TypeVar("T")
+
+
+def _shown(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _edge_finding(address: str, port: int, result: ConnectResult, timeout_s: float) -> Finding:
+    where = _shown(address, port)
+    data: dict[str, Any] = {"address": address, "port": port, "connect_ms": result.ms}
+    if result.state == "open":
+        return Finding("tcp_open", f"{where} accepts connections ({result.ms} ms)", data=data)
+    if result.state == "refused":
+        return Finding(
+            "tcp_refused",
+            f"{where} refuses connections: nothing listens on port {port} there",
+            Status.FAIL,
+            Cause.UNREACHABLE,
+            Weight.OBSERVED,
+            data,
+        )
+    if result.state == "timeout":
+        return Finding(
+            "tcp_timeout",
+            f"connecting to {where} got no answer within {timeout_s:g} s: the packets are "
+            "dropped on the way (a firewall), or the host is down",
+            Status.FAIL,
+            Cause.FIREWALL_DROP,
+            Weight.OBSERVED,
+            data,
+        )
+    return Finding(
+        "tcp_unreachable" if result.state == "unreachable" else "tcp_error",
+        f"connecting to {where} fails: {result.error}",
+        Status.FAIL,
+        Cause.UNREACHABLE,
+        Weight.OBSERVED if result.state == "unreachable" else Weight.INFERRED,
+        data,
+    )
+
+
+async def _probe_edge(
+    ctx: ProbeContext, address: str
+) -> tuple[ConnectResult, TlsReport | None, float]:
+    target = ctx.target
+    timeout_s = ctx.probe_timeout()
+    connected = await connect_tcp(address, target.port, timeout_s)
+    if connected.state != "open" or target.scheme != "https":
+        return connected, None, timeout_s
+    tls = await inspect_tls(
+        address, target.port, target.host, ctx.probe_timeout(), ctx.settings.ca_file
+    )
+    return connected, tls, timeout_s
+
+
+async def _bounded(awaitable: Awaitable[T], seconds: float) -> T | None:
+    """The result, or None when the step's time runs out first."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        return None
+
+
+def _merge(findings: list[Finding]) -> list[Finding]:
+    """One finding per distinct message, counted: many addresses, one story."""
+    merged: dict[tuple[str, str], Finding] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for finding in findings:
+        key = (finding.code, finding.message)
+        counts[key] = counts.get(key, 0) + 1
+        merged.setdefault(key, finding)
+    out: list[Finding] = []
+    for key, finding in merged.items():
+        if counts[key] > 1:
+            finding = Finding(
+                finding.code,
+                finding.message,
+                finding.severity,
+                finding.cause,
+                finding.weight,
+                {**finding.data, "count": counts[key]},
+            )
+        out.append(finding)
+    return out
+
+
+async def run(ctx: ProbeContext) -> StepResult:
+    target = ctx.target
+    upstreams = target.site.upstreams if target.site else ()
+    if not ctx.addresses and not upstreams:
+        return StepResult(
+            NAME,
+            Status.SKIPPED,
+            f"no address to connect to: {ctx.resolve_error or 'the name did not resolve'}",
+        )
+    budget = max(0.05, ctx.remaining() - _SPARE_S)
+    upstream_timeout = ctx.probe_timeout()
+    edge_tasks = [_bounded(_probe_edge(ctx, a), budget) for a in ctx.addresses]
+    upstream_task = _bounded(probe_upstreams(upstreams, upstream_timeout), budget)
+    edge_results, upstream_report = await asyncio.gather(asyncio.gather(*edge_tasks), upstream_task)
+
+    findings: list[Finding] = []
+    edge_rows: list[dict[str, Any]] = []
+    tls_reports: list[TlsReport] = []
+    many = len(ctx.addresses) > 1
+    for address, outcome in zip(ctx.addresses, edge_results, strict=True):
+        row: dict[str, Any] = {"address": address, "port": target.port}
+        if outcome is None:
+            row["state"] = "unfinished"
+            findings.append(
+                Finding(
+                    "edge_unfinished",
+                    f"the probe of {_shown(address, target.port)} did not finish in time",
+                    Status.WARN,
+                )
+            )
+        else:
+            connected, tls, timeout_s = outcome
+            row.update(connected.to_dict())
+            findings.append(_edge_finding(address, target.port, connected, timeout_s))
+            if tls is not None:
+                row["tls_verified"] = tls.verified
+                tls_reports.append(tls)
+                findings.extend(tls.findings(show_address=many))
+        edge_rows.append(row)
+
+    details: dict[str, Any] = {"edge": edge_rows, "tls": {}, "upstreams": []}
+    if tls_reports:
+        details["tls"] = tls_reports[0].to_dict()
+        if len(tls_reports) > 1:
+            details["tls"]["others"] = [r.to_dict() for r in tls_reports[1:]]
+    if not ctx.addresses:
+        findings.append(
+            Finding(
+                "edge_skipped",
+                f"the site's address is unknown ({ctx.resolve_error or 'no address'}); "
+                "only its upstreams were probed",
+            )
+        )
+    findings.extend(_upstream_findings(upstreams, upstream_report, upstream_timeout, details))
+    findings = _merge(findings)
+    return StepResult.from_findings(NAME, _summary(findings, details), findings, details=details)
+
+
+def _upstream_findings(
+    upstreams: tuple[str, ...],
+    report: UpstreamReport | None,
+    timeout_s: float,
+    details: dict[str, Any],
+) -> list[Finding]:
+    if not upstreams:
+        return []
+    if report is None:
+        message = "the upstream probes did not finish in time"
+        return [Finding("upstreams_unfinished", message, Status.WARN)]
+    details["upstreams"] = [a.to_dict() for a in report.attempts]
+    found = [
+        Finding("upstream_unreadable", f"upstream entry not understood: {text}", Status.WARN)
+        for text in report.invalid
+    ]
+    for attempt in report.attempts:
+        found.extend(attempt.findings(timeout_s))
+    return found
+
+
+def _summary(findings: list[Finding], details: dict[str, Any]) -> str:
+    problems = [f for f in findings if f.severity.rank >= Status.WARN.rank]
+    if problems:
+        worst = max(problems, key=lambda f: (f.severity.rank, int(f.weight)))
+        more = len(problems) - 1
+        return worst.message + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+    parts = []
+    if details["edge"]:
+        parts.append(f"{len(details['edge'])} address(es) accept connections")
+    if details["tls"]:
+        parts.append("TLS is valid")
+    if details["upstreams"]:
+        parts.append(f"{len(details['upstreams'])} upstream address(es) answer")
+    return ", ".join(parts) or "nothing to probe"
+
+
+STEP = Step(name=NAME, order=30, title="Firewall / network path", run=run)
