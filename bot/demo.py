@@ -8,6 +8,7 @@ and upstream configured, as a sites file would. Needs no Slack, no Redis, no net
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import shutil
@@ -15,6 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from checks.runner import diagnose, prepare
@@ -42,6 +45,10 @@ http {{
 """
 
 
+class DemoUnavailable(RuntimeError):
+    """The demo cannot run here (no nginx); the message says what to install."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,14 +72,15 @@ def _nginx_binary() -> str | None:
     )
 
 
-def run_demo(*, as_json: bool = False) -> int:
+@contextlib.contextmanager
+def demo_site() -> Iterator[Settings]:
+    """Run nginx in front of a stopped app; yield settings with the site 'demo-shop'."""
     nginx = _nginx_binary()
     if nginx is None:
-        print(
+        raise DemoUnavailable(
             "badgateway demo needs nginx (Debian: apt-get install nginx-light, or run "
-            "scripts/quickstart, which installs it)",
+            "scripts/quickstart, which installs it)"
         )
-        return 2
     with tempfile.TemporaryDirectory(prefix="badgateway-demo-") as tmp:
         work = Path(tmp)
         (work / "tmp").mkdir()
@@ -86,28 +94,39 @@ def run_demo(*, as_json: bool = False) -> int:
         try:
             if not _wait_for_port(port):
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                print(f"badgateway demo: nginx did not start: {err.strip()}")
-                return 1
+                raise DemoUnavailable(f"nginx did not start: {err.strip()}")
+            # A user's visit that got the 502: it is what puts the error in nginx's log.
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3).close()
             site = Site(
                 name="demo-shop",
                 url=f"http://127.0.0.1:{port}/",
                 upstreams=(f"127.0.0.1:{app_port}",),
                 logs=(LogSource(path=str(work / "error.log"), format="nginx"),),
             )
-            settings = Settings(
+            yield Settings(
                 allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
                 timeout_s=3.0,
                 sites=(site,),
             )
-            if not as_json:
-                print(
-                    f"Demo: nginx on 127.0.0.1:{port} proxies to 127.0.0.1:{app_port}, "
-                    "where no app is running.\n"
-                )
-            return asyncio.run(_run(settings, as_json))
         finally:
             proc.terminate()
             proc.wait(5)
+
+
+def run_demo(*, as_json: bool = False) -> int:
+    try:
+        with demo_site() as settings:
+            if not as_json:
+                site = settings.sites[0]
+                print(
+                    f"Demo: nginx at {site.url} proxies to {site.upstreams[0]}, "
+                    "where no app is running.\n"
+                )
+            return asyncio.run(_run(settings, as_json))
+    except DemoUnavailable as exc:
+        print(f"badgateway demo: {exc}")
+        return 2
 
 
 async def _run(settings: Settings, as_json: bool) -> int:
