@@ -1,0 +1,99 @@
+"""Benchmark: how long a whole diagnosis takes, per step, in the cases that bound it.
+
+Prints figures; asserts nothing (speed targets live here, not in timed tests). Traffic goes
+only to loopback and to a network namespace this script creates (needs root for that case).
+
+    .venv/bin/python -m bench.diagnosis_bench [--runs 3]
+
+Cases: a 502 from nginx in front of a stopped app (the demo); a healthy site; and a
+blackhole — a host behind a firewall that drops every packet, so every probe times out,
+which is what the diagnosis budget (settings.diagnosis_budget_s) must bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.server
+import ipaddress
+import resource
+import statistics
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+from bot.demo import demo_site
+from checks.model import Diagnosis
+from checks.runner import diagnose
+from checks.settings import Settings
+from checks.steps import step_names
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+@contextlib.contextmanager
+def healthy_site() -> Iterator[tuple[str, Settings]]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", Settings(allow_networks=LOOPBACK)
+    finally:
+        server.shutdown()
+
+
+@contextlib.contextmanager
+def blackhole_site() -> Iterator[tuple[str, Settings]]:
+    from tests.lab.fixtures_netns import netns_lab_context
+
+    with netns_lab_context() as lab, lab.firewall(80, "drop"), lab.firewall(443, "drop"):
+        yield f"https://{lab.address}/", Settings(allow_networks=(lab.network,))
+
+
+@contextlib.contextmanager
+def demo() -> Iterator[tuple[str, Settings]]:
+    with demo_site() as settings:
+        yield "demo-shop", settings
+
+
+CASES: dict[str, Callable[[], contextlib.AbstractContextManager[tuple[str, Settings]]]] = {
+    "502 behind nginx": demo,
+    "healthy": healthy_site,
+    "blackhole (all probes time out)": blackhole_site,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    names = step_names()
+    print(f"{'case':34} {'total ms':>9} " + " ".join(f"{n:>9}" for n in names) + "  cause")
+    for label, make in CASES.items():
+        try:
+            with make() as (target, settings):
+                settings = replace(settings, timeout_s=5.0)
+                runs: list[Diagnosis] = [
+                    asyncio.run(diagnose(target, settings)) for _ in range(args.runs)
+                ]
+        except Exception as exc:  # a case that cannot run here is reported, not fatal
+            print(f"{label:34} skipped: {exc}")
+            continue
+        total = statistics.median(d.duration_ms for d in runs)
+        per_step = [
+            statistics.median(next(s.duration_ms for s in d.steps if s.name == n) for d in runs)
+            for n in names
+        ]
+        cells = " ".join(f"{ms:>9.0f}" for ms in per_step)
+        print(f"{label:34} {total:>9.0f} {cells}  {runs[-1].verdict.cause.value}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nmedian of {args.runs} runs; timeout_s=5; peak RSS {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
