@@ -1,1 +1,491 @@
-"""Lab fixtures: proxies (filled in by the module's owner)."""
+"""Lab fixtures: the real Debian proxies (nginx, haproxy, apache2) and php-fpm, started as
+ordinary processes on loopback ports picked at run time, each in its own tmp directory
+with its own config and logs (never a system service, never port 80).
+
+Factory fixtures (function-scoped; each has a ``module_*`` twin for sharing in a module)::
+
+    def test_x(upstream, nginx_proxy, haproxy_proxy, apache_proxy, php_fpm):
+        app = upstream("refused")
+        ngx = nginx_proxy(app)                      # proxy_pass http://app.address
+        hap = haproxy_proxy(app)                    # one backend server = app
+        apa = apache_proxy(app)                     # ProxyPass / http://app.address/
+        fpm = php_fpm(max_children=1, terminate_timeout_s=1)
+        ngx_php = nginx_proxy(php=fpm)              # fastcgi_pass to the pool
+        apa_php = apache_proxy(php=fpm)             # ProxyPass / fcgi://... (proxy_fcgi)
+
+Every factory returns a ``Proxy``: ``url`` ("http://127.0.0.1:PORT/"), ``port``,
+``error_log`` (the file the server writes its errors to: nginx/apache error log, haproxy's
+request log, php-fpm's error_log), ``access_log`` (or None), ``log_format`` (the
+``LogSource.format`` name) and ``wait_for_log(regex)``. ``PhpFpm`` adds ``address``
+("unix:/path/fpm.sock" or "127.0.0.1:PORT") and ``docroot`` holding ``ok.php``,
+``sleep.php?s=SECONDS`` and ``fail.php`` (an app 500).
+
+Options (all keyword): nginx ``connect_timeout_s=1``, ``read_timeout_s=1``,
+``buffer_size=None`` (proxy/fastcgi_buffer_size), ``max_fails=1``, ``fail_timeout_s=10``,
+``max_conns=0``; haproxy ``connect_timeout_s=1``, ``server_timeout_s=1``, ``retries=0``,
+``maxconn=0`` (per server), ``queue_timeout_s=1``; apache ``timeout_s=1``, ``retry_s=0``;
+php-fpm ``max_children=2``, ``terminate_timeout_s=0`` (0 = off), ``tcp=False``.
+``upstream`` may be an ``Upstream``, a "host:port" string, or a list of them (nginx,
+haproxy: several servers in one pool).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.fixtures_upstreams import Upstream
+from tests.lab.process import (
+    ManagedProcess,
+    free_port,
+    require_binary,
+    wait_for_path,
+    wait_for_port,
+)
+
+UpstreamSpec = Upstream | str | Sequence[Upstream | str]
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+
+
+@dataclass
+class Proxy:
+    kind: str  # nginx | haproxy | apache | php-fpm
+    log_format: str  # LogSource.format for error_log
+    directory: Path
+    error_log: Path
+    process: ManagedProcess
+    port: int = 0
+    host: str = "127.0.0.1"
+    access_log: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def read_log(self) -> str:
+        return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> str:
+        """Wait until ``pattern`` (a regex) appears in the error log; return the log text."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.read_log()
+            if re.search(pattern, text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{pattern!r} not in {self.error_log} after {timeout} s:\n{text[-3000:]}\n"
+                    f"process output:\n{self.process.output()[-2000:]}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@dataclass
+class PhpFpm(Proxy):
+    socket_path: Path | None = None
+    docroot: Path = Path()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.socket_path is not None:
+            shutil.rmtree(self.socket_path.parent, ignore_errors=True)
+
+    @property
+    def address(self) -> str:
+        if self.socket_path is not None:
+            return f"unix:{self.socket_path}"
+        return f"{self.host}:{self.port}"
+
+
+def _addresses(spec: UpstreamSpec) -> list[str]:
+    items = [spec] if isinstance(spec, Upstream | str) else list(spec)
+    return [item.address if isinstance(item, Upstream) else item for item in items]
+
+
+def _wait_ready(proxy: Proxy) -> None:
+    try:
+        wait_for_port(proxy.port, proxy.host, timeout=10)
+    except TimeoutError:
+        output = proxy.process.output()
+        proxy.stop()
+        raise RuntimeError(
+            f"{proxy.kind} did not start:\n{output}\n{proxy.read_log()[-3000:]}"
+        ) from None
+
+
+# --- php-fpm --------------------------------------------------------------------------------
+
+_PHP_SCRIPTS = {
+    "ok.php": '<?php echo "ok from php\\n";\n',
+    "sleep.php": (
+        '<?php $s = isset($_GET["s"]) ? (float)$_GET["s"] : 3.0;\n'
+        'usleep((int)($s * 1000000)); echo "slept $s\\n";\n'
+    ),
+    "fail.php": '<?php http_response_code(500); echo "app failed\\n";\n',
+}
+
+
+def start_php_fpm(
+    directory: Path,
+    *,
+    max_children: int = 2,
+    terminate_timeout_s: float = 0,
+    tcp: bool = False,
+) -> PhpFpm:
+    binary = require_binary("php-fpm8.2", "php-fpm", "/usr/sbin/php-fpm8.2")
+    directory.mkdir(parents=True, exist_ok=True)
+    docroot = directory / "www"
+    docroot.mkdir(exist_ok=True)
+    docroot.chmod(0o755)
+    for name, text in _PHP_SCRIPTS.items():
+        (docroot / name).write_text(text)
+    error_log = directory / "php-fpm.log"
+    socket_path = None
+    if not tcp:
+        # Short path (sun_path is 108 bytes) in a directory the proxies' unprivileged
+        # workers can traverse; pytest's own tmp dirs are private to root.
+        socket_dir = Path(tempfile.mkdtemp(prefix="bg-fpm-"))
+        socket_dir.chmod(0o755)
+        socket_path = socket_dir / "fpm.sock"
+    port = free_port() if tcp else 0
+    listen = f"127.0.0.1:{port}" if tcp else str(socket_path)
+    # pm = dynamic: it is the mode that logs "server reached pm.max_children".
+    conf = f"""[global]
+pid = {directory}/php-fpm.pid
+error_log = {error_log}
+log_level = notice
+daemonize = no
+
+[www]
+listen = {listen}
+listen.mode = 0666
+pm = dynamic
+pm.max_children = {max_children}
+pm.start_servers = 1
+pm.min_spare_servers = 1
+pm.max_spare_servers = 1
+request_terminate_timeout = {int(terminate_timeout_s) if terminate_timeout_s else 0}
+catch_workers_output = yes
+php_admin_value[display_errors] = off
+"""
+    (directory / "php-fpm.conf").write_text(conf)
+    # -R: the lab runs as root; the pool has no user to switch to.
+    process = ManagedProcess(
+        [binary, "-R", "-F", "-y", str(directory / "php-fpm.conf")], directory / "stdout.log"
+    )
+    fpm = PhpFpm(
+        kind="php-fpm",
+        log_format="php-fpm",
+        directory=directory,
+        error_log=error_log,
+        process=process,
+        port=port,
+        socket_path=socket_path,
+        docroot=docroot,
+    )
+    try:
+        if socket_path is not None:
+            wait_for_path(socket_path)
+        else:
+            wait_for_port(port)
+    except TimeoutError:
+        output = process.output()
+        fpm.stop()
+        raise RuntimeError(f"php-fpm did not start:\n{output}\n{fpm.read_log()}") from None
+    return fpm
+
+
+# --- nginx ----------------------------------------------------------------------------------
+
+
+def start_nginx(
+    directory: Path,
+    upstream: UpstreamSpec | None = None,
+    *,
+    php: PhpFpm | None = None,
+    connect_timeout_s: float = 1,
+    read_timeout_s: float = 1,
+    buffer_size: str | None = None,
+    max_fails: int = 1,
+    fail_timeout_s: float = 10,
+    max_conns: int = 0,
+) -> Proxy:
+    binary = require_binary("nginx", "/usr/sbin/nginx")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    error_log = directory / "error.log"
+    access_log = directory / "access.log"
+    temp = " ".join(
+        f"{name}_temp_path {directory}/tmp_{name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    ms = lambda s: f"{int(s * 1000)}ms"  # noqa: E731 - local formatting shorthand
+    if php is not None:
+        buffer = f"fastcgi_buffer_size {buffer_size};" if buffer_size else ""
+        location = f"""
+        root {php.docroot};
+        location / {{
+            fastcgi_pass {php.address};
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+            fastcgi_param QUERY_STRING $query_string;
+            fastcgi_param REQUEST_METHOD $request_method;
+            fastcgi_param REQUEST_URI $request_uri;
+            fastcgi_param SERVER_PROTOCOL $server_protocol;
+            fastcgi_connect_timeout {ms(connect_timeout_s)};
+            fastcgi_read_timeout {ms(read_timeout_s)};
+            {buffer}
+        }}"""
+        pool = ""
+    else:
+        if upstream is None:
+            raise ValueError("nginx_proxy needs an upstream or php=")
+        fail_timeout = f"{max(1, round(fail_timeout_s))}s"  # whole seconds only
+        servers = "\n".join(
+            f"        server {address} max_fails={max_fails} fail_timeout={fail_timeout}"
+            + (f" max_conns={max_conns}" if max_conns else "")
+            + ";"
+            for address in _addresses(upstream)
+        )
+        pool = f"    upstream app {{\n{servers}\n    }}"
+        buffer = f"proxy_buffer_size {buffer_size};" if buffer_size else ""
+        location = f"""
+        location / {{
+            proxy_pass http://app;
+            proxy_connect_timeout {ms(connect_timeout_s)};
+            proxy_read_timeout {ms(read_timeout_s)};
+            proxy_send_timeout {ms(read_timeout_s)};
+            proxy_next_upstream error timeout;
+            {buffer}
+        }}"""
+    conf = f"""worker_processes 1;
+error_log {error_log} warn;
+pid {directory}/nginx.pid;
+events {{ worker_connections 128; }}
+http {{
+    access_log {access_log};
+    {temp}
+{pool}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name lab;
+        {location}
+    }}
+}}
+"""
+    (directory / "nginx.conf").write_text(conf)
+    process = ManagedProcess(
+        [binary, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"],
+        directory / "stdout.log",
+    )
+    proxy = Proxy("nginx", "nginx", directory, error_log, process, port, access_log=access_log)
+    _wait_ready(proxy)
+    return proxy
+
+
+# --- haproxy --------------------------------------------------------------------------------
+
+
+def start_haproxy(
+    directory: Path,
+    upstream: UpstreamSpec,
+    *,
+    connect_timeout_s: float = 1,
+    server_timeout_s: float = 1,
+    retries: int = 0,
+    maxconn: int = 0,
+    queue_timeout_s: float = 1,
+) -> Proxy:
+    binary = require_binary("haproxy", "/usr/sbin/haproxy")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = directory / "haproxy.log"
+    # HAProxy logs to syslog only; "fd@N" makes it write syslog-framed lines (as rsyslog
+    # would store them) to a file descriptor we hand it, so the test reads its own log.
+    log_file = open(log_path, "ab", buffering=0)  # closed below; the fd is inherited
+    fd = log_file.fileno()
+    ms = lambda s: f"{int(s * 1000)}ms"  # noqa: E731 - local formatting shorthand
+    servers = "\n".join(
+        f"    server app{i + 1} {address}" + (f" maxconn {maxconn}" if maxconn else "")
+        for i, address in enumerate(_addresses(upstream))
+    )
+    conf = f"""global
+    log fd@{fd} format rfc3164 local0
+    pidfile {directory}/haproxy.pid
+
+defaults
+    mode http
+    log global
+    option httplog
+    retries {retries}
+    timeout connect {ms(connect_timeout_s)}
+    timeout client 10s
+    timeout server {ms(server_timeout_s)}
+    timeout queue {ms(queue_timeout_s)}
+
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend app
+
+backend app
+{servers}
+"""
+    (directory / "haproxy.cfg").write_text(conf)
+    try:
+        process = ManagedProcess(
+            [binary, "-f", str(directory / "haproxy.cfg"), "-db"],
+            directory / "stdout.log",
+            pass_fds=(fd,),
+        )
+    finally:
+        log_file.close()
+    proxy = Proxy("haproxy", "haproxy", directory, log_path, process, port)
+    _wait_ready(proxy)
+    return proxy
+
+
+# --- apache2 --------------------------------------------------------------------------------
+
+
+def start_apache(
+    directory: Path,
+    upstream: Upstream | str | None = None,
+    *,
+    php: PhpFpm | None = None,
+    timeout_s: float = 1,
+    retry_s: int = 0,
+) -> Proxy:
+    binary = require_binary("apache2", "/usr/sbin/apache2")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    error_log = directory / "error.log"
+    access_log = directory / "access.log"
+    timeout = max(1, round(timeout_s))
+    params = f"retry={retry_s} timeout={timeout} connectiontimeout={timeout}"
+    if php is not None:
+        if php.socket_path is not None:
+            backend = f"unix:{php.socket_path}|fcgi://localhost{php.docroot}/"
+        else:
+            backend = f"fcgi://{php.host}:{php.port}{php.docroot}/"
+    else:
+        if upstream is None:
+            raise ValueError("apache_proxy needs an upstream or php=")
+        backend = f"http://{_addresses(upstream)[0]}/"
+    modules = ["mpm_event", "authz_core", "proxy", "proxy_http", "proxy_fcgi"]
+    load = "\n".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so" for name in modules)
+    # Self-contained: Debian's own apache2.conf needs the APACHE_* environment variables.
+    conf = f"""ServerRoot "{directory}"
+ServerName lab
+Listen 127.0.0.1:{port}
+PidFile {directory}/httpd.pid
+DefaultRuntimeDir {directory}
+Mutex file:{directory} default
+{load}
+User www-data
+Group www-data
+ErrorLog {error_log}
+LogLevel warn
+LogFormat "%h %l %u %t \\"%r\\" %>s %b" common
+CustomLog {access_log} common
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 25
+MaxRequestWorkers 25
+MinSpareThreads 1
+MaxSpareThreads 25
+ProxyTimeout {timeout}
+ProxyPass "/" "{backend}" {params}
+"""
+    (directory / "httpd.conf").write_text(conf)
+    process = ManagedProcess(
+        [binary, "-f", str(directory / "httpd.conf"), "-DFOREGROUND"], directory / "stdout.log"
+    )
+    proxy = Proxy("apache", "apache", directory, error_log, process, port, access_log=access_log)
+    _wait_ready(proxy)
+    return proxy
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+def _factory(tmp: Callable[[], Path], start: Callable[..., Proxy]) -> Iterator[Callable[..., Any]]:
+    started: list[Proxy] = []
+
+    def make(*args: Any, **opts: Any) -> Proxy:
+        proxy = start(tmp(), *args, **opts)
+        started.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in reversed(started):
+            proxy.stop()
+
+
+def _tmp(factory: pytest.TempPathFactory, name: str) -> Callable[[], Path]:
+    return lambda: factory.mktemp(name)
+
+
+@pytest.fixture
+def php_fpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PhpFpm]]:
+    """``php_fpm(max_children=2, terminate_timeout_s=0, tcp=False) -> PhpFpm``."""
+    yield from _factory(_tmp(tmp_path_factory, "php-fpm"), start_php_fpm)  # type: ignore[misc]
+
+
+@pytest.fixture
+def nginx_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proxy]]:
+    """``nginx_proxy(upstream=None, *, php=None, **opts) -> Proxy``."""
+    yield from _factory(_tmp(tmp_path_factory, "nginx"), start_nginx)
+
+
+@pytest.fixture
+def haproxy_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proxy]]:
+    """``haproxy_proxy(upstream, **opts) -> Proxy``."""
+    yield from _factory(_tmp(tmp_path_factory, "haproxy"), start_haproxy)
+
+
+@pytest.fixture
+def apache_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proxy]]:
+    """``apache_proxy(upstream=None, *, php=None, **opts) -> Proxy``."""
+    yield from _factory(_tmp(tmp_path_factory, "apache"), start_apache)
+
+
+@pytest.fixture(scope="module")
+def module_php_fpm(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., PhpFpm]]:
+    yield from _factory(_tmp(tmp_path_factory, "php-fpm"), start_php_fpm)  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def module_nginx_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Proxy]]:
+    yield from _factory(_tmp(tmp_path_factory, "nginx"), start_nginx)
+
+
+@pytest.fixture(scope="module")
+def module_haproxy_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Proxy]]:
+    yield from _factory(_tmp(tmp_path_factory, "haproxy"), start_haproxy)
+
+
+@pytest.fixture(scope="module")
+def module_apache_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Proxy]]:
+    yield from _factory(_tmp(tmp_path_factory, "apache"), start_apache)

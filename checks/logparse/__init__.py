@@ -1,0 +1,96 @@
+"""Read proxy and app-server logs: detect a log's format and classify the lines that explain
+a gateway error (nginx, Apache, HAProxy, php-fpm).
+
+Every format module has the same shape: ``detect(line) -> bool`` (is this line in my
+format?) and ``classify(line) -> LogLine | None`` (None when the line is not in the format
+at all). A classified line says when it was written, whether the server rates it an error,
+and, when the message is one we know, the cause it is evidence for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from types import ModuleType
+
+from checks.model import Cause
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """What one log line says, as far as gateway errors are concerned."""
+
+    when: datetime | None  # timezone-aware; None when the line carries no time stamp
+    is_error: bool  # the server rates it an error (counted even when not understood)
+    cause: Cause | None = None  # the cause this line is evidence for, if we know the message
+    what: str | None = None  # short description of the message, e.g. "connect() refused"
+    upstream: str | None = None  # the upstream the line names (address or backend/server)
+    # A consequence of another failure ("no live upstreams", "failed to make connection"):
+    # it claims its cause only when the log shows no first-hand failure line.
+    secondary: bool = False
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A message pattern and what it means."""
+
+    pattern: re.Pattern[str]
+    cause: Cause | None
+    what: str
+    secondary: bool = False
+
+
+def rule(pattern: str, cause: Cause | None, what: str, *, secondary: bool = False) -> Rule:
+    return Rule(re.compile(pattern), cause, what, secondary)
+
+
+def first_match(rules: Iterable[Rule], message: str) -> Rule | None:
+    return next((r for r in rules if r.pattern.search(message)), None)
+
+
+def local_time(text: str, fmt: str) -> datetime | None:
+    """Parse a time stamp the server wrote in its local time zone; None if it does not parse."""
+    try:
+        return datetime.strptime(text, fmt).astimezone()
+    except ValueError:
+        return None
+
+
+Detect = Callable[[str], bool]
+Classify = Callable[[str], LogLine | None]
+
+
+# LogSource.format name -> module in this package.
+_MODULE_OF = {"nginx": "nginx", "apache": "apache", "haproxy": "haproxy", "php-fpm": "phpfpm"}
+FORMATS: tuple[str, ...] = tuple(_MODULE_OF)
+
+
+def _modules() -> dict[str, ModuleType]:
+    # Imported on first use: the format modules import this one for LogLine and rule().
+    return {name: importlib.import_module(f"{__name__}.{mod}") for name, mod in _MODULE_OF.items()}
+
+
+def classifier(fmt: str) -> Classify:
+    classify: Classify = _modules()[fmt].classify
+    return classify
+
+
+def detect_format(lines: Iterable[str], sample: int = 200) -> str | None:
+    """The format most of the first ``sample`` non-empty lines are in; None if none fits."""
+    detectors: dict[str, Detect] = {name: mod.detect for name, mod in _modules().items()}
+    votes = dict.fromkeys(detectors, 0)
+    seen = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        seen += 1
+        for name, detect in detectors.items():
+            if detect(line):
+                votes[name] += 1
+        if seen >= sample:
+            break
+    best = max(votes, key=lambda name: votes[name])
+    return best if votes[best] else None

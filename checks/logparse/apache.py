@@ -1,0 +1,113 @@
+"""Apache httpd error log lines (mod_proxy, mod_proxy_http, mod_proxy_fcgi):
+``[Wed May 01 12:00:00.123456 2024] [proxy:error] [pid 1:tid 2] (111)Connection refused:
+AH00957: http: attempt to connect to 10.0.0.5:8080 (10.0.0.5:8080) failed``.
+
+Apache numbers its messages (AHnnnnn); several carry the APR/OS error that says which
+failure it was, e.g. AH01102 "error reading status line" with (70007) is a timeout but with
+(22) a response that is not HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+
+from checks.logparse import LogLine, first_match, local_time, rule
+from checks.model import Cause
+
+_LINE = re.compile(
+    r"^\[(?P<ts>\w{3} \w{3} [ \d]\d \d{2}:\d{2}:\d{2})(?:\.\d+)? (?P<year>\d{4})\] "
+    r"\[(?:(?P<module>[\w-]+):)?(?P<level>[a-z]+\d?)\] (?P<msg>.*)$"
+)
+_ERRNO = re.compile(r"\((?P<errno>-?\d+)\)[A-Za-z][^:\]]*: ")
+_ERROR_LEVELS = frozenset({"error", "crit", "alert", "emerg"})
+_TIMEOUT = {"70007", "110"}  # APR_TIMEUP, ETIMEDOUT
+_NOT_HTTP = {"22"}  # EINVAL: apr could not parse what the backend sent
+_NO_LISTENER = {"111", "2", "113", "101", "112"}  # refused, no socket file, no route
+_NAME_FAILURE = {"-2", "-3", "-5", "670002", "670003"}  # EAI_* / APR_EAI lookup errors
+_UPSTREAM = (
+    re.compile(r"attempt to connect to (?P<u>\S+)"),
+    re.compile(r"remote server (?P<u>[^\s,]+)"),
+    re.compile(r"connection to backend: (?P<u>\S+)"),
+    re.compile(r"disabl\w+ (?:connection|worker) for \((?P<u>[^)]+)\)"),
+)
+
+# Messages whose meaning does not depend on the error number.
+RULES = (
+    rule(
+        r"AH10124|over the limit allowed by ResponseFieldSize",
+        Cause.UPSTREAM_HEADER_TOO_BIG,
+        "response header too big",
+    ),
+    rule(r"DNS lookup failure for", Cause.UPSTREAM_DNS, "upstream name not resolved"),
+    rule(
+        r"Error during SSL Handshake with remote server|SSL Proxy: ",
+        Cause.UPSTREAM_TLS,
+        "TLS with upstream failed",
+    ),
+    rule(
+        r"AH01071: .*Maximum execution time", Cause.APP_TIMEOUT, "PHP max_execution_time exceeded"
+    ),
+    rule(
+        r"AH01114|AH01079|failed to make connection to backend",
+        Cause.UPSTREAM_REFUSED,
+        "failed to make connection to backend",
+        secondary=True,
+    ),
+    rule(
+        r"AH00940|AH00959|AH01106|AH00898|AH01075|AH01097",
+        None,
+        "follows from the error before it",
+        secondary=True,
+    ),
+)
+
+
+def detect(line: str) -> bool:
+    return _LINE.match(line) is not None
+
+
+def _by_errno(errno: str | None, default: Cause) -> Cause:
+    if errno in _TIMEOUT:
+        return Cause.UPSTREAM_TIMEOUT
+    if errno in _NOT_HTTP:
+        return Cause.UPSTREAM_INVALID
+    return default
+
+
+def _classify_message(msg: str, errno: str | None) -> tuple[Cause | None, str | None, bool]:
+    if "AH00957" in msg or "attempt to connect to" in msg:
+        if errno in _TIMEOUT:
+            return Cause.UPSTREAM_TIMEOUT, "connect to backend timed out", False
+        if errno in _NAME_FAILURE:
+            return Cause.UPSTREAM_DNS, "upstream name not resolved", False
+        if errno in _NO_LISTENER:
+            return Cause.UPSTREAM_REFUSED, "connect to backend refused", False
+        return Cause.UPSTREAM_REFUSED, "connect to backend failed", False
+    if "AH01102" in msg or "error reading status line" in msg:
+        return _by_errno(errno, Cause.UPSTREAM_CLOSED), "error reading status line", False
+    if "AH10404" in msg or "Error reading headers from backend" in msg:
+        return _by_errno(errno, Cause.UPSTREAM_CLOSED), "error reading headers", False
+    if "AH01067" in msg or "Failed to read FastCGI header" in msg:
+        return _by_errno(errno, Cause.UPSTREAM_CLOSED), "failed to read FastCGI header", False
+    found = first_match(RULES, msg)
+    if found is None:
+        return None, None, False
+    return found.cause, found.what, found.secondary
+
+
+def classify(line: str) -> LogLine | None:
+    m = _LINE.match(line)
+    if m is None:
+        return None
+    msg = m["msg"]
+    errno_match = _ERRNO.search(msg)
+    cause, what, secondary = _classify_message(msg, errno_match["errno"] if errno_match else None)
+    upstream = next((u["u"] for p in _UPSTREAM if (u := p.search(msg))), None)
+    return LogLine(
+        when=local_time(f"{m['ts']} {m['year']}", "%a %b %d %H:%M:%S %Y"),
+        is_error=m["level"] in _ERROR_LEVELS,
+        cause=cause,
+        what=what,
+        upstream=upstream,
+        secondary=secondary,
+    )

@@ -1,0 +1,87 @@
+"""nginx error log lines: ``2024/05/01 12:00:00 [error] 12#12: *3 <message>, client: ...``.
+
+The messages are nginx's own (src/http/ngx_http_upstream.c, ngx_http_proxy_module.c,
+ngx_event_connect.c); each names the upstream it was talking to in ``upstream: "..."``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from checks.logparse import LogLine, first_match, local_time, rule
+from checks.model import Cause
+
+_LINE = re.compile(
+    r"^(?P<ts>\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) \[(?P<level>[a-z]+)\] \d+#\d+: "
+    r"(?:\*\d+ )?(?P<msg>.*)$"
+)
+_UPSTREAM = re.compile(r'upstream: "(?P<u>[^"]*)"')
+_ERROR_LEVELS = frozenset({"error", "crit", "alert", "emerg"})
+# A connect() failure names its errno: "connect() failed (111: Connection refused)" or,
+# for a unix socket, "connect() to unix:/run/php.sock failed (2: No such file or directory)".
+_CONNECT = r"connect\(\) (?:to \S+ )?failed \("
+
+RULES = (
+    rule(r"no live upstreams", Cause.OVERLOAD, "no live upstreams", secondary=True),
+    rule(
+        _CONNECT + r"11: ",
+        Cause.OVERLOAD,
+        "connect() to upstream: resource temporarily unavailable (listen queue full)",
+    ),
+    rule(_CONNECT + r"(?:111|2): ", Cause.UPSTREAM_REFUSED, "connect() to upstream refused"),
+    rule(_CONNECT + r"(?:113|101|112): ", Cause.UPSTREAM_REFUSED, "no route to the upstream"),
+    rule(_CONNECT + r"110: |upstream timed out", Cause.UPSTREAM_TIMEOUT, "upstream timed out"),
+    rule(r"upstream sent too big header", Cause.UPSTREAM_HEADER_TOO_BIG, "too big header"),
+    rule(r"upstream sent ", Cause.UPSTREAM_INVALID, "upstream sent an invalid response"),
+    rule(r"upstream prematurely closed", Cause.UPSTREAM_CLOSED, "upstream closed early"),
+    rule(
+        r"\(\) failed \((?:104|32): [^)]*\) while [^,]*upstream",
+        Cause.UPSTREAM_CLOSED,
+        "connection reset by upstream",
+    ),
+    rule(
+        r"could not be resolved|host not found in upstream",
+        Cause.UPSTREAM_DNS,
+        "upstream name not resolved",
+    ),
+    rule(
+        r"SSL.*handshaking to upstream|upstream SSL certificate",
+        Cause.UPSTREAM_TLS,
+        "TLS handshake with upstream failed",
+    ),
+    rule(
+        r"FastCGI sent in stderr: .*Maximum execution time",
+        Cause.APP_TIMEOUT,
+        "PHP max_execution_time exceeded",
+    ),
+    rule(r"upstream server temporarily disabled", None, "upstream marked down", secondary=True),
+)
+
+
+def detect(line: str) -> bool:
+    return _LINE.match(line) is not None
+
+
+def upstream_address(text: str) -> str:
+    """'http://10.0.0.5:8080/x' -> '10.0.0.5:8080'; 'fastcgi://unix:/a.sock:' -> 'unix:/a.sock'."""
+    rest = text.split("://", 1)[1] if "://" in text else text
+    if rest.startswith("unix:"):
+        return rest.rstrip(":")
+    return rest.split("/", 1)[0]
+
+
+def classify(line: str) -> LogLine | None:
+    m = _LINE.match(line)
+    if m is None:
+        return None
+    msg, level = m["msg"], m["level"]
+    found = first_match(RULES, msg)
+    named = _UPSTREAM.search(msg)
+    return LogLine(
+        when=local_time(m["ts"], "%Y/%m/%d %H:%M:%S"),
+        is_error=level in _ERROR_LEVELS,
+        cause=found.cause if found else None,
+        what=found.what if found else None,
+        upstream=upstream_address(named["u"]) if named else None,
+        secondary=found.secondary if found else False,
+    )
