@@ -69,8 +69,8 @@ class ManagedProcess:
     def __init__(self, argv: Sequence[str], log_path: Path, **popen: object) -> None:
         self.argv = list(argv)
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603 - test servers we start ourselves
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
             self.argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
