@@ -1,1 +1,511 @@
-"""Lab fixtures: slack (filled in by the module's owner)."""
+"""A local stand-in of the Slack Web API, and requests signed exactly as Slack signs them.
+
+``SlackStandIn`` is a real aiohttp server on a loopback port. It records every call (method,
+parameters, headers) and answers the methods the bot uses as Slack does: auth.test,
+chat.postMessage/update/postEphemeral, conversations.info/history/replies (with message
+metadata), usergroups.users.list, and ``response_url`` posts. Failures are scriptable:
+``fail("chat.postMessage", status=429, times=3, retry_after=0)``, a 500 that posted anyway
+(``posted_anyway=True``, as Slack sometimes does), or an error code per channel
+(``channel_errors["G1"] = "channel_not_found"``).
+
+``SlackSigner`` builds slash-command, block_actions, event and url_verification bodies like
+Slack's and signs them (v0 HMAC-SHA256 over ``v0:{timestamp}:{body}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest_asyncio
+from aiohttp import web
+
+BOT_USER_ID = "UBGWBOT01"
+BOT_ID = "BBGWBOT01"
+TEAM_ID = "T0BGW0001"
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    status: int
+    at: float
+
+
+@dataclass
+class Failure:
+    method: str
+    status: int
+    times: int
+    retry_after: int | None = None
+    posted_anyway: bool = False
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None = None
+    metadata: dict[str, Any] | None = None
+    updates: int = 0
+    user: str = BOT_USER_ID
+
+
+@dataclass
+class SlackStandIn:
+    """The Slack Web API on 127.0.0.1, in the test's event loop."""
+
+    calls: list[Call] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    ephemerals: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
+    failures: list[Failure] = field(default_factory=list)
+    channel_errors: dict[str, str] = field(default_factory=dict)
+    channel_names: dict[str, str] = field(default_factory=dict)
+    usergroups: dict[str, list[str]] = field(default_factory=dict)
+    revoked_tokens: set[str] = field(default_factory=set)
+    port: int = 0
+    _runner: web.AppRunner | None = None
+    _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def response_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/response/{uuid.uuid4().hex}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/response/{token}", self._response)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # Scripting ---------------------------------------------------------------------------
+    def fail(
+        self,
+        method: str,
+        *,
+        status: int,
+        times: int = 1,
+        retry_after: int | None = None,
+        posted_anyway: bool = False,
+    ) -> None:
+        self.failures.append(Failure(method, status, times, retry_after, posted_anyway))
+
+    # Queries -------------------------------------------------------------------------------
+    def calls_of(self, method: str, *, ok_only: bool = False) -> list[Call]:
+        return [c for c in self.calls if c.method == method and (c.status == 200 or not ok_only)]
+
+    def roots(self, channel: str | None = None) -> list[Message]:
+        return [
+            m
+            for m in self.messages
+            if m.thread_ts is None and (channel is None or m.channel == channel)
+        ]
+
+    def thread(self, root_ts: str) -> list[Message]:
+        return [m for m in self.messages if m.thread_ts == root_ts]
+
+    def message(self, ts: str) -> Message:
+        return next(m for m in self.messages if m.ts == ts)
+
+    async def wait_for(
+        self, condition: Callable[[], bool], within_s: float = 15.0, what: str = ""
+    ) -> None:
+        deadline = time.monotonic() + within_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or condition}")
+            await asyncio.sleep(0.02)
+
+    # Server side ---------------------------------------------------------------------------
+    def _next_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ts):06d}"
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                params.update(await request.json())
+            else:
+                params.update(dict(await request.post()))
+        for key in ("blocks", "metadata"):  # form posts carry these as JSON text
+            if isinstance(params.get(key), str):
+                params[key] = json.loads(params[key])
+        return params
+
+    async def _response(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.responses.append({"url": str(request.url), **body})
+        return web.Response(text="ok")
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        failure = next((f for f in self.failures if f.method == method and f.times > 0), None)
+        status = failure.status if failure else 200
+        self.calls.append(Call(method, params, dict(request.headers), status, time.monotonic()))
+        if failure is not None:
+            failure.times -= 1
+            if failure.posted_anyway:
+                self._answer(method, params)  # Slack did the work, then failed to say so
+            if failure.status == 429:
+                headers = {"Retry-After": str(failure.retry_after or 0)}
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"}, status=429, headers=headers
+                )
+            return web.Response(status=failure.status, text="upstream error")
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not token.startswith("xoxb-"):
+            return web.json_response({"ok": False, "error": "not_authed"})
+        if token in self.revoked_tokens:
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        return web.json_response(self._answer(method, params))
+
+    def _answer(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
+        channel = str(p.get("channel", ""))
+        if channel in self.channel_errors and method.startswith(("chat.", "conversations.")):
+            return {"ok": False, "error": self.channel_errors[channel]}
+        if method == "auth.test":
+            return {
+                "ok": True,
+                "url": "https://badgateway-test.slack.com/",
+                "team": "badgateway test",
+                "user": "badgateway",
+                "team_id": TEAM_ID,
+                "user_id": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "is_enterprise_install": False,
+            }
+        if method == "chat.postMessage":
+            message = Message(
+                channel=channel,
+                ts=self._next_ts(),
+                text=str(p.get("text") or ""),
+                blocks=list(p.get("blocks") or []),
+                thread_ts=p.get("thread_ts") or None,
+                metadata=p.get("metadata"),
+            )
+            self.messages.append(message)
+            return {"ok": True, "channel": channel, "ts": message.ts, "message": _shown(message)}
+        if method == "chat.update":
+            found = next(
+                (m for m in self.messages if m.ts == p.get("ts") and m.channel == channel), None
+            )
+            if found is None:
+                return {"ok": False, "error": "message_not_found"}
+            found.text = str(p.get("text") or found.text)
+            found.blocks = list(p.get("blocks") or found.blocks)
+            found.updates += 1
+            return {"ok": True, "channel": channel, "ts": found.ts, "text": found.text}
+        if method == "chat.postEphemeral":
+            self.ephemerals.append(p)
+            return {"ok": True, "message_ts": self._next_ts()}
+        if method == "conversations.info":
+            name = self.channel_names.get(channel, channel.lower())
+            return {"ok": True, "channel": {"id": channel, "name": name, "is_member": True}}
+        if method in ("conversations.replies", "conversations.history"):
+            metadata = str(p.get("include_all_metadata", "")).lower() in ("1", "true")
+            if method == "conversations.replies":
+                root = p.get("ts")
+                found = [
+                    m
+                    for m in self.messages
+                    if m.channel == channel and (m.ts == root or m.thread_ts == root)
+                ]
+            else:
+                found = [m for m in self.messages if m.channel == channel and not m.thread_ts]
+                found.reverse()  # newest first, as Slack does
+            return {"ok": True, "messages": [_shown(m, metadata) for m in found]}
+        if method == "usergroups.users.list":
+            return {"ok": True, "users": self.usergroups.get(str(p.get("usergroup")), [])}
+        return {"ok": False, "error": "unknown_method"}
+
+
+def _shown(m: Message, metadata: bool = True) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "type": "message",
+        "user": m.user,
+        "bot_id": BOT_ID,
+        "text": m.text,
+        "blocks": m.blocks,
+        "ts": m.ts,
+    }
+    if m.thread_ts:
+        shown["thread_ts"] = m.thread_ts
+    if metadata and m.metadata:
+        shown["metadata"] = m.metadata
+    return shown
+
+
+@pytest_asyncio.fixture
+async def slack_api() -> AsyncIterator[SlackStandIn]:
+    """A fresh Slack Web API stand-in for one test."""
+    stand_in = SlackStandIn()
+    await stand_in.start()
+    try:
+        yield stand_in
+    finally:
+        await stand_in.stop()
+
+
+# Signing and payloads ------------------------------------------------------------------------
+def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack sends: X-Slack-Request-Timestamp and the v0 HMAC-SHA256 signature."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+@dataclass
+class SlackSigner:
+    """Builds request bodies as Slack sends them, for one app (signing secret) and workspace."""
+
+    secret: str
+    response_url: Callable[[], str]
+
+    def slash_command(
+        self,
+        text: str,
+        *,
+        user: str = "U0ALICE01",
+        channel: str = "C0OPS0001",
+        channel_name: str = "ops",
+        command: str = "/502",
+    ) -> tuple[str, str]:
+        body = urlencode(
+            {
+                "token": "legacy-verification-token",
+                "team_id": TEAM_ID,
+                "team_domain": "badgateway-test",
+                "channel_id": channel,
+                "channel_name": channel_name,
+                "user_id": user,
+                "user_name": user.lower(),
+                "command": command,
+                "text": text,
+                "api_app_id": "A0BGW0001",
+                "is_enterprise_install": "false",
+                "response_url": self.response_url(),
+                "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex[:12]}",
+            }
+        )
+        return body, "application/x-www-form-urlencoded"
+
+    def block_action(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        message_ts: str,
+        thread_ts: str | None = None,
+        user: str = "U0ALICE01",
+        channel: str = "C0OPS0001",
+    ) -> tuple[str, str]:
+        payload = {
+            "type": "block_actions",
+            "user": {
+                "id": user,
+                "username": user.lower(),
+                "name": user.lower(),
+                "team_id": TEAM_ID,
+            },
+            "api_app_id": "A0BGW0001",
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message_ts,
+                "channel_id": channel,
+                "is_ephemeral": False,
+                "thread_ts": thread_ts,
+            },
+            "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex[:12]}",
+            "team": {"id": TEAM_ID, "domain": "badgateway-test"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel, "name": "ops"},
+            "message": {
+                "type": "message",
+                "user": BOT_USER_ID,
+                "ts": message_ts,
+                "thread_ts": thread_ts,
+                "bot_id": BOT_ID,
+                "text": "verdict",
+            },
+            "state": {"values": {}},
+            "response_url": self.response_url(),
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "bgw_verdict_actions",
+                    "text": {"type": "plain_text", "text": action_id, "emoji": True},
+                    "value": value,
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        return urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+
+    def app_mention(
+        self,
+        text: str,
+        *,
+        thread_ts: str | None,
+        user: str = "U0ALICE01",
+        channel: str = "C0OPS0001",
+        event_id: str | None = None,
+    ) -> tuple[str, str]:
+        ts = f"{time.time():.6f}"
+        event: dict[str, Any] = {
+            "type": "app_mention",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "channel": channel,
+            "event_ts": ts,
+        }
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        body = {
+            "token": "legacy-verification-token",
+            "team_id": TEAM_ID,
+            "api_app_id": "A0BGW0001",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "team_id": TEAM_ID,
+                    "user_id": BOT_USER_ID,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
+        return json.dumps(body), "application/json"
+
+    def url_verification(self, challenge: str) -> tuple[str, str]:
+        body = {"token": "legacy", "challenge": challenge, "type": "url_verification"}
+        return json.dumps(body), "application/json"
+
+
+# The bot under test ---------------------------------------------------------------------------
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+@dataclass
+class Sent:
+    status: int
+    text: str
+    elapsed_s: float
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+@dataclass
+class BotUnderTest:
+    """The real Bolt app served over HTTP on loopback, posting to the Slack stand-in."""
+
+    url: str
+    runtime: Any  # bot.slack.app.SlackRuntime
+    slack: SlackStandIn
+    signer: SlackSigner
+
+    async def send(
+        self,
+        built: tuple[str, str],
+        *,
+        signed: bool = True,
+        secret: str | None = None,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Sent:
+        import aiohttp
+
+        body, content_type = built
+        sent_headers = {"Content-Type": content_type, **(headers or {})}
+        if signed:
+            sent_headers.update(sign(secret or self.signer.secret, body, timestamp))
+        started = time.monotonic()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.url, data=body.encode(), headers=sent_headers) as response,
+        ):
+            text = await response.text()
+        return Sent(response.status, text, time.monotonic() - started)
+
+    async def command(self, text: str, **kwargs: Any) -> Sent:
+        return await self.send(self.signer.slash_command(text, **kwargs))
+
+    async def settle(self) -> None:
+        """Wait until every diagnosis started so far has finished posting."""
+        drain = getattr(self.runtime.carrier, "drain", None)
+        if drain is not None:
+            await drain()
+
+
+@pytest_asyncio.fixture
+async def slack_bot(
+    slack_api: SlackStandIn,
+) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: ``bot = await slack_bot(settings)`` serves the real app against ``slack_api``."""
+    from aiohttp import web as aioweb
+
+    from bot.config import BotConfig
+    from bot.slack.app import build_runtime
+    from bot.slack.server import EVENTS_PATH, build_web_app
+
+    started: list[tuple[Any, aioweb.AppRunner]] = []
+
+    async def start(settings: Any) -> BotUnderTest:
+        config = BotConfig(
+            slack_bot_token="xoxb-test-token",
+            slack_signing_secret=SIGNING_SECRET,
+            slack_api_url=slack_api.base_url,
+        )
+        runtime = build_runtime(config, settings)
+        runner = aioweb.AppRunner(build_web_app(runtime))
+        await runner.setup()
+        site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        started.append((runtime, runner))
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return BotUnderTest(
+            url=f"http://127.0.0.1:{port}{EVENTS_PATH}",
+            runtime=runtime,
+            slack=slack_api,
+            signer=SlackSigner(SIGNING_SECRET, slack_api.response_url),
+        )
+
+    try:
+        yield start
+    finally:
+        for runtime, runner in started:
+            await runner.cleanup()
+            await runtime.close()

@@ -1,0 +1,181 @@
+"""The Slack Web API client the bot posts with, and posting that never shows a message twice.
+
+Retries: slack_sdk's handlers for 429 (honouring Retry-After, up to ``RATE_LIMIT_RETRIES``
+times: bursts of several 429s in a row happen), for 5xx and for dropped connections — the
+SDK's default of one connection retry is not enough.
+
+A 5xx or a dropped connection on ``chat.postMessage`` is ambiguous: Slack may have posted the
+message anyway, and a blind retry would post it twice. So the SDK does not retry that method;
+``post_once`` tags every message with metadata naming what it is, and after an ambiguous
+failure looks for the tagged message in the channel or thread before posting again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import BotConfig
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_RETRIES = 8
+SERVER_ERROR_RETRIES = 3
+CONNECTION_RETRIES = 3
+POST_ATTEMPTS = 4
+METADATA_EVENT = "badgateway_post"
+NOT_RETRIED_BY_SDK = ("chat.postMessage",)  # not idempotent: post_once handles it
+
+
+def _not_idempotent(request: HttpRequest) -> bool:
+    return request.url.rstrip("/").endswith(NOT_RETRIED_BY_SDK)
+
+
+class IdempotentServerErrorRetryHandler(AsyncServerErrorRetryHandler):
+    """Retries 500/503, except for methods where a retry could act twice."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _not_idempotent(request):
+            return False
+        return await super()._can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
+
+
+class IdempotentConnectionErrorRetryHandler(AsyncConnectionErrorRetryHandler):
+    """Retries dropped connections, except for methods where a retry could act twice."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _not_idempotent(request):
+            return False
+        return await super()._can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
+
+
+def retry_handlers() -> list[AsyncRetryHandler]:
+    return [
+        AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        IdempotentServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
+        IdempotentConnectionErrorRetryHandler(max_retry_count=CONNECTION_RETRIES),
+    ]
+
+
+def make_web_client(config: BotConfig) -> AsyncWebClient:
+    return AsyncWebClient(
+        token=config.slack_bot_token,
+        base_url=config.slack_api_url,
+        timeout=15,
+        retry_handlers=retry_handlers(),
+    )
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """True when a failed post may still have been posted."""
+    if isinstance(exc, SlackApiError):
+        return int(getattr(exc.response, "status_code", 200) or 200) >= 500
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
+
+
+async def find_posted(
+    client: AsyncWebClient, channel: str, thread_ts: str | None, key: str
+) -> str | None:
+    """The ts of the message tagged ``key`` in the thread (or channel), if Slack has it."""
+    try:
+        if thread_ts:
+            response = await client.conversations_replies(
+                channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+            )
+        else:
+            response = await client.conversations_history(
+                channel=channel, include_all_metadata=True, limit=50
+            )
+    except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
+        log.warning("could not look for an earlier post of %s: %s", key, exc)
+        return None
+    for message in response.get("messages") or []:
+        metadata = message.get("metadata") or {}
+        if metadata.get("event_payload", {}).get("key") == key:
+            return str(message["ts"])
+    return None
+
+
+async def post_once(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    key: str,
+    message: dict[str, Any],
+    thread_ts: str | None = None,
+) -> str:
+    """Post ``message`` (text + blocks) once; returns its ts.
+
+    ``key`` names the message (e.g. "<diagnosis id>:dns"); it rides along as message metadata
+    so that, after an ambiguous failure, the message can be found instead of posted again.
+    """
+    metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
+    delay = 0.5
+    for attempt in range(1, POST_ATTEMPTS + 1):
+        try:
+            response = await client.chat_postMessage(
+                channel=channel,
+                thread_ts=thread_ts,
+                text=message.get("text") or "",
+                blocks=message.get("blocks"),
+                metadata=metadata,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+            return str(response["ts"])
+        except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
+            if not _ambiguous(exc) or attempt == POST_ATTEMPTS:
+                raise
+            log.warning("posting %s failed (%s); checking whether Slack has it", key, exc)
+        found = await find_posted(client, channel, thread_ts, key)
+        if found:
+            return found
+        await asyncio.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+async def update(client: AsyncWebClient, *, channel: str, ts: str, message: dict[str, Any]) -> None:
+    await client.chat_update(
+        channel=channel, ts=ts, text=message.get("text") or "", blocks=message.get("blocks")
+    )
+
+
+def slack_error(exc: BaseException) -> str | None:
+    """The Web API's error code ("channel_not_found"…) of a failed call, if it has one."""
+    if isinstance(exc, SlackApiError):
+        error = exc.response.get("error") if exc.response is not None else None
+        return str(error) if error else None
+    return None

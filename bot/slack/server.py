@@ -1,0 +1,121 @@
+"""`badgateway serve`: the Slack app over HTTP (``/slack/events``, ``/healthz``) or, when
+``SLACK_APP_TOKEN`` is set, over Socket Mode (no inbound port: teams behind firewalls).
+
+Slash commands, interactivity (buttons) and events all arrive at ``/slack/events``; point the
+three URLs of the app manifest there. Stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_sdk.errors import SlackApiError
+
+from bot.config import BotConfig
+from bot.slack.app import SlackRuntime, build_runtime
+from bot.slack.client import slack_error
+from checks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+RUNTIME_KEY = web.AppKey("runtime", SlackRuntime)
+
+
+def build_web_app(runtime: SlackRuntime, *, events: bool = True) -> web.Application:
+    """The aiohttp application: Slack's endpoint (unless in Socket Mode) and a health check."""
+
+    async def slack_events(request: web.Request) -> web.Response:
+        bolt_response = await runtime.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    web_app = web.Application()
+    web_app[RUNTIME_KEY] = runtime
+    web_app.router.add_get(HEALTH_PATH, health)
+    if events:
+        web_app.router.add_post(EVENTS_PATH, slack_events)
+    return web_app
+
+
+async def _check_token(runtime: SlackRuntime) -> str | None:
+    """None when Slack accepts the bot token; else the one line to stop with."""
+    try:
+        await runtime.chatops.bot_user_id()
+    except SlackApiError as exc:
+        return f"Slack rejected SLACK_BOT_TOKEN ({slack_error(exc) or exc})"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return f"cannot reach the Slack Web API at {runtime.config.slack_api_url}: {exc}"
+    return None
+
+
+async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None = None) -> int:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT when no ``stop`` is given)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+    runtime = build_runtime(config, settings)
+    alerts_redis = _install_alerts(runtime)
+    problem = await _check_token(runtime)
+    if problem:
+        await runtime.close()
+        if alerts_redis is not None:
+            await alerts_redis.aclose()
+        print(f"badgateway: {problem}", file=sys.stderr)
+        return 2
+    runner = web.AppRunner(build_web_app(runtime, events=not config.socket_mode))
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", config.port)
+    await site.start()
+    socket_handler = None
+    try:
+        if config.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            socket_handler = AsyncSocketModeHandler(runtime.app, config.slack_app_token)
+            await socket_handler.connect_async()  # type: ignore[no-untyped-call]
+            log.warning("badgateway: connected over Socket Mode; health on :%d", config.port)
+        else:
+            log.warning("badgateway: listening on :%d%s", config.port, EVENTS_PATH)
+        await stop.wait()
+    finally:
+        if socket_handler is not None:
+            await socket_handler.close_async()  # type: ignore[no-untyped-call]
+        await runner.cleanup()
+        await runtime.close()
+        if alerts_redis is not None:
+            await alerts_redis.aclose()
+    return 0
+
+
+def _install_alerts(runtime: SlackRuntime) -> Any:
+    """With Redis, `/502 status|mute|unmute` and alert threads' buttons reach the alerting
+    side (bot.alerts); returns its Redis client to close. Without Redis there are no alerts."""
+    if not runtime.config.redis_url:
+        return None
+    from bot.alerts.runtime import build_incidents
+    from bot.alerts.slack_commands import AlertCommands
+
+    incidents = build_incidents(runtime.config, runtime.settings, runtime.carrier)
+    runtime.chatops.alerts = AlertCommands(incidents)
+    return incidents.store.redis
+
+
+def serve(config: BotConfig, settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    logging.getLogger("bot").setLevel(logging.INFO)
+    return asyncio.run(run(config, settings))

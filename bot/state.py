@@ -1,0 +1,293 @@
+"""What the Slack side remembers between requests and across processes.
+
+A thread (one `/502`) is an *incident*: its channel and root message, the target, who asked,
+who took it and who resolved it, and which diagnosis is the current one. Each diagnosis keeps
+its step results and the ts of every message posted for it, so that a step delivered twice
+(queues deliver at least once) updates its message instead of posting another. Events already
+handled are remembered by ``event_id``, and a lock per thread keeps two workers from racing on
+the same messages.
+
+Keys: ``bgw:incident:{channel}:{root_ts}``, ``bgw:open`` (open incidents),
+``bgw:slack:diag:{id}:{results,ts,request,diagnosis}``, ``bgw:event:{event_id}`` and
+``bgw:lock:thread:{channel}:{root_ts}`` (the queue's own ``bgw:diag:*`` keys are separate).
+
+Two stores with one protocol: ``MemoryStore`` (one process: the shell, in-process serve) and
+``RedisStore`` (web and workers on several machines). Every key starts with ``bgw:``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+from checks.model import StepResult
+
+PREFIX = "bgw:"
+INCIDENT_TTL_S = 30 * 24 * 3600.0
+DIAGNOSIS_TTL_S = 7 * 24 * 3600.0
+EVENT_TTL_S = 3600.0  # Slack retries an event for a few minutes at most
+VERDICT_FIELD = "_verdict"  # the verdict's ts lives beside the steps' ts
+
+
+class StateStore(Protocol):
+    """The few storage operations the bot needs; values are strings or JSON documents."""
+
+    async def get_json(self, key: str) -> Any | None: ...
+
+    async def set_json(self, key: str, value: Any, ttl_s: float | None = None) -> None: ...
+
+    async def hash_get_all(self, key: str) -> dict[str, str]: ...
+
+    async def hash_set(
+        self, key: str, field: str, value: str, ttl_s: float | None = None
+    ) -> None: ...
+
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        """Set ``key`` only if absent (SET NX EX); True when this caller set it."""
+        ...
+
+    async def set_add(self, key: str, member: str) -> None: ...
+
+    async def set_remove(self, key: str, member: str) -> None: ...
+
+    async def set_members(self, key: str) -> set[str]: ...
+
+    def lock(
+        self, key: str, timeout_s: float = 120.0
+    ) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """A StateStore for one process."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[Any, float | None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _alive(self, key: str) -> Any | None:
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires < time.monotonic():
+            del self._values[key]
+            return None
+        return value
+
+    def _put(self, key: str, value: Any, ttl_s: float | None) -> None:
+        self._values[key] = (value, time.monotonic() + ttl_s if ttl_s else None)
+
+    async def get_json(self, key: str) -> Any | None:
+        raw = self._alive(key)
+        return None if raw is None else json.loads(raw)
+
+    async def set_json(self, key: str, value: Any, ttl_s: float | None = None) -> None:
+        self._put(key, json.dumps(value), ttl_s)  # stored as text, like Redis: no shared objects
+
+    async def hash_get_all(self, key: str) -> dict[str, str]:
+        return dict(self._alive(key) or {})
+
+    async def hash_set(self, key: str, field: str, value: str, ttl_s: float | None = None) -> None:
+        current = dict(self._alive(key) or {})
+        current[field] = value
+        self._put(key, current, ttl_s)
+
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        if self._alive(key) is not None:
+            return False
+        self._put(key, "1", ttl_s)
+        return True
+
+    async def set_add(self, key: str, member: str) -> None:
+        self._put(key, set(self._alive(key) or set()) | {member}, None)
+
+    async def set_remove(self, key: str, member: str) -> None:
+        self._put(key, set(self._alive(key) or set()) - {member}, None)
+
+    async def set_members(self, key: str) -> set[str]:
+        return set(self._alive(key) or set())
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str, timeout_s: float = 120.0) -> AsyncIterator[None]:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            yield
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisStore:
+    """A StateStore in Redis (redis.asyncio), shared by the web process and the workers."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self.redis = redis.from_url(url, decode_responses=True)
+
+    async def get_json(self, key: str) -> Any | None:
+        raw = await self.redis.get(key)
+        return None if raw is None else json.loads(raw)
+
+    async def set_json(self, key: str, value: Any, ttl_s: float | None = None) -> None:
+        await self.redis.set(key, json.dumps(value), px=int(ttl_s * 1000) if ttl_s else None)
+
+    async def hash_get_all(self, key: str) -> dict[str, str]:
+        return dict(await self.redis.hgetall(key))  # type: ignore[misc]
+
+    async def hash_set(self, key: str, field: str, value: str, ttl_s: float | None = None) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, field, value)
+            if ttl_s:
+                pipe.pexpire(key, int(ttl_s * 1000))
+            await pipe.execute()
+
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        return bool(await self.redis.set(key, "1", nx=True, px=int(ttl_s * 1000)))
+
+    async def set_add(self, key: str, member: str) -> None:
+        await self.redis.sadd(key, member)  # type: ignore[misc]
+
+    async def set_remove(self, key: str, member: str) -> None:
+        await self.redis.srem(key, member)  # type: ignore[misc]
+
+    async def set_members(self, key: str) -> set[str]:
+        return set(await self.redis.smembers(key))  # type: ignore[misc]
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str, timeout_s: float = 120.0) -> AsyncIterator[None]:
+        # The timeout frees the lock if its holder dies; a holder finishes well within it.
+        async with self.redis.lock(key, timeout=timeout_s, blocking_timeout=timeout_s):
+            yield
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def open_store(redis_url: str | None) -> StateStore:
+    return RedisStore(redis_url) if redis_url else MemoryStore()
+
+
+@dataclass
+class Incident:
+    """One `/502` thread."""
+
+    channel: str
+    root_ts: str
+    target: str
+    url: str
+    requester: str
+    created_at: float
+    current: str = ""  # id of the diagnosis the root message shows
+    cause: str | None = None  # the current diagnosis' verdict, once known
+    runs: int = 1  # 1 + the number of re-runs in this thread
+    taken_by: str | None = None
+    taken_at: float | None = None
+    resolved_by: str | None = None
+    resolved_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return thread_key(self.channel, self.root_ts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Incident:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def thread_key(channel: str, root_ts: str) -> str:
+    return f"{channel}:{root_ts}"
+
+
+class BotState:
+    """The bot's records on top of a StateStore."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    # Incidents -----------------------------------------------------------------------------
+    async def incident(self, channel: str, root_ts: str) -> Incident | None:
+        raw = await self.store.get_json(f"{PREFIX}incident:{thread_key(channel, root_ts)}")
+        return Incident.from_dict(raw) if raw else None
+
+    async def save_incident(self, incident: Incident) -> None:
+        await self.store.set_json(
+            f"{PREFIX}incident:{incident.key}", incident.to_dict(), INCIDENT_TTL_S
+        )
+        if incident.resolved_at is None:
+            await self.store.set_add(f"{PREFIX}open", incident.key)
+        else:
+            await self.store.set_remove(f"{PREFIX}open", incident.key)
+
+    async def open_incidents(self) -> list[Incident]:
+        found: list[Incident] = []
+        for key in await self.store.set_members(f"{PREFIX}open"):
+            channel, _, root_ts = key.partition(":")
+            incident = await self.incident(channel, root_ts)
+            if incident is None:  # expired
+                await self.store.set_remove(f"{PREFIX}open", key)
+            elif incident.resolved_at is None:
+                found.append(incident)
+        return sorted(found, key=lambda i: i.created_at)
+
+    def thread_lock(
+        self, channel: str, root_ts: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a thread's messages are posted or updated, by whichever process."""
+        return self.store.lock(f"{PREFIX}lock:thread:{thread_key(channel, root_ts)}")
+
+    # Diagnoses -----------------------------------------------------------------------------
+    async def results(self, diagnosis_id: str) -> dict[str, StepResult]:
+        raw = await self.store.hash_get_all(f"{PREFIX}slack:diag:{diagnosis_id}:results")
+        return {name: StepResult.from_dict(json.loads(text)) for name, text in raw.items()}
+
+    async def record_result(self, diagnosis_id: str, result: StepResult) -> None:
+        await self.store.hash_set(
+            f"{PREFIX}slack:diag:{diagnosis_id}:results",
+            result.name,
+            json.dumps(result.to_dict()),
+            DIAGNOSIS_TTL_S,
+        )
+
+    async def posted(self, diagnosis_id: str) -> dict[str, str]:
+        """Message ts per step name (and VERDICT_FIELD for the verdict)."""
+        return await self.store.hash_get_all(f"{PREFIX}slack:diag:{diagnosis_id}:ts")
+
+    async def record_posted(self, diagnosis_id: str, part: str, ts: str) -> None:
+        await self.store.hash_set(
+            f"{PREFIX}slack:diag:{diagnosis_id}:ts", part, ts, DIAGNOSIS_TTL_S
+        )
+
+    async def diagnosis_doc(self, diagnosis_id: str) -> dict[str, Any] | None:
+        raw = await self.store.get_json(f"{PREFIX}slack:diag:{diagnosis_id}:diagnosis")
+        return raw if isinstance(raw, dict) else None
+
+    async def record_diagnosis(self, diagnosis_id: str, doc: dict[str, Any]) -> None:
+        await self.store.set_json(
+            f"{PREFIX}slack:diag:{diagnosis_id}:diagnosis", doc, DIAGNOSIS_TTL_S
+        )
+
+    async def request_doc(self, diagnosis_id: str) -> dict[str, Any]:
+        """The steps a diagnosis runs and the results it keeps from before (partial rerun)."""
+        raw = await self.store.get_json(f"{PREFIX}slack:diag:{diagnosis_id}:request")
+        return raw if isinstance(raw, dict) else {}
+
+    async def record_request(self, diagnosis_id: str, doc: dict[str, Any]) -> None:
+        await self.store.set_json(
+            f"{PREFIX}slack:diag:{diagnosis_id}:request", doc, DIAGNOSIS_TTL_S
+        )
+
+    # Events --------------------------------------------------------------------------------
+    async def first_time(self, event_id: str) -> bool:
+        """True the first time an event id is seen; Slack's retries of it get False."""
+        return await self.store.claim(f"{PREFIX}event:{event_id}", EVENT_TTL_S)

@@ -1,0 +1,107 @@
+"""SlackSink on its own, as queue workers use it: results arrive out of order, twice, and from
+two workers at once; every step shows once, in runbook order, and repeats update in place."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bot.config import BotConfig
+from bot.pipeline import DiagnosisRequest
+from bot.render.slack_blocks import ordered_names
+from bot.slack.client import make_web_client
+from bot.slack.sink import SlackSink, remember_request
+from bot.state import BotState, Incident, MemoryStore
+from checks.model import Cause, Diagnosis, Finding, Status, StepResult
+from checks.verdict import decide
+from tests.lab.fixtures_slack import SlackStandIn
+
+STEPS = ["reload", "dns", "firewall", "logs", "host"]
+
+
+async def _thread(slack: SlackStandIn, state: BotState) -> tuple[DiagnosisRequest, str]:
+    client = make_web_client(BotConfig(slack_bot_token="xoxb-t", slack_api_url=slack.base_url))
+    root = await client.chat_postMessage(channel="C1", text="root")
+    request = DiagnosisRequest(
+        id="diag1",
+        context={"target": "https://shop.example.com/"},
+        steps=list(STEPS),
+        origin={"kind": "slack", "channel": "C1", "root_ts": root["ts"], "user": "U1"},
+        created_at=time.time(),
+    )
+    incident = Incident(
+        "C1", root["ts"], "shop", "https://shop.example.com/", "U1", time.time(), current="diag1"
+    )
+    await state.save_incident(incident)
+    await remember_request(state, request)
+    return request, str(root["ts"])
+
+
+def _result(name: str, status: Status = Status.OK, summary: str = "fine") -> StepResult:
+    cause = Cause.UPSTREAM_REFUSED if status is Status.FAIL else None
+    return StepResult.from_findings(name, summary, [Finding(f"{name}_x", summary, status, cause)])
+
+
+def _sink(slack: SlackStandIn, state: BotState) -> SlackSink:
+    config = BotConfig(slack_bot_token="xoxb-t", slack_api_url=slack.base_url)
+    return SlackSink(make_web_client(config), state)
+
+
+async def test_out_of_order_twice_and_from_two_workers(slack_api: SlackStandIn) -> None:
+    state = BotState(MemoryStore())
+    request, root_ts = await _thread(slack_api, state)
+    worker_a, worker_b = _sink(slack_api, state), _sink(slack_api, state)
+    results = {n: _result(n) for n in STEPS}
+    results["logs"] = _result("logs", Status.FAIL, "connect() failed (111: Connection refused)")
+
+    # host and dns first: nothing may be posted before reload.
+    await worker_a.step_finished(request, results["host"])
+    await worker_b.step_finished(request, results["dns"])
+    assert slack_api.thread(root_ts) == []
+    # The rest, concurrently from two workers, each delivered twice (at-least-once).
+    deliveries: list[Any] = []
+    for name in ("logs", "reload", "firewall", "logs", "reload"):
+        deliveries += [
+            worker_a.step_finished(request, results[name]),
+            worker_b.step_finished(request, results[name]),
+        ]
+    await asyncio.gather(*deliveries)
+    thread = slack_api.thread(root_ts)
+    assert [m.text.split(":")[0] for m in thread] == ordered_names(STEPS)
+    assert sum(m.updates for m in thread) >= 1  # a repeat updated its message in place
+
+    diagnosis = Diagnosis(
+        "shop",
+        "https://shop.example.com/",
+        decide(results.values()),
+        list(results.values()),
+        10,
+        "x",
+    )
+    await asyncio.gather(
+        worker_a.diagnosis_finished(request, diagnosis),
+        worker_b.diagnosis_finished(request, diagnosis),
+    )
+    thread = slack_api.thread(root_ts)
+    assert [m.text.split(":")[0] for m in thread] == [*ordered_names(STEPS), "verdict"]
+    root = slack_api.message(root_ts)
+    assert "upstream_refused" in str(root.blocks) and "❌" in str(root.blocks)
+    incident = await state.incident("C1", root_ts)
+    assert incident is not None and incident.cause == "upstream_refused"
+
+
+async def test_a_lost_step_still_gets_its_reply_at_the_end(slack_api: SlackStandIn) -> None:
+    state = BotState(MemoryStore())
+    request, root_ts = await _thread(slack_api, state)
+    sink = _sink(slack_api, state)
+    results = [_result(n) for n in STEPS]
+    for r in results[1:]:  # reload's step_finished never came
+        await sink.step_finished(request, r)
+    assert slack_api.thread(root_ts) == []  # all held behind reload
+    diagnosis = Diagnosis("shop", "https://shop.example.com/", decide(results), results, 10, "x")
+    await sink.diagnosis_finished(request, diagnosis)
+    assert [m.text.split(":")[0] for m in slack_api.thread(root_ts)] == [
+        *ordered_names(STEPS),
+        "verdict",
+    ]

@@ -1,0 +1,84 @@
+"""The bot's state stores: the same behaviour in memory and in a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.state import BotState, Incident, MemoryStore, RedisStore, StateStore
+from checks.model import Status, StepResult
+from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = require_binary("redis-server")
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
+    server = ManagedProcess(argv, workdir / "redis.log")
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    made: StateStore
+    if request.param == "memory":
+        made = MemoryStore()
+    else:
+        made = RedisStore(request.getfixturevalue("redis_url"))
+        await made.redis.flushdb()  # type: ignore[attr-defined]
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def test_incidents_results_and_ledger(store: StateStore) -> None:
+    state = BotState(store)
+    incident = Incident("C1", "1.1", "shop", "https://shop/", "U1", 100.0, current="d1")
+    await state.save_incident(incident)
+    assert [i.root_ts for i in await state.open_incidents()] == ["1.1"]
+    incident.resolved_by, incident.resolved_at = "U2", 200.0
+    await state.save_incident(incident)
+    assert await state.open_incidents() == []
+    loaded = await state.incident("C1", "1.1")
+    assert loaded is not None and loaded.resolved_by == "U2"
+
+    await state.record_result("d1", StepResult("dns", Status.WARN, "odd"))
+    await state.record_result("d1", StepResult("dns", Status.OK, "fine now"))
+    assert (await state.results("d1"))["dns"].summary == "fine now"
+    await state.record_posted("d1", "dns", "1.2")
+    assert await state.posted("d1") == {"dns": "1.2"}
+
+
+async def test_events_are_claimed_once(store: StateStore) -> None:
+    state = BotState(store)
+    assert await state.first_time("Ev1") is True
+    assert await state.first_time("Ev1") is False
+    assert await state.first_time("Ev2") is True
+
+
+async def test_thread_lock_serialises(store: StateStore) -> None:
+    state = BotState(store)
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    async def worker(n: int) -> None:
+        async with state.thread_lock("C1", "1.1"):
+            if inside:
+                overlaps.append(n)
+            inside.append(n)
+            await asyncio.sleep(0.02)
+            inside.remove(n)
+
+    await asyncio.gather(*(worker(n) for n in range(5)))
+    assert overlaps == []
