@@ -1,0 +1,37 @@
+"""Verdicts back onto alert messages: a ResultSink wrapper for diagnoses started by incidents.
+
+The Slack sink posts an incident's diagnosis into the alert's thread; this wrapper also
+tells ``Incidents`` the verdict, so the alert's root message reads "diagnosed: cause".
+Wrap the sink the carrier (in-process or the queue's workers) delivers to:
+``IncidentVerdicts(SlackSink(...), incidents)``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.alerts.incidents import Incidents
+from bot.pipeline import DiagnosisRequest, ResultSink
+from checks.model import Diagnosis, StepResult
+
+log = logging.getLogger(__name__)
+
+
+class IncidentVerdicts:
+    def __init__(self, inner: ResultSink, incidents: Incidents) -> None:
+        self.inner = inner
+        self.incidents = incidents
+
+    async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
+        await self.inner.step_finished(request, result)
+
+    async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
+        try:
+            await self.inner.diagnosis_finished(request, diagnosis)
+        finally:
+            incident_id = request.origin.get("incident")
+            if incident_id:
+                verdict = diagnosis.verdict
+                await self.incidents.diagnosed(
+                    str(incident_id), verdict.cause.value, verdict.summary
+                )

@@ -1,0 +1,280 @@
+"""Incident state in Redis: what must survive a restart of the bot or a worker.
+
+Everything about an incident lives here, not in a process: the incident itself (JSON), the
+index "site → its current incident", each site's run of consecutive probe results, mutes,
+the incidents waiting to be posted (the storm hold) and the active storm. Several processes
+(the web process taking webhooks, workers probing) change the same site, so each change to
+a site happens under that site's Redis lock.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+PREFIX = "badgateway:alerts:"
+INCIDENT_TTL_S = 30 * 24 * 3600  # closed incidents stay readable for a month
+
+OPEN = "open"
+RECOVERED = "recovered"  # probes pass again; reopens (flapping) within the flap window
+RESOLVED = "resolved"  # closed by a person or by a resolved alert
+
+
+@dataclass
+class Incident:
+    """One site's trouble, from the first alert to its end; shown as one Slack thread."""
+
+    id: str
+    site: str
+    url: str
+    channel: str | None
+    root_ts: str | None = None  # the alert's root message (or the storm's, for members)
+    own_root: bool = True  # False: the thread belongs to a grouped (storm) alert
+    storm_id: str | None = None
+    state: str = OPEN
+    since: float = field(default_factory=time.time)  # first failure seen
+    opened_at: float = field(default_factory=time.time)
+    what_failed: str = ""
+    source: str = "monitor"  # monitor | alertmanager | webhook
+    alerts: int = 1  # alerts and failing probes folded into this incident
+    flaps: int = 0  # times it failed again after recovering
+    diagnosis: str = "pending"  # pending | diagnosing | diagnosed | not diagnosed
+    cause: str | None = None
+    cause_summary: str | None = None
+    taken_by: str | None = None
+    recovered_at: float | None = None
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+    facts: dict[str, list[str]] = field(default_factory=dict)  # for grouping storms
+    context: dict[str, Any] | None = None  # a ProbeContext.to_dict() to diagnose with
+    diagnosis_id: str | None = None  # the latest DiagnosisRequest.id run for it
+
+    @classmethod
+    def new(cls, site: str, url: str, channel: str | None, **kw: Any) -> Incident:
+        return cls(id=uuid.uuid4().hex[:12], site=site, url=url, channel=channel, **kw)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Incident:
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass
+class Storm:
+    """A grouped alert: many sites failing within a short window share one thread."""
+
+    id: str
+    channel: str
+    root_ts: str
+    opened_at: float
+    sites: list[str] = field(default_factory=list)
+    incidents: list[str] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)  # what the sites have in common
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Storm:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Mute:
+    site: str
+    until: float
+    by: str | None
+
+
+@dataclass(frozen=True)
+class Streak:
+    """A site's current run of probe results: how many failures (or passes) in a row."""
+
+    failures: int
+    successes: int
+    first_failure_at: float | None
+
+
+T = TypeVar("T")
+
+
+async def _done(result: Awaitable[T] | T) -> T:
+    """redis-py types a command as "awaitable or value" (one signature for both clients);
+    the asyncio client always returns an awaitable."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+# Takes every pending incident at once, but only when the oldest has waited its hold: all
+# the sites that failed during one hold window are posted together (or as one storm).
+_TAKE_PENDING = """
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #oldest == 0 or tonumber(oldest[2]) > tonumber(ARGV[1]) then return {} end
+local all = redis.call('ZRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return all
+"""
+
+
+class IncidentStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._take_pending = redis.register_script(_TAKE_PENDING)
+
+    @asynccontextmanager
+    async def site_lock(self, site: str) -> AsyncIterator[None]:
+        """Serialise changes to one site across processes (webhooks vs. probes)."""
+        async with self.redis.lock(f"{PREFIX}lock:{site}", timeout=60, blocking_timeout=60):
+            yield
+
+    # -- incidents -------------------------------------------------------------------
+    async def save(self, incident: Incident) -> None:
+        await self.redis.set(
+            f"{PREFIX}incident:{incident.id}", incident.to_json(), ex=INCIDENT_TTL_S
+        )
+        if incident.root_ts and incident.channel and incident.own_root:
+            await self.redis.set(
+                f"{PREFIX}thread:{incident.channel}:{incident.root_ts}",
+                incident.id,
+                ex=INCIDENT_TTL_S,
+            )
+
+    async def get(self, incident_id: str) -> Incident | None:
+        text = await self.redis.get(f"{PREFIX}incident:{incident_id}")
+        return Incident.from_json(text) if text else None
+
+    async def current(self, site: str) -> Incident | None:
+        """The site's open (or recently recovered) incident, if any."""
+        incident_id = await self.redis.get(f"{PREFIX}current:{site}")
+        return await self.get(incident_id) if incident_id else None
+
+    async def set_current(self, incident: Incident, ttl_s: float | None = None) -> None:
+        key = f"{PREFIX}current:{incident.site}"
+        if ttl_s is None:
+            await self.redis.set(key, incident.id)
+        else:
+            await self.redis.set(key, incident.id, px=max(1, int(ttl_s * 1000)))
+        await _done(self.redis.sadd(f"{PREFIX}active", incident.id))
+
+    async def clear_current(self, incident: Incident) -> None:
+        key = f"{PREFIX}current:{incident.site}"
+        if await self.redis.get(key) == incident.id:
+            await self.redis.delete(key)
+        await _done(self.redis.srem(f"{PREFIX}active", incident.id))
+
+    async def active(self) -> list[Incident]:
+        """Incidents still tied to their site (open or recovered within the flap window)."""
+        found: list[Incident] = []
+        for incident_id in sorted(await _done(self.redis.smembers(f"{PREFIX}active"))):
+            incident = await self.get(incident_id)
+            if (
+                incident is None
+                or await self.redis.get(f"{PREFIX}current:{incident.site}") != incident.id
+            ):
+                await _done(self.redis.srem(f"{PREFIX}active", incident_id))  # flap window over
+                continue
+            found.append(incident)
+        return sorted(found, key=lambda i: i.opened_at)
+
+    async def by_thread(self, channel: str, ts: str) -> Incident | None:
+        incident_id = await self.redis.get(f"{PREFIX}thread:{channel}:{ts}")
+        return await self.get(incident_id) if incident_id else None
+
+    # -- probe streaks -----------------------------------------------------------------
+    async def record_probe(self, site: str, ok: bool, now: float) -> Streak:
+        key = f"{PREFIX}streak:{site}"
+        if ok:
+            await _done(self.redis.hset(key, mapping={"failures": "0", "first_failure_at": ""}))
+            await _done(self.redis.hincrby(key, "successes", 1))
+        else:
+            await _done(self.redis.hset(key, "successes", "0"))
+            if await _done(self.redis.hincrby(key, "failures", 1)) == 1:
+                await _done(self.redis.hset(key, "first_failure_at", str(now)))
+        raw = await _done(self.redis.hgetall(key))
+        await self.redis.expire(key, 7 * 24 * 3600)
+        first = raw.get("first_failure_at") or ""
+        return Streak(
+            failures=int(raw.get("failures", 0)),
+            successes=int(raw.get("successes", 0)),
+            first_failure_at=float(first) if first else None,
+        )
+
+    # -- mutes -----------------------------------------------------------------------------
+    async def mute(self, site: str, seconds: float, by: str | None, now: float) -> Mute:
+        mute = Mute(site, now + seconds, by)
+        value = json.dumps({"until": mute.until, "by": by})
+        await self.redis.set(f"{PREFIX}mute:{site}", value, px=max(1, int(seconds * 1000)))
+        return mute
+
+    async def unmute(self, site: str) -> bool:
+        return bool(await self.redis.delete(f"{PREFIX}mute:{site}"))
+
+    async def muted(self, site: str) -> Mute | None:
+        text = await self.redis.get(f"{PREFIX}mute:{site}")
+        if not text:
+            return None
+        raw = json.loads(text)
+        return Mute(site, float(raw["until"]), raw.get("by"))
+
+    async def mutes(self) -> list[Mute]:
+        found: list[Mute] = []
+        async for key in self.redis.scan_iter(match=f"{PREFIX}mute:*"):
+            mute = await self.muted(key.removeprefix(f"{PREFIX}mute:"))
+            if mute:
+                found.append(mute)
+        return sorted(found, key=lambda m: m.site)
+
+    # -- the storm hold ----------------------------------------------------------------
+    async def add_pending(self, incident_id: str, now: float) -> None:
+        await self.redis.zadd(f"{PREFIX}pending", {incident_id: now}, nx=True)
+
+    async def take_pending(self, older_than: float) -> list[str]:
+        taken = await self._take_pending(keys=[f"{PREFIX}pending"], args=[older_than])
+        return [str(t) for t in taken]
+
+    async def drop_pending(self, incident_id: str) -> None:
+        await self.redis.zrem(f"{PREFIX}pending", incident_id)
+
+    async def pending_count(self) -> int:
+        return int(await self.redis.zcard(f"{PREFIX}pending"))
+
+    async def active_storm(self) -> Storm | None:
+        storm_id = await self.redis.get(f"{PREFIX}storm:active")
+        if not storm_id:
+            return None
+        text = await self.redis.get(f"{PREFIX}storm:{storm_id}")
+        return Storm.from_json(text) if text else None
+
+    async def save_storm(self, storm: Storm, window_s: float) -> None:
+        await self.redis.set(f"{PREFIX}storm:{storm.id}", storm.to_json(), ex=INCIDENT_TTL_S)
+        await self.redis.set(f"{PREFIX}storm:active", storm.id, px=max(1, int(window_s * 1000)))
+
+    async def index_storm_thread(self, storm: Storm) -> None:
+        key = f"{PREFIX}storm-thread:{storm.channel}:{storm.root_ts}"
+        await self.redis.set(key, storm.id, ex=INCIDENT_TTL_S)
+
+    async def storm_by_thread(self, channel: str, ts: str) -> Storm | None:
+        storm_id = await self.redis.get(f"{PREFIX}storm-thread:{channel}:{ts}")
+        return await self.get_storm(storm_id) if storm_id else None
+
+    async def get_storm(self, storm_id: str) -> Storm | None:
+        text = await self.redis.get(f"{PREFIX}storm:{storm_id}")
+        return Storm.from_json(text) if text else None
+
+    @asynccontextmanager
+    async def storm_lock(self) -> AsyncIterator[None]:
+        async with self.redis.lock(f"{PREFIX}lock:storm", timeout=120, blocking_timeout=120):
+            yield

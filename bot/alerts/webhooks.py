@@ -1,0 +1,211 @@
+"""Alert webhooks: Prometheus Alertmanager (webhook version 4) and a small generic JSON.
+
+``add_alert_routes`` mounts ``POST /alerts/alertmanager`` and ``POST /alerts`` on the Slack
+app's aiohttp server. Every request needs ``Authorization: Bearer $ALERTS_TOKEN``
+(constant-time compare). What is refused changes nothing: 401 for a missing or wrong token,
+413 for a body over the size cap, 400 with the reason for a malformed body (the whole body
+is checked before any alert in it is acted on), 503 when ALERTS_TOKEN is not configured.
+The schemas are in docs/alerts.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from bot.alerts.incidents import AlertPolicy, Incidents, ProbeOutcome, site_for_url
+from bot.alerts.monitor import site_facts
+from bot.config import BotConfig
+from checks.settings import Settings, Site
+
+log = logging.getLogger(__name__)
+
+
+class BadAlert(ValueError):
+    """The body is not a valid alert; the message is the 400's reason."""
+
+
+@dataclass(frozen=True)
+class ParsedAlert:
+    site: Site
+    firing: bool
+    summary: str
+
+
+def _site(name: Any, url: Any, settings: Settings, where: str) -> Site:
+    if name is not None and not isinstance(name, str):
+        raise BadAlert(f"{where}: 'site' must be a string")
+    if url is not None and not isinstance(url, str):
+        raise BadAlert(f"{where}: 'url' must be a string")
+    if name:
+        site = settings.site_named(name)
+        if site is not None:
+            return site
+        if not url:
+            raise BadAlert(f"{where}: unknown site {name!r} and no 'url' to diagnose")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadAlert(f"{where}: 'url' must be an http(s) URL, got {url[:200]!r}")
+        return site_for_url(url, settings)
+    raise BadAlert(f"{where}: needs 'site' (a configured site's name) or 'url'")
+
+
+def _status(value: Any, where: str) -> bool:
+    if value not in ("firing", "resolved"):
+        raise BadAlert(f"{where}: 'status' must be 'firing' or 'resolved'")
+    return bool(value == "firing")
+
+
+def parse_generic(body: Any, settings: Settings) -> list[ParsedAlert]:
+    """``{"site" | "url", "status": "firing" | "resolved", "summary"?}``."""
+    if not isinstance(body, dict):
+        raise BadAlert("the body must be a JSON object")
+    summary = body.get("summary", "")
+    if not isinstance(summary, str):
+        raise BadAlert("'summary' must be a string")
+    site = _site(body.get("site"), body.get("url"), settings, "alert")
+    return [ParsedAlert(site, _status(body.get("status"), "alert"), summary[:500] or "alert")]
+
+
+def _labelled_url(labels: dict[str, Any], annotations: dict[str, Any]) -> str | None:
+    for value in (labels.get("url"), annotations.get("url"), labels.get("instance")):
+        if isinstance(value, str) and value.startswith(("http://", "https://")):
+            return value
+    return None
+
+
+def parse_alertmanager(body: Any, settings: Settings) -> list[ParsedAlert]:
+    """Alertmanager's webhook (version 4). An alert names its site by the ``site`` label, or
+    by a URL in the ``url`` label/annotation or a blackbox-style ``instance`` label."""
+    if not isinstance(body, dict):
+        raise BadAlert("the body must be a JSON object")
+    if str(body.get("version", "")) != "4":
+        raise BadAlert('unsupported Alertmanager webhook version (expected "4")')
+    alerts = body.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        raise BadAlert("'alerts' must be a non-empty list")
+    common = body.get("commonLabels") or {}
+    if not isinstance(common, dict):
+        raise BadAlert("'commonLabels' must be an object")
+    parsed: list[ParsedAlert] = []
+    for n, alert in enumerate(alerts, 1):
+        where = f"alerts[{n - 1}]"
+        if not isinstance(alert, dict):
+            raise BadAlert(f"{where}: expected an object")
+        labels, annotations = alert.get("labels") or {}, alert.get("annotations") or {}
+        if not isinstance(labels, dict) or not isinstance(annotations, dict):
+            raise BadAlert(f"{where}: 'labels' and 'annotations' must be objects")
+        labels = {**common, **labels}
+        name = labels.get("site")
+        url = _labelled_url(labels, annotations)
+        if not name and not url:
+            raise BadAlert(f"{where}: no 'site' label and no URL in 'url' or 'instance'")
+        site = _site(name, url, settings, where)
+        summary = next(
+            (
+                str(v)
+                for v in (
+                    annotations.get("summary"),
+                    annotations.get("description"),
+                    labels.get("alertname"),
+                )
+                if isinstance(v, str) and v
+            ),
+            "alert",
+        )
+        parsed.append(ParsedAlert(site, _status(alert.get("status"), where), summary[:500]))
+    return parsed
+
+
+def _authorised(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` (read no further than that)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return None
+
+
+def _reply(status: int, **fields: Any) -> web.Response:
+    return web.json_response(fields, status=status)
+
+
+def add_alert_routes(
+    app: web.Application,
+    config: BotConfig,
+    settings: Settings,
+    incidents: Incidents,
+    policy: AlertPolicy | None = None,
+) -> None:
+    """Mount POST /alerts/alertmanager and POST /alerts on ``app``."""
+    limit = (policy or incidents.policy).body_limit_bytes
+    pending: set[asyncio.Task[int]] = set()
+
+    async def settle_later() -> None:
+        # The hold before posting (storm grouping) must not keep the webhook waiting.
+        task = asyncio.create_task(incidents.settle())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    async def handle(request: web.Request, parse: Any, source: str) -> web.Response:
+        if not config.alerts_token:
+            return _reply(503, error="alert webhooks are off: ALERTS_TOKEN is not set")
+        if not _authorised(request, config.alerts_token):
+            return _reply(401, error="missing or wrong bearer token")
+        raw = await _read_capped(request, limit)
+        if raw is None:
+            return _reply(413, error=f"body larger than {limit} bytes")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _reply(400, error=f"body is not JSON: {exc}")
+        try:
+            alerts: list[ParsedAlert] = parse(body, settings)
+        except BadAlert as exc:
+            return _reply(400, error=str(exc))
+        touched: list[str] = []
+        for alert in alerts:
+            if alert.firing:
+                outcome = ProbeOutcome(False, alert.summary, site_facts(alert.site, (), {}))
+                incident = await incidents.alert_firing(alert.site, alert.summary, source, outcome)
+            else:
+                incident = await incidents.alert_resolved(alert.site, source)
+            if incident is not None:
+                touched.append(incident.id)
+        await settle_later()
+        return _reply(202, accepted=len(alerts), incidents=touched)
+
+    async def alertmanager(request: web.Request) -> web.Response:
+        return await handle(request, parse_alertmanager, "alertmanager")
+
+    async def generic(request: web.Request) -> web.Response:
+        return await handle(request, parse_generic, "webhook")
+
+    async def finish_tasks(_: web.Application) -> None:
+        tasks = list(pending)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.router.add_post("/alerts/alertmanager", alertmanager)
+    app.router.add_post("/alerts", generic)
+    app.on_cleanup.append(finish_tasks)

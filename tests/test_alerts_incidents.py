@@ -1,0 +1,337 @@
+"""Incidents against real servers: a real nginx whose upstream is stopped and started again,
+a real redis-server holding the state, and the local Slack Web API stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.alerts.incidents import Incidents, parse_duration
+from bot.alerts.monitor import probe_site
+from bot.alerts.slack_commands import AlertCommands
+from bot.alerts.store import OPEN, RECOVERED, RESOLVED
+from checks.settings import Settings, Site
+from tests.lab.fixtures_proxies import Proxy
+from tests.lab.fixtures_slack import SlackStandIn
+from tests.lab.fixtures_upstreams import Upstream
+from tests.test_alerts_lab import (
+    CHANNEL,
+    RecordingCarrier,
+    lab_settings,
+    make_incidents,
+    posted,
+    redis,  # noqa: F401 - fixture
+    redis_url,  # noqa: F401 - fixture
+)
+
+
+class App:
+    """An upstream app that can be stopped and started again on the same port."""
+
+    def __init__(self) -> None:
+        self.server: Upstream | None = Upstream("ok").start()
+        self.port = self.server.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def start(self) -> None:
+        if self.server is None:
+            self.server = Upstream("ok", port=self.port).start()
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    server = App()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def shop(app: App, nginx_proxy: Callable[..., Proxy]) -> tuple[Site, App]:
+    proxy = nginx_proxy(f"127.0.0.1:{app.port}")
+    return Site(
+        "shop", proxy.url + "shop", upstreams=(f"127.0.0.1:{app.port}",), channel=CHANNEL
+    ), app
+
+
+async def probe(incidents: Incidents, site: Site, times: int = 1) -> None:
+    for _ in range(times):
+        await incidents.observe(site, await probe_site(site, incidents.settings))
+
+
+async def test_k_failures_open_one_alert_and_k_successes_recover(
+    redis: Redis,  # noqa: F811
+    slack_api: SlackStandIn,
+    shop: tuple[Site, App],
+) -> None:
+    site, app = shop
+    carrier = RecordingCarrier()
+    incidents = make_incidents(redis, slack_api, lab_settings(site), carrier)
+    await probe(incidents, site)  # healthy
+    assert await incidents.store.current("shop") is None
+
+    app.stop()
+    outcome = await probe_site(site, incidents.settings)
+    assert not outcome.ok and "502" in outcome.what
+    await incidents.observe(site, outcome)  # one blip pages nobody
+    assert await incidents.store.current("shop") is None
+    await incidents.observe(site, await probe_site(site, incidents.settings))
+    assert await incidents.settle() == 1
+    roots = slack_api.roots(CHANNEL)
+    assert len(roots) == 1
+    assert "*shop* is failing since" in roots[0].text and "HTTP 502" in roots[0].text
+
+    incident = await incidents.store.current("shop")
+    assert incident is not None and incident.state == OPEN and incident.root_ts == roots[0].ts
+    # The diagnosis goes to the alert's thread.
+    assert len(carrier.requests) == 1
+    origin = carrier.requests[0].origin
+    assert origin["root_ts"] == roots[0].ts and origin["incident"] == incident.id
+    assert origin["channel"] == CHANNEL and origin["kind"] == "slack"
+    assert "Diagnosis:* running" in slack_api.message(roots[0].ts).text
+
+    await probe(incidents, site, 3)  # still failing: no new message
+    assert len(slack_api.roots()) == 1 and slack_api.thread(roots[0].ts) == []
+
+    app.start()
+    await probe(incidents, site)
+    assert (await incidents.store.current("shop")).state == OPEN  # type: ignore[union-attr]
+    await probe(incidents, site)
+    incident = await incidents.store.current("shop")
+    assert incident is not None and incident.state == RECOVERED
+    thread = slack_api.thread(roots[0].ts)
+    assert len(thread) == 1 and "recovered after" in thread[0].text
+    assert ":large_green_circle: *shop* recovered after" in slack_api.message(roots[0].ts).text
+    assert await incidents.list_open() == []
+
+
+async def test_flapping_stays_one_incident(
+    redis: Redis,  # noqa: F811
+    slack_api: SlackStandIn,
+    shop: tuple[Site, App],
+) -> None:
+    site, app = shop
+    incidents = make_incidents(redis, slack_api, lab_settings(site), RecordingCarrier())
+    app.stop()
+    await probe(incidents, site, 2)
+    await incidents.settle()
+    first = await incidents.store.current("shop")
+    app.start()
+    await probe(incidents, site, 2)
+    app.stop()
+    await probe(incidents, site, 2)
+    await incidents.settle()
+    again = await incidents.store.current("shop")
+    assert first is not None and again is not None
+    assert again.id == first.id and again.state == OPEN and again.flaps == 1
+    assert len(slack_api.roots()) == 1
+    texts = [m.text for m in slack_api.thread(first.root_ts or "")]
+    assert any("recovered after" in t for t in texts)
+    assert any("failing again" in t for t in texts)
+    assert "failed again 1×" in slack_api.message(first.root_ts or "").text
+
+
+async def test_restart_mid_incident_keeps_it(
+    redis: Redis,  # noqa: F811
+    redis_url: str,  # noqa: F811
+    slack_api: SlackStandIn,
+    shop: tuple[Site, App],
+) -> None:
+    site, app = shop
+    before = make_incidents(redis, slack_api, lab_settings(site), RecordingCarrier())
+    app.stop()
+    await probe(before, site, 2)
+    await before.settle()
+    opened = await before.store.current("shop")
+    assert opened is not None and opened.root_ts
+
+    # A new process: new connection, new objects, same Redis.
+    fresh_redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        after = make_incidents(fresh_redis, slack_api, lab_settings(site), RecordingCarrier())
+        await probe(after, site, 3)
+        await after.settle()
+        assert len(slack_api.roots()) == 1
+        [still] = await after.list_open()
+        assert still.id == opened.id and still.root_ts == opened.root_ts
+        app.start()
+        await probe(after, site, 2)
+        thread = slack_api.thread(opened.root_ts)
+        assert [m for m in thread if "recovered after" in m.text]
+    finally:
+        await fresh_redis.aclose()
+
+
+async def test_mute_silences_a_site_and_shows_in_status(
+    redis: Redis,  # noqa: F811
+    slack_api: SlackStandIn,
+    shop: tuple[Site, App],
+) -> None:
+    site, app = shop
+    incidents = make_incidents(redis, slack_api, lab_settings(site), RecordingCarrier())
+    await incidents.mute("shop", parse_duration("1h"), "U0ONCALL")
+    app.stop()
+    await probe(incidents, site, 3)
+    await incidents.settle()
+    assert slack_api.calls_of("chat.postMessage") == []
+    assert await incidents.store.current("shop") is None
+    status = await incidents.status_text()
+    assert "No open incidents" in status and "shop muted by <@U0ONCALL> until" in status
+
+    assert await incidents.unmute("shop")
+    await probe(incidents, site, 2)
+    await incidents.settle()
+    assert len(slack_api.roots()) == 1
+
+
+async def test_take_and_resolve_update_the_root(
+    redis: Redis,  # noqa: F811
+    slack_api: SlackStandIn,
+    shop: tuple[Site, App],
+) -> None:
+    site, app = shop
+    incidents = make_incidents(redis, slack_api, lab_settings(site), RecordingCarrier())
+    app.stop()
+    await probe(incidents, site, 2)
+    await incidents.settle()
+    [incident] = await incidents.list_open()
+    assert await incidents.incident_for_thread(CHANNEL, incident.root_ts or "") is not None
+    await incidents.take(incident.id, "U0ALICE")
+    root = slack_api.message(incident.root_ts or "")
+    assert "*Taken by* <@U0ALICE>" in root.text
+    status = await incidents.status_text()
+    assert "*shop* failing for" in status and "taken by <@U0ALICE>" in status
+    assert f"https://slack.com/archives/{CHANNEL}/p" in status
+
+    await incidents.resolve(incident.id, "U0ALICE")
+    assert "resolved by <@U0ALICE> after" in slack_api.message(incident.root_ts or "").text
+    assert (await incidents.store.get(incident.id)).state == RESOLVED  # type: ignore[union-attr]
+    assert await incidents.list_open() == []
+    # The site fails on: a new incident, a new thread.
+    await probe(incidents, site, 2)
+    await incidents.settle()
+    assert len(slack_api.roots()) == 2
+
+
+async def test_storm_of_50_sites_gives_one_grouped_alert(
+    redis: Redis,  # noqa: F811
+    slack_api: SlackStandIn,
+    nginx_proxy: Callable[..., Proxy],
+) -> None:
+    dead = Upstream("refused").start()  # nothing listens: every site behind it fails
+    proxy = nginx_proxy(dead.address)
+    sites = [
+        Site(f"site{n:02d}", f"{proxy.url}s{n}", upstreams=(dead.address,), channel=CHANNEL)
+        for n in range(50)
+    ]
+    carrier = RecordingCarrier()
+    settings: Settings = lab_settings(*sites)
+    incidents = make_incidents(redis, slack_api, settings, carrier)
+
+    async def probe_all() -> None:
+        outcomes = await asyncio.gather(*(probe_site(s, settings) for s in sites))
+        await asyncio.gather(
+            *(incidents.observe(s, o) for s, o in zip(sites, outcomes, strict=True))
+        )
+
+    await probe_all()
+    await probe_all()
+    posted_now = await asyncio.gather(*(incidents.settle() for _ in range(5)))
+    assert sum(posted_now) == 50
+
+    roots = slack_api.roots()
+    assert len(roots) == 1, [r.text[:80] for r in roots]
+    text = roots[0].text
+    assert "*50 sites failing at once*" in text
+    assert f"the same upstream {dead.address} (all)" in text
+    assert "the same resolved address 127.0.0.1 (all)" in text
+    assert "site00" in text and "…and 10 more" in text
+    # Every site is diagnosed, into the grouped thread.
+    assert len(carrier.requests) == 50
+    assert {r.origin["root_ts"] for r in carrier.requests} == {roots[0].ts}
+    assert len({r.origin["incident"] for r in carrier.requests}) == 50
+    assert len(await incidents.list_open()) == 50
+
+    # A late failing site joins the storm's thread instead of opening its own.
+    late = Site("late", f"{proxy.url}late", upstreams=(dead.address,), channel=CHANNEL)
+    incidents.settings = lab_settings(*sites, late)
+    await probe(incidents, late, 2)
+    await incidents.settle()
+    assert len(slack_api.roots()) == 1
+    assert any("Also failing: late" in m.text for m in slack_api.thread(roots[0].ts))
+    assert "*51 sites failing at once*" in slack_api.message(roots[0].ts).text
+    assert posted(slack_api)[0].startswith(":thunder_cloud_and_rain:")
+
+
+async def test_slack_commands_and_buttons_act_on_alert_threads(
+    redis: Redis,  # noqa: F811
+    slack_api: SlackStandIn,
+    shop: tuple[Site, App],
+) -> None:
+    site, app = shop
+    carrier = RecordingCarrier()
+    incidents = make_incidents(redis, slack_api, lab_settings(site), carrier)
+    commands = AlertCommands(incidents)
+    assert await commands.command("shop.example.com", "U1") is None  # not ours: a diagnosis
+    assert "no site named nosuch" in (await commands.command("mute nosuch 1h", "U1") or "")
+    assert "not a duration" in (await commands.command("mute shop soon", "U1") or "")
+    assert "muted until" in (await commands.command("mute shop 30m", "U1") or "")
+    assert (await incidents.store.muted("shop")) is not None
+    assert "alerts again" in (await commands.command("unmute shop", "U1") or "")
+
+    app.stop()
+    await probe(incidents, site, 2)
+    await incidents.settle()
+    [root] = slack_api.roots()
+    # A button in a thread that is not an alert's is left to the Slack app.
+    assert await commands.action("take", user="U1", channel=CHANNEL, root_ts="1.000001") is None
+    assert await commands.action("take", user="U2", channel=CHANNEL, root_ts=root.ts) == ""
+    assert "*Taken by* <@U2>" in slack_api.message(root.ts).text
+    assert await commands.action("rerun", user="U2", channel=CHANNEL, root_ts=root.ts) == ""
+    assert len(carrier.requests) == 2 and carrier.requests[1].origin["root_ts"] == root.ts
+    status = await commands.command("status", "U2") or ""
+    assert "*shop* failing for" in status
+    assert await commands.action("resolve", user="U2", channel=CHANNEL, root_ts=root.ts) == ""
+    assert "resolved by <@U2>" in slack_api.message(root.ts).text
+    assert "No open incidents" in (await commands.command("status", "U2") or "")
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("90s") == 90
+    assert parse_duration("15m") == parse_duration("15") == 900
+    assert parse_duration("1h") == 3600 and parse_duration("2d") == 172800
+    for bad in ("", "soon", "-1h", "0m", "31d", "1w"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+async def test_resolved_in_a_grouped_thread_resolves_every_site(
+    redis: Redis,  # noqa: F811
+    slack_api: SlackStandIn,
+) -> None:
+    dead = Upstream("refused").start()
+    sites = [
+        Site(
+            f"api{n}", f"http://127.0.0.1:{dead.port}/", upstreams=(dead.address,), channel=CHANNEL
+        )
+        for n in range(6)
+    ]
+    incidents = make_incidents(redis, slack_api, lab_settings(*sites), RecordingCarrier())
+    for site in sites:
+        await probe(incidents, site, 2)
+    await incidents.settle()
+    [root] = slack_api.roots()
+    assert "*6 sites failing at once*" in root.text
+    assert "the same failure refused (all)" in root.text
+    commands = AlertCommands(incidents)
+    assert await commands.action("resolve", user="U9", channel=CHANNEL, root_ts=root.ts) == ""
+    assert await incidents.list_open() == []
+    assert "*Now:* 0 failing, 0 recovered, 6 resolved" in slack_api.message(root.ts).text
