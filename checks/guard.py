@@ -35,8 +35,8 @@ _DENIED: list[tuple[IPNetwork, str]] = [
     (ipaddress.ip_network("192.0.0.0/24"), "an IETF protocol address"),
     (ipaddress.ip_network("198.18.0.0/15"), "a benchmarking address"),
     (ipaddress.ip_network("224.0.0.0/4"), "a multicast address"),
-    (ipaddress.ip_network("240.0.0.0/4"), "a reserved address"),
     (ipaddress.ip_network("255.255.255.255/32"), "the broadcast address"),
+    (ipaddress.ip_network("240.0.0.0/4"), "a reserved address"),
     (ipaddress.ip_network("::/128"), "the unspecified address"),
     (ipaddress.ip_network("::1/128"), "a loopback address"),
     (ipaddress.ip_network("fd00:ec2::254/128"), "a cloud metadata address"),
@@ -46,6 +46,10 @@ _DENIED: list[tuple[IPNetwork, str]] = [
     (ipaddress.ip_network("ff00::/8"), "a multicast address"),
     (ipaddress.ip_network("100::/64"), "a discard-only address"),
     (ipaddress.ip_network("2001:db8::/32"), "a documentation address"),
+    (ipaddress.ip_network("3fff::/20"), "a documentation address"),
+    (ipaddress.ip_network("5f00::/16"), "a segment-routing (SRv6) address"),
+    # RFC 8215 local-use NAT64: translates to the operator's own (possibly private) IPv4.
+    (ipaddress.ip_network("64:ff9b:1::/48"), "a local-use NAT64 address"),
 ]
 
 
@@ -109,6 +113,8 @@ def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     packed = int(ip)
     if packed >> 32 == 0 and packed > 1:  # ::a.b.c.d (deprecated IPv4-compatible)
         return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    if packed >> 32 == 0xFFFF0000:  # ::ffff:0:a.b.c.d (SIIT IPv4-translated, RFC 6145)
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
     if ip in ipaddress.ip_network("64:ff9b::/96"):  # NAT64 well-known prefix
         return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
     return None
@@ -121,9 +127,11 @@ def refusal_reason(ip: IPAddress, allow_networks: Iterable[IPNetwork] = ()) -> s
     # The embedded IPv4 address first: it is where the packets really go, and the reason
     # given should name it (metadata, loopback…), not just 'non-public'.
     candidates: list[IPAddress] = [ip] if inner is None else [inner, ip]
-    for candidate in candidates:
-        if any(candidate.version == net.version and candidate in net for net in allow):
-            return None
+    # Opening an IPv6 range must not open the IPv4 address an address embeds (allowing
+    # ::/0 would otherwise admit ::ffff:169.254.169.254): the embedded one decides.
+    decisive = ip if inner is None else inner
+    if any(decisive.version == net.version and decisive in net for net in allow):
+        return None
     for candidate in candidates:
         for net, reason in _DENIED:
             if candidate.version == net.version and candidate in net:

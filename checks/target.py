@@ -62,7 +62,9 @@ def parse_target(text: str, settings: Settings) -> Target:
     raw = (text or "").strip()
     if not raw:
         raise BadTarget(f"no target given; {_HOW}")
-    if len(raw) > _MAX_INPUT or any(c.isspace() or ord(c) < 32 for c in raw):
+    if len(raw) > _MAX_INPUT:
+        raise BadTarget(f"a target is at most {_MAX_INPUT} characters long; {_HOW}")
+    if any(c.isspace() or ord(c) < 32 for c in raw):
         raise BadTarget(f"a target is one host name or URL without spaces; {_HOW}")
     site = settings.site_named(raw)
     url_text = site.url if site else raw
@@ -73,6 +75,8 @@ def parse_target(text: str, settings: Settings) -> Target:
         port = parts.port
     except ValueError as exc:
         raise BadTarget(f"cannot read {raw!r} as a URL ({exc}); {_HOW}") from None
+    if port == 0:
+        raise BadTarget(f"port 0 cannot be connected to; {_HOW}")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise BadTarget(f"only http and https URLs can be diagnosed, not {scheme}:; {_HOW}")

@@ -26,8 +26,7 @@ pytest_plugins = [
 ]
 
 _ALLOWED = [
-    ipaddress.ip_network(n)
-    for n in ("127.0.0.0/8", "::1/128", "198.51.100.0/24", "203.0.113.0/24")
+    ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "198.51.100.0/24", "203.0.113.0/24")
 ]
 _violations: list[str] = []
 
@@ -58,10 +57,56 @@ def _guarded(name: str) -> Any:
     return method
 
 
+def _hosts_file_names() -> set[str]:
+    names: set[str] = set()
+    try:
+        with open("/etc/hosts", encoding="utf-8") as fh:
+            for line in fh:
+                names.update(line.split("#", 1)[0].split())
+    except OSError:
+        pass
+    return names
+
+
+_HOSTS = _hosts_file_names()
+
+
+def _local_lookup(host: Any) -> bool:
+    """A lookup the C library answers without asking a DNS server."""
+    if host is None:
+        return True
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+        return True
+    except ValueError:
+        return text in _HOSTS
+
+
+_real_getaddrinfo = socket.getaddrinfo
+_real_getnameinfo = socket.getnameinfo
+
+
+def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if not _local_lookup(host):
+        _violations.append(f"getaddrinfo({host!r}) (would ask the system's DNS server)")
+        raise socket.gaierror(socket.EAI_NONAME, "test network guard: no system DNS in tests")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+def _getnameinfo(sockaddr: Any, flags: int) -> Any:
+    if str(sockaddr[0]) not in _HOSTS:
+        _violations.append(f"getnameinfo({sockaddr[0]!r}) (would ask the system's DNS server)")
+        raise socket.gaierror(socket.EAI_NONAME, "test network guard: no system DNS in tests")
+    return _real_getnameinfo(sockaddr, flags)
+
+
 @pytest.fixture(autouse=True)
 def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("connect", "connect_ex", "sendto"):
         monkeypatch.setattr(socket.socket, name, _guarded(name))
+    monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo)
+    monkeypatch.setattr(socket, "getnameinfo", _getnameinfo)
     _violations.clear()
     yield
     if _violations:

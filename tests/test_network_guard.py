@@ -30,3 +30,14 @@ def test_a_forbidden_connect_is_refused_before_any_packet() -> None:
         s.sendto(b"x", ("10.255.255.53", 53))
     assert conftest._violations  # recorded, so the guard fails the test...
     conftest._violations.clear()  # ...which this test expects, so it clears the record
+
+
+def test_system_dns_lookups_are_refused_but_hosts_file_names_pass() -> None:
+    assert socket.getaddrinfo("localhost", 80)  # answered from /etc/hosts
+    assert socket.getaddrinfo("127.0.0.5", 80)  # a literal needs no lookup
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo("www.example.com", 80)
+    with pytest.raises(socket.gaierror):
+        socket.getnameinfo(("127.0.0.77", 0), socket.NI_NAMEREQD)
+    assert len(conftest._violations) == 2
+    conftest._violations.clear()

@@ -1,0 +1,302 @@
+"""Reload: request the page several times, bypassing caches and with a second client, and
+say whether it fails consistently, comes and goes, or works.
+
+This is the runbook's first move ("reload the page"), done so the answer can be trusted: a
+random query parameter and no-cache headers make every attempt reach the origin, a browser
+User-Agent shows whether a bot rule is involved, and the attempts start staggered so the
+step costs about ``spacing * attempts`` plus one timeout, not one timeout per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+
+from checks.context import ProbeContext
+from checks.fingerprint import Fingerprint, identify_attempt
+from checks.http_probe import (
+    BOT_USER_AGENT,
+    BROWSER_USER_AGENT,
+    Attempt,
+    cache_busted,
+    fetch,
+)
+from checks.model import Cause, Finding, Status, StepResult, Weight
+from checks.steps import Step
+
+NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache"}
+_BEHIND_PROXY = {
+    Cause.UPSTREAM_REFUSED,
+    Cause.UPSTREAM_TIMEOUT,
+    Cause.UPSTREAM_CLOSED,
+    Cause.UPSTREAM_INVALID,
+    Cause.UPSTREAM_HEADER_TOO_BIG,
+    Cause.UPSTREAM_TLS,
+    Cause.UPSTREAM_DNS,
+    Cause.OVERLOAD,
+    Cause.APP_TIMEOUT,
+    Cause.SERVER_ERROR,
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt judged: ``failed`` or not, and what it is evidence of."""
+
+    attempt: Attempt
+    fingerprint: Fingerprint
+    failed: bool
+    label: str  # "200", "502 from nginx", "connection refused"…; groups like failures
+    code: str  # finding code this outcome contributes to when failures are consistent
+    cause: Cause | None
+    weight: Weight
+
+
+def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
+    """Decide whether one attempt failed and what it points at."""
+    status = attempt.status
+    by = f" from {fingerprint.producer}" if fingerprint.producer else ""
+    if status is not None:
+        if status >= 500:
+            cause = fingerprint.cause_hint
+            if cause is None and status == 500 and not fingerprint.generated:
+                # A 500 that is not a proxy's own page: the application's own error.
+                cause = Cause.SERVER_ERROR
+            return Outcome(
+                attempt,
+                fingerprint,
+                True,
+                f"{status}{by}",
+                "http_error",
+                cause,
+                Weight.INFERRED,
+            )
+        if status in (403, 406, 429) and fingerprint.cause_hint is Cause.BLOCKED:
+            return Outcome(
+                attempt,
+                fingerprint,
+                True,
+                f"{status} block page{by}",
+                "blocked",
+                Cause.BLOCKED,
+                Weight.INFERRED,
+            )
+        return Outcome(attempt, fingerprint, False, str(status), "http_ok", None, Weight.OBSERVED)
+    error = attempt.error or {"kind": "other", "phase": "", "message": "no answer"}
+    kind, phase = error.get("kind", "other"), error.get("phase", "")
+    if kind == "refused":
+        return Outcome(
+            attempt,
+            fingerprint,
+            True,
+            "connection refused",
+            "edge_refused",
+            Cause.UNREACHABLE,
+            Weight.OBSERVED,
+        )
+    if kind == "unreachable":
+        return Outcome(
+            attempt,
+            fingerprint,
+            True,
+            "host unreachable",
+            "edge_unreachable",
+            Cause.UNREACHABLE,
+            Weight.INFERRED,
+        )
+    if kind == "timeout" and phase == "connect":
+        # Consistent with a silent drop; the firewall step owns the strong evidence.
+        return Outcome(
+            attempt,
+            fingerprint,
+            True,
+            "connect timed out",
+            "edge_connect_timeout",
+            Cause.FIREWALL_DROP,
+            Weight.HINT,
+        )
+    if kind == "tls":
+        return Outcome(
+            attempt,
+            fingerprint,
+            True,
+            "TLS failed",
+            "tls_failed",
+            Cause.TLS_ERROR,
+            Weight.INFERRED,
+        )
+    if kind == "timeout":
+        return Outcome(
+            attempt, fingerprint, True, "no answer in time", "no_answer", None, Weight.HINT
+        )
+    label = {"closed": "connection closed", "reset": "connection reset"}.get(kind, kind)
+    return Outcome(attempt, fingerprint, True, label, "no_answer", None, Weight.HINT)
+
+
+def _describe(outcome: Outcome) -> str:
+    attempt = outcome.attempt
+    if attempt.status is not None:
+        return outcome.label
+    message = (attempt.error or {}).get("message", "")
+    return f"{outcome.label} ({message})" if message else outcome.label
+
+
+def _findings(outcomes: list[Outcome]) -> tuple[str, list[Finding]]:
+    total = len(outcomes)
+    failed = [o for o in outcomes if o.failed]
+    passed = [o for o in outcomes if not o.failed]
+    findings: list[Finding] = []
+    redirect_refused = [o for o in outcomes if o.attempt.error_kind == "refused_by_guard"]
+    if redirect_refused:
+        findings.append(
+            Finding(
+                "redirect_not_followed",
+                (redirect_refused[0].attempt.error or {}).get("message", ""),
+                Status.OK,
+                data={"count": len(redirect_refused)},
+            )
+        )
+    statuses = ", ".join(o.label for o in outcomes)
+    if not failed:
+        summary = f"all {total} attempts answered ({statuses})"
+        findings.insert(
+            0,
+            Finding(
+                "http_ok",
+                f"All {total} attempts answered without a server error ({statuses})",
+                Status.OK,
+                Cause.HEALTHY,
+                Weight.OBSERVED,
+                {"count": total},
+            ),
+        )
+        return summary, findings
+    if passed and all(o.code == "blocked" for o in failed) and not _same_agents(failed, passed):
+        summary = f"{len(failed)} of {total} attempts were blocked; the other client got through"
+        findings.insert(
+            0,
+            Finding(
+                "blocked",
+                f"{len(failed)}× {failed[0].label} for User-Agent {failed[0].attempt.user_agent!r}"
+                f", while {passed[0].attempt.user_agent!r} got {passed[0].label}",
+                Status.WARN,
+                Cause.BLOCKED,
+                Weight.INFERRED,
+                {"count": len(failed)},
+            ),
+        )
+        return summary, findings
+    if passed:
+        order = ", ".join(("ok " if not o.failed else "") + o.label for o in outcomes)
+        summary = f"{len(failed)} of {total} attempts failed, the others worked"
+        findings.insert(
+            0,
+            Finding(
+                "transient",
+                f"{len(failed)} of {total} attempts failed and {len(passed)} worked "
+                f"(in order: {order})",
+                Status.WARN,
+                Cause.TRANSIENT,
+                Weight.OBSERVED,
+                {"count": len(failed)},
+            ),
+        )
+        # What the failing pages name is context for the transient verdict; edge causes are
+        # left out because, when some attempts work, the edge evidently accepts traffic.
+        for (_label, cause), group in _groups(failed).items():
+            if cause in _BEHIND_PROXY:
+                findings.append(
+                    Finding(
+                        group[0].code,
+                        f"{len(group)}× {_describe(group[0])}: {group[0].fingerprint.reason}",
+                        Status.WARN,
+                        cause,
+                        group[0].weight,
+                        {"count": len(group)},
+                    )
+                )
+        return summary, findings
+    groups = _groups(failed)
+    summary = f"all {total} attempts failed: " + "; ".join(
+        f"{len(g)}× {label}" for (label, _c), g in groups.items()
+    )
+    for (_label, cause), group in groups.items():
+        first = group[0]
+        message = f"{len(group)} of {total} attempts: {_describe(first)}"
+        if first.attempt.status is not None:
+            message += f" — {first.fingerprint.reason}"
+        data: dict[str, object] = {"count": len(group)}
+        if first.fingerprint.request_id:
+            data["request_id"] = first.fingerprint.request_id
+        findings.insert(
+            0, Finding(first.code, message, Status.FAIL, cause, first.weight, dict(data))
+        )
+    _user_agent_note(outcomes, findings)
+    return summary, findings
+
+
+def _same_agents(a: list[Outcome], b: list[Outcome]) -> bool:
+    return bool({o.attempt.user_agent for o in a} & {o.attempt.user_agent for o in b})
+
+
+def _groups(outcomes: list[Outcome]) -> dict[tuple[str, Cause | None], list[Outcome]]:
+    groups: dict[tuple[str, Cause | None], list[Outcome]] = {}
+    for outcome in outcomes:
+        groups.setdefault((outcome.label, outcome.cause), []).append(outcome)
+    return dict(sorted(groups.items(), key=lambda item: len(item[1])))
+
+
+def _user_agent_note(outcomes: list[Outcome], findings: list[Finding]) -> None:
+    """Say so when the browser User-Agent got a different answer than the bot's."""
+    labels = Counter(o.label for o in outcomes if o.attempt.user_agent == BOT_USER_AGENT)
+    browser = [o.label for o in outcomes if o.attempt.user_agent == BROWSER_USER_AGENT]
+    if browser and labels and browser[0] not in labels:
+        findings.append(
+            Finding(
+                "user_agent_differs",
+                f"A browser User-Agent got {browser[0]}; the bot got "
+                + ", ".join(labels)
+                + " (a bot rule may be involved)",
+                Status.OK,
+            )
+        )
+
+
+async def _staggered(ctx: ProbeContext, delay_s: float, user_agent: str) -> Attempt:
+    if delay_s:
+        await asyncio.sleep(delay_s)
+    return await fetch(
+        ctx, cache_busted(ctx.target.url), user_agent=user_agent, headers=dict(NO_CACHE)
+    )
+
+
+async def run(ctx: ProbeContext) -> StepResult:
+    if not ctx.addresses:
+        return StepResult(
+            "reload",
+            Status.SKIPPED,
+            f"not tried: {ctx.resolve_error or 'the target has no address'}",
+        )
+    settings = ctx.settings
+    spacing = settings.reload_spacing_s
+    # Keep the staggering inside the budget: the last start leaves room for one timeout.
+    room = max(0.0, ctx.remaining() - settings.timeout_s - 0.5)
+    plan = [BOT_USER_AGENT] * settings.reload_attempts + [BROWSER_USER_AGENT]
+    spacing = min(spacing, room / len(plan)) if len(plan) > 1 else 0.0
+    attempts = await asyncio.gather(
+        *(_staggered(ctx, i * spacing, ua) for i, ua in enumerate(plan))
+    )
+    outcomes = [judge(a, identify_attempt(a)) for a in attempts]
+    summary, findings = _findings(outcomes)
+    producers = [o.fingerprint.producer for o in outcomes if o.fingerprint.producer]
+    details = {
+        "attempts": [a.to_dict() for a in attempts],
+        "fingerprints": [o.fingerprint.to_dict() for o in outcomes],
+        "producer": Counter(producers).most_common(1)[0][0] if producers else None,
+        "address": attempts[0].address,
+    }
+    return StepResult.from_findings("reload", summary, findings, details=details)
+
+
+STEP = Step(name="reload", order=10, title="Reload", run=run)
