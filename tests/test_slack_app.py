@@ -62,6 +62,8 @@ async def failing_site() -> AsyncIterator[str]:
 
 # Checks of the tests' own, finishing out of order ------------------------------------------------
 async def _get_status(ctx: ProbeContext) -> tuple[int, int]:
+    if not ctx.addresses:  # the name did not resolve: nothing to ask (never the system DNS)
+        return 0, 0
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=2) as client:
         response = await client.get(ctx.target.url)
