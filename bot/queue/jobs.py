@@ -1,0 +1,286 @@
+"""The two job kinds and what runs them in a worker.
+
+``bgw.diagnose`` (key: the request id, so a request is queued once) fans out one
+``bgw.step`` job per step (key: ``{id}:{step}``) and returns at once, so steps run in
+parallel on any worker and no worker slot waits on another. A step job runs its check,
+stores the result under the diagnosis id, hands it to the sink, and — if it was the last
+one — concludes the diagnosis. Every job may run twice (at-least-once delivery), so each
+phase checks what an earlier run already did: a stored result is reused rather than probed
+again, a delivered step is not delivered again, and one finisher holds a lease while it
+concludes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from saq.job import Job, Status
+
+from bot.pipeline import DiagnosisRequest, ResultSink, combine, failed_step_result
+from bot.queue.saq_queue import DEFAULT_QUEUE, SWEPT_ERROR, QueueHub
+from bot.queue.store import DiagnosisStore, now_ms
+from bot.queue.tuning import QueueTuning
+from checks.context import ProbeContext
+from checks.model import StepResult
+from checks.runner import run_step
+from checks.settings import Settings
+from checks.steps import Step, step_named
+from checks.target import BadTarget, parse_target
+
+log = logging.getLogger(__name__)
+
+DIAGNOSE_JOB = "bgw.diagnose"
+STEP_JOB = "bgw.step"
+SAQ_JOB_TTL_S = 3600  # how long SAQ keeps a finished job's record (for `status` and the UI)
+
+
+class UnknownStep(LookupError):
+    """This worker has no step of that name (an older version?); another try may have it."""
+
+
+class ConclusionPending(RuntimeError):
+    """Another finisher holds the conclusion lease; retry so that a dead one is replaced."""
+
+
+def job_options(settings: Settings, tuning: QueueTuning) -> dict[str, Any]:
+    """SAQ job options chosen on purpose: its defaults (10 s timeout, one try, no heartbeat)
+    would leave a dead worker's job ABORTED for good."""
+    return {
+        "timeout": tuning.job_timeout_s(settings),
+        "heartbeat": tuning.heartbeat_s,
+        "retries": tuning.retries,
+        "retry_delay": tuning.retry_delay_s,
+        "retry_backoff": tuning.retry_delay_cap_s,
+        "ttl": SAQ_JOB_TTL_S,
+    }
+
+
+def diagnosis_job(request: DiagnosisRequest, settings: Settings, tuning: QueueTuning) -> Job:
+    return Job(
+        function=DIAGNOSE_JOB,
+        kwargs={"request": request.to_dict()},
+        key=request.id,
+        **job_options(settings, tuning),
+    )
+
+
+def step_job(request: DiagnosisRequest, step: str, settings: Settings, tuning: QueueTuning) -> Job:
+    return Job(
+        function=STEP_JOB,
+        kwargs={"request": request.to_dict(), "step": step},
+        key=f"{request.id}:{step}",
+        **job_options(settings, tuning),
+    )
+
+
+def queue_for(step: Step | None, request: DiagnosisRequest, settings: Settings) -> str:
+    """``logs@<host>`` for a log step of a site whose logs live on a named host, else default.
+
+    A site's first log source with a ``host`` decides; sources on several hosts would need
+    one log job per host (not done yet).
+    """
+    if step is None or step.routing != "logs":
+        return DEFAULT_QUEUE
+    try:
+        site = parse_target(str(request.context["target"]), settings).site
+    except (BadTarget, KeyError):
+        return DEFAULT_QUEUE
+    hosts = [source.host for source in site.logs if source.host] if site else []
+    return f"logs@{hosts[0]}" if hosts else DEFAULT_QUEUE
+
+
+def failure_reason(job: Job) -> str:
+    """One line for the thread: why the job's last try ended."""
+    error = (job.error or "").strip()
+    if error.startswith(SWEPT_ERROR):
+        return f"its worker stopped answering (no heartbeat for {job.heartbeat} s)"
+    last = error.splitlines()[-1].strip() if error else "unknown error"
+    if last.endswith("TimeoutError") or last == "cancelled":
+        return f"it did not finish within its {job.timeout} s timeout"
+    return last[:300]
+
+
+class JobRunner:
+    """The job functions a worker registers with SAQ, with what they need to run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: ResultSink,
+        store: DiagnosisStore,
+        hub: QueueHub,
+        tuning: QueueTuning,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.store = store
+        self.hub = hub
+        self.tuning = tuning
+
+    def functions(self) -> list[tuple[str, Any]]:
+        return [(DIAGNOSE_JOB, self.diagnose_job), (STEP_JOB, self.step_job)]
+
+    # -- the jobs ------------------------------------------------------------------------
+
+    async def diagnose_job(self, ctx: dict[str, Any], *, request: dict[str, Any]) -> dict[str, Any]:
+        req = DiagnosisRequest.from_dict(request)
+        async with self._heartbeat(ctx["job"]):
+            routed = {name: queue_for(step_named(name), req, self.settings) for name in req.steps}
+            if routed:
+                await self.store.note_queues(*routed.values())
+            # A step job already queued or running under its key is left alone (dedup).
+            await asyncio.gather(
+                *(
+                    self.hub.get(queue_name).enqueue(
+                        step_job(req, name, self.settings, self.tuning)
+                    )
+                    for name, queue_name in routed.items()
+                )
+            )
+            if not req.steps:
+                await self._maybe_conclude(req, *await self.store.conclusion_state(req.id))
+        return {"routed": routed}
+
+    async def step_job(
+        self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
+    ) -> dict[str, Any]:
+        req = DiagnosisRequest.from_dict(request)
+        async with self._heartbeat(ctx["job"]):
+            delivered, result = await self.store.progress(req.id, step)
+            if delivered:  # an earlier run got this far; it may have died before concluding
+                state = await self.store.conclusion_state(req.id)
+            else:
+                if result is None:  # not probed yet (or the earlier run died before storing)
+                    result = await self.store.keep_first(req.id, await self._probe(req, step))
+                state = await self._deliver(req, result)
+            await self._maybe_conclude(req, *state)
+        return {"step": step}
+
+    async def _probe(self, req: DiagnosisRequest, name: str) -> StepResult:
+        step = step_named(name)
+        if step is None:
+            raise UnknownStep(f"this worker has no step named {name!r}")
+        ctx = ProbeContext.from_dict(req.context, self.settings)
+        return await run_step(step, ctx)  # bounded by the diagnosis budget; never raises
+
+    async def _deliver(self, req: DiagnosisRequest, result: StepResult) -> tuple[bool, set[str]]:
+        await asyncio.wait_for(self.sink.step_finished(req, result), self.tuning.sink_timeout_s)
+        return await self.store.mark_delivered(req.id, result.name)
+
+    async def _maybe_conclude(
+        self, req: DiagnosisRequest, concluded: bool, delivered: set[str]
+    ) -> None:
+        """Conclude once every step is in the thread; exactly one finisher at a time."""
+        if concluded or any(name not in delivered for name in req.steps):
+            return  # done already, or a later step job concludes
+        lease = self.tuning.sink_timeout_s + 5
+        # Usually two last steps finished together and the other one is concluding now; if
+        # that one died, its lease runs out within ``lease`` and this one takes over.
+        deadline = time.monotonic() + lease + 1
+        while not await self.store.claim_conclusion(req.id, lease):
+            if await self.store.concluded(req.id):
+                return
+            if time.monotonic() > deadline:
+                raise ConclusionPending(f"diagnosis {req.id} is being concluded elsewhere")
+            await asyncio.sleep(0.1)
+        try:
+            if await self.store.concluded(req.id):
+                return
+            results = await self.store.results(req.id)
+            diagnosis = combine(req, [results[name] for name in req.steps], self.settings)
+            await asyncio.wait_for(
+                self.sink.diagnosis_finished(req, diagnosis), self.tuning.sink_timeout_s
+            )
+            await self.store.mark_concluded(req.id)
+        except BaseException:
+            # Failed or cancelled (a sweep, a shutdown): free the lease for the retry.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release_conclusion(req.id))
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, job: Job) -> AsyncIterator[None]:
+        """SAQ does not beat by itself: touch the job while it runs, so that a sweep tells a
+        slow job from one whose worker died."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.tuning.beat_every_s)
+                try:
+                    await job.update()
+                except Exception as exc:  # Redis blip: the next beat may get through
+                    log.warning("heartbeat for %s failed: %s", job.key, exc)
+
+        task = asyncio.create_task(beat(), name=f"heartbeat-{job.key}")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    async def dead_letter(self, job: Job) -> None:
+        """A job ended for good without success: show that in the thread, and conclude."""
+        kwargs = job.kwargs or {}
+        if "request" not in kwargs:
+            return
+        req = DiagnosisRequest.from_dict(kwargs["request"])
+        reason = failure_reason(job)
+        log.warning("dead letter: %s after %d tries: %s", job.key, job.attempts, reason)
+        await self.store.count_dead_letter()
+        if job.function == STEP_JOB:
+            step = str(kwargs["step"])
+            delivered, _ = await self.store.progress(req.id, step)
+            if not delivered:
+                record = failed_step_result(step, job.attempts, reason)
+                await self.store.replace(req.id, record)
+                await self._deliver_dead_letter(req, record)
+        elif job.function == DIAGNOSE_JOB:
+            # Dispatch itself failed: every step without a result is shown as failed.
+            for step in req.steps:
+                if await self.store.result(req.id, step) is None:
+                    record = failed_step_result(
+                        step, job.attempts, f"the diagnosis could not be dispatched: {reason}"
+                    )
+                    stored = await self.store.keep_first(req.id, record)
+                    await self._deliver_dead_letter(req, stored)
+        with contextlib.suppress(ConclusionPending):
+            await self._maybe_conclude(req, *await self.store.conclusion_state(req.id))
+
+    async def _deliver_dead_letter(self, req: DiagnosisRequest, record: StepResult) -> None:
+        try:
+            await self._deliver(req, record)
+        except Exception:  # nothing more to try; the verdict still comes
+            log.exception("could not deliver the dead letter for %s/%s", req.id, record.name)
+            await self.store.mark_delivered(req.id, record.name)
+
+    # -- bookkeeping (SAQ before/after hooks) ---------------------------------------------
+
+    async def before_process(self, ctx: dict[str, Any]) -> None:
+        job: Job = ctx["job"]
+        ctx["bgw_started_ms"] = job.started
+
+    async def after_process(self, ctx: dict[str, Any]) -> None:
+        job: Job = ctx["job"]
+        started = int(ctx.get("bgw_started_ms") or 0)
+        finished = job.completed or now_ms()
+        entry = {
+            "queue": job.queue.name if job.queue else None,
+            "function": job.function,
+            "key": job.key,
+            "status": job.status.value if job.status is not Status.QUEUED else "retried",
+            "attempts": job.attempts,
+            "wait_ms": started - job.queued if started and job.queued else None,
+            "run_ms": finished - started if started else None,
+            "at": finished,
+        }
+        try:
+            await self.store.record_job(entry)
+        except Exception as exc:  # statistics must never fail a job
+            log.warning("could not record job timings: %s", exc)

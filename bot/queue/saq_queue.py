@@ -1,0 +1,176 @@
+"""SAQ's Redis queue with two changes the diagnosis jobs need.
+
+* ``sweep`` handles stuck jobs concurrently and waits a configurable time for a live owner to
+  acknowledge the abort (SAQ walks them one by one, up to 5 s each, so a dead worker holding
+  50 jobs would take minutes to recover); it locks with milliseconds so a sweep interval
+  below one second works in tests. Otherwise it does what SAQ's does: abort, then retry or,
+  after the last try, finish ABORTED.
+* ``finish`` reports a job that ended for good unsuccessfully (its last try failed, timed out,
+  or its worker died) to ``on_final_failure``: the dead-letter hook that shows
+  "step logs failed after 3 tries: …" in the thread instead of silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from saq.job import TERMINAL_STATUSES, Job, Status
+from saq.queue.redis import RedisQueue
+from saq.utils import now
+
+from bot.queue.tuning import QueueTuning
+
+log = logging.getLogger(__name__)
+
+SWEPT_ERROR = "swept: its worker stopped sending heartbeats"
+DEFAULT_QUEUE = "default"
+
+FinalFailureHook = Callable[[Job], Awaitable[None]]
+
+
+class DiagnosisQueue(RedisQueue):
+    def __init__(
+        self,
+        redis: Redis,
+        name: str,
+        tuning: QueueTuning,
+        on_final_failure: FinalFailureHook | None = None,
+    ) -> None:
+        super().__init__(redis, name=name, swept_error_message=SWEPT_ERROR)
+        self.tuning = tuning
+        self.on_final_failure = on_final_failure
+        self.accepting = True  # cleared on SIGTERM: take no new job
+
+    async def dequeue(
+        self,
+        timeout: float = 0.0,  # noqa: ASYNC109 - SAQ's signature
+        poll_interval: float = 0.0,
+    ) -> Job | None:
+        if not self.accepting:
+            return None
+        job = await super().dequeue(timeout, poll_interval)
+        if job is not None and not self.accepting:
+            # A BLMOVE that was already waiting when the worker began to stop: put the job
+            # back at the head of the queue, untouched, for another worker.
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.lrem(self._active, 1, job.id).lpush(self._queued, job.id).execute()
+            log.info("handed back %s while stopping", job.key)
+            return None
+        return job
+
+    async def finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        await super().finish(job, status, result=result, error=error, **kwargs)
+        # ABORTED while retryable is a sweep in progress (it re-queues right after), not an end.
+        final = status is Status.FAILED or (status is Status.ABORTED and not job.retryable)
+        if final and self.on_final_failure is not None:
+            try:
+                await asyncio.wait_for(self.on_final_failure(job), self.tuning.sink_timeout_s + 5)
+            except Exception:  # the dead letter is best effort; the job is finished anyway
+                log.exception("could not record the dead letter for job %s", job.key)
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        lock_ms = max(1, int(float(lock) * 1000))
+        if not await self.redis.set(self._sweep, 1, nx=True, px=lock_ms):
+            return []  # another worker swept within this interval
+        job_ids = await self.redis.lrange(self._active, 0, -1)
+        if not job_ids:
+            return []
+        payloads = await self.redis.mget(job_ids)
+        pairs = zip(job_ids, payloads, strict=True)
+        outcomes = await asyncio.gather(
+            *(self._sweep_one(job_id, payload) for job_id, payload in pairs),
+            return_exceptions=True,
+        )
+        await self._forget_cleared_suspects(job_ids)
+        swept: list[str] = []
+        for job_id, outcome in zip(job_ids, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("sweeping %s failed: %s", job_id, outcome)
+            elif outcome:
+                swept.append(job_id.decode() if isinstance(job_id, bytes) else job_id)
+        return swept
+
+    @property
+    def _suspects(self) -> str:
+        return f"bgw:sweep_suspects:{self.name}"
+
+    async def _queued_too_long(self, job_id: bytes) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(self._suspects, job_id, now())
+            pipe.hget(self._suspects, job_id)
+            _, first_seen = await pipe.execute()
+        return now() - int(first_seen) > self.tuning.heartbeat_s * 1000
+
+    async def _forget_cleared_suspects(self, active_ids: list[bytes]) -> None:
+        suspects = set(await self.redis.hkeys(self._suspects))
+        cleared = suspects - set(active_ids)
+        if cleared:
+            await self.redis.hdel(self._suspects, *cleared)
+
+    async def _sweep_one(self, job_id: bytes, payload: bytes | None) -> bool:
+        job = self.deserialize(payload)
+        if job is None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id).execute()
+            log.info("swept missing job %s", job_id)
+            return True
+        if job.status is Status.ACTIVE and not job.stuck:
+            return False
+        if job.status is Status.QUEUED and not await self._queued_too_long(job_id):
+            # BLMOVE moved it to active and its worker marks it ACTIVE a moment later (a busy
+            # worker may take a while): only a job seen so for a heartbeat window is stuck.
+            return False
+        log.warning("sweeping stuck job %s (%s)", job.key, job.function)
+        await self.abort(job, error=self.swept_error_message)
+        deadline = time.monotonic() + self.tuning.abort_wait_s
+        while time.monotonic() < deadline:  # a live owner acknowledges within its abort timer
+            stored = await self.job(job.key)
+            if stored is None or stored.status in TERMINAL_STATUSES:
+                break
+            await asyncio.sleep(0.1)
+        stored = await self.job(job.key)
+        if stored is not None:
+            job.replace(stored)
+        if job.retryable:
+            await self.retry(job, error=self.swept_error_message)
+        else:
+            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+        return True
+
+
+class QueueHub:
+    """One SAQ queue object per queue name, all on one Redis client (one connection pool)."""
+
+    def __init__(self, redis: Redis, tuning: QueueTuning) -> None:
+        self.redis = redis
+        self.tuning = tuning
+        self.on_final_failure: FinalFailureHook | None = None
+        self._queues: dict[str, DiagnosisQueue] = {}
+
+    def get(self, name: str) -> DiagnosisQueue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = DiagnosisQueue(self.redis, name, self.tuning, self._final_failure)
+            self._queues[name] = queue
+        return queue
+
+    async def _final_failure(self, job: Job) -> None:
+        if self.on_final_failure is not None:
+            await self.on_final_failure(job)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()

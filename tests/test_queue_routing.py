@@ -1,0 +1,86 @@
+"""Routing and visibility: a site's log step goes to the queue of the host holding its logs
+and only a worker on that queue takes it; `badgateway status` shows depth, latency, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+
+from tests.lab.fixtures_redis import REPO, QueueLab, step_calls
+from tests.lab.process import ManagedProcess, free_port, wait_for_port
+
+
+async def _queued(lab: QueueLab, queue: str) -> int:
+    client = lab.redis_server.client()
+    try:
+        return int(client.llen(f"saq:{queue}:queued"))
+    finally:
+        client.close()
+
+
+async def _status(lab: QueueLab, *args: str) -> str:
+    """`badgateway status` as a user runs it."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bot.cli", "status", *args],
+        env={**os.environ, "REDIS_URL": lab.redis_server.url},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
+
+
+async def test_log_step_runs_only_on_a_worker_of_its_host(queue_lab: QueueLab) -> None:
+    queue_lab.start_worker("central", queues="default")
+    # "shop" keeps its logs on web-1 (sites file); a bare URL has no site, so no log host.
+    routed = await queue_lab.submit("shop", ["lab_tail"])
+    local = await queue_lab.submit(queue_lab.http.url(0), ["lab_tail"])
+    await queue_lab.wait_concluded([local.id], within_s=15)
+
+    await asyncio.sleep(1.0)  # time enough for "central" to take it, if it wrongly could
+    assert await _queued(queue_lab, "logs@web-1") == 1
+    assert not [c for c in queue_lab.calls() if c["id"] == routed.id]
+
+    queue_lab.start_worker("web-1", queues="logs@web-1")
+    calls = await queue_lab.wait_concluded([routed.id], within_s=15)
+    assert step_calls(calls) == {(routed.id, "lab_tail"): 1, (local.id, "lab_tail"): 1}
+    by_id = {c["id"]: c["worker"] for c in calls if c["kind"] == "step"}
+    assert by_id == {routed.id: "web-1", local.id: "central"}
+
+    report = json.loads(await _status(queue_lab, "--json"))
+    queues = {q["name"]: q for q in report["queues"]}
+    assert set(queues) == {"default", "logs@web-1"}
+    assert queues["logs@web-1"]["workers"] == 1 and queues["logs@web-1"]["queued"] == 0
+    assert set(report["workers"]) == {"central", "web-1"}
+    assert report["recent"]["jobs"] >= 4  # two fan-outs, two log steps
+    assert report["recent"]["wait_ms_p50"] is not None
+
+    text = await _status(queue_lab)
+    print("\n" + text)
+    assert "logs@web-1" in text and "enqueue→start p50" in text
+
+    # SAQ's web UI over the same queues.
+    port = free_port()
+    ui = ManagedProcess(
+        [sys.executable, "-m", "bot.queue.web", "--port", str(port)],
+        queue_lab.directory / "web-ui.log",
+        env={**os.environ, "REDIS_URL": queue_lab.redis_server.url},
+        cwd=REPO,
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            listed = (await client.get("/api/queues")).json()["queues"]
+            page = await client.get("/")
+        assert {q["name"] for q in listed} == {"default", "logs@web-1"}
+        assert page.status_code == 200
+    finally:
+        ui.stop()
