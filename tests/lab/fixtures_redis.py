@@ -466,7 +466,11 @@ logs = [{{ path = "/var/log/nginx/error.log", format = "nginx", host = "web-1" }
 
 
 @pytest.fixture
-async def queue_lab(redis_server: RedisServer, tmp_path: Path) -> Any:
+async def queue_lab(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    # Recorded so that the registry is the real one again after this test.
+    monkeypatch.setattr(checks.steps, "all_steps", checks.steps.all_steps)
     install_lab_steps()
     http = SleepyHTTPServer()
     sites = tmp_path / "sites.toml"
