@@ -26,7 +26,7 @@ from saq import Worker
 from bot.config import BotConfig
 from bot.pipeline import DiagnosisRequest, ResultSink
 from bot.queue.jobs import JobRunner
-from bot.queue.saq_queue import QueueHub
+from bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import QueueTuning, connect_redis
 from checks.model import Diagnosis, StepResult
@@ -66,6 +66,25 @@ def make_sink(config: BotConfig) -> ResultSink:
     return LoggingSink()
 
 
+def _build_alerts(config: BotConfig, settings: Settings, queues: list[str]) -> Any:
+    """Site monitoring runs on the default queue's workers when there are sites to watch
+    and a Slack token to post alerts with; None otherwise."""
+    if DEFAULT_QUEUE not in queues or not settings.sites or not config.slack_bot_token:
+        return None
+    from bot.alerts.runtime import build_incidents
+    from bot.queue.carrier import QueueCarrier
+
+    # An incident's diagnosis goes through the queue like any other.
+    return build_incidents(config, settings, QueueCarrier(config, settings))
+
+
+def _alerts_startup(alerts: Any) -> Any:
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["alerts"] = alerts  # what bot.alerts.monitor's jobs use
+
+    return startup
+
+
 def worker_name() -> str:
     """Shown by `status`; SAQ splits worker ids on ':' so none may appear."""
     name = os.environ.get(NAME_ENV) or f"{socket.gethostname()}-{os.getpid()}"
@@ -82,6 +101,11 @@ def run_worker(config: BotConfig, settings: Settings, queues: list[str]) -> int:
 async def _work(config: BotConfig, settings: Settings, queues: list[str]) -> int:
     tuning = QueueTuning.from_env()
     sink = make_sink(config)
+    alerts = _build_alerts(config, settings, queues)
+    if alerts is not None:
+        from bot.alerts.sink import IncidentVerdicts
+
+        sink = IncidentVerdicts(sink, alerts)  # verdicts also reach the alert's root message
     concurrency = config.worker_concurrency
     # Each idle consumer holds one connection in BLMOVE; running jobs need a few more.
     redis = connect_redis(str(config.redis_url), concurrency * len(queues) * 2 + 20, tuning)
@@ -95,9 +119,17 @@ async def _work(config: BotConfig, settings: Settings, queues: list[str]) -> int
     for queue_name in queues:
         queue = hub.get(queue_name)
         await queue.connect()
+        functions: list[Any] = list(runner.functions())
+        extra: dict[str, Any] = {}
+        if alerts is not None and queue_name == DEFAULT_QUEUE:
+            from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
+
+            functions += MONITOR_FUNCTIONS
+            extra["cron_jobs"] = monitor_cron_jobs()
+            extra["startup"] = _alerts_startup(alerts)
         worker: Worker[Any] = Worker(
             queue,
-            runner.functions(),
+            functions,
             id=f"{name}-{queue_name}",
             concurrency=concurrency,
             timers={
@@ -111,6 +143,7 @@ async def _work(config: BotConfig, settings: Settings, queues: list[str]) -> int
             before_process=runner.before_process,
             after_process=runner.after_process,
             metadata=metadata,
+            **extra,
         )
         worker.SIGNALS = []  # one handler below stops every queue's consumers together
         workers.append(worker)
@@ -140,9 +173,11 @@ async def _work(config: BotConfig, settings: Settings, queues: list[str]) -> int
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        closer = getattr(sink, "aclose", None)
+        closer = getattr(getattr(sink, "inner", sink), "aclose", None)
         if closer is not None:
             await closer()
+        if alerts is not None:
+            await alerts.store.redis.aclose()
         await hub.close()
     log.warning("worker %s stopped", name)
     return 0

@@ -69,15 +69,20 @@ async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None 
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
     runtime = build_runtime(config, settings)
-    alerts_redis = _install_alerts(runtime)
+    incidents = _install_alerts(runtime)
     problem = await _check_token(runtime)
     if problem:
         await runtime.close()
-        if alerts_redis is not None:
-            await alerts_redis.aclose()
+        if incidents is not None:
+            await incidents.store.redis.aclose()
         print(f"badgateway: {problem}", file=sys.stderr)
         return 2
-    runner = web.AppRunner(build_web_app(runtime, events=not config.socket_mode))
+    web_app = build_web_app(runtime, events=not config.socket_mode)
+    if incidents is not None:
+        from bot.alerts.webhooks import add_alert_routes
+
+        add_alert_routes(web_app, config, settings, incidents)
+    runner = web.AppRunner(web_app)
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", config.port)
     await site.start()
@@ -97,14 +102,15 @@ async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None 
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
         await runner.cleanup()
         await runtime.close()
-        if alerts_redis is not None:
-            await alerts_redis.aclose()
+        if incidents is not None:
+            await incidents.store.redis.aclose()
     return 0
 
 
 def _install_alerts(runtime: SlackRuntime) -> Any:
     """With Redis, `/502 status|mute|unmute` and alert threads' buttons reach the alerting
-    side (bot.alerts); returns its Redis client to close. Without Redis there are no alerts."""
+    side (bot.alerts), and the alert webhooks are mounted on the same server. Without Redis
+    there are no alerts (incidents must outlive the process)."""
     if not runtime.config.redis_url:
         return None
     from bot.alerts.runtime import build_incidents
@@ -112,7 +118,7 @@ def _install_alerts(runtime: SlackRuntime) -> Any:
 
     incidents = build_incidents(runtime.config, runtime.settings, runtime.carrier)
     runtime.chatops.alerts = AlertCommands(incidents)
-    return incidents.store.redis
+    return incidents
 
 
 def serve(config: BotConfig, settings: Settings) -> int:
