@@ -11,8 +11,10 @@ idempotent: the same step result for the same request may arrive twice and must 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,6 +24,8 @@ from checks.model import Diagnosis, Finding, Status, StepResult
 from checks.runner import conclude, run_steps
 from checks.settings import Settings
 from checks.steps import all_steps, step_named
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,12 +112,40 @@ def combine(request: DiagnosisRequest, results: list[StepResult], settings: Sett
 
 
 class InProcessCarrier:
-    """Runs diagnoses as asyncio tasks in this process; ``drain`` waits for them all."""
+    """Runs diagnoses as asyncio tasks in this process; ``drain`` waits for them all.
 
-    def __init__(self, settings: Settings, sink: ResultSink) -> None:
+    A sink call that fails (the chat service down past its own retries) is tried again with
+    backoff, as a queue would retry the job: the sink is idempotent, so a retry never shows
+    a result twice. What still fails after the last try is logged, and the diagnosis goes on.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: ResultSink,
+        *,
+        sink_tries: int = 4,
+        retry_delay_s: float = 1.0,
+    ) -> None:
         self.settings = settings
         self.sink = sink
+        self.sink_tries = sink_tries
+        self.retry_delay_s = retry_delay_s
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _deliver(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
+        for attempt in range(1, self.sink_tries + 1):
+            try:
+                await call()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if attempt == self.sink_tries:
+                    log.exception("%s: not shown after %d tries", what, attempt)
+                    return
+                log.warning("%s: try %d failed; retrying", what, attempt, exc_info=True)
+                await asyncio.sleep(self.retry_delay_s * 2 ** (attempt - 1))
 
     async def submit(self, request: DiagnosisRequest) -> None:
         task = asyncio.create_task(self._run(request), name=f"diagnosis-{request.id}")
@@ -125,10 +157,17 @@ class InProcessCarrier:
         steps = [s for s in (step_named(n) for n in request.steps) if s is not None]
 
         async def forward(result: StepResult) -> None:
-            await self.sink.step_finished(request, result)
+            await self._deliver(
+                f"diagnosis {request.id} step {result.name}",
+                lambda: self.sink.step_finished(request, result),
+            )
 
         results = await run_steps(ctx, steps, on_step=forward)
-        await self.sink.diagnosis_finished(request, combine(request, results, self.settings))
+        diagnosis = combine(request, results, self.settings)
+        await self._deliver(
+            f"diagnosis {request.id} verdict",
+            lambda: self.sink.diagnosis_finished(request, diagnosis),
+        )
 
     async def drain(self) -> None:
         while self._tasks:
