@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bot.render.evidence import step_evidence
 from checks import steps as step_registry
 from checks.causes import CATALOGUE
 from checks.model import Cause, Diagnosis, Status, StepResult, Verdict
@@ -190,7 +191,14 @@ def step_message(result: StepResult) -> Message:
     if len(result.findings) > MAX_ROWS:
         findings.append(f"…and {len(result.findings) - MAX_ROWS} more")
     blocks += _sections(findings)
-    evidence = evidence_lines(result.details)
+    readable = step_evidence(result)
+    if readable is None:
+        evidence = evidence_lines(result.details)
+    else:
+        evidence = [
+            f"```{escape(cut(line, 2800))}```" if "\n" in line else escape(cut(line, 600))
+            for line in readable
+        ]
     if evidence:
         blocks += _sections(["*Evidence*", *evidence])
     blocks.append(context(f"{result.status.value} · {result.duration_ms} ms"))
