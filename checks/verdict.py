@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from checks.causes import CATALOGUE
-from checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
+from checks.model import BEHIND_THE_PROXY, Cause, Finding, Status, StepResult, Verdict, Weight
 
 # Outside in. Within a tuple, the best-supported cause wins.
 LAYERS: tuple[tuple[Cause, ...], ...] = (
@@ -20,21 +20,11 @@ LAYERS: tuple[tuple[Cause, ...], ...] = (
     (Cause.DNS_MISMATCH, Cause.DNS_INCONSISTENT),
     (Cause.UNREACHABLE, Cause.FIREWALL_DROP, Cause.TLS_ERROR),
     (Cause.BLOCKED,),
-    (
-        Cause.UPSTREAM_REFUSED,
-        Cause.UPSTREAM_TIMEOUT,
-        Cause.UPSTREAM_CLOSED,
-        Cause.UPSTREAM_INVALID,
-        Cause.UPSTREAM_HEADER_TOO_BIG,
-        Cause.UPSTREAM_TLS,
-        Cause.UPSTREAM_DNS,
-        Cause.OVERLOAD,
-        Cause.APP_TIMEOUT,
-    ),
+    BEHIND_THE_PROXY,
     (Cause.SERVER_ERROR,),
 )
 _DNS_LAYERS = LAYERS[:2]
-_BEHIND_PROXY = set(LAYERS[4]) | {Cause.SERVER_ERROR}
+_BEHIND_PROXY = {*BEHIND_THE_PROXY, Cause.SERVER_ERROR}
 
 
 def _strength(findings: list[Finding]) -> tuple[int, int]:

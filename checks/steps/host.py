@@ -22,7 +22,7 @@ import dns.resolver
 import dns.reversename
 
 from checks.context import ProbeContext
-from checks.fingerprint import Fingerprint, identify_attempt
+from checks.fingerprint import REQUEST_ID_HEADERS, Fingerprint, identify_attempt
 from checks.http_probe import Attempt, fetch
 from checks.model import Finding, Status, StepResult
 from checks.resolve import make_resolver
@@ -210,20 +210,7 @@ def provider_summary(
         hops = " -> ".join(f"{h['status']} {h['url']}" for h in attempt.redirects)
         lines.append(f"Redirects followed: {hops} -> {attempt.url}")
     ids = [
-        f"{name}: {attempt.headers[name]}"
-        for name in (
-            "cf-ray",
-            "x-amz-cf-id",
-            "x-amzn-requestid",
-            "x-amzn-trace-id",
-            "x-fastly-request-id",
-            "akamai-grn",
-            "x-azure-ref",
-            "x-cloud-trace-context",
-            "x-request-id",
-            "x-correlation-id",
-        )
-        if name in attempt.headers
+        f"{name}: {attempt.headers[name]}" for name in REQUEST_ID_HEADERS if name in attempt.headers
     ]
     if not ids and fingerprint.request_id:
         ids = [fingerprint.request_id]

@@ -22,22 +22,11 @@ from checks.http_probe import (
     cache_busted,
     fetch,
 )
-from checks.model import Cause, Finding, Status, StepResult, Weight
+from checks.model import BEHIND_THE_PROXY, Cause, Finding, Status, StepResult, Weight
 from checks.steps import Step
 
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache"}
-_BEHIND_PROXY = {
-    Cause.UPSTREAM_REFUSED,
-    Cause.UPSTREAM_TIMEOUT,
-    Cause.UPSTREAM_CLOSED,
-    Cause.UPSTREAM_INVALID,
-    Cause.UPSTREAM_HEADER_TOO_BIG,
-    Cause.UPSTREAM_TLS,
-    Cause.UPSTREAM_DNS,
-    Cause.OVERLOAD,
-    Cause.APP_TIMEOUT,
-    Cause.SERVER_ERROR,
-}
+_BEHIND_PROXY = {*BEHIND_THE_PROXY, Cause.SERVER_ERROR}
 
 
 @dataclass(frozen=True)
