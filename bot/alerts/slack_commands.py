@@ -16,17 +16,24 @@ not about alerts, so the Slack app carries on as before):
 
 from __future__ import annotations
 
+import uuid
+
 from bot.alerts.incidents import Incidents, parse_duration
 from bot.alerts.notifier import escape, slack_time
-from bot.alerts.store import OPEN
+from bot.alerts.store import OPEN, Incident
+from bot.render.slack_blocks import escalation_message
+from bot.slack.client import post_once
+from bot.state import BotState
+from checks.model import Diagnosis
 
 DEFAULT_MUTE = "1h"
 USAGE = "Write `/502 mute SITE 1h` (s, m, h or d), `/502 unmute SITE`."
 
 
 class AlertCommands:
-    def __init__(self, incidents: Incidents) -> None:
+    def __init__(self, incidents: Incidents, state: BotState | None = None) -> None:
         self.incidents = incidents
+        self.state = state  # where the Slack sink keeps each diagnosis (for Escalate)
 
     def _known(self, site: str) -> bool:
         return self.incidents.settings.site_named(site) is not None
@@ -74,4 +81,32 @@ class AlertCommands:
             for incident in still:
                 await self.incidents.rediagnose(incident.id, user)
             return ""
-        return None  # escalate: the Slack app's own handler (it reads the diagnosis)
+        if name == "escalate":
+            return await self._escalate(incidents, user=user, channel=channel, root_ts=root_ts)
+        return None
+
+    async def _escalate(
+        self, incidents: list[Incident], *, user: str, channel: str, root_ts: str
+    ) -> str | None:
+        """Post the provider-ready summary of each site's latest diagnosis in the thread.
+        The Slack app's own handler cannot: it knows `/502` threads only, not alerts'."""
+        notifier = self.incidents.notifier
+        if self.state is None or notifier is None:
+            return None
+        docs = [
+            doc
+            for incident in incidents
+            if incident.diagnosis_id
+            and (doc := await self.state.diagnosis_doc(incident.diagnosis_id)) is not None
+        ]
+        if not docs:
+            return "The diagnosis is still running; escalate once the verdict is in."
+        for doc in docs:
+            await post_once(
+                notifier.client,
+                channel=channel,
+                thread_ts=root_ts,
+                key=f"escalate:{uuid.uuid4().hex}",
+                message=escalation_message(Diagnosis.from_dict(doc), user),
+            )
+        return ""

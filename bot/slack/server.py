@@ -117,7 +117,7 @@ def _install_alerts(runtime: SlackRuntime) -> Any:
     from bot.alerts.slack_commands import AlertCommands
 
     incidents = build_incidents(runtime.config, runtime.settings, runtime.carrier)
-    runtime.chatops.alerts = AlertCommands(incidents)
+    runtime.chatops.alerts = AlertCommands(incidents, runtime.state)
     return incidents
 
 
