@@ -162,12 +162,30 @@ class RedisStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, key: str, timeout_s: float = 120.0) -> AsyncIterator[None]:
-        # The timeout frees the lock if its holder dies; a holder finishes well within it.
-        async with self.redis.lock(key, timeout=timeout_s, blocking_timeout=timeout_s):
-            yield
+        """Wait up to ``timeout_s`` for the lock. It is held as a short lease that the holder
+        renews while it works, so a holder that dies frees it within LOCK_LEASE_S, while a
+        live one slowed down by Slack's rate limits keeps it as long as it needs."""
+        lock = self.redis.lock(key, timeout=LOCK_LEASE_S, blocking_timeout=timeout_s)
+        async with lock:
+            keeper = asyncio.create_task(_renew(lock))
+            try:
+                yield
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+LOCK_LEASE_S = 10.0
+
+
+async def _renew(lock: Any) -> None:
+    while True:
+        await asyncio.sleep(LOCK_LEASE_S / 3)
+        await lock.reacquire()  # the lease runs LOCK_LEASE_S from now again
 
 
 def open_store(redis_url: str | None) -> StateStore:

@@ -563,3 +563,6 @@ async def test_alert_hooks_come_first(
     )
     await bot.send(press)
     await bot.slack.wait_for(lambda: alerts.actions == ["take"], what="alert hook")
+    # `@badgateway rerun` in the alert's thread goes to the alerting side too.
+    await bot.send(bot.signer.app_mention(f"<@{BOT_USER_ID}> rerun", thread_ts=alerts.alert_root))
+    await bot.slack.wait_for(lambda: alerts.actions == ["take", "rerun"], what="mention hook")

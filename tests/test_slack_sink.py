@@ -105,3 +105,30 @@ async def test_a_lost_step_still_gets_its_reply_at_the_end(slack_api: SlackStand
         *ordered_names(STEPS),
         "verdict",
     ]
+
+
+async def test_a_post_whose_ts_was_never_recorded_is_found_not_repeated(
+    slack_api: SlackStandIn,
+) -> None:
+    """A worker killed after Slack took the reply but before the ts was stored: the intent it
+    left makes the next try look the message up instead of posting it a second time."""
+    from bot.slack.client import post_once
+    from bot.slack.sink import INTENT_SUFFIX
+
+    state = BotState(MemoryStore())
+    request, root_ts = await _thread(slack_api, state)
+    sink = _sink(slack_api, state)
+    reload_result = _result("reload")
+    # What the dead worker got done: the intent, the post itself, and the result stored.
+    await state.record_posted(request.id, "reload" + INTENT_SUFFIX, "")
+    await post_once(
+        make_web_client(BotConfig(slack_bot_token="xoxb-t", slack_api_url=slack_api.base_url)),
+        channel="C1",
+        thread_ts=root_ts,
+        key=f"{request.id}:reload",
+        message={"text": "reload: fine", "blocks": []},
+    )
+    await sink.step_finished(request, reload_result)  # the job, run again elsewhere
+    replies = [m for m in slack_api.thread(root_ts) if m.text.startswith("reload")]
+    assert len(replies) == 1
+    assert (await state.posted(request.id))["reload"] == replies[0].ts

@@ -373,6 +373,15 @@ class ChatOps:
                 return
             await self.rerun(incident, user=user, reply=private, step=step)
             return
+        if words[:1] == ["rerun"] and thread_ts and self.alerts is not None:
+            # An alert's thread: the alerting side owns it and re-runs the whole diagnosis.
+            answer = await self.alerts.action(
+                "rerun", user=user, channel=channel, root_ts=thread_ts
+            )
+            if answer is not None:
+                if answer:
+                    await private(answer)
+                return
         hint = (
             ""
             if incident

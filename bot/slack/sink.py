@@ -17,11 +17,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import BotConfig
 from bot.pipeline import DiagnosisRequest, ResultSink
 from bot.render import slack_blocks as blocks
-from bot.slack.client import make_web_client, post_once, update
+from bot.slack.client import find_posted, make_web_client, post_once, update
 from bot.state import VERDICT_FIELD, BotState, Incident, open_store
 from checks.model import Diagnosis, StepResult
 
 log = logging.getLogger(__name__)
+
+# Marks a part whose post was begun; see SlackSink._post_part.
+INTENT_SUFFIX = ":posting"
 
 
 def _where(request: DiagnosisRequest) -> tuple[str, str]:
@@ -102,14 +105,7 @@ class SlackSink:
                     self.client, channel=channel, ts=posted[VERDICT_FIELD], message=message
                 )
             else:
-                ts = await post_once(
-                    self.client,
-                    channel=channel,
-                    thread_ts=root_ts,
-                    key=f"{request.id}:verdict",
-                    message=message,
-                )
-                await self.state.record_posted(request.id, VERDICT_FIELD, ts)
+                await self._post_part(request, VERDICT_FIELD, message, posted)
             await self.state.record_diagnosis(request.id, diagnosis.to_dict())
             if incident is not None and incident.current == request.id:
                 incident.cause = diagnosis.verdict.cause.value
@@ -120,7 +116,7 @@ class SlackSink:
         self, request: DiagnosisRequest, *, redelivered: str | None, final: bool = False
     ) -> None:
         """Post every result whose earlier steps are all posted; update a redelivered one."""
-        channel, root_ts = _where(request)
+        channel, _ = _where(request)
         results = await self.state.results(request.id)
         posted = await self.state.posted(request.id)
         for name in blocks.ordered_names(request.steps):
@@ -134,14 +130,28 @@ class SlackSink:
                 if name == redelivered:
                     await update(self.client, channel=channel, ts=posted[name], message=message)
                 continue
+            await self._post_part(request, name, message, posted)
+
+    async def _post_part(
+        self, request: DiagnosisRequest, part: str, message: dict[str, Any], posted: dict[str, str]
+    ) -> None:
+        """Post one part of the thread (a step or the verdict) and record its ts.
+
+        The intent is recorded first: a worker killed between Slack's answer and recording
+        the ts leaves the intent behind, and the next try looks the message up (by the key in
+        its metadata) instead of posting it again.
+        """
+        channel, root_ts = _where(request)
+        key = f"{request.id}:{'verdict' if part == VERDICT_FIELD else part}"
+        ts = None
+        if part + INTENT_SUFFIX in posted:
+            ts = await find_posted(self.client, channel, root_ts, key)
+        if ts is None:
+            await self.state.record_posted(request.id, part + INTENT_SUFFIX, "")
             ts = await post_once(
-                self.client,
-                channel=channel,
-                thread_ts=root_ts,
-                key=f"{request.id}:{name}",
-                message=message,
+                self.client, channel=channel, thread_ts=root_ts, key=key, message=message
             )
-            await self.state.record_posted(request.id, name, ts)
+        await self.state.record_posted(request.id, part, ts)
 
     async def _refresh_root(self, request: DiagnosisRequest) -> None:
         channel, root_ts = _where(request)
