@@ -45,40 +45,30 @@ def _not_idempotent(request: HttpRequest) -> bool:
     return request.url.rstrip("/").endswith(NOT_RETRIED_BY_SDK)
 
 
-class IdempotentServerErrorRetryHandler(AsyncServerErrorRetryHandler):
+class _SkipsNonIdempotent:
+    """Mixin for a retry handler: never retry a method where a retry could act twice."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _not_idempotent(request):
+            return False
+        return await super()._can_retry_async(  # type: ignore[misc,no-any-return]
+            state=state, request=request, response=response, error=error
+        )
+
+
+class IdempotentServerErrorRetryHandler(_SkipsNonIdempotent, AsyncServerErrorRetryHandler):
     """Retries 500/503, except for methods where a retry could act twice."""
 
-    async def _can_retry_async(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if _not_idempotent(request):
-            return False
-        return await super()._can_retry_async(
-            state=state, request=request, response=response, error=error
-        )
 
-
-class IdempotentConnectionErrorRetryHandler(AsyncConnectionErrorRetryHandler):
+class IdempotentConnectionErrorRetryHandler(_SkipsNonIdempotent, AsyncConnectionErrorRetryHandler):
     """Retries dropped connections, except for methods where a retry could act twice."""
-
-    async def _can_retry_async(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if _not_idempotent(request):
-            return False
-        return await super()._can_retry_async(
-            state=state, request=request, response=response, error=error
-        )
 
 
 def retry_handlers() -> list[AsyncRetryHandler]:
