@@ -13,6 +13,8 @@ from bot.alerts.incidents import Incidents, parse_duration
 from bot.alerts.monitor import probe_site
 from bot.alerts.slack_commands import AlertCommands
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED
+from bot.pipeline import DiagnosisRequest
+from checks.runner import prepare
 from checks.settings import Settings, Site
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_slack import SlackStandIn
@@ -302,6 +304,50 @@ async def test_slack_commands_and_buttons_act_on_alert_threads(
     assert await commands.action("resolve", user="U2", channel=CHANNEL, root_ts=root.ts) == ""
     assert "resolved by <@U2>" in slack_api.message(root.ts).text
     assert "No open incidents" in (await commands.command("status", "U2") or "")
+
+
+async def test_a_diagnosis_submitted_into_the_thread_becomes_the_latest(
+    redis: Redis,  # noqa: F811
+    slack_api: SlackStandIn,
+    shop: tuple[Site, App],
+) -> None:
+    # `/502 SITE` during an alert submits into its thread with ``Incidents.origin`` (the Slack
+    # app does, bot.slack.chatops); its verdict makes it the one Escalate posts.
+    site, app = shop
+    carrier = RecordingCarrier()
+    incidents = make_incidents(redis, slack_api, lab_settings(site), carrier)
+    app.stop()
+    await probe(incidents, site, 2)
+    await incidents.settle()
+    [first] = carrier.requests
+    incident = await incidents.store.current("shop")
+    assert incident is not None and incident.diagnosis_id == first.id
+    ctx = await prepare(site.url, incidents.settings)
+    asked = DiagnosisRequest.new(ctx, origin=Incidents.origin(incident))
+    await incidents.diagnosed(
+        incident.id,
+        "upstream_refused",
+        "refused",
+        diagnosis_id=asked.id,
+        requested_at=asked.created_at,
+    )
+    latest = await incidents.store.get(incident.id)
+    assert latest is not None and latest.diagnosis_id == asked.id
+    assert latest.cause == "upstream_refused"
+    # The first run finishing late (older than the latest) changes nothing.
+    await incidents.diagnosed(
+        incident.id, "unknown", "late", diagnosis_id=first.id, requested_at=first.created_at
+    )
+    latest = await incidents.store.get(incident.id)
+    assert latest is not None and latest.diagnosis_id == asked.id
+    assert latest.cause == "upstream_refused"
+    # Re-run in the thread: the new run is the latest from the start.
+    commands = AlertCommands(incidents)
+    root_ts = str(incident.root_ts)
+    assert await commands.action("rerun", user="U2", channel=CHANNEL, root_ts=root_ts) == ""
+    rerun = carrier.requests[-1]
+    latest = await incidents.store.get(incident.id)
+    assert latest is not None and latest.diagnosis_id == rerun.id != asked.id
 
 
 def test_parse_duration() -> None:

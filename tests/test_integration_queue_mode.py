@@ -29,6 +29,8 @@ import httpx
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from bot.alerts.store import IncidentStore
+from bot.state import BotState, open_store
 from checks.steps import step_names
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_redis import LAB_QUEUE_ENV, RedisServer
@@ -162,6 +164,34 @@ class Deployment:
         status, _ = await self.post("/alerts/alertmanager", json.dumps(payload), headers)
         return status
 
+    async def checked_at(self, diagnosis_id: str) -> str:
+        """When a finished diagnosis ran, as the Slack sink recorded it (bot.state)."""
+        state = BotState(open_store(self.redis_server.url))
+        try:
+            doc = await state.diagnosis_doc(diagnosis_id)
+        finally:
+            await state.store.close()
+        assert doc is not None, diagnosis_id
+        return str(doc["started_at"])
+
+    async def until_latest(self, root_ts: str, diagnosis_id: str, what: str) -> None:
+        """Until the alert incident of the thread at ``root_ts`` names that diagnosis its
+        latest (set when the verdict reaches the alerting side, after it is posted)."""
+        redis = Redis.from_url(self.redis_server.url, decode_responses=True)
+        store = IncidentStore(redis)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                incident = await store.by_thread(ALERTS, root_ts)
+                if incident is not None and incident.diagnosis_id == diagnosis_id:
+                    return
+                if time.monotonic() > deadline:
+                    latest = incident.diagnosis_id if incident else None
+                    raise AssertionError(f"timed out waiting for {what}: {latest}\n{self.logs()}")
+                await asyncio.sleep(0.05)
+        finally:
+            await redis.aclose()
+
     async def until(self, condition: Callable[[], bool], what: str, within_s: float = 30) -> None:
         try:
             await self.slack.wait_for(condition, within_s, what)
@@ -222,6 +252,16 @@ def thread_names(slack: SlackStandIn, root_ts: str) -> list[str]:
 
 def verdicts(slack: SlackStandIn, root_ts: str) -> list[Message]:
     return [m for m in slack.thread(root_ts) if m.text.startswith("verdict:")]
+
+
+def escalations(slack: SlackStandIn, root_ts: str) -> list[Message]:
+    return [m for m in slack.thread(root_ts) if m.text.startswith("escalation summary")]
+
+
+def diagnosis_id(verdict: Message) -> str:
+    """The id of the diagnosis a verdict reply shows: its metadata key is "<id>:verdict"."""
+    assert verdict.metadata is not None
+    return str(verdict.metadata["event_payload"]["key"]).removesuffix(":verdict")
 
 
 def posts_per_step(slack: SlackStandIn, root_ts: str) -> dict[str, int]:
@@ -424,10 +464,9 @@ async def test_alertmanager_alert_opens_one_thread_diagnosed_by_the_workers(
     )
     assert (await bot.send(escalate))[0] == 200
     await bot.until(
-        lambda: any(m.text.startswith("escalation summary") for m in slack.thread(root.ts)),
-        "the escalation summary in the alert thread",
+        lambda: len(escalations(slack, root.ts)) == 1, "the escalation summary in the alert thread"
     )
-    summary = next(m for m in slack.thread(root.ts) if m.text.startswith("escalation summary"))
+    summary = escalations(slack, root.ts)[0]
     assert "upstream_refused" in json.dumps(summary.blocks)
     rerun = bot.signer.block_action(
         "bgw_rerun", root.ts, message_ts=verdict.ts, thread_ts=root.ts, channel=ALERTS
@@ -450,6 +489,20 @@ async def test_alertmanager_alert_opens_one_thread_diagnosed_by_the_workers(
     await bot.until(lambda: len(verdicts(slack, root.ts)) == 3, "the /502 verdict in the thread")
     assert slack.roots(OPS) == [] and len(slack.roots()) == 1
     assert any("open alert" in str(r.get("text")) for r in slack.responses)
+
+    # That diagnosis is now the incident's latest: Escalate posts it, not the first one.
+    newest = verdicts(slack, root.ts)[2]
+    await bot.until_latest(root.ts, diagnosis_id(newest), "the incident's latest diagnosis")
+    escalate = bot.signer.block_action(
+        "bgw_escalate", root.ts, message_ts=newest.ts, thread_ts=root.ts, channel=ALERTS
+    )
+    assert (await bot.send(escalate))[0] == 200
+    await bot.until(lambda: len(escalations(slack, root.ts)) == 2, "the second escalation")
+    first_run = await bot.checked_at(diagnosis_id(verdict))
+    newest_run = await bot.checked_at(diagnosis_id(newest))
+    assert first_run != newest_run
+    assert f"Checked: {first_run}" in json.dumps(escalations(slack, root.ts)[0].blocks)
+    assert f"Checked: {newest_run}" in json.dumps(escalations(slack, root.ts)[1].blocks)
 
     # A wrong token: 401, and Slack hears nothing of it.
     await asyncio.sleep(0.5)  # let the last updates finish

@@ -394,6 +394,7 @@ class Incidents:
             return
         request = DiagnosisRequest.new(ctx, origin=self.origin(incident))
         incident.diagnosis, incident.diagnosis_id = "diagnosing", request.id
+        incident.diagnosis_requested_at = request.created_at
         incident.cause = incident.cause_summary = None
         await self.store.save(incident)
         await self.carrier.submit(request)
@@ -423,13 +424,31 @@ class Incidents:
             "root_owner": "incident",  # the alert owns the root message; the sink only replies
         }
 
-    async def diagnosed(self, incident_id: str, cause: str, summary: str | None) -> None:
-        """The verdict arrived (called by ``bot.alerts.sink``): show it on the root."""
+    async def diagnosed(
+        self,
+        incident_id: str,
+        cause: str,
+        summary: str | None,
+        *,
+        diagnosis_id: str | None = None,
+        requested_at: float | None = None,
+    ) -> None:
+        """The verdict arrived (called by ``bot.alerts.sink``): show it on the root.
+
+        With ``diagnosis_id`` that diagnosis becomes the incident's latest (what *Escalate*
+        posts), also when it was not started here: `/502 SITE` and the Slack app's re-runs
+        submit into an alert's thread too. A run older than the latest, finishing late,
+        changes nothing."""
         incident = await self.store.get(incident_id)
         if incident is None:
             return
         async with self.store.site_lock(incident.site):
             incident = await self.store.get(incident_id) or incident
+            if diagnosis_id is not None and diagnosis_id != incident.diagnosis_id:
+                latest = incident.diagnosis_requested_at
+                if requested_at is not None and latest is not None and requested_at < latest:
+                    return
+                incident.diagnosis_id, incident.diagnosis_requested_at = diagnosis_id, requested_at
             incident.diagnosis, incident.cause, incident.cause_summary = "diagnosed", cause, summary
             await self.store.save(incident)
         await self._refresh_root(incident, storm=False)

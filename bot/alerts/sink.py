@@ -33,5 +33,9 @@ class IncidentVerdicts:
             if incident_id:
                 verdict = diagnosis.verdict
                 await self.incidents.diagnosed(
-                    str(incident_id), verdict.cause.value, verdict.summary
+                    str(incident_id),
+                    verdict.cause.value,
+                    verdict.summary,
+                    diagnosis_id=request.id,
+                    requested_at=request.created_at,
                 )

@@ -56,6 +56,7 @@ class Incident:
     facts: dict[str, list[str]] = field(default_factory=dict)  # for grouping storms
     context: dict[str, Any] | None = None  # a ProbeContext.to_dict() to diagnose with
     diagnosis_id: str | None = None  # the latest DiagnosisRequest.id run for it
+    diagnosis_requested_at: float | None = None  # that request's created_at
 
     @classmethod
     def new(cls, site: str, url: str, channel: str | None, **kw: Any) -> Incident:

@@ -60,6 +60,20 @@ async def _check_token(runtime: SlackRuntime) -> str | None:
     return None
 
 
+async def _socket_mode_url(runtime: SlackRuntime) -> tuple[str, str | None]:
+    """A Socket Mode WebSocket URL from apps.connections.open, or the one line to stop with:
+    slack_sdk's client would retry a rejected app token forever, deaf to SIGTERM."""
+    try:
+        response = await runtime.client.apps_connections_open(
+            app_token=str(runtime.config.slack_app_token)
+        )
+    except SlackApiError as exc:
+        return "", f"Slack rejected SLACK_APP_TOKEN ({slack_error(exc) or exc})"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return "", f"cannot reach the Slack Web API at {runtime.config.slack_api_url}: {exc}"
+    return str(response["url"]), None
+
+
 async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Serve until ``stop`` is set (or SIGTERM/SIGINT when no ``stop`` is given)."""
     if stop is None:
@@ -71,6 +85,9 @@ async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None 
     runtime = build_runtime(config, settings)
     incidents = _install_alerts(runtime)
     problem = await _check_token(runtime)
+    socket_url = ""
+    if problem is None and config.socket_mode:
+        socket_url, problem = await _socket_mode_url(runtime)
     if problem:
         await runtime.close()
         if incidents is not None:
@@ -92,8 +109,9 @@ async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None 
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
             socket_handler = AsyncSocketModeHandler(runtime.app, config.slack_app_token)
-            await socket_handler.connect_async()  # type: ignore[no-untyped-call]
-            log.warning("badgateway: connected over Socket Mode; health on :%d", config.port)
+            socket_handler.client.wss_uri = socket_url  # connect with it, not a second call
+            if await _until_connected(socket_handler, stop):
+                log.warning("badgateway: connected over Socket Mode; health on :%d", config.port)
         else:
             log.warning("badgateway: listening on :%d%s", config.port, EVENTS_PATH)
         await stop.wait()
@@ -105,6 +123,22 @@ async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None 
         if incidents is not None:
             await incidents.store.redis.aclose()
     return 0
+
+
+async def _until_connected(handler: Any, stop: asyncio.Event) -> bool:
+    """Connect over Socket Mode; False when ``stop`` came first. slack_sdk's client retries
+    a failing connection forever, so the wait must end on a stop too."""
+    connecting = asyncio.ensure_future(handler.connect_async())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if connecting.done():
+            connecting.result()
+            return True
+        return False
+    finally:
+        connecting.cancel()
+        stopping.cancel()
 
 
 def _install_alerts(runtime: SlackRuntime) -> Any:

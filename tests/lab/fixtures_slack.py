@@ -10,6 +10,15 @@ metadata), usergroups.users.list, and ``response_url`` posts. Failures are scrip
 
 ``SlackSigner`` builds slash-command, block_actions, event and url_verification bodies like
 Slack's and signs them (v0 HMAC-SHA256 over ``v0:{timestamp}:{body}``).
+
+Socket Mode: ``apps.connections.open`` (with an ``xapp-`` app-level token) answers a
+``ws://127.0.0.1:PORT/link/?ticket=…`` URL, and ``SlackStandIn.socket`` (``SocketModeLink``) is
+the WebSocket server behind it, speaking Slack's protocol as slack_sdk's clients expect it: a
+``hello`` on connect, envelopes pushed to the app (``push``: ``{"envelope_id", "type":
+"slash_commands" | "interactive" | "events_api", "payload", "accepts_response_payload"}``,
+the payload being what HTTP mode would POST, e.g. ``socket_payload(signer.slash_command(…))``),
+the app's acks (``{"envelope_id", "payload"?}``) recorded, and ``disconnect`` to make the app
+reconnect as Slack asks it to every few hours.
 """
 
 from __future__ import annotations
@@ -24,14 +33,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest_asyncio
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 BOT_USER_ID = "UBGWBOT01"
 BOT_ID = "BBGWBOT01"
 TEAM_ID = "T0BGW0001"
+APP_ID = "A0BGW0001"
+SOCKET_PATH = "/link/"
 
 
 @dataclass
@@ -65,6 +76,146 @@ class Message:
 
 
 @dataclass
+class Envelope:
+    """One envelope pushed to the app over Socket Mode, and the app's ack once it came."""
+
+    envelope_id: str
+    type: str
+    payload: dict[str, Any]
+    pushed_at: float
+    ack: dict[str, Any] | None = None
+    acked_at: float | None = None
+
+    @property
+    def ack_payload(self) -> dict[str, Any] | None:
+        """What the app answered with (an ephemeral text for a slash command), if anything."""
+        return None if self.ack is None else self.ack.get("payload")
+
+
+@dataclass
+class SocketModeLink:
+    """Slack's Socket Mode WebSocket server, served by the Web API stand-in's aiohttp app.
+
+    A connection needs a ticket that ``apps.connections.open`` handed out (each once). The
+    server sends ``hello`` first, answers WebSocket pings (slack_sdk pings to detect stale
+    connections), records every text frame the app sends and matches acks to envelopes."""
+
+    tickets: dict[str, str] = field(default_factory=dict)  # ticket -> app token it was for
+    connections: list[web.WebSocketResponse] = field(default_factory=list)  # open ones
+    connects: int = 0  # connections accepted so far
+    refused: int = 0  # connection attempts refused (no valid ticket, or not accepting)
+    accepting: bool = True  # False: every connection attempt gets a 503 (Slack is down)
+    received: list[dict[str, Any]] = field(default_factory=list)  # every frame from the app
+    envelopes: list[Envelope] = field(default_factory=list)
+
+    def issue_ticket(self, app_token: str) -> str:
+        ticket = uuid.uuid4().hex
+        self.tickets[ticket] = app_token
+        return ticket
+
+    @property
+    def connected(self) -> bool:
+        return any(not ws.closed for ws in self.connections)
+
+    async def wait_connected(self, within_s: float = 10.0, connects: int = 1) -> None:
+        """Until ``connects`` connections have been accepted and one is open."""
+        deadline = time.monotonic() + within_s
+        while not (self.connects >= connects and self.connected):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the app did not connect over Socket Mode ({connects})")
+            await asyncio.sleep(0.02)
+
+    async def push(
+        self,
+        type_: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int | None = None,
+        retry_reason: str = "",
+    ) -> Envelope:
+        """Send an envelope to the app on the newest open connection, as Slack does."""
+        ws = next((w for w in reversed(self.connections) if not w.closed), None)
+        if ws is None:
+            raise AssertionError("no Socket Mode connection to push to")
+        envelope = Envelope(uuid.uuid4().hex, type_, payload, time.monotonic())
+        message: dict[str, Any] = {
+            "envelope_id": envelope.envelope_id,
+            "payload": payload,
+            "type": type_,
+            # Slack lets the ack carry a response for slash commands (and some interactions).
+            "accepts_response_payload": (
+                type_ == "slash_commands"
+                if accepts_response_payload is None
+                else accepts_response_payload
+            ),
+        }
+        if type_ == "events_api":
+            message["retry_attempt"] = retry_attempt or 0
+            message["retry_reason"] = retry_reason
+        self.envelopes.append(envelope)
+        await ws.send_str(json.dumps(message))
+        return envelope
+
+    async def acked(self, envelope: Envelope, within_s: float = 3.0) -> dict[str, Any]:
+        """The app's ack of ``envelope`` (Slack waits 3 s for it, then retries elsewhere)."""
+        deadline = time.monotonic() + within_s
+        while envelope.ack is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"envelope {envelope.type} not acked within {within_s} s")
+            await asyncio.sleep(0.01)
+        return envelope.ack
+
+    async def disconnect(self, reason: str = "refresh_requested") -> None:
+        """Slack's notice that it will close this connection: the app opens a new one."""
+        for ws in [w for w in self.connections if not w.closed]:
+            message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "stand-in"}}
+            await ws.send_str(json.dumps(message))
+
+    async def close(self) -> None:
+        for ws in list(self.connections):
+            await ws.close()
+
+    async def serve(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)  # pongs echo the ping's data, as Slack's do
+        ticket = request.query.get("ticket", "")
+        if self.tickets.pop(ticket, None) is None:
+            self.refused += 1
+            raise web.HTTPUnauthorized(text="invalid ticket")
+        if not self.accepting:
+            self.refused += 1
+            raise web.HTTPServiceUnavailable(text="try again later")
+        await ws.prepare(request)
+        self.connections.append(ws)
+        self.connects += 1
+        hello = {
+            "type": "hello",
+            "num_connections": len([w for w in self.connections if not w.closed]),
+            "debug_info": {
+                "host": "applink-stand-in",
+                "build_number": 1,
+                "approximate_connection_time": 18060,
+            },
+            "connection_info": {"app_id": APP_ID},
+        }
+        await ws.send_str(json.dumps(hello))
+        try:
+            async for frame in ws:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(frame.data)
+                self.received.append(data)
+                envelope = next(
+                    (e for e in self.envelopes if e.envelope_id == data.get("envelope_id")), None
+                )
+                if envelope is not None and envelope.ack is None:
+                    envelope.ack, envelope.acked_at = data, time.monotonic()
+        finally:
+            self.connections.remove(ws)
+        return ws
+
+
+@dataclass
 class SlackStandIn:
     """The Slack Web API on 127.0.0.1, in the test's event loop."""
 
@@ -77,6 +228,7 @@ class SlackStandIn:
     channel_names: dict[str, str] = field(default_factory=dict)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     revoked_tokens: set[str] = field(default_factory=set)
+    socket: SocketModeLink = field(default_factory=SocketModeLink)
     port: int = 0
     _runner: web.AppRunner | None = None
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -92,6 +244,7 @@ class SlackStandIn:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{token}", self._response)
+        app.router.add_get(SOCKET_PATH, self.socket.serve)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -99,6 +252,7 @@ class SlackStandIn:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        await self.socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -178,11 +332,22 @@ class SlackStandIn:
                 )
             return web.Response(status=failure.status, text="upstream error")
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if method == "apps.connections.open":  # the one method an app-level token calls
+            return web.json_response(self._open_connection(token))
         if not token.startswith("xoxb-"):
             return web.json_response({"ok": False, "error": "not_authed"})
         if token in self.revoked_tokens:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         return web.json_response(self._answer(method, params))
+
+    def _open_connection(self, token: str) -> dict[str, Any]:
+        if not token.startswith("xapp-"):
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if token in self.revoked_tokens:
+            return {"ok": False, "error": "invalid_auth"}
+        ticket = self.socket.issue_ticket(token)
+        url = f"ws://127.0.0.1:{self.port}{SOCKET_PATH}?ticket={ticket}&app_id={APP_ID}"
+        return {"ok": True, "url": url}
 
     def _answer(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
         channel = str(p.get("channel", ""))
@@ -277,6 +442,18 @@ def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+def socket_payload(built: tuple[str, str]) -> dict[str, Any]:
+    """A body ``SlackSigner`` built for HTTP mode, as the payload of a Socket Mode envelope:
+    a slash command's form fields, an interaction's ``payload`` document, an event's body."""
+    body, content_type = built
+    if content_type == "application/json":
+        return dict(json.loads(body))
+    fields = dict(parse_qsl(body, keep_blank_values=True))
+    if set(fields) == {"payload"}:
+        return dict(json.loads(fields["payload"]))
+    return fields
 
 
 @dataclass
