@@ -12,13 +12,11 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
-from aiohttp import web
 
 import bot.pipeline
 import checks.runner
@@ -32,32 +30,6 @@ from tests.lab.fixtures_slack import BOT_USER_ID, BotUnderTest, SlackStandIn
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 CHANNEL = "C0OPS0001"
-
-
-# A real site on loopback -------------------------------------------------------------------------
-@pytest_asyncio.fixture
-async def failing_site() -> AsyncIterator[str]:
-    """An HTTP server answering 502 the way nginx does; yields its URL."""
-
-    async def bad_gateway(_request: web.Request) -> web.Response:
-        return web.Response(
-            status=502,
-            text="<html><center><h1>502 Bad Gateway</h1></center></html>",
-            headers={"Server": "nginx/1.22.1"},
-            content_type="text/html",
-        )
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", bad_gateway)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
 
 
 # Checks of the tests' own, finishing out of order ------------------------------------------------

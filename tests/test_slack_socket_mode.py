@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from bot.config import BotConfig, load_config
 from bot.slack.server import HEALTH_PATH, run
@@ -46,31 +45,6 @@ def settings() -> Settings:
         timeout_s=2,
         diagnosis_budget_s=8,
     )
-
-
-@pytest_asyncio.fixture
-async def failing_site() -> AsyncIterator[str]:
-    """An HTTP server on loopback answering 502 as nginx does; yields its URL."""
-
-    async def bad_gateway(_request: web.Request) -> web.Response:
-        return web.Response(
-            status=502,
-            text="<html><center><h1>502 Bad Gateway</h1></center></html>",
-            headers={"Server": "nginx/1.22.1"},
-            content_type="text/html",
-        )
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", bad_gateway)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
 
 
 class SocketBot:

@@ -686,3 +686,29 @@ async def slack_bot(
         for runtime, runner in started:
             await runner.cleanup()
             await runtime.close()
+
+
+@pytest_asyncio.fixture
+async def failing_site() -> AsyncIterator[str]:
+    """A site on loopback for the Slack tests: answers 502 with nginx's page; yields its URL.
+    (The tests that prove causes use the real proxies of fixtures_proxies instead.)"""
+
+    async def bad_gateway(_request: web.Request) -> web.Response:
+        return web.Response(
+            status=502,
+            text="<html><center><h1>502 Bad Gateway</h1></center></html>",
+            headers={"Server": "nginx/1.22.1"},
+            content_type="text/html",
+        )
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", bad_gateway)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
