@@ -24,12 +24,11 @@ from checks.steps.host import (
     run,
 )
 from checks.target import parse_target
-from tests.lab.certs import make_test_certs
 from tests.lab.fixtures_dns import DnsLab
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import free_port
-from tests.test_http_probe import start_site_nginx
+from tests.lab.site_nginx import running_site_nginx
 
 SETTINGS = Settings(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),), timeout_s=3)
 
@@ -82,9 +81,7 @@ async def test_failing_edge_summary_quotes_status_page_and_timing(
 
 
 async def test_request_ids_are_quoted(tmp_path_factory: pytest.TempPathFactory) -> None:
-    directory = tmp_path_factory.mktemp("host-site")
-    site = start_site_nginx(directory, make_test_certs(directory / "certs"))
-    try:
+    with running_site_nginx(tmp_path_factory.mktemp("host-site")) as site:
         settings = SETTINGS
         ctx = ProbeContext(
             parse_target(f"http://site.test:{site.http_port}/fail", settings),
@@ -92,8 +89,6 @@ async def test_request_ids_are_quoted(tmp_path_factory: pytest.TempPathFactory) 
             addresses=("127.0.0.1",),
         )
         result = await run(ctx)
-    finally:
-        site.process.stop()
     text = result.details["provider_summary"]
     assert re.search(r"Request IDs: x-request-id: [0-9a-f]{32}", text)
     assert "Answer: HTTP 503" in text

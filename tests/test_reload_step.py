@@ -19,11 +19,10 @@ from checks.settings import Settings
 from checks.steps.reload import STEP, run
 from checks.target import parse_target
 from checks.verdict import decide
-from tests.lab.certs import make_test_certs
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
-from tests.test_http_probe import SiteNginx, start_site_nginx
+from tests.lab.site_nginx import SiteNginx, running_site_nginx
 
 SETTINGS = Settings(
     allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
@@ -218,12 +217,8 @@ async def test_waf_rule_blocking_the_bot_only(denying_haproxy: Callable[[bool], 
 
 @pytest.fixture(scope="module")
 def tls_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteNginx]:
-    directory = tmp_path_factory.mktemp("reload-tls")
-    server = start_site_nginx(directory, make_test_certs(directory / "certs"))
-    try:
+    with running_site_nginx(tmp_path_factory.mktemp("reload-tls")) as server:
         yield server
-    finally:
-        server.process.stop()
 
 
 def _pinned(url: str, settings: Settings) -> ProbeContext:
