@@ -484,6 +484,9 @@ async def test_alertmanager_alert_opens_one_thread_diagnosed_by_the_workers(
     assert not [r for r in slack.responses if "no longer have a record" in str(r)]
 
     # `/502 alertshop` from another channel while the incident is open: into its thread too.
+    # A second's wait first, so that its "Checked:" time (whole seconds) differs from the
+    # first run's and the escalations below can tell the two diagnoses apart.
+    await asyncio.sleep(1.1)
     status, _ = await bot.send(bot.signer.slash_command("alertshop", channel=OPS))
     assert status == 200
     await bot.until(lambda: len(verdicts(slack, root.ts)) == 3, "the /502 verdict in the thread")
