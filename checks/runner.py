@@ -7,15 +7,16 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from checks.context import ProbeContext
 from checks.guard import TargetRefused, check_address
 from checks.model import Diagnosis, Finding, Status, StepResult
 from checks.resolve import ResolveFailed, resolve_host
 from checks.settings import Settings
-from checks.steps import Step, all_steps
+from checks.steps import ANYWHERE, Step, all_steps
 from checks.target import Target, parse_target
 from checks.verdict import decide
 
@@ -68,6 +69,57 @@ async def run_step(step: Step, ctx: ProbeContext) -> StepResult:
             [Finding("step_crashed", f"{type(exc).__name__}: {exc}", Status.ERROR)],
         )
     result.duration_ms = round((time.monotonic() - started) * 1000)
+    return result
+
+
+def part_places(step: Step, ctx: ProbeContext) -> tuple[str, ...]:
+    """Where a step's parts must run, when some lie on named machines; () when the step
+    runs whole on any machine."""
+    if step.parts is None:
+        return ()
+    try:
+        places = step.parts.places(ctx)
+    except Exception:  # the step's own run reports the problem
+        log.exception("step %s could not name its places", step.name)
+        return ()
+    return places if any(p != ANYWHERE for p in places) else ()
+
+
+async def run_part(step: Step, ctx: ProbeContext, place: str) -> dict[str, Any]:
+    """Run the part of ``step`` that lies at ``place``; never raises. A part that failed
+    comes back as ``{"missing": reason}``, which the assembly shows."""
+    assert step.parts is not None
+    started = time.monotonic()
+    budget = ctx.remaining()
+    try:
+        part = await asyncio.wait_for(step.parts.run(ctx, place), timeout=budget)
+    except TimeoutError:
+        part = {"missing": f"did not finish within the {budget:.1f} s budget"}
+    except Exception as exc:
+        log.exception("part %s@%s crashed", step.name, place)
+        part = {"missing": f"the check crashed: {type(exc).__name__}: {exc}"}
+    part["duration_ms"] = round((time.monotonic() - started) * 1000)
+    return part
+
+
+def assemble_parts(
+    step: Step, ctx: ProbeContext, parts: Mapping[str, dict[str, Any]]
+) -> StepResult:
+    """The step's result from its parts (as ``run_part`` returned them); never raises."""
+    assert step.parts is not None
+    ready = {place: part for place, part in parts.items() if "missing" not in part}
+    missing = {place: str(part["missing"]) for place, part in parts.items() if "missing" in part}
+    try:
+        result = step.parts.assemble(ctx, ready, missing)
+    except Exception as exc:
+        log.exception("step %s could not assemble its parts", step.name)
+        result = StepResult(
+            step.name,
+            Status.ERROR,
+            f"the check crashed: {type(exc).__name__}: {exc}",
+            [Finding("step_crashed", f"{type(exc).__name__}: {exc}", Status.ERROR)],
+        )
+    result.duration_ms = max((int(p.get("duration_ms", 0)) for p in parts.values()), default=0)
     return result
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -117,7 +120,15 @@ def _parse_site(raw: Any, index: int) -> Site:
         fmt = entry.get("format")
         if fmt is not None and fmt not in ("nginx", "apache", "haproxy", "php-fpm"):
             raise _fail(f"{where} logs #{j + 1}", f"unknown format {fmt!r}")
-        logs.append(LogSource(path=entry["path"], format=fmt, host=entry.get("host")))
+        host = entry.get("host")
+        if host is not None and not (isinstance(host, str) and _HOST_NAME.fullmatch(host)):
+            # It names a queue (logs@HOST) that a worker on that machine serves.
+            raise _fail(
+                f"{where} logs #{j + 1}",
+                f"'host' must be a machine name like \"web-1\" (letters, digits, . _ -), "
+                f"got {host!r}",
+            )
+        logs.append(LogSource(path=entry["path"], format=fmt, host=host))
     expected = _str_list(raw.get("expected_ips"), f"{where} expected_ips")
     for ip in expected:
         try:

@@ -200,7 +200,7 @@ HAND_WRITTEN: list[tuple[str, str, Cause | None, str | None]] = [
         "2024/05/01 12:00:00 [error] 7#7: *9 api.internal could not be resolved (3: Host not "
         'found), client: 1.2.3.4, server: x, request: "GET / HTTP/1.1", host: "x"',
         Cause.UPSTREAM_DNS,
-        None,
+        "api.internal",  # no upstream: "..." part; the name that failed leads the message
     ),
     (
         "nginx",

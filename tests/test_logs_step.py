@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ import httpx
 
 from checks.context import ProbeContext
 from checks.model import Cause, Status, StepResult, Weight
+from checks.runner import assemble_parts, part_places, run_part
 from checks.settings import LogSource, Settings, Site
 from checks.steps import step_named
 from checks.steps.logs import TAIL_BYTES, run
@@ -44,7 +46,7 @@ async def run_logs(*logs: LogSource, window_s: float = 300, site: bool = True) -
 
 def test_registered() -> None:
     step = step_named("logs")
-    assert step is not None and step.order == 40 and step.routing == "logs"
+    assert step is not None and step.order == 40 and step.parts is not None
 
 
 async def test_no_site_or_no_logs_is_skipped() -> None:
@@ -182,3 +184,72 @@ async def test_php_fpm_explains_the_proxy(
     assert claimed[0].severity is Status.FAIL
     [symptom] = [f for f in result.findings if f.data.get("explained_by")]
     assert symptom.data["cause_seen"] == "upstream_closed" and symptom.severity is Status.WARN
+
+
+def _two_machine_context(
+    proxy_log: Path, app_log: Path, proxy_host: str, app_host: str
+) -> ProbeContext:
+    logs = (LogSource(str(proxy_log), host=proxy_host), LogSource(str(app_log), host=app_host))
+    site = Site(name="lab", url="http://127.0.0.1:1/", logs=logs)
+    settings = Settings(allow_networks=(ip_network("127.0.0.0/8"),), sites=(site,))
+    return ProbeContext(target=parse_target("http://127.0.0.1:1/", settings), settings=settings)
+
+
+async def test_logs_on_two_machines_are_read_apart_and_explain_each_other(
+    php_fpm: Callable[..., Any], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    """The proxy's log on web-1 and php-fpm's on app-1: each part is read where it lies (here
+    both are local files), travels as JSON, and the assembly still lets php-fpm explain the
+    proxy's 502."""
+    fpm = php_fpm(max_children=4, terminate_timeout_s=1)
+    proxy = nginx_proxy(php=fpm, read_timeout_s=4)
+    assert get(proxy.url + "sleep.php?s=3") == 502
+    fpm.wait_for_log(r"execution timed out")
+    proxy.wait_for_log(r"Connection reset|prematurely closed")
+    ctx = _two_machine_context(proxy.error_log, fpm.error_log, "web-1", "app-1")
+    step = step_named("logs")
+    assert step is not None and step.parts is not None
+    assert part_places(step, ctx) == ("app-1", "web-1")
+
+    parts = {
+        place: json.loads(json.dumps(await run_part(step, ctx, place)))
+        for place in ("app-1", "web-1")
+    }
+    assert [s["path"] for s in parts["web-1"]["scans"]] == [f"web-1:{proxy.error_log}"]
+    assert [s["path"] for s in parts["app-1"]["scans"]] == [f"app-1:{fpm.error_log}"]
+    result = assemble_parts(step, ctx, parts)
+    claimed = [f for f in result.findings if f.cause]
+    assert [f.cause for f in claimed] == [Cause.APP_TIMEOUT]
+    assert claimed[0].data["log"] == f"app-1:{fpm.error_log}"
+    [symptom] = [f for f in result.findings if f.data.get("explained_by")]
+    assert symptom.data["cause_seen"] == "upstream_closed"
+    assert symptom.data["log"] == f"web-1:{proxy.error_log}"
+
+    # One machine's part never came: what the other says still stands, and the gap is shown.
+    gap = assemble_parts(step, ctx, {"web-1": parts["web-1"], "app-1": {"missing": "host down"}})
+    assert [f.cause for f in gap.findings if f.cause] == [Cause.UPSTREAM_CLOSED]
+    [unread] = [f for f in gap.findings if f.code == "log_host_unread"]
+    assert unread.severity is Status.WARN and "host down" in unread.message
+    assert str(fpm.error_log) in unread.message and "app-1 not read" in gap.summary
+
+
+async def test_one_process_reads_only_the_logs_on_its_own_machine(
+    upstream: Callable[..., Any], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    """`badgateway diagnose` with no queue: a file that the sites file places on another
+    machine is not read here (a file of that path here is another machine's log)."""
+    proxy = nginx_proxy(upstream("refused"))
+    assert get(proxy.url) == 502
+    proxy.wait_for_log(r"Connection refused")
+    here = socket.gethostname()
+    # The same file twice: once said to be on this machine, once on app-1.
+    ctx = _two_machine_context(proxy.error_log, proxy.error_log, here, "app-1")
+    result = await run(ctx)
+    claimed = [f for f in result.findings if f.cause]
+    assert [(f.cause, f.data["log"]) for f in claimed] == [
+        (Cause.UPSTREAM_REFUSED, f"{here}:{proxy.error_log}")
+    ]
+    [unread] = [f for f in result.findings if f.code == "log_host_unread"]
+    assert "logs@app-1" in unread.message and str(proxy.error_log) in unread.message
+    assert [entry["path"] for entry in result.details["logs"]] == [f"{here}:{proxy.error_log}"]
+    assert result.details["hosts_not_read"].keys() == {"app-1"}

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 
@@ -84,3 +85,63 @@ async def test_log_step_runs_only_on_a_worker_of_its_host(queue_lab: QueueLab) -
         assert page.status_code == 200
     finally:
         ui.stop()
+
+
+def _step_call(calls: list[dict[str, Any]], request_id: str) -> dict[str, Any]:
+    [call] = [c for c in calls if c["kind"] == "step" and c["id"] == request_id]
+    return call
+
+
+async def test_logs_on_several_hosts_are_read_on_each_and_shown_as_one_step(
+    queue_lab: QueueLab,
+) -> None:
+    """Site "split" keeps logs on web-1, on app-1 and on no named host: one part job per
+    place, each taken only by a worker there, assembled into one step once all are in."""
+    queue_lab.start_worker("central", queues="default")
+    queue_lab.start_worker("web-1", queues="logs@web-1")
+    request = await queue_lab.submit("split", ["lab_tail"])
+
+    await asyncio.sleep(1.5)  # web-1's and the central part are in; app-1's waits
+    assert await _queued(queue_lab, "logs@app-1") == 1
+    assert not [c for c in queue_lab.calls() if c["id"] == request.id]
+
+    queue_lab.start_worker("app-1", queues="logs@app-1")
+    calls = await queue_lab.wait_concluded([request.id], within_s=15)
+    assert step_calls(calls) == {(request.id, "lab_tail"): 1}
+    assert step_calls(calls, "verdict") == {(request.id, ""): 1}
+    assert _step_call(calls, request.id)["messages"] == [
+        "* read by central",
+        "app-1 read by app-1",
+        "web-1 read by web-1",
+    ]
+
+
+async def test_a_host_whose_worker_is_away_delays_the_step_but_never_withholds_it(
+    queue_lab: QueueLab,
+) -> None:
+    """No worker serves logs@app-1 and web-1's part crashes: after the host wait the step is
+    shown with what came and why the rest did not; app-1's late part changes nothing."""
+    queue_lab.start_worker("central", queues="default", env={"BADGATEWAY_QUEUE_HOST_WAIT_S": "2"})
+    queue_lab.start_worker("web-1", queues="logs@web-1", env={"BADGATEWAY_LAB_PART_CRASH": "web-1"})
+    request = await queue_lab.submit("split", ["lab_tail"])
+    calls = await queue_lab.wait_concluded([request.id], within_s=15)
+    assert step_calls(calls) == {(request.id, "lab_tail"): 1}
+    messages = _step_call(calls, request.id)["messages"]
+    assert messages[0] == "* read by central"
+    assert messages[1].startswith(
+        "app-1 missing: no worker on queue logs@app-1 took them within 2 s"
+    )
+    assert (
+        messages[2]
+        == "web-1 missing: the check crashed: RuntimeError: the disk of web-1 is on fire"
+    )
+    assert _step_call(calls, request.id)["status"] == "warn"
+
+    queue_lab.start_worker("app-1", queues="logs@app-1")
+    for _ in range(100):  # the late part job is taken and finds the step delivered
+        if await _queued(queue_lab, "logs@app-1") == 0:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    assert await _queued(queue_lab, "logs@app-1") == 0
+    assert queue_lab.calls() == calls

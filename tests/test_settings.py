@@ -60,6 +60,8 @@ def test_env_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         ("[[site]]\nname='a'\nurl='http://a/'\nexpected_ips=['x']\n", "expected_ips"),
         ("[[site]]\nname='a'\nurl='http://a/'\n[[site]]\nname='a'\nurl='http://b/'\n", "duplicate"),
         ("[[site]]\nname='a'\nurl='http://a/'\nlogs=[{path='/x', format='iis'}]\n", "format"),
+        ("[[site]]\nname='a'\nurl='http://a/'\nlogs=[{path='/x', host='web 1'}]\n", "'host'"),
+        ("[[site]]\nname='a'\nurl='http://a/'\nlogs=[{path='/x', host=1}]\n", "logs #1"),
         ("this is = not toml [", "not valid TOML"),
     ],
 )

@@ -1,4 +1,4 @@
-"""The two job kinds and what runs them in a worker.
+"""The job kinds and what runs them in a worker.
 
 ``bgw.diagnose`` (key: the request id, so a request is queued once) fans out one
 ``bgw.step`` job per step (key: ``{id}:{step}``) and returns at once, so steps run in
@@ -8,6 +8,14 @@ one — concludes the diagnosis. Every job may run twice (at-least-once delivery
 phase checks what an earlier run already did: a stored result is reused rather than probed
 again, a delivered step is not delivered again, and one finisher holds a lease while it
 concludes.
+
+A step whose inputs lie on named machines (a site's logs on ``web-1`` and ``app-1``) is
+fanned out as one ``bgw.part`` job per machine, on queue ``logs@HOST`` (key:
+``{id}:{step}@{host}``), which only a worker on that machine serves. The job that brings
+the last part assembles the step's result and goes on as a step job would. A
+``bgw.parts_due`` job, scheduled ``host_wait_s`` later, assembles what has come if a
+machine's worker never took its part, so a host that is down delays the verdict but
+never withholds it.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,15 +36,17 @@ from bot.queue.store import DiagnosisStore, now_ms
 from bot.queue.tuning import QueueTuning
 from checks.context import ProbeContext
 from checks.model import StepResult
-from checks.runner import run_step
+from checks.runner import assemble_parts, part_places, run_part, run_step
 from checks.settings import Settings
-from checks.steps import Step, step_named
-from checks.target import BadTarget, parse_target
+from checks.steps import ANYWHERE, step_named
+from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
 
 DIAGNOSE_JOB = "bgw.diagnose"
 STEP_JOB = "bgw.step"
+PART_JOB = "bgw.part"
+PARTS_DUE_JOB = "bgw.parts_due"
 SAQ_JOB_TTL_S = 3600  # how long SAQ keeps a finished job's record (for `status` and the UI)
 
 
@@ -78,20 +89,33 @@ def step_job(request: DiagnosisRequest, step: str, settings: Settings, tuning: Q
     )
 
 
-def queue_for(step: Step | None, request: DiagnosisRequest, settings: Settings) -> str:
-    """``logs@<host>`` for a log step of a site whose logs live on a named host, else default.
+def part_queue(place: str) -> str:
+    """``logs@<host>``: the queue a worker on that host serves (``badgateway worker
+    --queues default,logs@web-1``); a part that may run anywhere goes to the default queue."""
+    return f"logs@{place}" if place != ANYWHERE else DEFAULT_QUEUE
 
-    A site's first log source with a ``host`` decides; sources on several hosts would need
-    one log job per host (not done yet).
-    """
-    if step is None or step.routing != "logs":
-        return DEFAULT_QUEUE
-    try:
-        site = parse_target(str(request.context["target"]), settings).site
-    except (BadTarget, KeyError):
-        return DEFAULT_QUEUE
-    hosts = [source.host for source in site.logs if source.host] if site else []
-    return f"logs@{hosts[0]}" if hosts else DEFAULT_QUEUE
+
+def part_job(
+    request: DiagnosisRequest, step: str, place: str, settings: Settings, tuning: QueueTuning
+) -> Job:
+    return Job(
+        function=PART_JOB,
+        kwargs={"request": request.to_dict(), "step": step, "place": place},
+        key=f"{request.id}:{step}@{place or '*'}",
+        **job_options(settings, tuning),
+    )
+
+
+def parts_due_job(
+    request: DiagnosisRequest, step: str, settings: Settings, tuning: QueueTuning
+) -> Job:
+    return Job(
+        function=PARTS_DUE_JOB,
+        kwargs={"request": request.to_dict(), "step": step},
+        key=f"{request.id}:{step}:due",
+        scheduled=math.ceil(time.time() + tuning.host_wait_s),
+        **job_options(settings, tuning),
+    )
 
 
 def failure_reason(job: Job) -> str:
@@ -123,28 +147,121 @@ class JobRunner:
         self.tuning = tuning
 
     def functions(self) -> list[tuple[str, Any]]:
-        return [(DIAGNOSE_JOB, self.diagnose_job), (STEP_JOB, self.step_job)]
+        return [
+            (DIAGNOSE_JOB, self.diagnose_job),
+            (STEP_JOB, self.step_job),
+            (PART_JOB, self.part_job),
+            (PARTS_DUE_JOB, self.parts_due_job),
+        ]
 
     # -- the jobs ------------------------------------------------------------------------
 
     async def diagnose_job(self, ctx: dict[str, Any], *, request: dict[str, Any]) -> dict[str, Any]:
         req = DiagnosisRequest.from_dict(request)
         async with self._heartbeat(ctx["job"]):
-            routed = {name: queue_for(step_named(name), req, self.settings) for name in req.steps}
+            jobs: dict[str, tuple[str, Job]] = {}
+            for name in req.steps:
+                places = self._places(req, name)
+                if not places:
+                    jobs[name] = (DEFAULT_QUEUE, step_job(req, name, self.settings, self.tuning))
+                    continue
+                for place in places:
+                    job = part_job(req, name, place, self.settings, self.tuning)
+                    jobs[f"{name}@{place or '*'}"] = (part_queue(place), job)
+                due = parts_due_job(req, name, self.settings, self.tuning)
+                jobs[f"{name}:due"] = (DEFAULT_QUEUE, due)
+            routed = {what: queue_name for what, (queue_name, _) in jobs.items()}
             if routed:
                 await self.store.note_queues(*routed.values())
-            # A step job already queued or running under its key is left alone (dedup).
+            # A job already queued or running under its key is left alone (dedup).
             await asyncio.gather(
-                *(
-                    self.hub.get(queue_name).enqueue(
-                        step_job(req, name, self.settings, self.tuning)
-                    )
-                    for name, queue_name in routed.items()
-                )
+                *(self.hub.get(queue_name).enqueue(job) for queue_name, job in jobs.values())
             )
             if not req.steps:
                 await self._maybe_conclude(req, *await self.store.conclusion_state(req.id))
         return {"routed": routed}
+
+    async def part_job(
+        self, ctx: dict[str, Any], *, request: dict[str, Any], step: str, place: str
+    ) -> dict[str, Any]:
+        req = DiagnosisRequest.from_dict(request)
+        async with self._heartbeat(ctx["job"]):
+            delivered, result = await self.store.progress(req.id, step)
+            if delivered:
+                state = await self.store.conclusion_state(req.id)
+            else:
+                if result is None:
+                    part = await self._run_part(req, step, place)
+                    result = await self._keep_part(req, step, {place: part})
+                    if result is None:  # parts from other machines are still to come
+                        return {"step": step, "place": place}
+                state = await self._deliver(req, result)
+            await self._maybe_conclude(req, *state)
+        return {"step": step, "place": place}
+
+    async def parts_due_job(
+        self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
+    ) -> dict[str, Any]:
+        """The wait for the machines' workers is over: a part not in by now is missing."""
+        req = DiagnosisRequest.from_dict(request)
+        async with self._heartbeat(ctx["job"]):
+            delivered, result = await self.store.progress(req.id, step)
+            if delivered:
+                return {"step": step, "late": []}
+            late: list[str] = []
+            if result is None:
+                stored = await self.store.parts(req.id, step)
+                late = [p for p in self._places(req, step) if p not in stored]
+                waited = f"{self.tuning.host_wait_s:g} s"
+                result = await self._keep_part(
+                    req,
+                    step,
+                    {
+                        place: {
+                            "missing": f"no worker on queue {part_queue(place)} took them "
+                            f"within {waited}; is `badgateway worker --queues "
+                            f"{part_queue(place)}` running on {place or 'any machine'}?"
+                        }
+                        for place in late
+                    },
+                )
+            if result is not None:
+                await self._maybe_conclude(req, *await self._deliver(req, result))
+        return {"step": step, "late": late}
+
+    def _places(self, req: DiagnosisRequest, name: str) -> tuple[str, ...]:
+        step = step_named(name)
+        if step is None or step.parts is None:
+            return ()
+        try:
+            ctx = ProbeContext.from_dict(req.context, self.settings)
+        except (BadTarget, KeyError):  # the step job reports it
+            return ()
+        return part_places(step, ctx)
+
+    async def _run_part(self, req: DiagnosisRequest, name: str, place: str) -> dict[str, Any]:
+        step = step_named(name)
+        if step is None or step.parts is None:
+            raise UnknownStep(f"this worker has no step named {name!r} that runs in parts")
+        ctx = ProbeContext.from_dict(req.context, self.settings)
+        return await run_part(step, ctx, place)  # bounded by the diagnosis budget; never raises
+
+    async def _keep_part(
+        self, req: DiagnosisRequest, name: str, parts: dict[str, dict[str, Any]]
+    ) -> StepResult | None:
+        """Store parts (first stored wins); once every place has one, the step's result."""
+        stored = await self.store.parts(req.id, name) if not parts else {}
+        for place, part in parts.items():
+            stored = await self.store.keep_part(req.id, name, place, part)
+        places = self._places(req, name)
+        if any(place not in stored for place in places):
+            return None
+        step = step_named(name)
+        if step is None or step.parts is None:
+            raise UnknownStep(f"this worker has no step named {name!r} that runs in parts")
+        ctx = ProbeContext.from_dict(req.context, self.settings)
+        result = assemble_parts(step, ctx, {p: stored[p] for p in places})
+        return await self.store.keep_first(req.id, result)
 
     async def step_job(
         self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
@@ -241,6 +358,21 @@ class JobRunner:
                 record = failed_step_result(step, job.attempts, reason)
                 await self.store.replace(req.id, record)
                 await self._deliver_dead_letter(req, record)
+        elif job.function == PART_JOB:
+            step, place = str(kwargs["step"]), str(kwargs["place"])
+            delivered, stored = await self.store.progress(req.id, step)
+            if not delivered:
+                missing = {"missing": f"reading them failed after {job.attempts} tries: {reason}"}
+                result = stored or await self._keep_part(req, step, {place: missing})
+                if result is not None:
+                    await self._deliver_dead_letter(req, result)
+        elif job.function == PARTS_DUE_JOB:
+            step = str(kwargs["step"])
+            delivered, _ = await self.store.progress(req.id, step)
+            if not delivered:
+                record = failed_step_result(step, job.attempts, reason)
+                stored = await self.store.keep_first(req.id, record)
+                await self._deliver_dead_letter(req, stored)
         elif job.function == DIAGNOSE_JOB:
             # Dispatch itself failed: every step without a result is shown as failed.
             for step in req.steps:

@@ -3,6 +3,8 @@ safe to run twice (SAQ delivers at least once).
 
 Per diagnosis id:
   bgw:diag:{id}:results     hash step -> StepResult JSON (first stored result wins)
+  bgw:diag:{id}:parts:{step} hash place -> part JSON, for a step read on several machines
+                            (first stored part wins; a place that gave none has "missing")
   bgw:diag:{id}:delivered   set of steps the sink has been given
   bgw:diag:{id}:concluding  a lease: one finisher at a time computes the verdict
   bgw:diag:{id}:concluded   set once the sink has the verdict (which waits until every
@@ -72,6 +74,23 @@ class DiagnosisStore:
             pipe.hset(key, result.name, json.dumps(result.to_dict()))
             pipe.expire(key, self.keep_s)
             await pipe.execute()
+
+    async def keep_part(
+        self, diagnosis_id: str, step: str, place: str, part: dict[str, Any]
+    ) -> dict[str, dict[str, Any]]:
+        """Store a step's part from one place unless one is stored already; return every
+        part stored so far (one round trip, so the job that brings the last part knows it)."""
+        key = _key(diagnosis_id, f"parts:{step}")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, place, json.dumps(part))
+            pipe.expire(key, self.keep_s)
+            pipe.hgetall(key)
+            *_, raw = await pipe.execute()
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    async def parts(self, diagnosis_id: str, step: str) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(_key(diagnosis_id, f"parts:{step}"))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
 
     async def results(self, diagnosis_id: str) -> dict[str, StepResult]:
         raw = await self.redis.hgetall(_key(diagnosis_id, "results"))

@@ -41,6 +41,7 @@ class QueueTuning:
     worker_info_s: int = 5  # how often a worker reports itself (seen by `status`)
     keep_s: int = 86_400  # how long a diagnosis's results stay in Redis
     redis_retries: int = 20  # per command, while Redis restarts (≈ 10 s with the backoff)
+    host_wait_s: float = 30.0  # how long logs on a host wait for a worker there to read them
 
     @property
     def beat_every_s(self) -> float:
@@ -85,6 +86,7 @@ class QueueTuning:
             worker_info_s=int(number("WORKER_INFO_S", base.worker_info_s, whole=True)),
             keep_s=int(number("KEEP_S", base.keep_s, whole=True)),
             redis_retries=int(number("REDIS_RETRIES", base.redis_retries, whole=True)),
+            host_wait_s=number("HOST_WAIT_S", base.host_wait_s),
         )
 
 

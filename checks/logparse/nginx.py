@@ -16,6 +16,9 @@ _LINE = re.compile(
     r"(?:\*\d+ )?(?P<msg>.*)$"
 )
 _UPSTREAM = re.compile(r'upstream: "(?P<u>[^"]*)"')
+# A resolver failure has no "upstream:" part (nginx gives up before it picks a peer); the
+# name it could not resolve leads the message: "api.internal could not be resolved (3: ...".
+_UNRESOLVED = re.compile(r"^(?P<u>[^\s,]+) could not be resolved \(")
 _ERROR_LEVELS = frozenset({"error", "crit", "alert", "emerg"})
 # A connect() failure names its errno: "connect() failed (111: Connection refused)" or,
 # for a unix socket, "connect() to unix:/run/php.sock failed (2: No such file or directory)".
@@ -76,7 +79,7 @@ def classify(line: str) -> LogLine | None:
         return None
     msg, level = m["msg"], m["level"]
     found = first_match(RULES, msg)
-    named = _UPSTREAM.search(msg)
+    named = _UPSTREAM.search(msg) or _UNRESOLVED.match(msg)
     return LogLine(
         when=local_time(m["ts"], "%Y/%m/%d %H:%M:%S"),
         is_error=level in _ERROR_LEVELS,

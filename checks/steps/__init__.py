@@ -8,14 +8,40 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from checks.context import ProbeContext
 from checks.model import StepResult
 
 StepRun = Callable[[ProbeContext], Awaitable[StepResult]]
+
+ANYWHERE = ""  # the place of a part that any machine can run
+
+PartRun = Callable[[ProbeContext, str], Awaitable[dict[str, Any]]]
+# (context, the parts each place returned, why a place returned none) -> the step's result
+PartsAssemble = Callable[
+    [ProbeContext, Mapping[str, dict[str, Any]], Mapping[str, str]], StepResult
+]
+
+
+@dataclass(frozen=True)
+class Parts:
+    """How a step whose inputs lie on several machines (log files) runs as one part per
+    machine, so that a worker on each machine reads what is there.
+
+    ``places(ctx)`` names the machines (``ANYWHERE``: any); ``run(ctx, place)`` reads what
+    lies on one and returns JSON; ``assemble(ctx, parts, missing)`` makes the step's result
+    from every part together, so that evidence from two machines can explain each other. A
+    part that could not run is in ``missing`` with the reason. The step's own ``run`` is
+    what one process does by itself: the parts it can read where it is, assembled.
+    """
+
+    places: Callable[[ProbeContext], tuple[str, ...]]
+    run: PartRun
+    assemble: PartsAssemble
 
 
 @dataclass(frozen=True)
@@ -24,7 +50,7 @@ class Step:
     order: int  # position in the runbook sequence
     title: str  # what a person reads
     run: StepRun
-    routing: str = "default"  # queue family; "logs" jobs may run on the host holding the logs
+    parts: Parts | None = None  # set when the step's inputs may lie on other machines
 
 
 @cache

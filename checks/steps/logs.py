@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +24,7 @@ from checks.logparse import FORMATS, LogLine, classifier, detect_format
 from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.redact import redact
 from checks.settings import LogSource
-from checks.steps import Step
+from checks.steps import ANYWHERE, Parts, Step
 
 TAIL_BYTES = 2 * 1024 * 1024  # only the recent end of a log is read
 MAX_SAMPLES = 3
@@ -100,6 +102,27 @@ class Tally:
     def upstream(self) -> str | None:
         return redact(self.upstreams.most_common(1)[0][0]) if self.upstreams else None
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
+            "samples": self.samples,
+            "whats": dict(self.whats),
+            "upstreams": dict(self.upstreams),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Tally:
+        return cls(
+            count=int(d["count"]),
+            first_seen=_when(d.get("first_seen")),
+            last_seen=_when(d.get("last_seen")),
+            samples=list(d.get("samples", [])),
+            whats=Counter(d.get("whats", {})),
+            upstreams=Counter(d.get("upstreams", {})),
+        )
+
     @property
     def what(self) -> str:
         return self.whats.most_common(1)[0][0] if self.whats else "error lines"
@@ -119,6 +142,41 @@ class LogScan:
     causes: dict[Cause, Tally] = field(default_factory=dict)  # first-hand failures
     consequences: dict[Cause | None, Tally] = field(default_factory=dict)
     unclassified: Tally = field(default_factory=Tally)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON, so that a scan made on the machine holding the log can travel."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "detected": self.detected,
+            "empty": self.empty,
+            "bytes_read": self.bytes_read,
+            "lines_read": self.lines_read,
+            "lines_in_window": self.lines_in_window,
+            "causes": {c.value: t.to_dict() for c, t in self.causes.items()},
+            "consequences": {
+                (c.value if c else ""): t.to_dict() for c, t in self.consequences.items()
+            },
+            "unclassified": self.unclassified.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LogScan:
+        return cls(
+            path=str(d["path"]),
+            format=d.get("format"),
+            detected=bool(d.get("detected")),
+            empty=bool(d.get("empty")),
+            bytes_read=int(d.get("bytes_read", 0)),
+            lines_read=int(d.get("lines_read", 0)),
+            lines_in_window=int(d.get("lines_in_window", 0)),
+            causes={Cause(c): Tally.from_dict(t) for c, t in d.get("causes", {}).items()},
+            consequences={
+                (Cause(c) if c else None): Tally.from_dict(t)
+                for c, t in d.get("consequences", {}).items()
+            },
+            unclassified=Tally.from_dict(d["unclassified"]),
+        )
 
     def claims(self) -> dict[Cause, Tally]:
         """The causes this log is evidence for. Consequences ("no live upstreams") claim
@@ -183,6 +241,10 @@ def scan_log(source: LogSource, since: datetime) -> LogScan:
 
 def _iso(when: datetime | None) -> str | None:
     return when.isoformat(timespec="seconds") if when else None
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def _window_text(seconds: float) -> str:
@@ -340,33 +402,107 @@ def _scan_detail(scan: LogScan) -> dict[str, Any]:
     }
 
 
-async def run(ctx: ProbeContext) -> StepResult:
+def places(ctx: ProbeContext) -> tuple[str, ...]:
+    """The machines holding the site's logs (``ANYWHERE`` for logs without a ``host``)."""
+    site = ctx.target.site
+    if site is None:
+        return ()
+    return tuple(sorted({source.host or ANYWHERE for source in site.logs}))
+
+
+def _label(place: str, path: str) -> str:
+    """How a log is named in findings: the same path on two machines is two logs."""
+    return f"{place}:{path}" if place else path
+
+
+async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
+    """Scan the site's logs that lie at ``place``: run on that machine."""
+    site = ctx.target.site
+    sources = [s for s in site.logs if (s.host or ANYWHERE) == place] if site else []
+    since = datetime.now().astimezone() - timedelta(seconds=ctx.settings.log_window_s)
+    scans: list[dict[str, Any]] = []
+    unreadable: list[dict[str, Any]] = []
+    for source in sources:
+        label = _label(place, source.path)
+        try:
+            scan = await asyncio.to_thread(scan_log, source, since)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            finding = Finding(
+                "log_unreadable",
+                f"cannot read {label}: {reason}",
+                Status.WARN,
+                data={"log": label, "error": reason},
+            )
+            unreadable.append(finding.to_dict())
+            continue
+        scan.path = label
+        scans.append(scan.to_dict())
+    return {"place": place, "scans": scans, "unreadable": unreadable}
+
+
+def assemble(
+    ctx: ProbeContext, parts: Mapping[str, dict[str, Any]], missing: Mapping[str, str]
+) -> StepResult:
+    """One result from the logs of every machine, so an app server's log on one machine can
+    explain what the proxy on another saw."""
     site = ctx.target.site
     if site is None or not site.logs:
         return StepResult("logs", Status.SKIPPED, _NO_LOGS)
     window_s = ctx.settings.log_window_s
-    since = datetime.now().astimezone() - timedelta(seconds=window_s)
-    scans: list[LogScan] = []
-    unreadable: list[Finding] = []
-    for source in site.logs:
-        try:
-            scans.append(await asyncio.to_thread(scan_log, source, since))
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            unreadable.append(
-                Finding(
-                    "log_unreadable",
-                    f"cannot read {source.path}: {reason}",
-                    Status.WARN,
-                    data={"log": source.path, "error": reason},
-                )
+    scans = [LogScan.from_dict(d) for place in sorted(parts) for d in parts[place]["scans"]]
+    unreadable = [
+        Finding.from_dict(d) for place in sorted(parts) for d in parts[place]["unreadable"]
+    ]
+    not_read: list[Finding] = []
+    for place, reason in sorted(missing.items()):
+        paths = [s.path for s in site.logs if (s.host or ANYWHERE) == place]
+        not_read.append(
+            Finding(
+                "log_host_unread",
+                f"logs on {place or 'this machine'} not read ({', '.join(paths)}): {reason}",
+                Status.WARN,
+                data={"host": place, "logs": paths, "error": reason},
             )
-    findings = findings_for(scans, window_s) + unreadable
+        )
+    findings = findings_for(scans, window_s) + unreadable + not_read
     summary = _summary(findings, scans, window_s)
     if unreadable:
         summary += f"; {len(unreadable)} log(s) unreadable"
-    details = {"window_s": window_s, "logs": [_scan_detail(s) for s in scans]}
+    if missing:
+        summary += f"; logs on {', '.join(sorted(p or 'this machine' for p in missing))} not read"
+    details: dict[str, Any] = {"window_s": window_s, "logs": [_scan_detail(s) for s in scans]}
+    if missing:
+        details["hosts_not_read"] = dict(missing)
     return StepResult.from_findings("logs", summary, findings, details=details)
 
 
-STEP = Step(name="logs", order=40, title="Logs", run=run, routing="logs")
+def _this_machine() -> set[str]:
+    name = socket.gethostname().lower()
+    return {name, name.split(".")[0]}
+
+
+async def run(ctx: ProbeContext) -> StepResult:
+    """In one process (the CLI, no queue): read the logs that lie here. Logs a site keeps on
+    another machine are read there by a worker serving ``logs@HOST``."""
+    here = _this_machine()
+    parts: dict[str, dict[str, Any]] = {}
+    missing: dict[str, str] = {}
+    for place in places(ctx):
+        if place == ANYWHERE or place.lower() in here:
+            parts[place] = await run_part(ctx, place)
+        else:
+            missing[place] = (
+                f"they are read on {place} by a worker serving its queue "
+                f"(badgateway worker --queues logs@{place}, with REDIS_URL set)"
+            )
+    return assemble(ctx, parts, missing)
+
+
+STEP = Step(
+    name="logs",
+    order=40,
+    title="Logs",
+    run=run,
+    parts=Parts(places=places, run=run_part, assemble=assemble),
+)

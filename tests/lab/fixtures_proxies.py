@@ -22,7 +22,12 @@ request log, php-fpm's error_log), ``access_log`` (or None), ``log_format`` (the
 
 Options (all keyword): nginx ``connect_timeout_s=1``, ``read_timeout_s=1``,
 ``buffer_size=None`` (proxy/fastcgi_buffer_size), ``max_fails=1``, ``fail_timeout_s=10``,
-``max_conns=0``; haproxy ``connect_timeout_s=1``, ``server_timeout_s=1``, ``retries=0``,
+``max_conns=0``, ``https=False`` (proxy_pass https://: TLS to the upstream),
+``ssl_verify_ca=None`` (a CA file: ``proxy_ssl_verify on`` with it as the trust anchor),
+``ssl_name=None`` (``proxy_ssl_name``, sent as SNI too), ``resolver=None`` ("127.0.0.1:PORT":
+the upstream is one "name:port" that nginx resolves per request through that DNS server,
+``proxy_pass http://$up:PORT``, never through the system resolver),
+``resolver_timeout_s=1``; haproxy ``connect_timeout_s=1``, ``server_timeout_s=1``, ``retries=0``,
 ``maxconn=0`` (per server), ``queue_timeout_s=1``; apache ``timeout_s=1``, ``retry_s=0``;
 php-fpm ``max_children=2``, ``terminate_timeout_s=0`` (0 = off), ``tcp=False``.
 ``upstream`` may be an ``Upstream``, a "host:port" string, or a list of them (nginx,
@@ -221,6 +226,11 @@ def start_nginx(
     max_fails: int = 1,
     fail_timeout_s: float = 10,
     max_conns: int = 0,
+    https: bool = False,
+    ssl_verify_ca: Path | None = None,
+    ssl_name: str | None = None,
+    resolver: str | None = None,
+    resolver_timeout_s: float = 1,
 ) -> Proxy:
     binary = require_binary("nginx", "/usr/sbin/nginx")
     directory.mkdir(parents=True, exist_ok=True)
@@ -252,18 +262,42 @@ def start_nginx(
     else:
         if upstream is None:
             raise ValueError("nginx_proxy needs an upstream or php=")
-        fail_timeout = f"{max(1, round(fail_timeout_s))}s"  # whole seconds only
-        servers = "\n".join(
-            f"        server {address} max_fails={max_fails} fail_timeout={fail_timeout}"
-            + (f" max_conns={max_conns}" if max_conns else "")
-            + ";"
-            for address in _addresses(upstream)
-        )
-        pool = f"    upstream app {{\n{servers}\n    }}"
+        scheme = "https" if https else "http"
+        if resolver is not None:
+            # A variable in proxy_pass: nginx resolves the name per request through
+            # `resolver` (a literal name would be resolved once at start, by the system).
+            [address] = _addresses(upstream)
+            name, _, name_port = address.rpartition(":")
+            pool = ""
+            target = (
+                f"resolver {resolver} valid=1s;\n"
+                f"            resolver_timeout {ms(resolver_timeout_s)};\n"
+                f"            set $up {name};\n"
+                f"            proxy_pass {scheme}://$up:{name_port};"
+            )
+        else:
+            fail_timeout = f"{max(1, round(fail_timeout_s))}s"  # whole seconds only
+            servers = "\n".join(
+                f"        server {address} max_fails={max_fails} fail_timeout={fail_timeout}"
+                + (f" max_conns={max_conns}" if max_conns else "")
+                + ";"
+                for address in _addresses(upstream)
+            )
+            pool = f"    upstream app {{\n{servers}\n    }}"
+            target = f"proxy_pass {scheme}://app;"
+        tls = ""
+        if ssl_verify_ca is not None:
+            tls += (
+                f"proxy_ssl_verify on; proxy_ssl_trusted_certificate {ssl_verify_ca}; "
+                "proxy_ssl_verify_depth 2;"
+            )
+        if ssl_name is not None:
+            tls += f" proxy_ssl_name {ssl_name}; proxy_ssl_server_name on;"
         buffer = f"proxy_buffer_size {buffer_size};" if buffer_size else ""
         location = f"""
         location / {{
-            proxy_pass http://app;
+            {target}
+            {tls}
             proxy_connect_timeout {ms(connect_timeout_s)};
             proxy_read_timeout {ms(read_timeout_s)};
             proxy_send_timeout {ms(read_timeout_s)};

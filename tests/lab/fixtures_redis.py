@@ -6,6 +6,7 @@ Use::
     def test_x(redis_server, queue_lab):
         redis_server.url                 # redis://127.0.0.1:PORT/0 (AOF on, everysec)
         redis_server.restart()           # same port, same data directory (AOF replayed)
+        redis_server.crash_restart()     # the same after a SIGKILL (no final AOF flush)
         worker = queue_lab.start_worker("a", queues="default", concurrency=10)
         worker.kill()                    # SIGKILL;  worker.terminate() is SIGTERM
         queue_lab.http.url(3.0)          # http://127.0.0.1:PORT/sleep/3.0 (answers after 3 s)
@@ -39,7 +40,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,7 +59,7 @@ from checks.context import ProbeContext
 from checks.model import Diagnosis, Finding, Status, StepResult
 from checks.runner import prepare
 from checks.settings import Settings, load_settings
-from checks.steps import Step
+from checks.steps import ANYWHERE, Parts, Step
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,6 +134,22 @@ class RedisServer:
         """Stop, stay down ``down_s``, start again on the same port; returns the outage (s)."""
         t0 = time.monotonic()
         self.stop()
+        time.sleep(down_s)
+        self.start()
+        return time.monotonic() - t0
+
+    def crash_restart(self, down_s: float = 0.5) -> float:
+        """SIGKILL (a crash: no final AOF flush or fsync), stay down ``down_s``, start again on
+        the same port and data directory (the AOF replayed); returns the outage (s)."""
+        t0 = time.monotonic()
+        if self.process is not None:
+            process, self.process = self.process, None
+            process.stop(signal.SIGKILL, timeout=10)  # returns once the process is gone
+            if process.proc.returncode != -signal.SIGKILL:
+                raise RuntimeError(
+                    f"redis-server had exited ({process.proc.returncode}) before the crash:\n"
+                    + process.log_path.read_text(errors="replace")[-2000:]  # log closed
+                )
         time.sleep(down_s)
         self.start()
         return time.monotonic() - t0
@@ -253,10 +270,43 @@ async def _lab_quick(name: str, ctx: ProbeContext) -> StepResult:
     return StepResult.from_findings(name, f"{name} ran", [Finding(name, f"{name} ran")])
 
 
+def _lab_tail_places(ctx: ProbeContext) -> tuple[str, ...]:
+    site = ctx.target.site
+    return tuple(sorted({s.host or ANYWHERE for s in site.logs})) if site else ()
+
+
+async def _lab_tail_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
+    """Says which worker read the part; crashes where ``BADGATEWAY_LAB_PART_CRASH`` says."""
+    if place and place in os.environ.get("BADGATEWAY_LAB_PART_CRASH", "").split(","):
+        raise RuntimeError(f"the disk of {place} is on fire")
+    return {"worker": os.environ.get("BADGATEWAY_WORKER_NAME", "")}
+
+
+def _lab_tail_assemble(
+    ctx: ProbeContext, parts: Mapping[str, dict[str, Any]], missing: Mapping[str, str]
+) -> StepResult:
+    findings = [
+        Finding("lab_part", f"{place or '*'} read by {part['worker']}")
+        for place, part in sorted(parts.items())
+    ]
+    findings += [
+        Finding("lab_part_missing", f"{place or '*'} missing: {reason}", Status.WARN)
+        for place, reason in sorted(missing.items())
+    ]
+    return StepResult.from_findings("lab_tail", f"{len(parts)} part(s) read", findings)
+
+
 LAB_STEPS: tuple[Step, ...] = (
     Step("lab_fetch", 901, "Lab: fetch the URL", _lab_fetch),
     Step("lab_ping", 902, "Lab: TCP connect", _lab_ping),
-    Step("lab_tail", 903, "Lab: read logs", functools.partial(_lab_quick, "lab_tail"), "logs"),
+    # Like the logs step: read where the site's logs lie (one part per host).
+    Step(
+        "lab_tail",
+        903,
+        "Lab: read logs",
+        functools.partial(_lab_quick, "lab_tail"),
+        Parts(_lab_tail_places, _lab_tail_part, _lab_tail_assemble),
+    ),
     Step("lab_flaky", 904, "Lab: shown badly", functools.partial(_lab_quick, "lab_flaky")),
 )
 
@@ -300,6 +350,7 @@ class LabSink:
                 "status": result.status.value,
                 "summary": result.summary,
                 "codes": codes,
+                "messages": [f.message for f in result.findings],
             }
         )
 
@@ -460,6 +511,15 @@ diagnosis_budget_s = 8
 name = "shop"
 url = "http://127.0.0.2:{http_port}/"
 logs = [{{ path = "/var/log/nginx/error.log", format = "nginx", host = "web-1" }}]
+
+[[site]]
+name = "split"
+url = "http://127.0.0.3:{http_port}/"
+logs = [
+  {{ path = "/var/log/nginx/error.log", format = "nginx", host = "web-1" }},
+  {{ path = "/var/log/php8.2-fpm.log", format = "php-fpm", host = "app-1" }},
+  {{ path = "/var/log/haproxy.log", format = "haproxy" }},
+]
 """,
         encoding="utf-8",
     )
