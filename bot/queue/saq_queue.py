@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from saq.job import TERMINAL_STATUSES, Job, Status
@@ -85,7 +85,7 @@ class DiagnosisQueue(RedisQueue):
         lock_ms = max(1, int(float(lock) * 1000))
         if not await self.redis.set(self._sweep, 1, nx=True, px=lock_ms):
             return []  # another worker swept within this interval
-        job_ids = await self.redis.lrange(self._active, 0, -1)
+        job_ids = await cast("Awaitable[list[bytes]]", self.redis.lrange(self._active, 0, -1))
         if not job_ids:
             return []
         payloads = await self.redis.mget(job_ids)
@@ -109,22 +109,26 @@ class DiagnosisQueue(RedisQueue):
 
     async def _queued_too_long(self, job_id: bytes) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(self._suspects, job_id, now())
-            pipe.hget(self._suspects, job_id)
+            pipe.hsetnx(self._suspects, job_id.decode(), str(now()))
+            pipe.hget(self._suspects, job_id.decode())
             _, first_seen = await pipe.execute()
         return now() - int(first_seen) > self.tuning.heartbeat_s * 1000
 
     async def _forget_cleared_suspects(self, active_ids: list[bytes]) -> None:
-        suspects = set(await self.redis.hkeys(self._suspects))
+        suspects = set(await cast("Awaitable[list[bytes]]", self.redis.hkeys(self._suspects)))
         cleared = suspects - set(active_ids)
         if cleared:
-            await self.redis.hdel(self._suspects, *cleared)
+            await cast(
+                "Awaitable[int]", self.redis.hdel(self._suspects, *(c.decode() for c in cleared))
+            )
 
     async def _sweep_one(self, job_id: bytes, payload: bytes | None) -> bool:
         job = self.deserialize(payload)
         if job is None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                await pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id).execute()
+                pipe.lrem(self._active, 0, job_id.decode())
+                pipe.zrem(self._incomplete, job_id)
+                await pipe.execute()
             log.info("swept missing job %s", job_id)
             return True
         if job.status is Status.ACTIVE and not job.stuck:

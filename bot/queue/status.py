@@ -11,6 +11,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from bot.config import BotConfig
@@ -55,7 +56,7 @@ async def collect_status(config: BotConfig) -> dict[str, Any]:
             info = await DiagnosisQueue(redis, name, tuning).info()
             failed = 0
             for worker_id, worker in info["workers"].items():
-                stats = worker.get("stats") or {}
+                stats: Mapping[str, Any] = worker.get("stats") or {}
                 failed += int(stats.get("failed") or 0)
                 meta = worker.get("metadata") or {}
                 seen = workers.setdefault(

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -51,7 +52,9 @@ class DiagnosisStore:
         return bool(delivered), StepResult.from_dict(json.loads(raw)) if raw else None
 
     async def result(self, diagnosis_id: str, step: str) -> StepResult | None:
-        raw = await self.redis.hget(_key(diagnosis_id, "results"), step)
+        raw = await cast(
+            "Awaitable[bytes | None]", self.redis.hget(_key(diagnosis_id, "results"), step)
+        )
         return StepResult.from_dict(json.loads(raw)) if raw is not None else None
 
     async def keep_first(self, diagnosis_id: str, result: StepResult) -> StepResult:
@@ -89,11 +92,15 @@ class DiagnosisStore:
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     async def parts(self, diagnosis_id: str, step: str) -> dict[str, dict[str, Any]]:
-        raw = await self.redis.hgetall(_key(diagnosis_id, f"parts:{step}"))
+        raw = await cast(
+            "Awaitable[dict[bytes, bytes]]", self.redis.hgetall(_key(diagnosis_id, f"parts:{step}"))
+        )
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     async def results(self, diagnosis_id: str) -> dict[str, StepResult]:
-        raw = await self.redis.hgetall(_key(diagnosis_id, "results"))
+        raw = await cast(
+            "Awaitable[dict[bytes, bytes]]", self.redis.hgetall(_key(diagnosis_id, "results"))
+        )
         return {_text(k): StepResult.from_dict(json.loads(v)) for k, v in raw.items()}
 
     async def mark_delivered(self, diagnosis_id: str, step: str) -> tuple[bool, set[str]]:
@@ -132,10 +139,11 @@ class DiagnosisStore:
         await self.redis.delete(_key(diagnosis_id, "concluding"))
 
     async def note_queues(self, *names: str) -> None:
-        await self.redis.sadd(QUEUES_KEY, *names)
+        await cast("Awaitable[int]", self.redis.sadd(QUEUES_KEY, *names))
 
     async def queue_names(self) -> list[str]:
-        return sorted(_text(n) for n in await self.redis.smembers(QUEUES_KEY))
+        members = await cast("Awaitable[set[bytes]]", self.redis.smembers(QUEUES_KEY))
+        return sorted(_text(n) for n in members)
 
     async def record_job(self, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -144,7 +152,8 @@ class DiagnosisStore:
             await pipe.execute()
 
     async def recent_jobs(self) -> list[dict[str, Any]]:
-        return [json.loads(e) for e in await self.redis.lrange(JOB_STATS_KEY, 0, -1)]
+        entries = await cast("Awaitable[list[bytes]]", self.redis.lrange(JOB_STATS_KEY, 0, -1))
+        return [json.loads(e) for e in entries]
 
     async def count_dead_letter(self) -> None:
         await self.redis.incr(DEAD_LETTERS_KEY)

@@ -19,9 +19,10 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from saq import Worker
+from saq.types import PartialTimersDict
 
 from bot.config import BotConfig
 from bot.pipeline import DiagnosisRequest, ResultSink
@@ -132,12 +133,17 @@ async def _work(config: BotConfig, settings: Settings, queues: list[str]) -> int
             functions,
             id=f"{name}-{queue_name}",
             concurrency=concurrency,
-            timers={
-                "sweep": tuning.sweep_s,  # type: ignore[typeddict-item]
-                "abort": min(1, tuning.abort_wait_s / 2),  # type: ignore[typeddict-item]
-                "schedule": 1,  # retries with a delay wait in a sorted set until then
-                "worker_info": tuning.worker_info_s,
-            },
+            # SAQ types its timers as whole seconds but sleeps on any number; the tests use
+            # fractions of a second.
+            timers=cast(
+                "PartialTimersDict",
+                {
+                    "sweep": tuning.sweep_s,
+                    "abort": min(1, tuning.abort_wait_s / 2),
+                    "schedule": 1,  # retries with a delay wait in a sorted set until then
+                    "worker_info": tuning.worker_info_s,
+                },
+            ),
             dequeue_timeout=tuning.dequeue_timeout_s,
             shutdown_grace_period_s=tuning.job_timeout_s(settings) + 5,
             before_process=runner.before_process,
