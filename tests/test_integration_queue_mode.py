@@ -5,8 +5,8 @@ upstreams. Requests arrive signed as Slack signs them, alerts as Alertmanager se
 
 Each piece has its own tests; these check that they fit: the web process posts the root and
 enqueues, the workers probe and post every step into that thread exactly once (also when one
-of them is SIGKILLed mid-diagnosis), and an alert opens one thread that the workers' diagnosis
-lands in.
+of them is SIGKILLed mid-diagnosis), an alert opens one thread that the workers' diagnosis
+lands in, and logs kept on two hosts are read by the workers there into one logs reply.
 """
 
 from __future__ import annotations
@@ -63,12 +63,18 @@ default_channel = "{ALERTS}"
 """
     for site in sites:
         channel = f'channel = "{site["channel"]}"\n' if site.get("channel") else ""
+        # A site's logs: its nginx's error log, or as given ({path, format, host?} each).
+        logs = site.get("logs") or [{"path": site["proxy"].error_log, "format": "nginx"}]
+        entries = ", ".join(
+            "{ " + ", ".join(f'{key} = "{value}"' for key, value in entry.items() if value) + " }"
+            for entry in logs
+        )
         text += f"""
 [[site]]
 name = "{site["name"]}"
-url = "{site["proxy"].url}"
+url = "{site.get("url") or site["proxy"].url}"
 upstreams = ["{site["upstream"].address}"]
-logs = [{{ path = "{site["proxy"].error_log}", format = "nginx" }}]
+logs = [{entries}]
 interval_s = 3600
 {channel}"""
     return text
@@ -113,10 +119,13 @@ class Deployment:
                 await asyncio.sleep(0.05)
 
     async def start_workers(self, *names: str) -> None:
+        """Workers of the default queue; a name like ``logs@web-1`` is a worker on web-1
+        that serves only that host's log queue."""
+        queues = {name: name if name.startswith("logs@") else "default" for name in names}
         for name in names:
             env = {**self.env, "BADGATEWAY_WORKER_NAME": name}
             self.workers[name] = ManagedProcess(
-                [sys.executable, "-m", "bot.cli", "worker", "--queues", "default"],
+                [sys.executable, "-m", "bot.cli", "worker", "--queues", queues[name]],
                 self.directory / f"worker-{name}.log",
                 env=env,
                 cwd=str(REPO),
@@ -125,7 +134,8 @@ class Deployment:
         deadline = time.monotonic() + 20
         try:
             for name, process in self.workers.items():
-                while not await redis.exists(f"saq:default:worker_info:{name}-default"):
+                info = f"saq:{queues[name]}:worker_info:{name}-{queues[name]}"
+                while not await redis.exists(info):
                     if process.proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"worker {name} did not start:\n{process.output()}")
                     await asyncio.sleep(0.05)
@@ -513,3 +523,44 @@ async def test_alertmanager_alert_opens_one_thread_diagnosed_by_the_workers(
     assert await bot.alert(alertmanager_payload("alertshop"), token="wrong-token") == 401
     await asyncio.sleep(1.0)
     assert len(slack.calls) == calls_before
+
+
+async def test_logs_on_two_hosts_are_read_by_their_workers_into_one_logs_reply(
+    deploy: Callable[..., Any],
+    php_fpm: Callable[..., Any],
+    nginx_proxy: Callable[..., Proxy],
+) -> None:
+    """nginx's log on web-1 and php-fpm's on app-1, each read only by the worker there: one
+    logs reply names both, and php-fpm's timeout on one machine explains nginx's 502 on the
+    other in the verdict."""
+    fpm = php_fpm(max_children=4, terminate_timeout_s=1)
+    proxy = nginx_proxy(php=fpm, read_timeout_s=4)
+    url = proxy.url + "sleep.php?s=3"
+    with contextlib.suppress(httpx.HTTPError):
+        await asyncio.to_thread(httpx.get, url, timeout=10)  # the failure users saw
+    fpm.wait_for_log(r"execution timed out")
+    proxy.wait_for_log(r"Connection reset|prematurely closed")
+    site = {
+        "name": "phpshop",
+        "url": url,
+        "proxy": proxy,
+        "upstream": fpm,
+        "logs": [
+            {"path": proxy.error_log, "format": "nginx", "host": "web-1"},
+            {"path": fpm.error_log, "format": "php-fpm", "host": "app-1"},
+        ],
+    }
+    bot: Deployment = await deploy([site], workers=("a", "logs@web-1", "logs@app-1"))
+    slack = bot.slack
+
+    assert (await bot.send(bot.signer.slash_command("phpshop", channel=OPS)))[0] == 200
+    await bot.until(lambda: len(slack.roots(OPS)) == 1, "the root message")
+    root = slack.roots(OPS)[0]
+    await bot.until(lambda: len(verdicts(slack, root.ts)) == 1, "the verdict")
+    assert thread_names(slack, root.ts) == [*STEPS, "verdict"], bot.logs()
+    assert posts_per_step(slack, root.ts) == {**dict.fromkeys(STEPS, 1), "verdict": 1}
+    [logs_reply] = [m for m in slack.thread(root.ts) if m.text.startswith("logs:")]
+    shown = json.dumps(logs_reply.blocks)
+    assert f"web-1:{proxy.error_log}" in shown and f"app-1:{fpm.error_log}" in shown
+    assert "not read" not in logs_reply.text
+    assert verdicts(slack, root.ts)[0].text.startswith("verdict: app_timeout"), bot.logs()
