@@ -62,14 +62,19 @@ async def run_step(step: Step, ctx: ProbeContext) -> StepResult:
         result.status = Status.ERROR
     except Exception as exc:  # a bug or surprise in one step must not sink the diagnosis
         log.exception("step %s crashed", step.name)
-        result = StepResult(
-            step.name,
-            Status.ERROR,
-            f"the check crashed: {type(exc).__name__}: {exc}",
-            [Finding("step_crashed", f"{type(exc).__name__}: {exc}", Status.ERROR)],
-        )
+        result = crashed(step, exc)
     result.duration_ms = round((time.monotonic() - started) * 1000)
     return result
+
+
+def crashed(step: Step, exc: Exception) -> StepResult:
+    """The step's ``error`` result for a crash inside it."""
+    return StepResult(
+        step.name,
+        Status.ERROR,
+        f"the check crashed: {type(exc).__name__}: {exc}",
+        [Finding("step_crashed", f"{type(exc).__name__}: {exc}", Status.ERROR)],
+    )
 
 
 def part_places(step: Step, ctx: ProbeContext) -> tuple[str, ...]:
@@ -113,12 +118,7 @@ def assemble_parts(
         result = step.parts.assemble(ctx, ready, missing)
     except Exception as exc:
         log.exception("step %s could not assemble its parts", step.name)
-        result = StepResult(
-            step.name,
-            Status.ERROR,
-            f"the check crashed: {type(exc).__name__}: {exc}",
-            [Finding("step_crashed", f"{type(exc).__name__}: {exc}", Status.ERROR)],
-        )
+        result = crashed(step, exc)
     result.duration_ms = max((int(p.get("duration_ms", 0)) for p in parts.values()), default=0)
     return result
 

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from saq.job import Job, Status
@@ -38,7 +38,7 @@ from checks.context import ProbeContext
 from checks.model import StepResult
 from checks.runner import assemble_parts, part_places, run_part, run_step
 from checks.settings import Settings
-from checks.steps import ANYWHERE, step_named
+from checks.steps import ANYWHERE, Step, step_named
 from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
@@ -181,22 +181,30 @@ class JobRunner:
                 await self._maybe_conclude(req, *await self.store.conclusion_state(req.id))
         return {"routed": routed}
 
+    async def step_job(
+        self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
+    ) -> dict[str, Any]:
+        req = DiagnosisRequest.from_dict(request)
+
+        async def probe() -> StepResult:
+            return await self.store.keep_first(req.id, await self._probe(req, step))
+
+        async with self._heartbeat(ctx["job"]):
+            await self._settle(req, step, probe)
+        return {"step": step}
+
     async def part_job(
         self, ctx: dict[str, Any], *, request: dict[str, Any], step: str, place: str
     ) -> dict[str, Any]:
         req = DiagnosisRequest.from_dict(request)
+
+        async def read_part() -> StepResult | None:
+            split, probe_ctx = self._split_step(req, step)
+            part = await run_part(split, probe_ctx, place)  # within the budget; never raises
+            return await self._keep_parts(req, step, {place: part})
+
         async with self._heartbeat(ctx["job"]):
-            delivered, result = await self.store.progress(req.id, step)
-            if delivered:
-                state = await self.store.conclusion_state(req.id)
-            else:
-                if result is None:
-                    part = await self._run_part(req, step, place)
-                    result = await self._keep_part(req, step, {place: part})
-                    if result is None:  # parts from other machines are still to come
-                        return {"step": step, "place": place}
-                state = await self._deliver(req, result)
-            await self._maybe_conclude(req, *state)
+            await self._settle(req, step, read_part)
         return {"step": step, "place": place}
 
     async def parts_due_job(
@@ -204,30 +212,48 @@ class JobRunner:
     ) -> dict[str, Any]:
         """The wait for the machines' workers is over: a part not in by now is missing."""
         req = DiagnosisRequest.from_dict(request)
+        late: list[str] = []
+
+        async def give_up_on_late_parts() -> StepResult | None:
+            stored = await self.store.parts(req.id, step)
+            late.extend(p for p in self._places(req, step) if p not in stored)
+            waited = f"{self.tuning.host_wait_s:g} s"
+            return await self._keep_parts(
+                req,
+                step,
+                {
+                    place: {
+                        "missing": f"no worker on queue {part_queue(place)} took them "
+                        f"within {waited}; is `badgateway worker --queues "
+                        f"{part_queue(place)}` running on {place or 'any machine'}?"
+                    }
+                    for place in late
+                },
+            )
+
         async with self._heartbeat(ctx["job"]):
-            delivered, result = await self.store.progress(req.id, step)
-            if delivered:
-                return {"step": step, "late": []}
-            late: list[str] = []
-            if result is None:
-                stored = await self.store.parts(req.id, step)
-                late = [p for p in self._places(req, step) if p not in stored]
-                waited = f"{self.tuning.host_wait_s:g} s"
-                result = await self._keep_part(
-                    req,
-                    step,
-                    {
-                        place: {
-                            "missing": f"no worker on queue {part_queue(place)} took them "
-                            f"within {waited}; is `badgateway worker --queues "
-                            f"{part_queue(place)}` running on {place or 'any machine'}?"
-                        }
-                        for place in late
-                    },
-                )
-            if result is not None:
-                await self._maybe_conclude(req, *await self._deliver(req, result))
+            await self._settle(req, step, give_up_on_late_parts)
         return {"step": step, "late": late}
+
+    async def _settle(
+        self,
+        req: DiagnosisRequest,
+        step: str,
+        produce: Callable[[], Awaitable[StepResult | None]],
+    ) -> None:
+        """What every job that brings a step's result does, safe to run twice: skip what an
+        earlier run did, ``produce`` the result if none is stored (None: not ready yet),
+        deliver it, and conclude the diagnosis if this was the last step."""
+        delivered, result = await self.store.progress(req.id, step)
+        if delivered:  # an earlier run got this far; it may have died before concluding
+            state = await self.store.conclusion_state(req.id)
+        else:
+            if result is None:  # not made yet (or the earlier run died before storing it)
+                result = await produce()
+                if result is None:
+                    return
+            state = await self._deliver(req, result)
+        await self._maybe_conclude(req, *state)
 
     def _places(self, req: DiagnosisRequest, name: str) -> tuple[str, ...]:
         step = step_named(name)
@@ -239,14 +265,13 @@ class JobRunner:
             return ()
         return part_places(step, ctx)
 
-    async def _run_part(self, req: DiagnosisRequest, name: str, place: str) -> dict[str, Any]:
+    def _split_step(self, req: DiagnosisRequest, name: str) -> tuple[Step, ProbeContext]:
         step = step_named(name)
         if step is None or step.parts is None:
             raise UnknownStep(f"this worker has no step named {name!r} that runs in parts")
-        ctx = ProbeContext.from_dict(req.context, self.settings)
-        return await run_part(step, ctx, place)  # bounded by the diagnosis budget; never raises
+        return step, ProbeContext.from_dict(req.context, self.settings)
 
-    async def _keep_part(
+    async def _keep_parts(
         self, req: DiagnosisRequest, name: str, parts: dict[str, dict[str, Any]]
     ) -> StepResult | None:
         """Store parts (first stored wins); once every place has one, the step's result."""
@@ -255,28 +280,10 @@ class JobRunner:
             stored = await self.store.keep_part(req.id, name, place, part)
         places = self._places(req, name)
         if any(place not in stored for place in places):
-            return None
-        step = step_named(name)
-        if step is None or step.parts is None:
-            raise UnknownStep(f"this worker has no step named {name!r} that runs in parts")
-        ctx = ProbeContext.from_dict(req.context, self.settings)
+            return None  # parts from other machines are still to come
+        step, ctx = self._split_step(req, name)
         result = assemble_parts(step, ctx, {p: stored[p] for p in places})
         return await self.store.keep_first(req.id, result)
-
-    async def step_job(
-        self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
-    ) -> dict[str, Any]:
-        req = DiagnosisRequest.from_dict(request)
-        async with self._heartbeat(ctx["job"]):
-            delivered, result = await self.store.progress(req.id, step)
-            if delivered:  # an earlier run got this far; it may have died before concluding
-                state = await self.store.conclusion_state(req.id)
-            else:
-                if result is None:  # not probed yet (or the earlier run died before storing)
-                    result = await self.store.keep_first(req.id, await self._probe(req, step))
-                state = await self._deliver(req, result)
-            await self._maybe_conclude(req, *state)
-        return {"step": step}
 
     async def _probe(self, req: DiagnosisRequest, name: str) -> StepResult:
         step = step_named(name)
@@ -363,7 +370,7 @@ class JobRunner:
             delivered, stored = await self.store.progress(req.id, step)
             if not delivered:
                 missing = {"missing": f"reading them failed after {job.attempts} tries: {reason}"}
-                result = stored or await self._keep_part(req, step, {place: missing})
+                result = stored or await self._keep_parts(req, step, {place: missing})
                 if result is not None:
                     await self._deliver_dead_letter(req, result)
         elif job.function == PARTS_DUE_JOB:
