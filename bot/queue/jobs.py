@@ -275,9 +275,7 @@ class JobRunner:
         self, req: DiagnosisRequest, name: str, parts: dict[str, dict[str, Any]]
     ) -> StepResult | None:
         """Store parts (first stored wins); once every place has one, the step's result."""
-        stored = await self.store.parts(req.id, name) if not parts else {}
-        for place, part in parts.items():
-            stored = await self.store.keep_part(req.id, name, place, part)
+        stored = await self.store.keep_parts(req.id, name, parts)
         places = self._places(req, name)
         if any(place not in stored for place in places):
             return None  # parts from other machines are still to come

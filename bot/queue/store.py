@@ -78,14 +78,15 @@ class DiagnosisStore:
             pipe.expire(key, self.keep_s)
             await pipe.execute()
 
-    async def keep_part(
-        self, diagnosis_id: str, step: str, place: str, part: dict[str, Any]
+    async def keep_parts(
+        self, diagnosis_id: str, step: str, parts: dict[str, dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
-        """Store a step's part from one place unless one is stored already; return every
-        part stored so far (one round trip, so the job that brings the last part knows it)."""
+        """Store a step's parts, each unless its place has one already; return every part
+        stored so far (one transaction, so the job that brings the last part knows it)."""
         key = _key(diagnosis_id, f"parts:{step}")
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, place, json.dumps(part))
+            for place, part in parts.items():
+                pipe.hsetnx(key, place, json.dumps(part))
             pipe.expire(key, self.keep_s)
             pipe.hgetall(key)
             *_, raw = await pipe.execute()
