@@ -23,7 +23,7 @@ from checks.context import ProbeContext
 from checks.logparse import FORMATS, LogLine, classifier, detect_format
 from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.redact import redact
-from checks.settings import LogSource
+from checks.settings import LogSource, Site
 from checks.steps import ANYWHERE, Parts, Step
 
 TAIL_BYTES = 2 * 1024 * 1024  # only the recent end of a log is read
@@ -410,6 +410,10 @@ def places(ctx: ProbeContext) -> tuple[str, ...]:
     return tuple(sorted({source.host or ANYWHERE for source in site.logs}))
 
 
+def _sources_at(site: Site | None, place: str) -> list[LogSource]:
+    return [s for s in site.logs if (s.host or ANYWHERE) == place] if site else []
+
+
 def _label(place: str, path: str) -> str:
     """How a log is named in findings: the same path on two machines is two logs."""
     return f"{place}:{path}" if place else path
@@ -417,8 +421,7 @@ def _label(place: str, path: str) -> str:
 
 async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
     """Scan the site's logs that lie at ``place``: run on that machine."""
-    site = ctx.target.site
-    sources = [s for s in site.logs if (s.host or ANYWHERE) == place] if site else []
+    sources = _sources_at(ctx.target.site, place)
     since = datetime.now().astimezone() - timedelta(seconds=ctx.settings.log_window_s)
     scans: list[dict[str, Any]] = []
     unreadable: list[dict[str, Any]] = []
@@ -456,11 +459,11 @@ def assemble(
     ]
     not_read: list[Finding] = []
     for place, reason in sorted(missing.items()):
-        paths = [s.path for s in site.logs if (s.host or ANYWHERE) == place]
+        paths = [s.path for s in _sources_at(site, place)]
         not_read.append(
             Finding(
                 "log_host_unread",
-                f"logs on {place or 'this machine'} not read ({', '.join(paths)}): {reason}",
+                f"logs on {place or 'any machine'} not read ({', '.join(paths)}): {reason}",
                 Status.WARN,
                 data={"host": place, "logs": paths, "error": reason},
             )
@@ -470,7 +473,7 @@ def assemble(
     if unreadable:
         summary += f"; {len(unreadable)} log(s) unreadable"
     if missing:
-        summary += f"; logs on {', '.join(sorted(p or 'this machine' for p in missing))} not read"
+        summary += f"; logs on {', '.join(sorted(p or 'any machine' for p in missing))} not read"
     details: dict[str, Any] = {"window_s": window_s, "logs": [_scan_detail(s) for s in scans]}
     if missing:
         details["hosts_not_read"] = dict(missing)
