@@ -360,7 +360,10 @@ async def test_buttons_take_escalate_rerun_resolve(
     await press("bgw_take")
     await slack.wait_for(lambda: "is on it" in str(slack.message(root_ts).blocks), what="taken")
     assert "<@U0BOB0001> is on it" in str(slack.message(root_ts).blocks)
-    assert any("is on it" in m.text for m in slack.thread(root_ts))
+    # The note in the thread follows the root's update.
+    await slack.wait_for(
+        lambda: any("is on it" in m.text for m in slack.thread(root_ts)), what="taken note"
+    )
 
     await press("bgw_escalate")
     await slack.wait_for(
