@@ -14,8 +14,8 @@ fanned out as one ``bgw.part`` job per machine, on queue ``logs@HOST`` (key:
 ``{id}:{step}@{host}``), which only a worker on that machine serves. The job that brings
 the last part assembles the step's result and goes on as a step job would. A
 ``bgw.parts_due`` job, scheduled ``host_wait_s`` later, assembles what has come if a
-machine's worker never took its part, so a host that is down delays the verdict but
-never withholds it.
+machine's worker never took its part (and takes that part's job back), so a host that is
+down delays the verdict but never withholds it.
 """
 
 from __future__ import annotations
@@ -233,7 +233,17 @@ class JobRunner:
 
         async with self._heartbeat(ctx["job"]):
             await self._settle(req, step, give_up_on_late_parts)
+            await self._withdraw_parts(req, step, late)
         return {"step": step, "late": late}
+
+    async def _withdraw_parts(self, req: DiagnosisRequest, step: str, places: list[str]) -> None:
+        """Take back the part jobs the step was shown without, so that a host whose worker is
+        gone for good does not collect one stale job per diagnosis in its queue."""
+        for place in places:
+            queue = self.hub.get(part_queue(place))
+            job = await queue.job(f"{req.id}:{step}@{place or '*'}")
+            if job is not None and job.status in (Status.QUEUED, Status.ACTIVE):
+                await queue.abort(job, f"the {step} step was shown without this part")
 
     async def _settle(
         self,
