@@ -286,10 +286,10 @@ class JobRunner:
     ) -> StepResult | None:
         """Store parts (first stored wins); once every place has one, the step's result."""
         stored = await self.store.keep_parts(req.id, name, parts)
-        places = self._places(req, name)
+        step, ctx = self._split_step(req, name)
+        places = part_places(step, ctx)
         if any(place not in stored for place in places):
             return None  # parts from other machines are still to come
-        step, ctx = self._split_step(req, name)
         result = assemble_parts(step, ctx, {p: stored[p] for p in places})
         return await self.store.keep_first(req.id, result)
 
