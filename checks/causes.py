@@ -115,6 +115,16 @@ CATALOGUE: dict[Cause, CauseInfo] = {
             "Check the upstream address and port in the proxy configuration match the app's.",
         ),
     ),
+    Cause.UPSTREAM_PERMISSION: CauseInfo(
+        "The proxy may not connect to its app's socket",
+        "The app is running, but the proxy's worker user is refused by the file permissions "
+        "of the app's unix socket (connect() fails with 13: Permission denied).",
+        (
+            "Give the proxy's user access to the socket: in a php-fpm pool set listen.owner, "
+            "listen.group (e.g. www-data) and listen.mode = 0660, then reload the pool.",
+            "Check the directory holding the socket is searchable by the proxy's user.",
+        ),
+    ),
     Cause.UPSTREAM_TIMEOUT: CauseInfo(
         "The app server does not answer in time",
         "The proxy connected (or tried) but the upstream did not answer before the proxy's "

@@ -48,6 +48,7 @@ class Cause(StrEnum):
     TLS_ERROR = "tls_error"
     BLOCKED = "blocked"
     UPSTREAM_REFUSED = "upstream_refused"
+    UPSTREAM_PERMISSION = "upstream_permission"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_CLOSED = "upstream_closed"
     UPSTREAM_INVALID = "upstream_invalid"
@@ -64,6 +65,7 @@ class Cause(StrEnum):
 # explains a failure the edge passed through (see checks.verdict).
 BEHIND_THE_PROXY: tuple[Cause, ...] = (
     Cause.UPSTREAM_REFUSED,
+    Cause.UPSTREAM_PERMISSION,
     Cause.UPSTREAM_TIMEOUT,
     Cause.UPSTREAM_CLOSED,
     Cause.UPSTREAM_INVALID,

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from checks.logparse import FORMATS
+
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,7 +29,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class LogSource:
     path: str
-    format: str | None = None  # nginx | apache | haproxy | php-fpm; None = detect
+    format: str | None = None  # a checks.logparse.FORMATS name; None = detect
     host: str | None = None  # the machine holding the file; routes log jobs to its worker
 
 
@@ -118,8 +120,11 @@ def _parse_site(raw: Any, index: int) -> Site:
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise _fail(f"{where} logs #{j + 1}", 'expected { path = "..." }')
         fmt = entry.get("format")
-        if fmt is not None and fmt not in ("nginx", "apache", "haproxy", "php-fpm"):
-            raise _fail(f"{where} logs #{j + 1}", f"unknown format {fmt!r}")
+        if fmt is not None and fmt not in FORMATS:
+            raise _fail(
+                f"{where} logs #{j + 1}",
+                f"unknown format {fmt!r}; one of {', '.join(FORMATS)}, or leave it out",
+            )
         host = entry.get("host")
         if host is not None and not (isinstance(host, str) and _HOST_NAME.fullmatch(host)):
             # It names a queue (logs@HOST) that a worker on that machine serves.

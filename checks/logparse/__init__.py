@@ -1,18 +1,22 @@
 """Read proxy and app-server logs: detect a log's format and classify the lines that explain
-a gateway error (nginx, Apache, HAProxy, php-fpm).
+a gateway error (nginx, Apache, HAProxy, php-fpm, ...).
 
 Every format module has the same shape: ``detect(line) -> bool`` (is this line in my
-format?) and ``classify(line) -> LogLine | None`` (None when the line is not in the format
-at all). A classified line says when it was written, whether the server rates it an error,
-and, when the message is one we know, the cause it is evidence for.
+format?) and ``classify(record) -> LogLine | None`` (None when the record is not in the
+format at all). A record is one line, unless the module also defines ``records(lines)``
+that groups lines into records (a varnishlog transaction spans many lines). A classified
+record says when it was written, whether the server rates it an error, the cause it is
+evidence for when the message is one we know, and whatever names the site, client and
+request it concerns, so that a log shared by several sites is read per site and the
+diagnosis's own requests (``_bgw=`` in their URL) are recognised.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import ModuleType
 
@@ -31,6 +35,12 @@ class LogLine:
     # A consequence of another failure ("no live upstreams", "failed to make connection"):
     # it claims its cause only when the log shows no first-hand failure line.
     secondary: bool = False
+    # What the record says about whose request it was; None where the format does not say.
+    host: str | None = None  # the authority the client asked for (nginx `host:`)
+    server: str | None = None  # the proxy's name for the site (nginx `server:`, a frontend)
+    backend: str | None = None  # the proxy's name for the app pool (HAProxy, Varnish)
+    client: str | None = None  # the client's "ip:port", where the record gives the port
+    mark: str | None = None  # the ``_bgw`` value of a badgateway request (set by ``classifier``)
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,22 @@ def local_time(text: str, fmt: str) -> datetime | None:
 
 Detect = Callable[[str], bool]
 Classify = Callable[[str], LogLine | None]
+Records = Callable[[Iterable[str]], Iterator[str]]
+
+# badgateway's own requests carry ``_bgw=<diagnosis mark>.<attempt>`` in their query string
+# (checks.http_probe.cache_busted); every log that quotes the URL quotes the mark.
+_MARK = re.compile(r"[?&]_bgw=([0-9A-Za-z][0-9A-Za-z.-]{0,40})")
+
+
+def mark_in(text: str) -> str | None:
+    """The ``_bgw`` mark a record quotes, if any."""
+    found = _MARK.search(text)
+    return found.group(1) if found else None
+
+
+def one_line_records(lines: Iterable[str]) -> Iterator[str]:
+    """The usual shape: every line is a record of its own."""
+    return iter(lines)
 
 
 # LogSource.format name -> module in this package.
@@ -74,8 +100,22 @@ def _modules() -> dict[str, ModuleType]:
 
 
 def classifier(fmt: str) -> Classify:
+    """The format's ``classify``, with the record's ``_bgw`` mark filled in."""
     classify: Classify = _modules()[fmt].classify
-    return classify
+
+    def marked(record: str) -> LogLine | None:
+        parsed = classify(record)
+        if parsed is None or parsed.mark is not None or "_bgw=" not in record:
+            return parsed
+        return replace(parsed, mark=mark_in(record))
+
+    return marked
+
+
+def record_splitter(fmt: str) -> Records:
+    """How the format groups lines into records (one line each unless it says otherwise)."""
+    records: Records = getattr(_modules()[fmt], "records", one_line_records)
+    return records
 
 
 def detect_format(lines: Iterable[str], sample: int = 200) -> str | None:

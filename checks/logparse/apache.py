@@ -18,6 +18,7 @@ _LINE = re.compile(
     r"^\[(?P<ts>\w{3} \w{3} [ \d]\d \d{2}:\d{2}:\d{2})(?:\.\d+)? (?P<year>\d{4})\] "
     r"\[(?:(?P<module>[\w-]+):)?(?P<level>[a-z]+\d?)\] (?P<msg>.*)$"
 )
+_CLIENT = re.compile(r"\[client (?P<c>[^\]\s]+)\]")
 _ERRNO = re.compile(r"\((?P<errno>-?\d+)\)[A-Za-z][^:\]]*: ")
 _ERROR_LEVELS = frozenset({"error", "crit", "alert", "emerg"})
 _TIMEOUT = {"70007", "110"}  # APR_TIMEUP, ETIMEDOUT
@@ -103,6 +104,7 @@ def classify(line: str) -> LogLine | None:
     errno_match = _ERRNO.search(msg)
     cause, what, secondary = _classify_message(msg, errno_match["errno"] if errno_match else None)
     upstream = next((u["u"] for p in _UPSTREAM if (u := p.search(msg))), None)
+    client = _CLIENT.search(msg)
     return LogLine(
         when=local_time(f"{m['ts']} {m['year']}", "%a %b %d %H:%M:%S %Y"),
         is_error=m["level"] in _ERROR_LEVELS,
@@ -110,4 +112,5 @@ def classify(line: str) -> LogLine | None:
         what=what,
         upstream=upstream,
         secondary=secondary,
+        client=client["c"] if client else None,
     )

@@ -16,12 +16,12 @@ from checks.logparse import LogLine, first_match, local_time, rule
 from checks.model import Cause
 
 _HTTP = re.compile(
-    r"(?:^|\s)(?P<client>\S+):\d+ \[(?P<ts>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2})(?:\.\d+)?\] "
+    r"(?:^|\s)(?P<client>\S+:\d+) \[(?P<ts>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2})(?:\.\d+)?\] "
     r"(?P<frontend>\S+) (?P<backend>[^\s/]+)/(?P<server>\S+) "
     r"(?:-?\d+/){3,4}\+?-?\d+ (?P<status>-?\d+) \+?\d+ \S+ \S+ (?P<term>[A-Za-z-]{4}) "
 )
 _TCP = re.compile(
-    r"(?:^|\s)(?P<client>\S+):\d+ \[(?P<ts>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2})(?:\.\d+)?\] "
+    r"(?:^|\s)(?P<client>\S+:\d+) \[(?P<ts>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2})(?:\.\d+)?\] "
     r"(?P<frontend>\S+) (?P<backend>[^\s/]+)/(?P<server>\S+) "
     r"-?\d+/-?\d+/\+?-?\d+ \+?\d+ (?P<term>[A-Za-z-]{2}) "
 )
@@ -87,6 +87,10 @@ def _request(m: re.Match[str], status: int | None) -> LogLine:
         what=known[1] if known else None,
         upstream=upstream,
         secondary=server == "<NOSRV>" and term[:2] == "SC",
+        # "fe_web~" is a frontend that terminated TLS; its name is the same.
+        server=m["frontend"].rstrip("~"),
+        backend=m["backend"],
+        client=m["client"],
     )
 
 
@@ -111,4 +115,5 @@ def classify(line: str) -> LogLine | None:
         what=found.what if found else None,
         upstream=named["u"] if named else None,
         secondary=found.secondary if found else False,
+        backend=named["u"].split("/", 1)[0] if named else None,
     )

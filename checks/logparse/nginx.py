@@ -16,6 +16,10 @@ _LINE = re.compile(
     r"(?:\*\d+ )?(?P<msg>.*)$"
 )
 _UPSTREAM = re.compile(r'upstream: "(?P<u>[^"]*)"')
+# nginx ends a request's error line with ", client: 1.2.3.4, server: NAME, request: "...",
+# upstream: "...", host: "..."": the server block's first server_name and the Host header.
+_SERVER = re.compile(r", server: (?P<s>[^,]*), ")
+_HOST = re.compile(r', host: "(?P<h>[^"]*)"')
 # A resolver failure has no "upstream:" part (nginx gives up before it picks a peer); the
 # name it could not resolve leads the message: "api.internal could not be resolved (3: ...".
 _UNRESOLVED = re.compile(r"^(?P<u>[^\s,]+) could not be resolved \(")
@@ -80,6 +84,8 @@ def classify(line: str) -> LogLine | None:
     msg, level = m["msg"], m["level"]
     found = first_match(RULES, msg)
     named = _UPSTREAM.search(msg) or _UNRESOLVED.match(msg)
+    server = _SERVER.search(msg)
+    host = _HOST.search(msg)
     return LogLine(
         when=local_time(m["ts"], "%Y/%m/%d %H:%M:%S"),
         is_error=level in _ERROR_LEVELS,
@@ -87,4 +93,6 @@ def classify(line: str) -> LogLine | None:
         what=found.what if found else None,
         upstream=upstream_address(named["u"]) if named else None,
         secondary=found.secondary if found else False,
+        host=host["h"].lower() or None if host else None,
+        server=server["s"] or None if server else None,
     )
