@@ -41,6 +41,9 @@ class LogLine:
     backend: str | None = None  # the proxy's name for the app pool (HAProxy, Varnish)
     client: str | None = None  # the client's "ip:port", where the record gives the port
     mark: str | None = None  # the ``_bgw`` value of a badgateway request (set by ``classifier``)
+    # The application file the message blames ("/var/www/wp-content/plugins/x/x.php:12"): a
+    # PHP fatal error names it, and the runbook's next step ("deactivate the plugin") needs it.
+    source: str | None = None
 
 
 @dataclass(frozen=True)
