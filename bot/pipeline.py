@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from checks.context import ProbeContext
+from checks.context import ProbeContext, new_mark
 from checks.model import Diagnosis, Finding, Status, StepResult
 from checks.runner import conclude, run_steps
 from checks.settings import Settings
@@ -50,7 +50,8 @@ class DiagnosisRequest:
     ) -> DiagnosisRequest:
         return cls(
             id=uuid.uuid4().hex,
-            context=ctx.to_dict(),
+            # Each run marks its own requests, even when the context is reused (an incident).
+            context={**ctx.to_dict(), "mark": new_mark()},
             steps=steps or [s.name for s in all_steps()],
             origin=origin or {},
             previous=[r.to_dict() for r in previous or []],

@@ -30,6 +30,7 @@ import httpx
 
 from checks.context import ProbeContext
 from checks.guard import TargetRefused, check_address, parse_ip
+from checks.model import SentRequest
 from checks.resolve import ResolveFailed, resolve_host
 from checks.settings import Settings
 
@@ -41,6 +42,7 @@ BROWSER_USER_AGENT = (
 MAX_BODY_BYTES = 64 * 1024
 MAX_REDIRECTS = 5
 EXCERPT_CHARS = 2000  # how much of the body goes into JSON; fingerprinting sees all it read
+_FIRST_BYTES = 64  # of an answer that is not HTTP, quoted as evidence
 
 # Headers that say who answered and how to find the request in their logs.
 SELECTED_HEADERS = (
@@ -89,6 +91,10 @@ SELECTED_HEADERS = (
     "nel",
 )
 
+# Statuses a gateway gives when it failed the request itself (and logs why), Cloudflare's
+# 52x among them.
+GATEWAY_STATUSES = frozenset({502, 503, 504, *range(520, 531)})
+
 # HTTPS redirects are common; anything else is the site's own answer.
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
@@ -111,6 +117,27 @@ class Attempt:
     body_truncated: bool = False
     error: dict[str, str] | None = None  # {"kind", "phase", "message"}
     redirects: list[dict[str, Any]] = field(default_factory=list)  # hops before this answer
+    source: str | None = None  # "ip:port" the request left from (logs that name the client's
+    # port, Apache's and HAProxy's, show it)
+
+    def as_sent(self, mark: str) -> SentRequest:
+        """This request as other steps look for it in the site's logs."""
+        cut = self.error_kind in ("closed", "reset", "protocol")
+        return SentRequest(
+            mark=mark,
+            sent_at=self.started_at,
+            source=self.source,
+            reached=self.connected,
+            answer=str(self.status) if self.status is not None else self.error_kind or "",
+            gateway_failed=self.status in GATEWAY_STATUSES or (self.connected and cut),
+        )
+
+    @property
+    def connected(self) -> bool:
+        """A connection to the server was made: it saw the request (or its TLS hello)."""
+        return self.status is not None or (
+            self.error is not None and self.error.get("phase") not in ("connect", "redirect")
+        )
 
     @property
     def error_kind(self) -> str | None:
@@ -137,6 +164,7 @@ class Attempt:
             "body_truncated": self.body_truncated,
             "error": dict(self.error) if self.error else None,
             "redirects": list(self.redirects),
+            "source": self.source,
         }
 
     @classmethod
@@ -157,13 +185,16 @@ class Attempt:
             body_truncated=bool(d.get("body_truncated")),
             error=dict(d["error"]) if d.get("error") else None,
             redirects=list(d.get("redirects") or []),
+            source=d.get("source"),
         )
 
 
-def cache_busted(url: str) -> str:
-    """``url`` with a random ``_bgw`` query parameter, so no cache can answer for the origin."""
+def cache_busted(url: str, mark: str | None = None) -> str:
+    """``url`` with a ``_bgw`` query parameter, so no cache can answer for the origin and the
+    request can be found in the site's logs: ``mark`` names the request (a diagnosis's
+    ``ProbeContext.request_mark``); without one it is random ("x" + hex, a monitoring probe)."""
     parts = urlsplit(url)
-    extra = f"_bgw={secrets.token_hex(6)}"
+    extra = f"_bgw={mark or 'x' + secrets.token_hex(6)}"
     query = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
 
@@ -195,9 +226,33 @@ class _Timer:
     def __init__(self) -> None:
         self.start = time.monotonic()
         self.marks: dict[str, float] = {}
+        self.source: str | None = None
+        self.first_bytes = bytearray()  # the start of the answer, as it came off the wire
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
         self.marks.setdefault(event, time.monotonic())
+        if event == "connection.connect_tcp.complete" and self.source is None:
+            self.source = _local_address(info.get("return_value"))
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self._record_reads(info.get("return_value"))
+
+    def _record_reads(self, stream: Any) -> None:
+        """Keep the first bytes read from ``stream``. h11 waits for a blank line before it
+        judges a status line, so an answer like an SSH banner ("SSH-2.0-…\r\n", then
+        silence) would otherwise look like no answer at all."""
+        read = getattr(stream, "read", None)
+        if read is None:
+            return
+        first = self.first_bytes
+
+        # httpcore's own read signature, timeout included.
+        async def recording_read(max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+            data: bytes = await read(max_bytes, timeout)
+            if len(first) < _FIRST_BYTES:
+                first.extend(data[: _FIRST_BYTES - len(first)])
+            return data
+
+        stream.read = recording_read
 
     def ms(self, event: str) -> float | None:
         at = self.marks.get(event)
@@ -222,6 +277,16 @@ class _Timer:
             out["ttfb"] = ttfb
         out["total"] = round((time.monotonic() - self.start) * 1000, 1)
         return out
+
+
+def _local_address(stream: Any) -> str | None:
+    """The "ip:port" a connected httpcore stream left from."""
+    try:
+        name = stream.get_extra_info("socket").getsockname()
+    except (AttributeError, OSError):
+        return None
+    host, port = str(name[0]), int(name[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -280,6 +345,12 @@ def classify_error(exc: BaseException, timer: _Timer, tls: bool) -> dict[str, st
     return {"kind": kind, "phase": phase, "message": message[:300]}
 
 
+def _may_be_http(head: bytes) -> bool:
+    """Whether ``head`` starts (or may still start) like an HTTP/1 answer (the probe does
+    not offer HTTP/2)."""
+    return head.startswith(b"HTTP/") or b"HTTP/".startswith(head)
+
+
 def _dial_url(url: str, address: str) -> str:
     """The URL with its host replaced by the address to dial (keeping port, path, query)."""
     parts = urlsplit(url)
@@ -320,6 +391,7 @@ async def _one_request(
     user_agent: str,
     headers: dict[str, str],
     timeout_s: float,
+    connect_timeout_s: float | None = None,
 ) -> Attempt:
     parts = urlsplit(url)
     tls = parts.scheme == "https"
@@ -347,7 +419,7 @@ async def _one_request(
                 _dial_url(url, address),
                 headers=request_headers,
                 extensions=extensions,
-                timeout=httpx.Timeout(timeout_s),
+                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s or timeout_s),
             )
             response = await client.send(request, stream=True)
             try:
@@ -375,7 +447,15 @@ async def _one_request(
         attempt.error["message"] = f"no complete answer within {timeout_s:.1f} s"
     except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
         attempt.error = classify_error(exc, timer, tls)
+    head = bytes(timer.first_bytes)
+    if attempt.error and attempt.status is None and head and not _may_be_http(head):
+        attempt.error = {
+            "kind": "protocol",
+            "phase": "response",
+            "message": f"the answer has no HTTP status line: it starts {head[:40]!r}",
+        }
     attempt.phases = timer.phases(tls)
+    attempt.source = timer.source
     return attempt
 
 
@@ -387,11 +467,13 @@ async def fetch(
     headers: dict[str, str] | None = None,
     address: str | None = None,
     follow_redirects: bool = True,
+    connect_timeout_s: float | None = None,
 ) -> Attempt:
     """GET ``url`` (default: the target's URL) at ``address`` (default: the first pinned
     address) and follow up to MAX_REDIRECTS redirects, vetting each new host. Never raises
     for network trouble: the Attempt's ``error`` says what happened. The whole call,
-    redirects included, stays within ``ctx.probe_timeout()``."""
+    redirects included, stays within ``ctx.probe_timeout()``; the first connect within
+    ``connect_timeout_s`` when given."""
     settings = ctx.settings
     current_url = url or ctx.target.url
     started = time.monotonic()
@@ -417,7 +499,13 @@ async def fetch(
         while True:
             remaining = max(0.05, budget - (time.monotonic() - started))
             attempt = await _one_request(
-                client, current_url, dial, user_agent, dict(headers or {}), remaining
+                client,
+                current_url,
+                dial,
+                user_agent,
+                dict(headers or {}),
+                remaining,
+                connect_timeout_s if not hops else None,
             )
             attempt.redirects = list(hops)
             location = attempt.headers.get("location")

@@ -123,9 +123,47 @@ class Finding:
         )
 
 
+@dataclass(frozen=True)
+class SentRequest:
+    """One request a step sent to the site, so that another step can find it in the site's
+    logs: by its ``_bgw`` mark where a log quotes the URL, by its source port where a log
+    names the client's port (Apache, HAProxy)."""
+
+    mark: str  # the ``_bgw`` value in its query string
+    sent_at: str  # ISO 8601, UTC
+    source: str | None  # "ip:port" it was sent from, once connected
+    reached: bool  # a connection to the site was made: the server in front saw the request
+    answer: str  # "502", "timeout", "closed"…: what came back
+    # The server in front failed the request itself (a gateway status, or the connection cut
+    # after the request was sent): its log should say why.
+    gateway_failed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mark": self.mark,
+            "sent_at": self.sent_at,
+            "source": self.source,
+            "reached": self.reached,
+            "answer": self.answer,
+            "gateway_failed": self.gateway_failed,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SentRequest:
+        return cls(
+            mark=str(d["mark"]),
+            sent_at=str(d.get("sent_at", "")),
+            source=d.get("source"),
+            reached=bool(d.get("reached")),
+            answer=str(d.get("answer", "")),
+            gateway_failed=bool(d.get("gateway_failed")),
+        )
+
+
 @dataclass
 class StepResult:
-    """What one step of the sequence found. ``details`` holds evidence tables for renderers."""
+    """What one step of the sequence found. ``details`` holds evidence tables for renderers;
+    ``sent`` the requests the step sent to the site (see ``SentRequest``)."""
 
     name: str
     status: Status
@@ -133,6 +171,7 @@ class StepResult:
     findings: list[Finding] = field(default_factory=list)
     duration_ms: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    sent: list[SentRequest] = field(default_factory=list)
 
     @classmethod
     def from_findings(
@@ -143,10 +182,11 @@ class StepResult:
         *,
         duration_ms: int = 0,
         details: dict[str, Any] | None = None,
+        sent: list[SentRequest] | None = None,
     ) -> StepResult:
         """Status is the worst severity among the findings (ok when there are none)."""
         status = max((f.severity for f in findings), key=lambda s: s.rank, default=Status.OK)
-        return cls(name, status, summary, findings, duration_ms, details or {})
+        return cls(name, status, summary, findings, duration_ms, details or {}, sent or [])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +196,7 @@ class StepResult:
             "findings": [f.to_dict() for f in self.findings],
             "duration_ms": self.duration_ms,
             "details": self.details,
+            "sent": [r.to_dict() for r in self.sent],
         }
 
     @classmethod
@@ -167,6 +208,7 @@ class StepResult:
             findings=[Finding.from_dict(f) for f in d.get("findings", [])],
             duration_ms=int(d.get("duration_ms", 0)),
             details=dict(d.get("details") or {}),
+            sent=[SentRequest.from_dict(r) for r in d.get("sent") or []],
         )
 
 
@@ -203,11 +245,13 @@ class Diagnosis:
     steps: list[StepResult]
     duration_ms: int
     started_at: str  # ISO 8601, UTC
+    site: str | None = None  # the configured site whose settings were used
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "url": self.url,
+            "site": self.site,
             "verdict": self.verdict.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
             "duration_ms": self.duration_ms,
@@ -223,4 +267,5 @@ class Diagnosis:
             steps=[StepResult.from_dict(s) for s in d["steps"]],
             duration_ms=int(d["duration_ms"]),
             started_at=d["started_at"],
+            site=d.get("site"),
         )

@@ -123,6 +123,27 @@ def assemble_parts(
     return result
 
 
+class SharedResults:
+    """``PeerResults`` in one process: each step's result, shared as it finishes."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        loop = asyncio.get_running_loop()
+        self._futures: dict[str, asyncio.Future[StepResult]] = {
+            step.name: loop.create_future() for step in steps
+        }
+
+    def runs(self, step: str) -> bool:
+        return step in self._futures
+
+    async def result(self, step: str) -> StepResult:
+        return await asyncio.shield(self._futures[step])
+
+    def share(self, result: StepResult) -> None:
+        future = self._futures.get(result.name)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+
 async def run_steps(
     ctx: ProbeContext, steps: Sequence[Step] | None = None, on_step: OnStep | None = None
 ) -> list[StepResult]:
@@ -131,8 +152,16 @@ async def run_steps(
     chosen = list(steps or all_steps())
     if not ctx.deadline:
         ctx.deadline = time.monotonic() + ctx.settings.diagnosis_budget_s
+    shared = SharedResults(chosen)
+    ctx.peers = shared
+
+    async def run_and_share(step: Step) -> StepResult:
+        result = await run_step(step, ctx)
+        shared.share(result)
+        return result
+
     results: dict[str, StepResult] = {}
-    tasks = [asyncio.create_task(run_step(step, ctx)) for step in chosen]
+    tasks = [asyncio.create_task(run_and_share(step)) for step in chosen]
     for next_done in asyncio.as_completed(tasks):
         result = await next_done
         results[result.name] = result
@@ -153,6 +182,7 @@ def conclude(ctx: ProbeContext, results: list[StepResult], started_at: datetime)
         steps=sorted(results, key=_order),
         duration_ms=round(elapsed.total_seconds() * 1000),
         started_at=started_at.isoformat(timespec="seconds"),
+        site=ctx.target.site.name if ctx.target.site else None,
     )
 
 

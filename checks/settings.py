@@ -42,10 +42,22 @@ class Site:
     logs: tuple[LogSource, ...] = ()
     channel: str | None = None
     interval_s: float = 60.0
+    # Other names the site goes by in logs shared with other sites: Host names it answers
+    # to, nginx server_name, HAProxy frontend/backend, Varnish backend.
+    log_names: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
         return (urlsplit(self.url).hostname or "").lower()
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.lower()
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme.lower() == "https" else 80)
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,7 @@ class Settings:
     ca_file: str | None = None
     log_window_s: float = 900.0  # how far back log lines count
     reload_attempts: int = 3
-    reload_spacing_s: float = 0.7
+    reload_spacing_s: float = 0.25
     diagnosis_budget_s: float = 14.0  # a whole diagnosis finishes inside this
     sites: tuple[Site, ...] = ()
     # Slack-side policy; empty tuples mean "everyone".
@@ -71,11 +83,20 @@ class Settings:
                 return site
         return None
 
-    def site_for_host(self, host: str) -> Site | None:
+    def site_for(
+        self, host: str, scheme: str | None = None, port: int | None = None
+    ) -> Site | None:
+        """The site served at ``host`` (and ``scheme`` and ``port`` where given): two sites
+        on one address differ by port, so a port that was written must match."""
         host = host.lower().rstrip(".")
         for site in self.sites:
-            if site.host == host:
-                return site
+            if site.host != host:
+                continue
+            if scheme is not None and site.scheme != scheme.lower():
+                continue
+            if port is not None and site.port != port:
+                continue
+            return site
         return None
 
 
@@ -151,6 +172,7 @@ def _parse_site(raw: Any, index: int) -> Site:
         logs=tuple(logs),
         channel=channel,
         interval_s=_number(raw.get("interval_s"), f"{where} interval_s", 60.0),
+        log_names=_str_list(raw.get("log_names"), f"{where} log_names"),
     )
 
 
@@ -187,7 +209,7 @@ def parse_settings(doc: dict[str, Any]) -> Settings:
         log_window_s=_number(raw.get("log_window_s"), "settings.log_window_s", 900.0),
         reload_attempts=attempts,
         reload_spacing_s=_number(
-            raw.get("reload_spacing_s"), "settings.reload_spacing_s", 0.7, minimum=-1e-9
+            raw.get("reload_spacing_s"), "settings.reload_spacing_s", 0.25, minimum=-1e-9
         ),
         diagnosis_budget_s=_number(raw.get("diagnosis_budget_s"), "settings.budget", 14.0),
         sites=tuple(sites),

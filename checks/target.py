@@ -68,7 +68,8 @@ def parse_target(text: str, settings: Settings) -> Target:
         raise BadTarget(f"a target is one host name or URL without spaces; {_HOW}")
     site = settings.site_named(raw)
     url_text = site.url if site else raw
-    if "://" not in url_text:
+    typed_scheme = "://" in url_text
+    if not typed_scheme:
         url_text = "https://" + url_text
     try:
         parts = urlsplit(url_text)
@@ -85,10 +86,23 @@ def parse_target(text: str, settings: Settings) -> Target:
     if not parts.hostname:
         raise BadTarget(f"{raw!r} has no host; {_HOW}")
     host = _normalise_host(parts.hostname)
-    port = port or (443 if scheme == "https" else 80)
-    if site is None:
-        site = settings.site_for_host(host)
+    path, query = parts.path, parts.query
+    if site is None and typed_scheme:
+        site = settings.site_for(host, scheme, port or _default_port(scheme))
+    elif site is None:
+        # A bare host or host:port of a configured site is that site: its scheme, its port.
+        site = settings.site_for(host, None, port)
+        if site is not None:
+            site_parts = urlsplit(site.url)
+            scheme, port = site.scheme, site.port
+            if not path and not query:
+                path, query = site_parts.path, site_parts.query
+    port = port or _default_port(scheme)
     shown_host = f"[{host}]" if ":" in host else host
-    netloc = shown_host if port == (443 if scheme == "https" else 80) else f"{shown_host}:{port}"
-    url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    netloc = shown_host if port == _default_port(scheme) else f"{shown_host}:{port}"
+    url = urlunsplit((scheme, netloc, path or "/", query, ""))
     return Target(raw=raw, url=url, scheme=scheme, host=host, port=port, site=site)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from checks.model import Cause, Finding, Status, Weight
+from checks.socket_access import SocketAccess, socket_access
 
 # Response heads larger than this fail behind any proxy left at its defaults: nginx's
 # proxy_buffer_size is one memory page (4 KiB on x86-64, 8 KiB on some platforms),
@@ -173,6 +174,7 @@ class UpstreamAttempt:
     connect: ConnectResult | None = None
     http: HttpAnswer | None = None
     resolve_error: str | None = None
+    access: SocketAccess | None = None  # a unix socket's owner and mode, and who may open it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +185,7 @@ class UpstreamAttempt:
             "resolve_error": self.resolve_error,
             "connect": self.connect.to_dict() if self.connect else None,
             "http": self.http.to_dict() if self.http else None,
+            "access": self.access.to_dict() if self.access else None,
         }
 
     @property
@@ -256,6 +259,8 @@ class UpstreamAttempt:
                     data=data,
                 )
             ]
+        if self.access is not None:
+            return [self._socket_finding(self.access, where, {**data, "connect_ms": connect.ms})]
         if self.http is None:
             return [
                 Finding(
@@ -265,6 +270,46 @@ class UpstreamAttempt:
                 )
             ]
         return [self._http_finding(self.http, where, data, timeout_s)]
+
+    def _socket_finding(self, access: SocketAccess, where: str, data: dict[str, Any]) -> Finding:
+        """A socket that let this bot in: may the proxy's workers open it too?"""
+        data = {**data, "access": access.to_dict()}
+        me = "root" if os.geteuid() == 0 else "this bot's user"
+        opened = f"upstream {where} accepts connections from {me}"
+        if access.denied and not access.allowed:
+            return Finding(
+                "upstream_permission",
+                f"{opened}, but it is {access.shown}: {', '.join(access.denied)} may not "
+                "open it (their connect fails with 13: Permission denied)",
+                Status.FAIL,
+                Cause.UPSTREAM_PERMISSION,
+                # Read off the file's mode and the workers' users, not seen in a connect.
+                Weight.INFERRED,
+                {
+                    **data,
+                    "next_step": f"let the proxy's user open {where}: set listen.owner/"
+                    f"listen.group to it (or its group) and listen.mode = 0660 in the pool",
+                },
+            )
+        if access.denied:
+            return Finding(
+                "upstream_permission_partial",
+                f"{opened}; it is {access.shown}: {', '.join(access.allowed)} may open it, "
+                f"{', '.join(access.denied)} may not",
+                Status.WARN,
+                data=data,
+            )
+        others_may_write = access.mode.endswith(("2", "3", "6", "7"))
+        if not access.allowed and os.geteuid() == 0 and not others_may_write:
+            return Finding(
+                "upstream_open_as_root",
+                f"{opened}, as any socket does; it is {access.shown}, so whether the proxy's "
+                "user may open it depends on that user (no web-server process seen here)",
+                Status.WARN,
+                data=data,
+            )
+        who = f"; {', '.join(access.allowed)} may open it" if access.allowed else ""
+        return Finding("upstream_open", f"{opened} ({data['connect_ms']} ms){who}", data=data)
 
     def _http_finding(
         self, answer: HttpAnswer, where: str, data: dict[str, Any], timeout_s: float
@@ -362,6 +407,8 @@ async def probe_upstream(upstream: Upstream, timeout_s: float) -> list[UpstreamA
     if upstream.kind == "unix":
         attempt = UpstreamAttempt(upstream, upstream.path)
         attempt.connect = await _connect_unix(upstream.path, timeout_s)
+        if attempt.connect.state == "open":
+            attempt.access = await asyncio.to_thread(socket_access, upstream.path)
         return [attempt]
     started = time.monotonic()
     try:

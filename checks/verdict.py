@@ -27,10 +27,14 @@ _DNS_LAYERS = LAYERS[:2]
 _BEHIND_PROXY = {*BEHIND_THE_PROXY, Cause.SERVER_ERROR}
 
 
-def _strength(findings: list[Finding]) -> tuple[int, int]:
+def _strength(findings: list[Finding]) -> tuple[int, int, int]:
+    """How well findings support their cause: the strongest weight, then how many of the
+    diagnosis's own requests they concern (what fails now), then how many lines in all."""
     best = max(int(f.weight) for f in findings)
-    count = sum(int(f.data.get("count", 1)) for f in findings if int(f.weight) == best)
-    return best, count
+    strongest = [f for f in findings if int(f.weight) == best]
+    own = sum(int(f.data.get("own", 0)) for f in strongest)
+    count = sum(int(f.data.get("count", 1)) for f in strongest)
+    return best, own, count
 
 
 def _problem_evidence(results: Iterable[StepResult]) -> dict[Cause, list[Finding]]:

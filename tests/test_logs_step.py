@@ -17,11 +17,12 @@ from typing import Any
 import httpx
 
 from checks.context import ProbeContext
+from checks.logscan import TAIL_BYTES
 from checks.model import Cause, Status, StepResult, Weight
 from checks.runner import assemble_parts, part_places, run_part
 from checks.settings import LogSource, Settings, Site
 from checks.steps import step_named
-from checks.steps.logs import TAIL_BYTES, run
+from checks.steps.logs import run
 from checks.target import parse_target
 from tests.lab.fixtures_proxies import Proxy
 

@@ -36,7 +36,7 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
     site = s.site_named("shop")
     assert site is not None and site.host == "shop.example.com"
     assert site.logs[0].path == "/var/log/nginx/error.log" and site.logs[0].format is None
-    assert s.site_for_host("SHOP.example.com.") is site
+    assert s.site_for("SHOP.example.com.") is site
 
 
 def test_no_file_means_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,11 +124,18 @@ def site_for_url(url: str, settings: Settings) -> Site:
     """The configured site serving ``url``, or an ad-hoc one posted to the default channel."""
     from urllib.parse import urlsplit
 
-    host = (urlsplit(url).hostname or "").lower()
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
     for site in settings.sites:
         if site.url.rstrip("/") == url.rstrip("/"):
             return site
-    configured = settings.site_for_host(host) if host else None
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower() or None
+    default = {"http": 80, "https": 443}.get(scheme or "")
+    configured = settings.site_for(host, scheme, port or default) if host else None
     if configured is not None:
         return configured
     return Site(name=host or url, url=url, channel=settings.default_channel)

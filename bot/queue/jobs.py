@@ -50,6 +50,33 @@ PARTS_DUE_JOB = "bgw.parts_due"
 SAQ_JOB_TTL_S = 3600  # how long SAQ keeps a finished job's record (for `status` and the UI)
 
 
+# How often a step that waits for another step's result (logs waits for reload's requests)
+# looks for it in the store.
+PEER_POLL_S = 0.1
+
+
+class StoredResults:
+    """``PeerResults`` across workers: another step's result, once its job has stored it."""
+
+    def __init__(self, store: DiagnosisStore, req: DiagnosisRequest) -> None:
+        self.store = store
+        self.req = req
+
+    def runs(self, step: str) -> bool:
+        return step in self.req.steps
+
+    async def result(self, step: str) -> StepResult:
+        while True:
+            try:
+                found = await self.store.result(self.req.id, step)
+            except Exception as exc:  # a Redis blip: the caller's bound ends the wait
+                log.warning("waiting for %s/%s: %s", self.req.id, step, exc)
+                found = None
+            if found is not None:
+                return found
+            await asyncio.sleep(PEER_POLL_S)
+
+
 class UnknownStep(LookupError):
     """This worker has no step of that name (an older version?); another try may have it."""
 
@@ -279,7 +306,13 @@ class JobRunner:
         step = step_named(name)
         if step is None or step.parts is None:
             raise UnknownStep(f"this worker has no step named {name!r} that runs in parts")
-        return step, ProbeContext.from_dict(req.context, self.settings)
+        return step, self._context(req)
+
+    def _context(self, req: DiagnosisRequest) -> ProbeContext:
+        """The request's context, able to wait for the other steps' stored results."""
+        ctx = ProbeContext.from_dict(req.context, self.settings)
+        ctx.peers = StoredResults(self.store, req)
+        return ctx
 
     async def _keep_parts(
         self, req: DiagnosisRequest, name: str, parts: dict[str, dict[str, Any]]
@@ -297,8 +330,8 @@ class JobRunner:
         step = step_named(name)
         if step is None:
             raise UnknownStep(f"this worker has no step named {name!r}")
-        ctx = ProbeContext.from_dict(req.context, self.settings)
-        return await run_step(step, ctx)  # bounded by the diagnosis budget; never raises
+        # Bounded by the diagnosis budget; never raises.
+        return await run_step(step, self._context(req))
 
     async def _deliver(self, req: DiagnosisRequest, result: StepResult) -> tuple[bool, set[str]]:
         await asyncio.wait_for(self.sink.step_finished(req, result), self.tuning.sink_timeout_s)

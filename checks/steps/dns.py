@@ -340,6 +340,7 @@ def _spread(ttl: int | None) -> str:
 
 _PROBLEM_SHORT = {
     "dns_mismatch": "not the expected address",
+    "dns_not_yet_everywhere": "the expected address has not reached every resolver",
     "dns_unexpected_address": "includes unexpected addresses",
     "dns_inconsistent": "resolvers disagree",
     "dns_existence_differs": "resolvers disagree whether it exists",
@@ -518,6 +519,7 @@ def _expected_findings(
     findings: list[Finding] = []
     wrong: dict[str, list[str]] = {}  # resolver -> answers, none of them expected
     extra: dict[str, list[str]] = {}  # resolver -> unexpected answers beside expected ones
+    right: list[str] = []  # resolvers that give an expected address
     for report in reports:
         got = {ipaddress.ip_address(a) for a in report.addresses}
         judged = {ip for ip in got if ip.version in versions}
@@ -526,11 +528,29 @@ def _expected_findings(
         unexpected = sorted(str(ip) for ip in judged - expected)
         if not judged & expected:
             wrong[report.resolver] = [str(ip) for ip in sorted(judged, key=int)]
-        elif unexpected:
+            continue
+        right.append(report.resolver)
+        if unexpected:
             extra[report.resolver] = unexpected
     shown_expected = ", ".join(expected_ips)
     data = {"expected_ips": list(expected_ips), "ttl_max": ttl_max}
-    if wrong:
+    if wrong and right:
+        # Some resolvers already give the expected address: the record is right and the
+        # others still serve an old answer (a change propagating), not a wrong record.
+        answers = "; ".join(f"{r}: {', '.join(a)}" for r, a in wrong.items())
+        findings.append(
+            Finding(
+                "dns_not_yet_everywhere",
+                f"{', '.join(right)} give{'s' * (len(right) == 1)} the expected "
+                f"{shown_expected} for {host}, while others still give another address "
+                f"({answers}): a change that has not reached every resolver yet" + _spread(ttl_max),
+                Status.FAIL,
+                Cause.DNS_INCONSISTENT,
+                Weight.OBSERVED,
+                {**data, "answers": wrong, "next_step": _compare_step(host)},
+            )
+        )
+    elif wrong:
         answers = "; ".join(f"{r}: {', '.join(a)}" for r, a in wrong.items())
         findings.append(
             Finding(

@@ -23,7 +23,7 @@ import dns.reversename
 
 from checks.context import ProbeContext
 from checks.fingerprint import REQUEST_ID_HEADERS, Fingerprint, identify_attempt
-from checks.http_probe import Attempt, fetch
+from checks.http_probe import Attempt, cache_busted, fetch
 from checks.model import Finding, Status, StepResult
 from checks.resolve import make_resolver
 from checks.steps import Step
@@ -242,9 +242,10 @@ async def run(ctx: ProbeContext) -> StepResult:
         )
     timeout = min(PTR_TIMEOUT_S, ctx.probe_timeout())
     looked_up = list(ctx.addresses[:MAX_PTR_LOOKUPS])
+    mark = ctx.request_mark("h")  # so the logs step counts this request as the diagnosis's
     names, attempt = await asyncio.gather(
         asyncio.gather(*(reverse_name(a, ctx.settings.resolvers, timeout) for a in looked_up)),
-        fetch(ctx),
+        fetch(ctx, cache_busted(ctx.target.url, mark)),
     )
     ptr_names: dict[str, str | None] = dict(zip(looked_up, names, strict=True))
     fingerprint = identify_attempt(attempt)
@@ -283,7 +284,9 @@ async def run(ctx: ProbeContext) -> StepResult:
         "provider_summary": summary_text,
     }
     summary = f"{address} is {who}{software}"
-    return StepResult.from_findings("host", summary, findings, details=details)
+    return StepResult.from_findings(
+        "host", summary, findings, details=details, sent=[attempt.as_sent(mark)]
+    )
 
 
 STEP = Step(name="host", order=50, title="Host", run=run)

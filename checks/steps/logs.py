@@ -6,29 +6,39 @@ each configured log, keeps the lines inside the settings' time window, and turns
 it understands into one finding per (log, cause), weighted OBSERVED because the server said
 so itself. Lines it does not understand are counted, not claimed. Every quoted line is
 redacted first.
+
+On a quiet site the only failing requests are the diagnosis's own, so the step reads the
+logs after the reload step's requests have reached the proxy: it waits for the reload
+step's result, then for the lines of the requests the proxy failed (their ``_bgw`` mark, or
+their source port) to appear, within a bound. Lines of other sites sharing the log never
+decide this site's verdict (``checks.log_owner``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import re
 import socket
-from collections import Counter
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from checks.context import ProbeContext
-from checks.logparse import FORMATS, LogLine, classifier, detect_format
-from checks.model import Cause, Finding, Status, StepResult, Weight
-from checks.redact import redact
+from checks.log_owner import LineOwners
+from checks.logparse import FORMATS
+from checks.logscan import LogScan, Tally, iso, scan_log
+from checks.model import Cause, Finding, SentRequest, Status, StepResult, Weight
 from checks.settings import LogSource, Site
 from checks.steps import ANYWHERE, Parts, Step
 
-TAIL_BYTES = 2 * 1024 * 1024  # only the recent end of a log is read
-MAX_SAMPLES = 3
-SAMPLE_CHARS = 500
+# The steps whose requests to the site are looked for in the logs.
+REQUESTS_FROM = ("reload", "host")
+# How long to wait for the proxy to log the requests it failed, once they have come back:
+# the proxies write the line before (nginx, Apache, Caddy) or just after (HAProxy, Varnish)
+# they answer, so this is only reached when a line never comes.
+LOG_WAIT_S = 1.5
+_POLL_S = 0.05
 
 # An app server's own verdict explains what the proxy in front of it saw: php-fpm killing a
 # request (request_terminate_timeout) is why nginx's connection was reset, and a full pool
@@ -37,16 +47,34 @@ _EXPLAINS: dict[Cause, frozenset[Cause]] = {
     Cause.APP_TIMEOUT: frozenset({Cause.UPSTREAM_CLOSED, Cause.UPSTREAM_TIMEOUT}),
     Cause.OVERLOAD: frozenset({Cause.UPSTREAM_TIMEOUT}),
 }
+# Logs of app servers, which name no request of the proxy's: not waited for.
 _APP_SERVER_FORMATS = frozenset({"php-fpm"})
 
 _NO_LOGS = (
     "no logs configured for this site; add the proxy's error log to the site in the sites "
     'file, e.g. logs = [{ path = "/var/log/nginx/error.log" }] (format is detected, or set '
-    'format = "nginx" | "apache" | "haproxy" | "php-fpm")'
-)
+    f"format = {' | '.join(repr(f) for f in FORMATS)})"
+).replace("'", '"')
+# wp-content/plugins/NAME/… or wp-content/themes/NAME/…: the runbook's "deactivate it".
+_WP_PART = re.compile(r"wp-content/(?P<kind>plugins|themes)/(?P<name>[^/]+)/")
 
 
-def _next_step(cause: Cause, upstream: str | None) -> str | None:
+def _app_file_step(source: str) -> str:
+    part = _WP_PART.search(source)
+    if part is None:
+        return f"Fix the fatal error in {source} (see the log lines above), or roll back the "
+        "deploy that changed it."
+    kind = "plugin" if part["kind"] == "plugins" else "theme"
+    folder = source[: part.end()].rstrip("/")
+    return (
+        f"Deactivate the {kind} {part['name']} (rename {folder} to switch it off), check "
+        f"the site answers, then report the error in {source} to its author."
+    )
+
+
+def _next_step(cause: Cause, upstream: str | None, source: str | None = None) -> str | None:
+    if source and cause is Cause.SERVER_ERROR:
+        return _app_file_step(source)
     if not upstream:
         return None
     u = upstream
@@ -57,6 +85,8 @@ def _next_step(cause: Cause, upstream: str | None) -> str | None:
     )
     steps = {
         Cause.UPSTREAM_REFUSED: f"Check that the app behind {u} is running and that {where}.",
+        Cause.UPSTREAM_PERMISSION: f"Let the proxy's worker user open {u}: set the socket's "
+        "owner/group/mode (php-fpm: listen.owner, listen.group, listen.mode) to include it.",
         Cause.UPSTREAM_TIMEOUT: f"Find out why {u} answers slowly (slow requests, busy "
         "workers, load) and compare with the proxy's timeouts.",
         Cause.UPSTREAM_CLOSED: f"Check {u}'s own logs and the kernel log (OOM killer, "
@@ -76,201 +106,51 @@ def _next_step(cause: Cause, upstream: str | None) -> str | None:
     return steps.get(cause)
 
 
-@dataclass
-class Tally:
-    """Lines of one log that point at one cause (or at none: the unclassified errors)."""
-
-    count: int = 0
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    samples: list[str] = field(default_factory=list)
-    whats: Counter[str] = field(default_factory=Counter)
-    upstreams: Counter[str] = field(default_factory=Counter)
-
-    def add(self, line: str, parsed: LogLine, when: datetime) -> None:
-        self.count += 1
-        self.first_seen = self.first_seen or when
-        self.last_seen = when
-        if len(self.samples) < MAX_SAMPLES:
-            self.samples.append(redact(line.strip())[:SAMPLE_CHARS])
-        if parsed.what:
-            self.whats[parsed.what] += 1
-        if parsed.upstream:
-            self.upstreams[parsed.upstream] += 1
-
-    @property
-    def upstream(self) -> str | None:
-        return redact(self.upstreams.most_common(1)[0][0]) if self.upstreams else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "first_seen": _iso(self.first_seen),
-            "last_seen": _iso(self.last_seen),
-            "samples": self.samples,
-            "whats": dict(self.whats),
-            "upstreams": dict(self.upstreams),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Tally:
-        return cls(
-            count=int(d["count"]),
-            first_seen=_when(d.get("first_seen")),
-            last_seen=_when(d.get("last_seen")),
-            samples=list(d.get("samples", [])),
-            whats=Counter(d.get("whats", {})),
-            upstreams=Counter(d.get("upstreams", {})),
-        )
-
-    @property
-    def what(self) -> str:
-        return self.whats.most_common(1)[0][0] if self.whats else "error lines"
-
-
-@dataclass
-class LogScan:
-    """What one log's recent lines say."""
-
-    path: str
-    format: str | None
-    detected: bool
-    empty: bool = False  # nothing logged at all
-    bytes_read: int = 0
-    lines_read: int = 0
-    lines_in_window: int = 0
-    causes: dict[Cause, Tally] = field(default_factory=dict)  # first-hand failures
-    consequences: dict[Cause | None, Tally] = field(default_factory=dict)
-    unclassified: Tally = field(default_factory=Tally)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON, so that a scan made on the machine holding the log can travel."""
-        return {
-            "path": self.path,
-            "format": self.format,
-            "detected": self.detected,
-            "empty": self.empty,
-            "bytes_read": self.bytes_read,
-            "lines_read": self.lines_read,
-            "lines_in_window": self.lines_in_window,
-            "causes": {c.value: t.to_dict() for c, t in self.causes.items()},
-            "consequences": {
-                (c.value if c else ""): t.to_dict() for c, t in self.consequences.items()
-            },
-            "unclassified": self.unclassified.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LogScan:
-        return cls(
-            path=str(d["path"]),
-            format=d.get("format"),
-            detected=bool(d.get("detected")),
-            empty=bool(d.get("empty")),
-            bytes_read=int(d.get("bytes_read", 0)),
-            lines_read=int(d.get("lines_read", 0)),
-            lines_in_window=int(d.get("lines_in_window", 0)),
-            causes={Cause(c): Tally.from_dict(t) for c, t in d.get("causes", {}).items()},
-            consequences={
-                (Cause(c) if c else None): Tally.from_dict(t)
-                for c, t in d.get("consequences", {}).items()
-            },
-            unclassified=Tally.from_dict(d["unclassified"]),
-        )
-
-    def claims(self) -> dict[Cause, Tally]:
-        """The causes this log is evidence for. Consequences ("no live upstreams") claim
-        their cause only when the log shows no first-hand failure that explains them."""
-        if self.causes:
-            return dict(self.causes)
-        return {c: t for c, t in self.consequences.items() if c is not None}
-
-
-def read_tail(path: str, limit: int = TAIL_BYTES) -> tuple[list[str], int]:
-    """The complete lines in the last ``limit`` bytes of ``path``, and the bytes read."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        start = max(0, size - limit)
-        f.seek(start)
-        data = f.read(limit)
-    text = data.decode("utf-8", errors="replace")
-    lines = text.splitlines()
-    if start > 0 and lines:
-        lines = lines[1:]  # the first line was cut by the seek
-    return lines, len(data)
-
-
-def scan_lines(
-    lines: list[str], fmt: str, since: datetime, path: str = "", detected: bool = False
-) -> LogScan:
-    """Classify the lines written at or after ``since``."""
-    scan = LogScan(path=path, format=fmt, detected=detected)
-    classify = classifier(fmt)
-    last_when: datetime | None = None
-    for line in lines:
-        parsed = classify(line)
-        if parsed is None:
-            continue
-        # A line without a time stamp (a continuation) belongs with the line before it.
-        when = parsed.when or last_when
-        last_when = when
-        if when is None or when < since:
-            continue
-        scan.lines_in_window += 1
-        if parsed.secondary:
-            scan.consequences.setdefault(parsed.cause, Tally()).add(line, parsed, when)
-        elif parsed.cause is not None:
-            scan.causes.setdefault(parsed.cause, Tally()).add(line, parsed, when)
-        elif parsed.is_error:
-            scan.unclassified.add(line, parsed, when)
-    return scan
-
-
-def scan_log(source: LogSource, since: datetime) -> LogScan:
-    lines, size = read_tail(source.path)
-    if not any(line.strip() for line in lines):
-        # Nothing logged at all: quiet, whatever the format would have been.
-        return LogScan(path=source.path, format=source.format, detected=False, empty=True)
-    fmt = source.format or detect_format(lines)
-    if fmt is None or fmt not in FORMATS:
-        return LogScan(path=source.path, format=None, detected=True, bytes_read=size)
-    scan = scan_lines(lines, fmt, since, source.path, detected=source.format is None)
-    scan.bytes_read, scan.lines_read = size, len(lines)
-    return scan
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat(timespec="seconds") if when else None
-
-
-def _when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
 def _window_text(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 120 else f"{seconds:g} s"
 
 
-def _claim_finding(scan: LogScan, cause: Cause, tally: Tally, window: str) -> Finding:
+def _whose(tally: Tally, sent: int) -> str:
+    """ "4 of our 4 requests, 12 from users": who the lines are about."""
+    parts = []
+    if tally.own:
+        parts.append(f"{tally.own} of our {max(sent, tally.own)} requests")
+    if tally.users:
+        parts.append(
+            f"{tally.users} from users" if tally.own or tally.probes else f"{tally.users}×"
+        )
+    if tally.probes:
+        parts.append(f"{tally.probes} from badgateway's other probes")
+    return ", ".join(parts)
+
+
+def _claim_finding(scan: LogScan, cause: Cause, tally: Tally, window: str, sent: int) -> Finding:
     upstream = tally.upstream
     where = f" (upstream {upstream})" if upstream else ""
+    if tally.source:
+        where += f" in {tally.source}"
     last = tally.last_seen.strftime("%H:%M:%S") if tally.last_seen else "?"
     data: dict[str, Any] = {
         "count": tally.count,
-        "first_seen": _iso(tally.first_seen),
-        "last_seen": _iso(tally.last_seen),
+        "own": tally.own,
+        "users": tally.users,
+        "probes": tally.probes,
+        "first_seen": iso(tally.first_seen),
+        "last_seen": iso(tally.last_seen),
         "samples": tally.samples,
         "log": scan.path,
         "format": scan.format,
         "upstream": upstream,
     }
-    next_step = _next_step(cause, upstream)
+    if tally.source:
+        data["source"] = tally.source
+    next_step = _next_step(cause, upstream, tally.source)
     if next_step:
         data["next_step"] = next_step
     return Finding(
         code=f"log_{cause.value}",
-        message=f"{scan.format} log {scan.path}: {tally.count}× {tally.what}{where} in the "
-        f"last {window}, last at {last}",
+        message=f"{scan.format} log {scan.path}: {tally.what}{where}: {_whose(tally, sent)} "
+        f"in the last {window}, last at {last}",
         severity=Status.FAIL,
         cause=cause,
         weight=Weight.OBSERVED,
@@ -278,7 +158,22 @@ def _claim_finding(scan: LogScan, cause: Cause, tally: Tally, window: str) -> Fi
     )
 
 
-def findings_for(scans: list[LogScan], window_s: float) -> list[Finding]:
+def _others_finding(scan: LogScan) -> Finding:
+    listed = "; ".join(
+        f"{label}: " + ", ".join(f"{what} ×{n}" for what, n in counts.most_common())
+        for label, counts in sorted(scan.others.items())
+    )
+    return Finding(
+        "log_other_sites",
+        f"{scan.path} also shows other sites failing (not counted for this site): {listed}",
+        Status.OK,
+        data={"log": scan.path, "others": {k: dict(v) for k, v in scan.others.items()}},
+    )
+
+
+def findings_for(scans: list[LogScan], window_s: float, sent: int = 0) -> list[Finding]:
+    """Findings from the scans of every log of a site; ``sent``: how many of the diagnosis's
+    own requests reached the site."""
     window = _window_text(window_s)
     app_claims = {
         cause: scan
@@ -302,15 +197,15 @@ def findings_for(scans: list[LogScan], window_s: float) -> list[Finding]:
             findings.append(
                 Finding(
                     "log_format_unknown",
-                    f"{scan.path}: not an nginx, Apache, HAProxy or php-fpm error log; set "
-                    "its format in the sites file",
+                    f"{scan.path}: not a log format badgateway reads ({', '.join(FORMATS)}); "
+                    "set its format in the sites file",
                     Status.WARN,
                     data={"log": scan.path},
                 )
             )
             continue
         for cause, tally in scan.claims().items():
-            finding = _claim_finding(scan, cause, tally, window)
+            finding = _claim_finding(scan, cause, tally, window, sent)
             explainer = next(
                 (
                     (app, app_scan)
@@ -342,6 +237,7 @@ def findings_for(scans: list[LogScan], window_s: float) -> list[Finding]:
                         Status.OK,
                         data={
                             "count": tally.count,
+                            "own": tally.own,
                             "log": scan.path,
                             "samples": tally.samples,
                             "cause_seen": cause_or_none.value if cause_or_none else None,
@@ -357,10 +253,11 @@ def findings_for(scans: list[LogScan], window_s: float) -> list[Finding]:
                     Status.WARN,
                     data={
                         "count": scan.unclassified.count,
+                        "own": scan.unclassified.own,
                         "log": scan.path,
                         "samples": scan.unclassified.samples,
-                        "first_seen": _iso(scan.unclassified.first_seen),
-                        "last_seen": _iso(scan.unclassified.last_seen),
+                        "first_seen": iso(scan.unclassified.first_seen),
+                        "last_seen": iso(scan.unclassified.last_seen),
                     },
                 )
             )
@@ -368,22 +265,25 @@ def findings_for(scans: list[LogScan], window_s: float) -> list[Finding]:
             findings.append(
                 Finding(
                     "log_quiet",
-                    f"{scan.format} log {scan.path}: no gateway errors in the last {window}",
+                    f"{scan.format} log {scan.path}: no gateway errors of this site in the "
+                    f"last {window}",
                     Status.OK,
                     data={"log": scan.path, "lines_in_window": scan.lines_in_window},
                 )
             )
+        if scan.others:
+            findings.append(_others_finding(scan))
     return findings
 
 
 def _summary(findings: list[Finding], scans: list[LogScan], window_s: float) -> str:
-    blamed: Counter[str] = Counter()
+    blamed: dict[str, int] = {}
     for f in findings:
         if f.cause is not None:
-            blamed[f.cause.value] += int(f.data.get("count", 1))
+            blamed[f.cause.value] = blamed.get(f.cause.value, 0) + int(f.data.get("count", 1))
     read = f"{len(scans)} log(s) read"
     if blamed:
-        listed = ", ".join(f"{cause} ×{n}" for cause, n in blamed.most_common())
+        listed = ", ".join(f"{c} ×{n}" for c, n in sorted(blamed.items(), key=lambda i: -i[1]))
         return f"{read}; in the last {_window_text(window_s)} they show {listed}"
     return f"{read}; no gateway error they can explain in the last {_window_text(window_s)}"
 
@@ -399,6 +299,7 @@ def _scan_detail(scan: LogScan) -> dict[str, Any]:
         "causes": {c.value: t.count for c, t in scan.causes.items()},
         "consequences": {(c.value if c else "none"): t.count for c, t in scan.consequences.items()},
         "unclassified": scan.unclassified.count,
+        "own_requests_seen": len(scan.own_seen),
     }
 
 
@@ -419,29 +320,90 @@ def _label(place: str, path: str) -> str:
     return f"{place}:{path}" if place else path
 
 
-async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
-    """Scan the site's logs that lie at ``place``: run on that machine."""
-    sources = _sources_at(ctx.target.site, place)
-    since = datetime.now().astimezone() - timedelta(seconds=ctx.settings.log_window_s)
-    scans: list[dict[str, Any]] = []
-    unreadable: list[dict[str, Any]] = []
+async def _own_requests(ctx: ProbeContext) -> tuple[SentRequest, ...]:
+    """The diagnosis's requests that reached the site, once they are all back."""
+    results = await asyncio.gather(*(ctx.result_of(step) for step in REQUESTS_FROM))
+    return tuple(r for result in results if result for r in result.sent if r.reached)
+
+
+async def _scan_sources(
+    sources: list[LogSource], place: str, since: datetime, owners: LineOwners | None
+) -> tuple[list[LogScan], list[Finding]]:
+    scans: list[LogScan] = []
+    unreadable: list[Finding] = []
     for source in sources:
         label = _label(place, source.path)
         try:
-            scan = await asyncio.to_thread(scan_log, source, since)
+            scan = await asyncio.to_thread(scan_log, source, since, owners)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            finding = Finding(
-                "log_unreadable",
-                f"cannot read {label}: {reason}",
-                Status.WARN,
-                data={"log": label, "error": reason},
+            unreadable.append(
+                Finding(
+                    "log_unreadable",
+                    f"cannot read {label}: {reason}",
+                    Status.WARN,
+                    data={"log": label, "error": reason},
+                )
             )
-            unreadable.append(finding.to_dict())
             continue
         scan.path = label
-        scans.append(scan.to_dict())
-    return {"place": place, "scans": scans, "unreadable": unreadable}
+        scans.append(scan)
+    return scans, unreadable
+
+
+def _waits_for_requests(sources: list[LogSource], scans: list[LogScan]) -> bool:
+    """Whether these logs would name the proxy's failed requests (an app server's do not)."""
+    declared = {s.format for s in sources}
+    return not declared <= _APP_SERVER_FORMATS and any(
+        scan.format not in _APP_SERVER_FORMATS for scan in scans
+    )
+
+
+async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
+    """Scan the site's logs that lie at ``place``: run on that machine, after the
+    diagnosis's own requests have come back and the proxy has logged the ones it failed."""
+    site = ctx.target.site
+    sources = _sources_at(site, place)
+    sent = await _own_requests(ctx)
+    owners = LineOwners.of(site, ctx.settings.sites, ctx.mark, sent) if site else None
+    expected = {r.mark for r in sent if r.gateway_failed}
+    since = datetime.now().astimezone() - timedelta(seconds=ctx.settings.log_window_s)
+    started = time.monotonic()
+    give_up = started + max(0.0, min(LOG_WAIT_S, ctx.remaining() - 0.3))
+    while True:
+        scans, unreadable = await _scan_sources(sources, place, since, owners)
+        seen = set().union(*(scan.own_seen for scan in scans))
+        if (
+            expected <= seen
+            or time.monotonic() >= give_up
+            or not _waits_for_requests(sources, scans)
+        ):
+            break
+        await asyncio.sleep(_POLL_S)
+    return {
+        "place": place,
+        "scans": [scan.to_dict() for scan in scans],
+        "unreadable": [finding.to_dict() for finding in unreadable],
+        "sent": len(sent),
+        "expected": sorted(expected),
+        "waited_ms": round((time.monotonic() - started) * 1000),
+    }
+
+
+def _unseen_finding(expected: set[str], seen: set[str], scans: list[LogScan]) -> Finding | None:
+    """Our requests the proxy failed, none of which any log shows: the logs read may not be
+    the answering server's (or it logs above the error level)."""
+    if not expected or expected & seen or not scans:
+        return None
+    paths = ", ".join(s.path for s in scans if s.format not in _APP_SERVER_FORMATS)
+    return Finding(
+        "log_own_requests_unseen",
+        f"none of our {len(expected)} failed requests appear in {paths or 'the logs'} "
+        f"(waited {LOG_WAIT_S:g} s): is this the log of the server that answered, and does it "
+        "log errors?",
+        Status.WARN,
+        data={"expected": sorted(expected)},
+    )
 
 
 def assemble(
@@ -457,6 +419,9 @@ def assemble(
     unreadable = [
         Finding.from_dict(d) for place in sorted(parts) for d in parts[place]["unreadable"]
     ]
+    sent = max((int(p.get("sent", 0)) for p in parts.values()), default=0)
+    expected = {m for p in parts.values() for m in p.get("expected", ())}
+    seen = set().union(*(scan.own_seen for scan in scans))
     not_read: list[Finding] = []
     for place, reason in sorted(missing.items()):
         paths = [s.path for s in _sources_at(site, place)]
@@ -468,13 +433,23 @@ def assemble(
                 data={"host": place, "logs": paths, "error": reason},
             )
         )
-    findings = findings_for(scans, window_s) + unreadable + not_read
+    findings = findings_for(scans, window_s, sent) + unreadable + not_read
+    unseen = _unseen_finding(expected, seen, scans)
+    if unseen is not None:
+        findings.append(unseen)
     summary = _summary(findings, scans, window_s)
+    if expected or seen:
+        summary += f"; {len(seen)} of our {max(sent, len(seen))} requests found in them"
     if unreadable:
         summary += f"; {len(unreadable)} log(s) unreadable"
     if missing:
         summary += f"; logs on {', '.join(sorted(p or 'any machine' for p in missing))} not read"
-    details: dict[str, Any] = {"window_s": window_s, "logs": [_scan_detail(s) for s in scans]}
+    details: dict[str, Any] = {
+        "window_s": window_s,
+        "logs": [_scan_detail(s) for s in scans],
+        "own_requests": {"sent": sent, "expected": sorted(expected), "seen": sorted(seen)},
+        "waited_ms": {place or "*": int(p.get("waited_ms", 0)) for place, p in parts.items()},
+    }
     if missing:
         details["hosts_not_read"] = dict(missing)
     return StepResult.from_findings("logs", summary, findings, details=details)

@@ -18,11 +18,20 @@ from checks.fingerprint import Fingerprint, identify_attempt
 from checks.http_probe import (
     BOT_USER_AGENT,
     BROWSER_USER_AGENT,
+    GATEWAY_STATUSES,
     Attempt,
     cache_busted,
     fetch,
 )
-from checks.model import BEHIND_THE_PROXY, Cause, Finding, Status, StepResult, Weight
+from checks.model import (
+    BEHIND_THE_PROXY,
+    Cause,
+    Finding,
+    Status,
+    StepResult,
+    Weight,
+)
+from checks.settings import Site
 from checks.steps import Step
 
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache"}
@@ -67,6 +76,18 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
                 fingerprint,
                 True,
                 f"{status} block page{by}",
+                "blocked",
+                Cause.BLOCKED,
+                Weight.INFERRED,
+            )
+        if status in (401, 403):
+            # Refused, not failed: the site (its proxy, a WAF, the app) answers, but not with
+            # the page. Called a block only when every attempt gets it (see _findings).
+            return Outcome(
+                attempt,
+                fingerprint,
+                True,
+                f"{status} {attempt.reason or 'refused'}{by}".strip(),
                 "blocked",
                 Cause.BLOCKED,
                 Weight.INFERRED,
@@ -119,6 +140,18 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
         return Outcome(
             attempt, fingerprint, True, "no answer in time", "no_answer", None, Weight.HINT
         )
+    if kind == "protocol" and phase == "response":
+        # Bytes came back but no HTTP status line (nginx relays an app's non-HTTP answer as
+        # HTTP/0.9): the app behind the proxy does not speak HTTP on that port.
+        return Outcome(
+            attempt,
+            fingerprint,
+            True,
+            "an answer without an HTTP status line",
+            "no_status_line",
+            Cause.UPSTREAM_INVALID,
+            Weight.INFERRED,
+        )
     label = {"closed": "connection closed", "reset": "connection reset"}.get(kind, kind)
     return Outcome(attempt, fingerprint, True, label, "no_answer", None, Weight.HINT)
 
@@ -131,7 +164,29 @@ def _describe(outcome: Outcome) -> str:
     return f"{outcome.label} ({message})" if message else outcome.label
 
 
-def _findings(outcomes: list[Outcome]) -> tuple[str, list[Finding]]:
+def _unexplained_gateway(outcome: Outcome) -> str:
+    """What a gateway error whose page names no cause still tells: which layer answered."""
+    who = outcome.fingerprint.producer or "a proxy"
+    return (
+        f"{who} is up and answering, but gets no valid answer from what is behind it "
+        "(its app or backend); its page does not say why"
+    )
+
+
+def _how_to_see_behind(outcome: Outcome, site: Site | None) -> str:
+    who = outcome.fingerprint.producer or "the proxy"
+    if site is not None and site.logs:
+        return (
+            f"Look at {who}'s error log for the failing requests (the logs step names what it "
+            f"read); if it is not among the site's logs, add it."
+        )
+    return (
+        f"Add {who}'s error log (logs = [...]) and its app's address (upstreams = [...]) to "
+        "the site in the sites file, so the diagnosis can see why it fails."
+    )
+
+
+def _findings(outcomes: list[Outcome], site: Site | None = None) -> tuple[str, list[Finding]]:
     total = len(outcomes)
     failed = [o for o in outcomes if o.failed]
     passed = [o for o in outcomes if not o.failed]
@@ -218,6 +273,9 @@ def _findings(outcomes: list[Outcome]) -> tuple[str, list[Finding]]:
         data: dict[str, object] = {"count": len(group)}
         if first.fingerprint.request_id:
             data["request_id"] = first.fingerprint.request_id
+        if cause is None and first.attempt.status in GATEWAY_STATUSES:
+            message += f"; {_unexplained_gateway(first)}"
+            data["next_step"] = _how_to_see_behind(first, site)
         findings.insert(
             0, Finding(first.code, message, Status.FAIL, cause, first.weight, dict(data))
         )
@@ -252,11 +310,19 @@ def _user_agent_note(outcomes: list[Outcome], findings: list[Finding]) -> None:
         )
 
 
-async def _staggered(ctx: ProbeContext, delay_s: float, user_agent: str) -> Attempt:
+async def _staggered(ctx: ProbeContext, delay_s: float, user_agent: str, mark: str) -> Attempt:
     if delay_s:
         await asyncio.sleep(delay_s)
+    timeout_s = ctx.probe_timeout()
+    # Every connect gives up at the same moment: a dropped SYN is dropped for all of them,
+    # so a blackholed site costs one timeout, not one plus the staggering.
+    connect_s = max(min(1.0, timeout_s), timeout_s - delay_s)
     return await fetch(
-        ctx, cache_busted(ctx.target.url), user_agent=user_agent, headers=dict(NO_CACHE)
+        ctx,
+        cache_busted(ctx.target.url, mark),
+        user_agent=user_agent,
+        headers=dict(NO_CACHE),
+        connect_timeout_s=connect_s,
     )
 
 
@@ -273,11 +339,15 @@ async def run(ctx: ProbeContext) -> StepResult:
     room = max(0.0, ctx.remaining() - settings.timeout_s - 0.5)
     plan = [BOT_USER_AGENT] * settings.reload_attempts + [BROWSER_USER_AGENT]
     spacing = min(spacing, room / len(plan)) if len(plan) > 1 else 0.0
+    marks = [ctx.request_mark(f"r{i + 1}") for i in range(len(plan))]
     attempts = await asyncio.gather(
-        *(_staggered(ctx, i * spacing, ua) for i, ua in enumerate(plan))
+        *(
+            _staggered(ctx, i * spacing, ua, mark)
+            for i, (ua, mark) in enumerate(zip(plan, marks, strict=True))
+        )
     )
     outcomes = [judge(a, identify_attempt(a)) for a in attempts]
-    summary, findings = _findings(outcomes)
+    summary, findings = _findings(outcomes, ctx.target.site)
     producers = [o.fingerprint.producer for o in outcomes if o.fingerprint.producer]
     details = {
         "attempts": [a.to_dict() for a in attempts],
@@ -285,7 +355,8 @@ async def run(ctx: ProbeContext) -> StepResult:
         "producer": Counter(producers).most_common(1)[0][0] if producers else None,
         "address": attempts[0].address,
     }
-    return StepResult.from_findings("reload", summary, findings, details=details)
+    sent = [a.as_sent(mark) for mark, a in zip(marks, attempts, strict=True)]
+    return StepResult.from_findings("reload", summary, findings, details=details, sent=sent)
 
 
 STEP = Step(name="reload", order=10, title="Reload", run=run)
