@@ -181,13 +181,20 @@ def test_app_error_passes_through_without_a_cause(
 def test_successful_fetches_are_not_logged(
     upstream: Callable[..., Upstream], varnish_proxy: Callable[..., VarnishProxy]
 ) -> None:
-    """The lab's query keeps the file to failed requests; varnishncsa logs every fetch."""
-    varnish = varnish_proxy(upstream("ok"))
-    assert fetch(varnish).status_code == 200
+    """The lab's query keeps varnishlog's file to failed requests; varnishncsa logs every
+    fetch. Once the app is gone, the next request is the file's first record."""
+    app = upstream("ok")
+    varnish = varnish_proxy(app)
+    assert fetch(varnish, mark="t1.1").status_code == 200
+    app.stop()
+    assert fetch(varnish, mark="t1.2").status_code == 503
+    [failed] = parsed_records(varnish.wait_for_log(r"FetchError"))
+    assert failed.mark == "t1.2" and failed.cause is Cause.UPSTREAM_REFUSED
     assert varnish.access_log is not None
-    [line] = parsed_records(wait_for_lines(varnish.access_log, 1)[0])
-    assert not line.is_error and line.cause is None and line.mark == MARK
-    assert varnish.read_log() == ""
+    served, refused = parsed_records("\n".join(wait_for_lines(varnish.access_log, 2)))
+    assert (served.mark, served.is_error, served.cause) == ("t1.1", False, None)
+    assert served.upstream == app.address
+    assert (refused.mark, refused.cause) == ("t1.2", Cause.UPSTREAM_REFUSED)
 
 
 def test_held_down_connects_are_consequences(
