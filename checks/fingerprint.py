@@ -228,6 +228,11 @@ def _nginx(status: int, body: str) -> tuple[Cause | None, str, bool]:
 _APACHE_REASONS: tuple[tuple[str, Cause | None, str], ...] = (
     ("dns lookup failure for", Cause.UPSTREAM_DNS, "the proxy could not resolve the backend"),
     (
+        "error during ssl handshake with remote server",
+        Cause.UPSTREAM_TLS,
+        "the TLS handshake with the backend failed",
+    ),
+    (
         "the timeout specified has expired",
         Cause.UPSTREAM_TIMEOUT,
         "the backend did not answer in time",
@@ -243,14 +248,20 @@ _APACHE_REASONS: tuple[tuple[str, Cause | None, str], ...] = (
 )
 
 
+# mod_proxy's error pages end with "Reason: <strong>…</strong>" where it knows one.
+_APACHE_REASON = re.compile(r"reason: <strong>([^<]{1,200})</strong>")
+
+
 def _apache(status: int, body: str) -> tuple[Cause | None, str, bool]:
     if status in (403, 406) and _has(body, "mod_security", "modsecurity"):
         return Cause.BLOCKED, f"{status}: ModSecurity block", True
     if status == 504 and _has(body, "the gateway did not receive a timely response"):
         return Cause.UPSTREAM_TIMEOUT, "504: the backend did not answer in time", True
+    reason = _APACHE_REASON.search(body)
+    said = f' (the page\'s reason: "{reason.group(1).strip()}")' if reason else ""
     for needle, cause, text in _APACHE_REASONS:
         if _has(body, needle):
-            return cause, f"{status}: {text}", True
+            return cause, f"{status}: {text}{said}", True
     if status == 503 and _has(body, "temporarily unable to service your request"):
         # mod_proxy answers 503 when the backend refuses or is marked in error.
         return None, "503: backend unavailable (refused, or in error state)", True

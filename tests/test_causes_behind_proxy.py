@@ -1,9 +1,11 @@
 """End to end: a whole diagnosis (``checks.runner.diagnose``) of a real nginx, HAProxy or
 Apache — or php-fpm behind nginx — in front of a misbehaving upstream, with the site's logs
-configured, names the cause behind the proxy."""
+configured, names the cause behind the proxy: after users' failed requests, and on a quiet
+site, where the diagnosis's own requests are the only traffic the proxy ever sees."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from ipaddress import ip_network
@@ -48,6 +50,13 @@ async def run_diagnosis(url: str, logs: list[Path], upstreams: tuple[str, ...] =
     logs_step = next(s for s in diagnosis.steps if s.name == "logs")
     assert logs_step.status.value in ("fail", "warn"), logs_step.summary
     return diagnosis
+
+
+def own_log_evidence(diagnosis: Diagnosis, cause: Cause) -> int:
+    """How many of the diagnosis's own requests the verdict's log evidence names."""
+    return sum(
+        int(f.data.get("own", 0)) for f in diagnosis.verdict.evidence if f.code.startswith("log_")
+    )
 
 
 def explain(diagnosis: Diagnosis) -> str:
@@ -100,6 +109,37 @@ async def test_cause_behind_proxy(
     diagnosis = await run_diagnosis(proxy.url, [proxy.error_log], (app.address,))
     assert diagnosis.verdict.cause is cause, explain(diagnosis)
     assert any(f.code == f"log_{cause.value}" for f in diagnosis.verdict.evidence)
+
+
+@pytest.mark.parametrize(("proxy_kind", "kind", "opts", "cause", "pattern"), CASES)
+async def test_cause_behind_proxy_on_a_quiet_site(
+    request: pytest.FixtureRequest,
+    upstream: Callable[..., Any],
+    proxy_kind: str,
+    kind: str,
+    opts: dict[str, Any],
+    cause: Cause,
+    pattern: str,
+) -> None:
+    app = upstream(kind, **opts)
+    start: Callable[..., Proxy] = request.getfixturevalue(f"{proxy_kind}_proxy")
+    proxy = start(app)
+    assert not re.search(pattern, proxy.read_log())  # nobody has failed there yet
+    diagnosis = await run_diagnosis(proxy.url, [proxy.error_log], (app.address,))
+    assert diagnosis.verdict.cause is cause, explain(diagnosis)
+    assert own_log_evidence(diagnosis, cause) >= 1, explain(diagnosis)
+    assert re.search(pattern, proxy.read_log())  # the proxy logged our own requests
+
+
+async def test_php_fpm_terminate_timeout_on_a_quiet_site(
+    php_fpm: Callable[..., PhpFpm], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    fpm = php_fpm(max_children=4, terminate_timeout_s=1)
+    proxy = nginx_proxy(php=fpm, read_timeout_s=4)
+    url = proxy.url + "sleep.php?s=3"
+    diagnosis = await run_diagnosis(url, [proxy.error_log, fpm.error_log], (fpm.address,))
+    assert diagnosis.verdict.cause is Cause.APP_TIMEOUT, explain(diagnosis)
+    assert "execution timed out" in fpm.read_log()
 
 
 async def test_php_fpm_terminate_timeout_is_app_timeout(

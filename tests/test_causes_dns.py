@@ -69,6 +69,20 @@ async def test_resolvers_that_disagree(dns_lab: DnsLab) -> None:
     assert lab_names.MOVED_SECONDARY_IP in diagnosis.verdict.evidence[0].message
 
 
+async def test_resolvers_that_disagree_one_with_the_expected_address(dns_lab: DnsLab) -> None:
+    # The new address is the expected one and one resolver has it already: a change still
+    # spreading, not a wrong record — whichever resolver is listed first.
+    for resolvers in (
+        (dns_lab.primary, dns_lab.secondary),
+        (dns_lab.secondary, dns_lab.primary),
+    ):
+        site = Site("shop", url(dns_lab.moved), expected_ips=(lab_names.MOVED_SECONDARY_IP,))
+        diagnosis = await diagnose("shop", settings_for(resolvers, site))
+        assert diagnosis.verdict.cause is Cause.DNS_INCONSISTENT, diagnosis.verdict.summary
+        assert "dns_not_yet_everywhere" in dns_evidence(diagnosis)
+        assert "dns_mismatch" not in dns_evidence(diagnosis)
+
+
 async def test_resolvers_that_disagree_whether_the_name_exists(dns_lab: DnsLab) -> None:
     # The first resolver says NXDOMAIN; the second has the name, so it is probed too.
     diagnosis = await diagnose(

@@ -75,6 +75,40 @@ def test_site_names_and_hosts_map_to_sites() -> None:
     assert parse_target("unknown.example.com", SETTINGS).site is None
 
 
+TWO_ON_ONE_ADDRESS = Settings(
+    sites=(
+        Site(name="shop", url="http://127.0.0.1:18080/"),
+        Site(name="blog", url="http://127.0.0.1:18082/blog/"),
+        Site(name="healthy", url="http://healthy.trial.test:18081/"),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("typed", "site", "url"),
+    [
+        # A URL's scheme, host and port must all match a site's.
+        ("http://127.0.0.1:18080/", "shop", "http://127.0.0.1:18080/"),
+        ("http://127.0.0.1:18082/x", "blog", "http://127.0.0.1:18082/x"),
+        ("https://127.0.0.1:18080/", None, "https://127.0.0.1:18080/"),
+        ("http://127.0.0.1/", None, "http://127.0.0.1/"),
+        # host:port and a bare host take the site's URL: its scheme, port and path.
+        ("127.0.0.1:18082", "blog", "http://127.0.0.1:18082/blog/"),
+        ("127.0.0.1:18082/other", "blog", "http://127.0.0.1:18082/other"),
+        ("healthy.trial.test", "healthy", "http://healthy.trial.test:18081/"),
+        ("HEALTHY.trial.test.", "healthy", "http://healthy.trial.test:18081/"),
+        ("https://healthy.trial.test/", None, "https://healthy.trial.test/"),
+        ("127.0.0.1:9", None, "https://127.0.0.1:9/"),
+    ],
+)
+def test_a_target_takes_the_settings_of_the_site_it_names(
+    typed: str, site: str | None, url: str
+) -> None:
+    target = parse_target(typed, TWO_ON_ONE_ADDRESS)
+    assert (target.site.name if target.site else None) == site
+    assert target.url == url
+
+
 @pytest.mark.parametrize(
     ("typed", "message"),
     [
