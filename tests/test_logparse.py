@@ -4,17 +4,20 @@ lab cannot provoke (DNS, TLS, crashes, other syslog layouts)."""
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from checks.logparse import classifier, detect_format
+from checks.logparse import LogLine, classifier, detect_format, record_splitter
 from checks.model import Cause
-from tests.lab.fixtures_proxies import Proxy
+from tests.lab.fixtures_proxies import PhpFpm, Proxy
 
 
 def get(url: str, timeout: float = 6.0) -> int | None:
@@ -30,6 +33,33 @@ def causes_in(proxy: Proxy) -> dict[Cause, int]:
     for line in proxy.read_log().splitlines():
         parsed = classify(line)
         if parsed is not None and parsed.cause is not None and not parsed.secondary:
+            found[parsed.cause] = found.get(parsed.cause, 0) + 1
+    return found
+
+
+def parsed_records(path: Path, fmt: str) -> list[LogLine]:
+    """Every record of the log at ``path`` as the parser reads it (records, not lines)."""
+    classify = classifier(fmt)
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return [p for record in record_splitter(fmt)(lines) if (p := classify(record))]
+
+
+def wait_for_text(path: Path, pattern: str, timeout: float = 5.0) -> str:
+    """Wait until ``pattern`` appears in the file at ``path``; return its text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if re.search(pattern, text):
+            return text
+        assert time.monotonic() < deadline, f"{pattern!r} not in {path}:\n{text[-3000:]}"
+        time.sleep(0.05)
+
+
+def claimed(path: Path, fmt: str) -> dict[Cause, int]:
+    """Like ``causes_in``, over records: the first-hand causes the log shows."""
+    found: dict[Cause, int] = {}
+    for parsed in parsed_records(path, fmt):
+        if parsed.cause is not None and not parsed.secondary:
             found[parsed.cause] = found.get(parsed.cause, 0) + 1
     return found
 
@@ -51,6 +81,7 @@ NGINX_CASES: list[tuple[str, dict[str, Any], Cause, str]] = [
     ("garbage", {}, Cause.UPSTREAM_INVALID, r"no valid HTTP/1.0 header"),
     ("bad_header", {}, Cause.UPSTREAM_INVALID, r"upstream sent invalid header"),
     ("huge_headers", {}, Cause.UPSTREAM_HEADER_TOO_BIG, r"too big header"),
+    ("blackhole", {}, Cause.UPSTREAM_TIMEOUT, r"\(110: .*\) while connecting to upstream"),
 ]
 
 
@@ -82,6 +113,7 @@ HAPROXY_CASES: list[tuple[str, dict[str, Any], Cause, str]] = [
     ("bad_header", {}, Cause.UPSTREAM_INVALID, r" PH-- "),
     # HAProxy logs an oversized response as PH too: its log cannot tell the two apart.
     ("huge_headers", {}, Cause.UPSTREAM_INVALID, r" PH-- "),
+    ("blackhole", {}, Cause.UPSTREAM_TIMEOUT, r" sC-- "),
 ]
 
 
@@ -122,6 +154,8 @@ APACHE_CASES: list[tuple[str, dict[str, Any], Cause, str]] = [
     ("bad_header", {}, Cause.UPSTREAM_INVALID, r"AH10404"),
     # Apache limits each header line (ResponseFieldSize, 8 KiB), not their sum.
     ("huge_headers", {"cookie_bytes": 10000}, Cause.UPSTREAM_HEADER_TOO_BIG, r"AH10124"),
+    # Connect timed out: AH00957 with (70007), then AH01114 as its consequence.
+    ("blackhole", {}, Cause.UPSTREAM_TIMEOUT, r"\(70007\).*AH00957(?s:.*)AH01114"),
 ]
 
 
@@ -151,11 +185,20 @@ def test_php_fpm_terminate_timeout(
     fpm = php_fpm(max_children=4, terminate_timeout_s=1)
     ngx = nginx_proxy(php=fpm, read_timeout_s=4)
     apa = apache_proxy(php=fpm, timeout_s=4)
-    assert get(ngx.url + "sleep.php?s=3") == 502
+    assert get(ngx.url + "sleep.php?s=3&_bgw=kill.1") == 502
     fpm.wait_for_log(r"execution timed out")
     ngx.wait_for_log(r"Connection reset by peer|prematurely closed")
     assert get(apa.url + "sleep.php?s=3") in (502, 503)
-    apa.wait_for_log(r"AH01067")
+    apa.wait_for_log(r"AH01067(?s:.*)AH01075")
+    # php-fpm quotes the request it killed, so the diagnosis's own request is recognised.
+    killed = [p for p in parsed_records(fpm.error_log, "php-fpm") if p.cause]
+    assert [p.mark for p in killed] == ["kill.1", None]
+    # Apache: AH01067 says what happened; "(104)...: AH01075: Error dispatching request"
+    # after it is its consequence.
+    dispatch = [p for p in parsed_records(apa.error_log, "apache") if p.secondary]
+    assert [(p.cause, p.what) for p in dispatch] == [
+        (Cause.UPSTREAM_CLOSED, "FastCGI backend reset the connection")
+    ]
     assert causes_in(fpm) == {Cause.APP_TIMEOUT: 2}
     assert causes_in(ngx) == {Cause.UPSTREAM_CLOSED: 1}
     assert causes_in(apa) == {Cause.UPSTREAM_CLOSED: 1}
@@ -190,6 +233,155 @@ def test_nginx_no_live_upstreams_is_a_consequence(
     no_live = [p for p in parsed if p.what == "no live upstreams"]
     assert len(no_live) == 1 and no_live[0].secondary and no_live[0].cause is Cause.OVERLOAD
     assert causes_in(proxy) == {Cause.UPSTREAM_REFUSED: 2}
+
+
+# --- php-fpm behind nginx and Apache: the socket, the pool, PHP's own errors --------------
+
+
+def test_socket_the_proxy_may_not_open(
+    php_fpm: Callable[..., PhpFpm],
+    nginx_proxy: Callable[..., Proxy],
+    apache_proxy: Callable[..., Proxy],
+) -> None:
+    # root:root 0660: nginx's workers (nobody) and Apache's (www-data) are shut out.
+    fpm = php_fpm(listen_owner="root", listen_group="root", listen_mode="0660")
+    ngx = nginx_proxy(php=fpm)
+    apa = apache_proxy(php=fpm)
+    assert get(ngx.url + "ok.php?_bgw=perm.1") == 502
+    assert get(apa.url + "ok.php") == 503
+    ngx.wait_for_log(r"connect\(\) to unix:\S+ failed \(13: Permission denied\)")
+    apa.wait_for_log(r"\(13\)Permission denied: AH02454: (?s:.*)AH01079")
+    [ngx_line] = parsed_records(ngx.error_log, "nginx")
+    assert ngx_line.cause is Cause.UPSTREAM_PERMISSION and ngx_line.is_error
+    assert ngx_line.upstream == fpm.address and ngx_line.mark == "perm.1"
+    assert ngx_line.server == "lab" and ngx_line.host == f"127.0.0.1:{ngx.port}"
+    assert claimed(apa.error_log, "apache") == {Cause.UPSTREAM_PERMISSION: 1}
+    [denied] = [p for p in parsed_records(apa.error_log, "apache") if p.cause and not p.secondary]
+    assert denied.upstream == fpm.address
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
+def test_apache_php_fpm_stopped(
+    php_fpm: Callable[..., PhpFpm], apache_proxy: Callable[..., Proxy], tcp: bool
+) -> None:
+    fpm = php_fpm(tcp=tcp)
+    apa = apache_proxy(php=fpm)
+    fpm.stop()
+    assert get(apa.url + "ok.php") == 503
+    # unix: "(2)No such file or directory: AH02454: FCGI: attempt to connect to Unix domain
+    # socket ... failed"; tcp: "(111)Connection refused: AH00957: FCGI: attempt to connect".
+    apa.wait_for_log(r"AH02454|AH00957")
+    apa.wait_for_log(r"AH01079")
+    assert claimed(apa.error_log, "apache") == {Cause.UPSTREAM_REFUSED: 1}
+    parsed = [p for p in parsed_records(apa.error_log, "apache") if p.cause]
+    assert [p.secondary for p in parsed] == [False, True]  # AH01079 follows the connect
+    assert parsed[0].upstream == fpm.address
+    assert parsed[1].client is not None and parsed[1].client.startswith("127.0.0.1:")
+
+
+def test_apache_php_slower_than_apache_timeout(
+    php_fpm: Callable[..., PhpFpm], apache_proxy: Callable[..., Proxy]
+) -> None:
+    fpm = php_fpm(max_children=4)
+    apa = apache_proxy(php=fpm, timeout_s=1)
+    assert get(apa.url + "sleep.php?s=3") == 504
+    # "(70007)The timeout specified has expired: [client ...] AH01075: Error dispatching
+    # request to :PORT: (polling)": the only line.
+    apa.wait_for_log(r"\(70007\).*AH01075")
+    assert claimed(apa.error_log, "apache") == {Cause.UPSTREAM_TIMEOUT: 1}
+    assert claimed(fpm.error_log, "php-fpm") == {}
+
+
+def test_apache_php_fpm_pool_full(
+    php_fpm: Callable[..., PhpFpm], apache_proxy: Callable[..., Proxy]
+) -> None:
+    fpm = php_fpm(max_children=1)
+    apa = apache_proxy(php=fpm, timeout_s=1)
+    hold = threading.Thread(target=get, args=(apa.url + "sleep.php?s=4",))
+    hold.start()
+    try:
+        fpm.wait_for_log(r"max_children")
+        assert get(apa.url + "ok.php") == 504
+    finally:
+        hold.join()
+    apa.wait_for_log(r"(?s)(AH01075.*){2}")  # the held request and the queued one
+    assert claimed(fpm.error_log, "php-fpm") == {Cause.OVERLOAD: 1}
+    assert set(claimed(apa.error_log, "apache")) == {Cause.UPSTREAM_TIMEOUT}
+
+
+PHP_FATAL_FILES = {
+    "plugin": ("wp-content/plugins/broken-plugin/broken-plugin.php:3", "plugin broken-plugin"),
+    "theme": ("wp-content/themes/broken-theme/functions.php:3", "theme broken-theme"),
+}
+
+
+@pytest.mark.parametrize("broken", ["plugin", "theme"])
+@pytest.mark.parametrize("logged_by", ["proxy", "php-fpm", "php"])
+def test_php_fatal_error_in_wordpress(
+    php_fpm: Callable[..., PhpFpm],
+    nginx_proxy: Callable[..., Proxy],
+    apache_proxy: Callable[..., Proxy],
+    broken: str,
+    logged_by: str,
+) -> None:
+    """PHP's fatal error lands where the pool sends it: the proxy's log (fastcgi.logging, the
+    default) and php-fpm's (catch_workers_output), php-fpm's alone (fastcgi.logging off), or
+    PHP's own error_log. Wherever it lands, it names the file; the client gets PHP's 500."""
+    fpm = php_fpm(
+        wordpress_broken=broken,
+        fastcgi_logging=logged_by == "proxy",
+        php_error_log=logged_by == "php",
+    )
+    ngx = nginx_proxy(php=fpm)
+    apa = apache_proxy(php=fpm)
+    assert get(ngx.url + "?_bgw=fatal.1") == 500
+    assert get(apa.url + "?_bgw=fatal.2") == 500
+    assert get(ngx.url + "ok.php") == 200  # the pool itself is fine
+    file, part = PHP_FATAL_FILES[broken]
+    source = f"{fpm.docroot.resolve()}/{file}"
+    what = f"PHP fatal error in {part}"
+    if logged_by == "proxy":
+        ngx.wait_for_log(r'FastCGI sent in stderr: "PHP message: PHP Fatal error: ')
+        apa.wait_for_log(r"AH01071: Got error 'PHP message: PHP Fatal error: ")
+        [ngx_line] = parsed_records(ngx.error_log, "nginx")
+        # The record spans the stack trace; the request (and its mark) closes it.
+        assert ngx_line.mark == "fatal.1" and ngx_line.upstream == fpm.address
+        [apa_line] = [p for p in parsed_records(apa.error_log, "apache") if p.cause]
+        assert apa_line.mark is None  # Apache's error log does not quote the URL
+        assert apa_line.client is not None
+        for line in (ngx_line, apa_line):
+            assert (line.cause, line.what, line.source) == (Cause.SERVER_ERROR, what, source)
+            assert line.is_error and not line.secondary
+    else:
+        assert claimed(ngx.error_log, "nginx") == {}
+        assert claimed(apa.error_log, "apache") == {}
+    app_log = fpm.php_error_log if logged_by == "php" else fpm.error_log
+    assert app_log is not None
+    app_text = wait_for_text(app_log, r"(?s)(PHP Fatal error.*){2}")
+    assert detect_format(app_text.splitlines()) == "php-fpm"
+    fatal = [p for p in parsed_records(app_log, "php-fpm") if p.cause]
+    assert {(p.cause, p.what, p.source) for p in fatal} == {(Cause.SERVER_ERROR, what, source)}
+    assert len(fatal) == 2  # one per request: nginx's and Apache's
+    assert all(p.when is not None and p.is_error for p in fatal)
+
+
+def test_php_warning_is_not_an_error(
+    php_fpm: Callable[..., PhpFpm],
+    nginx_proxy: Callable[..., Proxy],
+    apache_proxy: Callable[..., Proxy],
+) -> None:
+    fpm = php_fpm()
+    ngx = nginx_proxy(php=fpm)
+    apa = apache_proxy(php=fpm)
+    assert get(ngx.url + "warn.php") == 200
+    assert get(apa.url + "warn.php") == 200
+    # nginx and Apache both rate it [error]; it is PHP talking, the page worked.
+    ngx.wait_for_log(r"\[error\] .*FastCGI sent in stderr: \"PHP message: PHP Warning:  lab")
+    apa.wait_for_log(r"\[proxy_fcgi:error\] .*AH01071: Got error 'PHP message: PHP Warning")
+    for proxy in (ngx, apa):
+        parsed = parsed_records(proxy.error_log, proxy.log_format)
+        warned = [p for p in parsed if p.upstream == fpm.address or p.client]
+        assert warned and not any(p.is_error or p.cause for p in warned)
 
 
 # --- hand-written lines: other shapes of a message, and messages the lab does not provoke ----
@@ -276,7 +468,67 @@ HAND_WRITTEN: list[tuple[str, str, Cause | None, str | None]] = [
         Cause.OVERLOAD,
         "php-fpm pool www",
     ),
+    (
+        # SELinux without httpd_can_network_connect: EACCES on a TCP connect.
+        "apache",
+        "[Wed May 01 12:00:00.123456 2024] [proxy:error] [pid 1:tid 2] (13)Permission denied: "
+        "AH00957: HTTP: attempt to connect to 127.0.0.1:8080 (127.0.0.1:8080) failed",
+        Cause.UPSTREAM_PERMISSION,
+        "127.0.0.1:8080",
+    ),
 ]
+
+
+# PHP messages the lab's scripts do not make, in the three places PHP's errors land.
+PHP_ERRORS: list[tuple[str, str, Cause, str, str]] = [
+    (
+        "php-fpm",
+        "[01-May-2024 14:00:00 Europe/Berlin] PHP Parse error:  syntax error, unexpected token "
+        '"}" in /var/www/wp-content/mu-plugins/loader.php on line 7',
+        Cause.SERVER_ERROR,
+        "PHP parse error in plugin loader",
+        "/var/www/wp-content/mu-plugins/loader.php:7",
+    ),
+    (
+        "nginx",
+        '2024/05/01 12:00:00 [error] 7#7: *9 FastCGI sent in stderr: "PHP message: PHP Fatal '
+        "error:  Allowed memory size of 134217728 bytes exhausted (tried to allocate 20480 "
+        'bytes) in /var/www/wp-includes/class-wpdb.php on line 2056" while reading response '
+        'header from upstream, client: 1.2.3.4, server: x, request: "GET / HTTP/1.1", '
+        'upstream: "fastcgi://unix:/run/php/php8.2-fpm.sock:", host: "x"',
+        Cause.SERVER_ERROR,
+        "PHP memory_limit exhausted",
+        "/var/www/wp-includes/class-wpdb.php:2056",
+    ),
+    (
+        "apache",
+        "[Wed May 01 12:00:00.123456 2024] [proxy_fcgi:error] [pid 1:tid 2] [client 1.2.3.4:5]"
+        " AH01071: Got error 'PHP message: PHP Warning:  Undefined variable $x in /var/www/a.php"
+        " on line 3; PHP message: PHP Fatal error:  Maximum execution time of 30 seconds "
+        "exceeded in /var/www/wp-content/plugins/slow/slow.php on line 12'",
+        Cause.APP_TIMEOUT,
+        "PHP max_execution_time exceeded",
+        "/var/www/wp-content/plugins/slow/slow.php:12",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fmt", "line", "cause", "what", "source"), PHP_ERRORS)
+def test_php_errors_name_the_file(
+    fmt: str, line: str, cause: Cause, what: str, source: str
+) -> None:
+    parsed = classifier(fmt)(line)
+    assert parsed is not None and parsed.when is not None and parsed.is_error
+    assert (parsed.cause, parsed.what, parsed.source) == (cause, what, source)
+
+
+def test_php_error_log_time_zone() -> None:
+    """PHP stamps its error_log in date.timezone and says which."""
+    parse = classifier("php-fpm")
+    berlin = parse("[01-May-2024 14:00:00 Europe/Berlin] PHP Warning:  x in /a.php on line 1")
+    utc = parse("[01-May-2024 12:00:00 UTC] PHP Notice:  x in /a.php on line 1")
+    assert berlin is not None and utc is not None and berlin.when == utc.when
+    assert not berlin.is_error and berlin.cause is None
 
 
 @pytest.mark.parametrize(("fmt", "line", "cause", "upstream"), HAND_WRITTEN)

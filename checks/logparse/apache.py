@@ -5,6 +5,23 @@ AH00957: http: attempt to connect to 10.0.0.5:8080 (10.0.0.5:8080) failed``.
 Apache numbers its messages (AHnnnnn); several carry the APR/OS error that says which
 failure it was, e.g. AH01102 "error reading status line" with (70007) is a timeout but with
 (22) a response that is not HTTP.
+
+Behind mod_proxy_fcgi (php-fpm), as Apache 2.4 writes it:
+
+- AH02454 "FCGI: attempt to connect to Unix domain socket /run/php.sock (localhost:8000)
+  failed" with (2) (php-fpm stopped, its socket gone) or (13) (the socket's owner/mode shut
+  out Apache's user); AH00957 for a TCP pool. AH01079 "failed to make connection to
+  backend" follows either.
+- AH01067 "Failed to read FastCGI header": php-fpm closed the connection before answering
+  (request_terminate_timeout, a crash); the AH01075 "Error dispatching request to" with
+  (104) that follows is its consequence.
+- AH01075 with (70007) "(polling)" alone: php-fpm did not answer within Apache's timeout (a
+  slow script, or a full pool queueing the request).
+- AH01071 "Got error 'PHP message: PHP Fatal error: ...'": what PHP wrote to stderr while
+  fastcgi.logging is on; a fatal error is the app failing (the client gets PHP's 500).
+
+Apache's default error log format quotes no request URL, so its lines carry no ``_bgw``
+mark; only the client's address ties them to a request.
 """
 
 from __future__ import annotations
@@ -12,6 +29,7 @@ from __future__ import annotations
 import re
 
 from checks.logparse import LogLine, first_match, local_time, rule
+from checks.logparse.phpfpm import php_error, php_minor_only
 from checks.model import Cause
 
 _LINE = re.compile(
@@ -25,6 +43,9 @@ _TIMEOUT = {"70007", "110"}  # APR_TIMEUP, ETIMEDOUT
 _NOT_HTTP = {"22"}  # EINVAL: apr could not parse what the backend sent
 _NO_LISTENER = {"111", "2", "113", "101", "112"}  # refused, no socket file, no route
 _NAME_FAILURE = {"-2", "-3", "-5", "670002", "670003"}  # EAI_* / APR_EAI lookup errors
+_DENIED = {"13"}  # EACCES: the socket's owner/mode (or SELinux) shuts out Apache's user
+_RESET = {"104", "32"}  # ECONNRESET, EPIPE
+_UNIX_SOCKET = re.compile(r"attempt to connect to Unix domain socket (?P<path>/\S+)")
 _UPSTREAM = (
     re.compile(r"attempt to connect to (?P<u>\S+)"),
     re.compile(r"remote server (?P<u>[^\s,]+)"),
@@ -55,7 +76,7 @@ RULES = (
         secondary=True,
     ),
     rule(
-        r"AH00940|AH00959|AH01106|AH00898|AH01075|AH01097",
+        r"AH00940|AH00959|AH01106|AH00898|AH01097",
         None,
         "follows from the error before it",
         secondary=True,
@@ -76,7 +97,9 @@ def _by_errno(errno: str | None, default: Cause) -> Cause:
 
 
 def _classify_message(msg: str, errno: str | None) -> tuple[Cause | None, str | None, bool]:
-    if "AH00957" in msg or "attempt to connect to" in msg:
+    if "AH00957" in msg or "AH02454" in msg or "attempt to connect to" in msg:
+        if errno in _DENIED:
+            return Cause.UPSTREAM_PERMISSION, "connect to backend: permission denied", False
         if errno in _TIMEOUT:
             return Cause.UPSTREAM_TIMEOUT, "connect to backend timed out", False
         if errno in _NAME_FAILURE:
@@ -90,6 +113,15 @@ def _classify_message(msg: str, errno: str | None) -> tuple[Cause | None, str | 
         return _by_errno(errno, Cause.UPSTREAM_CLOSED), "error reading headers", False
     if "AH01067" in msg or "Failed to read FastCGI header" in msg:
         return _by_errno(errno, Cause.UPSTREAM_CLOSED), "failed to read FastCGI header", False
+    if "AH01075" in msg or "Error dispatching request to" in msg:
+        # Logged when mod_proxy_fcgi gives up on the backend. Timed out while polling, it
+        # is the only line: php-fpm never answered. Otherwise it follows the line that
+        # said what went wrong (AH01067, AH01071).
+        if errno in _TIMEOUT:
+            return Cause.UPSTREAM_TIMEOUT, "FastCGI backend did not answer in time", False
+        if errno in _RESET:
+            return Cause.UPSTREAM_CLOSED, "FastCGI backend reset the connection", True
+        return None, "follows from the error before it", True
     found = first_match(RULES, msg)
     if found is None:
         return None, None, False
@@ -102,15 +134,31 @@ def classify(line: str) -> LogLine | None:
         return None
     msg = m["msg"]
     errno_match = _ERRNO.search(msg)
-    cause, what, secondary = _classify_message(msg, errno_match["errno"] if errno_match else None)
-    upstream = next((u["u"] for p in _UPSTREAM if (u := p.search(msg))), None)
+    is_error = m["level"] in _ERROR_LEVELS
+    source = None
+    php = php_error(msg) if "AH01071" in msg else None
+    if php is not None:
+        cause, what, secondary, source = php.cause, php.what, False, php.source
+    elif "AH01071" in msg and php_minor_only(msg):
+        # PHP warnings and notices relayed from the app's stderr: not a failure.
+        cause, what, secondary, is_error = None, None, False, False
+    else:
+        errno = errno_match["errno"] if errno_match else None
+        cause, what, secondary = _classify_message(msg, errno)
+    socket_path = _UNIX_SOCKET.search(msg)
+    upstream = (
+        f"unix:{socket_path['path']}"
+        if socket_path
+        else next((u["u"] for p in _UPSTREAM if (u := p.search(msg))), None)
+    )
     client = _CLIENT.search(msg)
     return LogLine(
         when=local_time(f"{m['ts']} {m['year']}", "%a %b %d %H:%M:%S %Y"),
-        is_error=m["level"] in _ERROR_LEVELS,
+        is_error=is_error,
         cause=cause,
         what=what,
         upstream=upstream,
         secondary=secondary,
         client=client["c"] if client else None,
+        source=source,
     )

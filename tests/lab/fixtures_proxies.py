@@ -17,8 +17,11 @@ Every factory returns a ``Proxy``: ``url`` ("http://127.0.0.1:PORT/"), ``port``,
 ``error_log`` (the file the server writes its errors to: nginx/apache error log, haproxy's
 request log, php-fpm's error_log), ``access_log`` (or None), ``log_format`` (the
 ``LogSource.format`` name) and ``wait_for_log(regex)``. ``PhpFpm`` adds ``address``
-("unix:/path/fpm.sock" or "127.0.0.1:PORT") and ``docroot`` holding ``ok.php``,
-``sleep.php?s=SECONDS`` and ``fail.php`` (an app 500).
+("unix:/path/fpm.sock" or "127.0.0.1:PORT"), ``php_error_log`` (PHP's own error_log, or
+None) and ``docroot`` holding ``ok.php``, ``sleep.php?s=SECONDS``, ``fail.php`` (an app
+500), ``warn.php`` (a PHP warning, page fine) and a WordPress-shaped ``index.php`` ("/" on
+nginx and Apache) that includes every ``wp-content/plugins/*/*.php`` and the active theme's
+``functions.php``.
 
 Options (all keyword): nginx ``connect_timeout_s=1``, ``read_timeout_s=1``,
 ``buffer_size=None`` (proxy/fastcgi_buffer_size), ``max_fails=1``, ``fail_timeout_s=10``,
@@ -29,13 +32,21 @@ the upstream is one "name:port" that nginx resolves per request through that DNS
 ``proxy_pass http://$up:PORT``, never through the system resolver),
 ``resolver_timeout_s=1``; haproxy ``connect_timeout_s=1``, ``server_timeout_s=1``, ``retries=0``,
 ``maxconn=0`` (per server), ``queue_timeout_s=1``; apache ``timeout_s=1``, ``retry_s=0``;
-php-fpm ``max_children=2``, ``terminate_timeout_s=0`` (0 = off), ``tcp=False``.
+php-fpm ``max_children=2``, ``terminate_timeout_s=0`` (0 = off), ``tcp=False``,
+``listen_owner=None``, ``listen_group=None``, ``listen_mode="0666"`` (the pool's socket:
+owner root and mode 0660 shut out the proxies' unprivileged workers, nginx's ``nobody`` and
+Apache's ``www-data``), ``wordpress_broken=None`` ("plugin": a plugin calling an undefined
+function, ``wp-content/plugins/broken-plugin/broken-plugin.php`` line 3; "theme": the same in
+the active theme's ``functions.php``), ``php_error_log=False`` (PHP writes its errors to its
+own file, ``php_error_log``, instead of to stderr) and ``fastcgi_logging=True`` (PHP's
+stderr goes to the proxy's error log too; off, only php-fpm's log has it).
 ``upstream`` may be an ``Upstream``, a "host:port" string, or a list of them (nginx,
 haproxy: several servers in one pool).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -43,7 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -101,6 +112,8 @@ class Proxy:
 class PhpFpm(Proxy):
     socket_path: Path | None = None
     docroot: Path = Path()
+    # PHP's own error log (php_admin_value[error_log]), when the pool was given one.
+    php_error_log: Path | None = None
 
     def stop(self) -> None:
         super().stop()
@@ -117,6 +130,11 @@ class PhpFpm(Proxy):
 def _addresses(spec: UpstreamSpec) -> list[str]:
     items = [spec] if isinstance(spec, Upstream | str) else list(spec)
     return [item.address if isinstance(item, Upstream) else item for item in items]
+
+
+def _ms(seconds: float) -> str:
+    """A duration in the milliseconds nginx and haproxy accept: 1.5 -> "1500ms"."""
+    return f"{int(seconds * 1000)}ms"
 
 
 def _wait_ready(proxy: Proxy) -> None:
@@ -139,7 +157,52 @@ _PHP_SCRIPTS = {
         'usleep((int)($s * 1000000)); echo "slept $s\\n";\n'
     ),
     "fail.php": '<?php http_response_code(500); echo "app failed\\n";\n',
+    # A PHP warning the app survives: PHP logs it the way it logs a fatal error (the
+    # proxies rate it [error] too), but the page works.
+    "warn.php": '<?php trigger_error("lab warning", E_USER_WARNING); echo "ok with warning\\n";\n',
 }
+
+# A WordPress-shaped site: index.php loads the active plugins and the active theme's
+# functions.php (as wp-settings.php does); a broken plugin or theme calls a function that
+# does not exist, the PHP fatal error WordPress sites meet after an update.
+_WP_INDEX = """<?php
+foreach (glob(__DIR__ . '/wp-content/plugins/*/*.php') as $plugin) {
+    include_once $plugin;
+}
+include_once __DIR__ . '/wp-content/themes/' . trim(file_get_contents(__DIR__ . '/theme.txt'))
+    . '/functions.php';
+echo "ok from wordpress\\n";
+"""
+_WP_FILES = {
+    "wp-content/plugins/hello/hello.php": "<?php\nfunction hello_dolly() { return 'hello'; }\n",
+    "wp-content/themes/fine-theme/functions.php": "<?php\nfunction fine_setup() {}\n",
+}
+WordPressBreakage = Literal["plugin", "theme"]
+_WP_BROKEN: dict[WordPressBreakage, tuple[str, str]] = {
+    "plugin": (
+        "wp-content/plugins/broken-plugin/broken-plugin.php",
+        "<?php\n// Plugin Name: Broken Plugin\nbroken_plugin_missing_helper();\n",
+    ),
+    "theme": (
+        "wp-content/themes/broken-theme/functions.php",
+        "<?php\n// Theme functions\nbroken_theme_missing_helper();\n",
+    ),
+}
+
+
+def _write_wordpress(docroot: Path, broken: WordPressBreakage | None) -> None:
+    files = dict(_WP_FILES)
+    theme = "fine-theme"
+    if broken is not None:
+        path, text = _WP_BROKEN[broken]
+        files[path] = text
+        if broken == "theme":
+            theme = "broken-theme"
+    for name, text in files.items():
+        (docroot / name).parent.mkdir(parents=True, exist_ok=True)
+        (docroot / name).write_text(text)
+    (docroot / "index.php").write_text(_WP_INDEX)
+    (docroot / "theme.txt").write_text(theme + "\n")
 
 
 def start_php_fpm(
@@ -148,6 +211,12 @@ def start_php_fpm(
     max_children: int = 2,
     terminate_timeout_s: float = 0,
     tcp: bool = False,
+    listen_owner: str | None = None,
+    listen_group: str | None = None,
+    listen_mode: str = "0666",
+    wordpress_broken: WordPressBreakage | None = None,
+    php_error_log: bool = False,
+    fastcgi_logging: bool = True,
 ) -> PhpFpm:
     binary = require_binary("php-fpm8.2", "php-fpm", "/usr/sbin/php-fpm8.2")
     directory.mkdir(parents=True, exist_ok=True)
@@ -156,7 +225,9 @@ def start_php_fpm(
     docroot.chmod(0o755)
     for name, text in _PHP_SCRIPTS.items():
         (docroot / name).write_text(text)
+    _write_wordpress(docroot, wordpress_broken)
     error_log = directory / "php-fpm.log"
+    php_errors = directory / "php-errors.log" if php_error_log else None
     socket_path = None
     if not tcp:
         # Short path (sun_path is 108 bytes) in a directory the proxies' unprivileged
@@ -166,6 +237,12 @@ def start_php_fpm(
         socket_path = socket_dir / "fpm.sock"
     port = free_port() if tcp else 0
     listen = f"127.0.0.1:{port}" if tcp else str(socket_path)
+    owner = "".join(
+        f"listen.{key} = {value}\n"
+        for key, value in (("owner", listen_owner), ("group", listen_group))
+        if value is not None
+    )
+    app_log = f"php_admin_value[error_log] = {php_errors}\n" if php_errors else ""
     # pm = dynamic: it is the mode that logs "server reached pm.max_children".
     conf = f"""[global]
 pid = {directory}/php-fpm.pid
@@ -175,7 +252,7 @@ daemonize = no
 
 [www]
 listen = {listen}
-listen.mode = 0666
+{owner}listen.mode = {listen_mode}
 pm = dynamic
 pm.max_children = {max_children}
 pm.start_servers = 1
@@ -184,7 +261,9 @@ pm.max_spare_servers = 1
 request_terminate_timeout = {int(terminate_timeout_s) if terminate_timeout_s else 0}
 catch_workers_output = yes
 php_admin_value[display_errors] = off
-"""
+php_admin_flag[log_errors] = on
+php_admin_flag[fastcgi.logging] = {"on" if fastcgi_logging else "off"}
+{app_log}"""
     (directory / "php-fpm.conf").write_text(conf)
     # -R: the lab runs as root; the pool has no user to switch to.
     process = ManagedProcess(
@@ -199,6 +278,7 @@ php_admin_value[display_errors] = off
         port=port,
         socket_path=socket_path,
         docroot=docroot,
+        php_error_log=php_errors,
     )
     try:
         if socket_path is not None:
@@ -241,21 +321,21 @@ def start_nginx(
         f"{name}_temp_path {directory}/tmp_{name};"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
-    ms = lambda s: f"{int(s * 1000)}ms"  # noqa: E731 - local formatting shorthand
     if php is not None:
         buffer = f"fastcgi_buffer_size {buffer_size};" if buffer_size else ""
         location = f"""
         root {php.docroot};
         location / {{
             fastcgi_pass {php.address};
+            fastcgi_index index.php;
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
             fastcgi_param SCRIPT_NAME $fastcgi_script_name;
             fastcgi_param QUERY_STRING $query_string;
             fastcgi_param REQUEST_METHOD $request_method;
             fastcgi_param REQUEST_URI $request_uri;
             fastcgi_param SERVER_PROTOCOL $server_protocol;
-            fastcgi_connect_timeout {ms(connect_timeout_s)};
-            fastcgi_read_timeout {ms(read_timeout_s)};
+            fastcgi_connect_timeout {_ms(connect_timeout_s)};
+            fastcgi_read_timeout {_ms(read_timeout_s)};
             {buffer}
         }}"""
         pool = ""
@@ -271,7 +351,7 @@ def start_nginx(
             pool = ""
             target = (
                 f"resolver {resolver} valid=1s;\n"
-                f"            resolver_timeout {ms(resolver_timeout_s)};\n"
+                f"            resolver_timeout {_ms(resolver_timeout_s)};\n"
                 f"            set $up {name};\n"
                 f"            proxy_pass {scheme}://$up:{name_port};"
             )
@@ -298,13 +378,17 @@ def start_nginx(
         location / {{
             {target}
             {tls}
-            proxy_connect_timeout {ms(connect_timeout_s)};
-            proxy_read_timeout {ms(read_timeout_s)};
-            proxy_send_timeout {ms(read_timeout_s)};
+            proxy_connect_timeout {_ms(connect_timeout_s)};
+            proxy_read_timeout {_ms(read_timeout_s)};
+            proxy_send_timeout {_ms(read_timeout_s)};
             proxy_next_upstream error timeout;
             {buffer}
         }}"""
+    # Workers as an unprivileged user, as in production (and as Debian's build defaults to
+    # when the master is root): the user whose access to a php-fpm socket is checked.
+    user = "user nobody nogroup;" if os.geteuid() == 0 else ""
     conf = f"""worker_processes 1;
+{user}
 error_log {error_log} warn;
 pid {directory}/nginx.pid;
 events {{ worker_connections 128; }}
@@ -350,7 +434,6 @@ def start_haproxy(
     # would store them) to a file descriptor we hand it, so the test reads its own log.
     log_file = open(log_path, "ab", buffering=0)  # closed below; the fd is inherited
     fd = log_file.fileno()
-    ms = lambda s: f"{int(s * 1000)}ms"  # noqa: E731 - local formatting shorthand
     servers = "\n".join(
         f"    server app{i + 1} {address}" + (f" maxconn {maxconn}" if maxconn else "")
         for i, address in enumerate(_addresses(upstream))
@@ -364,10 +447,10 @@ defaults
     log global
     option httplog
     retries {retries}
-    timeout connect {ms(connect_timeout_s)}
+    timeout connect {_ms(connect_timeout_s)}
     timeout client 10s
-    timeout server {ms(server_timeout_s)}
-    timeout queue {ms(queue_timeout_s)}
+    timeout server {_ms(server_timeout_s)}
+    timeout queue {_ms(queue_timeout_s)}
 
 frontend web
     bind 127.0.0.1:{port}
@@ -413,10 +496,13 @@ def start_apache(
             backend = f"unix:{php.socket_path}|fcgi://localhost{php.docroot}/"
         else:
             backend = f"fcgi://{php.host}:{php.port}{php.docroot}/"
+        # "/" is the site's index.php, as DirectoryIndex would make it on a PHP site.
+        index = f'ProxyPassMatch "^/$" "{backend}index.php" {params}\n'
     else:
         if upstream is None:
             raise ValueError("apache_proxy needs an upstream or php=")
         backend = f"http://{_addresses(upstream)[0]}/"
+        index = ""
     modules = ["mpm_event", "authz_core", "proxy", "proxy_http", "proxy_fcgi"]
     load = "\n".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so" for name in modules)
     # Self-contained: Debian's own apache2.conf needs the APACHE_* environment variables.
@@ -440,7 +526,7 @@ MaxRequestWorkers 25
 MinSpareThreads 1
 MaxSpareThreads 25
 ProxyTimeout {timeout}
-ProxyPass "/" "{backend}" {params}
+{index}ProxyPass "/" "{backend}" {params}
 """
     (directory / "httpd.conf").write_text(conf)
     process = ManagedProcess(

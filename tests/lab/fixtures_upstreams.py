@@ -31,6 +31,14 @@ Kinds and their options:
 - ``slow``: reads the request, waits ``delay_s=3.0`` seconds, then answers 200.
 - ``flaky``: the first ``fail_first=2`` connections are closed without an answer, then 200.
 - ``error500``: the app's own 500 (``body=...``).
+- ``blackhole``: a port whose SYNs go unanswered, so a proxy's connect() times out (HAProxy
+  ``sC--``, nginx "upstream timed out (110: Connection timed out) while connecting to
+  upstream"). It is a listening socket with a backlog of 0 that never accepts, and whose accept
+  queue the fixture fills itself with one connection of its own: Linux then drops every further
+  SYN for as long as the queue stays full (``tcp_conn_request``: "listen queue overflow"), the
+  same silence a firewall's DROP rule makes. It needs no root, no iptables rule to clean up
+  and no other process, it touches only its own port, and it ends when the socket is closed.
+  ``start()`` checks that a second connect really goes unanswered before returning.
 """
 
 from __future__ import annotations
@@ -57,9 +65,14 @@ KINDS = (
     "slow",
     "flaky",
     "error500",
+    "blackhole",
 )
 
 _MAX_REQUEST_HEAD = 65536
+# How long a connect must go unanswered before the blackhole counts its queue as full: an
+# accepted SYN on loopback is answered within microseconds, even on a loaded machine.
+_SYN_DROPPED_AFTER_S = 0.3
+_MAX_FILLERS = 8
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -111,6 +124,8 @@ class Upstream:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._listener: socket.socket | None = None  # the blackhole's never-accepting socket
+        self._fillers: list[socket.socket] = []  # the connections that fill its accept queue
 
     @property
     def address(self) -> str:
@@ -128,6 +143,9 @@ class Upstream:
         if self.kind == "refused":
             # Nothing listens: a port the kernel just handed out and took back.
             self.port = self.port or free_port(self.host)
+            return self
+        if self.kind == "blackhole":
+            self._start_blackhole()
             return self
         owner = self
 
@@ -147,8 +165,36 @@ class Upstream:
         self._thread.start()
         return self
 
+    def _family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def _start_blackhole(self) -> None:
+        listener = socket.socket(self._family(), socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(0)  # room for one queued connection; it is never accepted
+        self._listener = listener
+        self.port = int(listener.getsockname()[1])
+        for _ in range(_MAX_FILLERS):
+            filler = socket.socket(self._family(), socket.SOCK_STREAM)
+            filler.settimeout(_SYN_DROPPED_AFTER_S)
+            try:
+                filler.connect((self.host, self.port))
+            except TimeoutError:
+                filler.close()
+                return  # the queue is full: from now on every SYN is dropped
+            self._fillers.append(filler)
+        self.stop()
+        raise RuntimeError(f"blackhole {self.address}: connects still answered after filling")
+
     def stop(self) -> None:
         self._stopping.set()
+        for filler in self._fillers:
+            filler.close()
+        self._fillers.clear()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
