@@ -2,10 +2,16 @@
 upstreams that really misbehave, the logs step and a whole diagnosis on its log, and the
 pages Caddy itself answers a failure with (what the fingerprint step sees).
 
-The upstreams are the lab's (tests/lab/fixtures_upstreams.py) plus two sockets made here
-for failures no lab kind makes: a listener whose accept queue is full (the kernel drops
-the SYN: Caddy's dial times out) and one that resets the connection (RST) after reading
-the request. TLS and DNS failures use the lab's certificates and BIND servers.
+The upstreams are the lab's (tests/lab/fixtures_upstreams.py) plus sockets made here for
+failures no lab kind makes: a TCP listener whose accept queue is full (the kernel drops the
+SYN: Caddy's dial times out), one that resets the connection (RST) after reading the
+request, and an app's unix socket that is missing, root's only (Caddy runs as Debian's
+"caddy" user for that case, as its service does) or full. TLS and DNS failures use the
+lab's certificates and BIND servers. The few hand-written lines are shapes taken from
+Caddy's and Go's source for what cannot happen on loopback.
+
+The end-to-end diagnoses are quiet (no request before the bot's own) and need the logs
+step to read the log after the diagnosis's requests reached Caddy.
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import pwd
+import shutil
 import socket
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -137,6 +147,34 @@ def resetting_upstream() -> Iterator[str]:
         listener.close()
 
 
+@contextlib.contextmanager
+def unix_socket(state: str) -> Iterator[Path]:
+    """An app's unix socket: "missing" (no file), "private" (root's, mode 0600: a proxy
+    running as another user may not connect) or "full" (its accept queue is full)."""
+    directory = Path(tempfile.mkdtemp(prefix="bg-sock-"))
+    directory.chmod(0o755)
+    path = directory / "app.sock"
+    sockets: list[socket.socket] = []
+    try:
+        if state != "missing":
+            listener = socket.socket(socket.AF_UNIX)
+            sockets.append(listener)
+            listener.bind(str(path))
+            listener.listen(0)
+            path.chmod(0o600 if state == "private" else 0o666)
+        if state == "full":
+            for _ in range(3):
+                filler = socket.socket(socket.AF_UNIX)
+                filler.setblocking(False)
+                filler.connect_ex(str(path))
+                sockets.append(filler)
+        yield path
+    finally:
+        for sock in sockets:
+            sock.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 # --- (a) the parser on what real Caddy wrote -----------------------------------------------
 
 CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, Cause, str]] = [
@@ -179,7 +217,9 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, Cause, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "app_opts", "opts", "status", "cause", "pattern"), CASES)
+@pytest.mark.parametrize(
+    ("kind", "app_opts", "opts", "status", "cause", "pattern"), CASES, ids=[c[0] for c in CASES]
+)
 def test_caddy_error_log(
     upstream: Callable[..., Upstream],
     caddy_proxy: Callable[..., Proxy],
@@ -254,6 +294,38 @@ def test_no_upstreams_available_is_a_consequence(
     assert consequence.is_error and consequence.mark == MARK
 
 
+HEALTH_CASES: list[tuple[str, Cause, str]] = [
+    ("refused", Cause.UPSTREAM_REFUSED, r"dial tcp \S+: connect: connection refused"),
+    ("slow", Cause.UPSTREAM_TIMEOUT, r"Client\.Timeout exceeded|context deadline exceeded"),
+    ("garbage", Cause.UPSTREAM_INVALID, r"malformed HTTP status code"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "cause", "pattern"), HEALTH_CASES, ids=[c[0] for c in HEALTH_CASES]
+)
+def test_active_health_checks_name_the_cause(
+    upstream: Callable[..., Upstream],
+    caddy_proxy: Callable[..., Proxy],
+    kind: str,
+    cause: Cause,
+    pattern: str,
+) -> None:
+    """With active health checks, the upstream is down before any request: the request
+    gets a 503 "no upstreams available" (a consequence); the health checker's lines (INFO,
+    "HTTP request failed") say why, first-hand, naming the upstream."""
+    app = upstream(kind)
+    proxy = caddy_proxy(app, health_interval_s=0.2)
+    proxy.wait_for_log(r'"msg":"HTTP request failed".*' + pattern, timeout=5)
+    assert get(proxy).status_code == 503
+    proxy.wait_for_log(r'"msg":"no upstreams available"')
+    assert set(causes_in(proxy)) == {cause}
+    checks = [p for line, p in parsed(proxy) if '"HTTP request failed"' in line]
+    assert checks and all(p.upstream == app.address and p.cause is cause for p in checks)
+    [consequence] = [p for _, p in parsed(proxy) if p.secondary]
+    assert consequence.cause is Cause.OVERLOAD and consequence.mark == MARK
+
+
 def test_upstream_tls_to_a_plain_http_port(caddy_proxy: Callable[..., Proxy]) -> None:
     plain = PlainHttpServer()
     proxy = caddy_proxy(plain.address, https=True)
@@ -269,7 +341,7 @@ TLS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("pair", "pattern"), TLS_CASES)
+@pytest.mark.parametrize(("pair", "pattern"), TLS_CASES, ids=[c[0] for c in TLS_CASES])
 def test_upstream_certificate_errors(
     tls_certs: LabCerts, caddy_proxy: Callable[..., Proxy], pair: str, pattern: str
 ) -> None:
@@ -293,7 +365,9 @@ DNS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "server", "pattern"), DNS_CASES)
+@pytest.mark.parametrize(
+    ("name", "server", "pattern"), DNS_CASES, ids=[f"{n}@{s}" for n, s, _ in DNS_CASES]
+)
 def test_unresolvable_upstream_name(
     dns_lab: DnsLab,
     upstream: Callable[..., Upstream],
@@ -310,6 +384,36 @@ def test_unresolvable_upstream_name(
     assert app.connections == 0
     assert causes_in(proxy) == {Cause.UPSTREAM_DNS: 1}
     assert failure(proxy).upstream == host
+
+
+UNIX_CASES: list[tuple[str, str | None, Cause, str]] = [
+    ("missing", None, Cause.UPSTREAM_REFUSED, r"connect: no such file or directory"),
+    # Debian runs Caddy as its "caddy" user: a socket only root may open is refused to it.
+    ("private", "caddy", Cause.UPSTREAM_PERMISSION, r"connect: permission denied"),
+    # A unix socket with a full accept queue fails the connect at once (EAGAIN).
+    ("full", None, Cause.OVERLOAD, r"connect: resource temporarily unavailable"),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "user", "cause", "pattern"), UNIX_CASES, ids=[c[0] for c in UNIX_CASES]
+)
+def test_unix_socket_upstream(
+    caddy_proxy: Callable[..., Proxy], state: str, user: str | None, cause: Cause, pattern: str
+) -> None:
+    if user is not None:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            pytest.skip(f"no user {user!r} (Debian's caddy package creates it)")
+    with unix_socket(state) as path:
+        proxy = caddy_proxy(f"unix/{path}", user=user)
+        assert get(proxy).status_code == 502
+        proxy.wait_for_log(r"dial unix \S+: " + pattern)
+        assert causes_in(proxy) == {cause: 1}
+        line = failure(proxy)
+        assert line.upstream == f"unix:{path}"
+        assert_request_named(line, proxy)
 
 
 def test_debug_roundtrip_lines_are_not_counted_twice(
@@ -411,46 +515,14 @@ def test_caddy_lines_behind_a_syslog_prefix(
 
 
 # Shapes from Caddy's source (modules/caddyhttp/reverseproxy, server.go, certmagic) and
-# Go's messages (net, net/http) that the lab cannot provoke as root or on loopback.
+# Go's messages (net, net/http) that the lab cannot provoke on loopback.
 HAND_WRITTEN: list[tuple[dict[str, Any], Cause | None, str | None]] = [
-    (  # the proxy's user may not open the app's socket (Caddy runs as "caddy" on Debian)
-        {
-            "level": "error",
-            "logger": "http.log.error",
-            "msg": "dial unix /run/php/php8.2-fpm.sock: connect: permission denied",
-            "status": 502,
-        },
-        Cause.UPSTREAM_PERMISSION,
-        "unix:/run/php/php8.2-fpm.sock",
-    ),
-    (
-        {
-            "level": "error",
-            "logger": "http.log.error",
-            "msg": "dial unix /run/php/php8.2-fpm.sock: connect: no such file or directory",
-            "status": 502,
-        },
-        Cause.UPSTREAM_REFUSED,
-        "unix:/run/php/php8.2-fpm.sock",
-    ),
     (
         {
             "level": "error",
             "logger": "http.log.error",
             "msg": "dial tcp 10.0.0.5:8080: connect: no route to host",
             "status": 502,
-        },
-        Cause.UPSTREAM_REFUSED,
-        "10.0.0.5:8080",
-    ),
-    (  # the active health checker (info): first-hand, names the upstream in "host"
-        {
-            "level": "info",
-            "logger": "http.handlers.reverse_proxy.health_checker.active",
-            "msg": "HTTP request failed",
-            "host": "10.0.0.5:8080",
-            "error": 'Get "http://10.0.0.5:8080/health": dial tcp 10.0.0.5:8080: '
-            "connect: connection refused",
         },
         Cause.UPSTREAM_REFUSED,
         "10.0.0.5:8080",
@@ -509,7 +581,11 @@ HAND_WRITTEN: list[tuple[dict[str, Any], Cause | None, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("fields", "cause", "upstream_named"), HAND_WRITTEN)
+@pytest.mark.parametrize(
+    ("fields", "cause", "upstream_named"),
+    HAND_WRITTEN,
+    ids=["no-route", "body-cut", "client-gone", "first-error", "acme-lookup", "client-499"],
+)
 def test_hand_written_lines(
     fields: dict[str, Any], cause: Cause | None, upstream_named: str | None
 ) -> None:
@@ -589,7 +665,7 @@ E2E_CASES: list[tuple[str, dict[str, Any], Cause]] = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "app_opts", "cause"), E2E_CASES)
+@pytest.mark.parametrize(("kind", "app_opts", "cause"), E2E_CASES, ids=[c[0] for c in E2E_CASES])
 async def test_diagnosis_behind_caddy_quiet_site(
     upstream: Callable[..., Upstream],
     caddy_proxy: Callable[..., Proxy],
@@ -617,7 +693,11 @@ PAGES: list[tuple[str, dict[str, Any], dict[str, Any], int]] = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "app_opts", "opts", "status"), PAGES)
+@pytest.mark.parametrize(
+    ("kind", "app_opts", "opts", "status"),
+    PAGES,
+    ids=["refused", "slow", "garbage", "no-upstreams"],
+)
 def test_caddy_error_page_is_empty(
     upstream: Callable[..., Upstream],
     caddy_proxy: Callable[..., Proxy],

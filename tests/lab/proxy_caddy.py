@@ -28,18 +28,25 @@ Options (all keyword): ``dial_timeout_s=1``, ``response_header_timeout_s=1``,
 upstream certificate must chain to), ``tls_server_name=None``, ``resolvers=None`` (a list of
 "127.0.0.1:PORT" DNS servers Caddy resolves the upstream name through, never the system's),
 ``max_fails=0`` / ``fail_duration_s=0`` (passive health checks: an upstream that failed is
-held down, so the next request finds "no upstreams available"), ``level="INFO"``,
+held down, so the next request finds "no upstreams available"), ``health_interval_s=0``
+(active health checks of "/" at that interval; 0 = none), ``level="INFO"``,
 ``encoder="json"`` (or "console"), ``time_format=None`` (Caddy's default: float epoch
 seconds; e.g. "iso8601", "rfc3339"), ``site_log=True`` (the ``log`` directive and its
-access log). ``upstream`` may be an ``Upstream``, a "host:port" string, or a list of them.
+access log), ``user=None`` (run Caddy as this user, e.g. Debian's "caddy", as its service
+does; its directory is then a world-traversable one of its own, since pytest's tmp dirs are
+private to root, and is removed at stop). ``upstream`` may be an ``Upstream``, a
+"host:port" string, "unix//path.sock", or a list of them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,16 @@ from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import ManagedProcess, free_port, require_binary
 
 READY_TIMEOUT_S = 10.0
+
+
+@dataclass
+class CaddyProxy(Proxy):
+    own_directory: bool = False  # made for a ``user``: removed at stop
+
+    def stop(self) -> None:
+        super().stop()
+        if self.own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _addresses(spec: UpstreamSpec) -> list[str]:
@@ -99,6 +116,7 @@ def caddyfile(
     time_format: str | None = None,
     max_fails: int = 0,
     fail_duration_s: float = 0,
+    health_interval_s: float = 0,
     **transport: Any,
 ) -> str:
     """The Caddyfile of one lab site: ``http://:PORT`` bound to 127.0.0.1, proxying to
@@ -109,7 +127,12 @@ def caddyfile(
         site_log = f"\tlog {{\n\t\toutput file {access_log}\n\t\tformat {encoding}\n\t}}\n"
     health = ""
     if max_fails:
-        health = f"\t\tmax_fails {max_fails}\n\t\tfail_duration {_duration(fail_duration_s)}\n"
+        health += f"\t\tmax_fails {max_fails}\n\t\tfail_duration {_duration(fail_duration_s)}\n"
+    if health_interval_s:
+        interval = _duration(health_interval_s)
+        health += (
+            f"\t\thealth_uri /\n\t\thealth_interval {interval}\n\t\thealth_timeout {interval}\n"
+        )
     return f"""{{
 	admin off
 	auto_https off
@@ -132,7 +155,7 @@ http://:{port} {{
 """
 
 
-def _wait_ready(proxy: Proxy, timeout: float = READY_TIMEOUT_S) -> None:
+def _wait_ready(proxy: CaddyProxy, timeout: float = READY_TIMEOUT_S) -> None:
     """Until Caddy accepts connections; fail at once, with its output, if it exits."""
     deadline = time.monotonic() + timeout
     while True:
@@ -166,12 +189,18 @@ def start_caddy(
     resolvers: Sequence[str] | None = None,
     max_fails: int = 0,
     fail_duration_s: float = 0,
+    health_interval_s: float = 0,
     level: str = "INFO",
     encoder: str = "json",
     time_format: str | None = None,
     site_log: bool = True,
-) -> Proxy:
+    user: str | None = None,
+) -> CaddyProxy:
     binary = require_binary("caddy", "/usr/bin/caddy")
+    if user is not None:
+        directory = Path(tempfile.mkdtemp(prefix="bg-caddy-"))
+        directory.chmod(0o755)
+        shutil.chown(directory, user, user)
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     error_log = directory / "caddy.log"
@@ -186,6 +215,7 @@ def start_caddy(
         time_format=time_format,
         max_fails=max_fails,
         fail_duration_s=fail_duration_s,
+        health_interval_s=health_interval_s,
         dial_timeout_s=dial_timeout_s,
         response_header_timeout_s=response_header_timeout_s,
         max_response_header=max_response_header,
@@ -202,21 +232,32 @@ def start_caddy(
         "XDG_DATA_HOME": str(directory / "data"),
         "XDG_CONFIG_HOME": str(directory / "config"),
     }
+    as_user: dict[str, object] = {"user": user, "group": user} if user is not None else {}
     process = ManagedProcess(
         [binary, "run", "--config", str(directory / "Caddyfile"), "--adapter", "caddyfile"],
         directory / "stdout.log",
         env=env,
         cwd=str(directory),
+        **as_user,
     )
-    proxy = Proxy("caddy", "caddy", directory, error_log, process, port, access_log=access_log)
+    proxy = CaddyProxy(
+        "caddy",
+        "caddy",
+        directory,
+        error_log,
+        process,
+        port,
+        access_log=access_log,
+        own_directory=user is not None,
+    )
     _wait_ready(proxy)
     return proxy
 
 
-def _factory(tmp: Callable[[], Path]) -> Iterator[Callable[..., Proxy]]:
-    started: list[Proxy] = []
+def _factory(tmp: Callable[[], Path]) -> Iterator[Callable[..., CaddyProxy]]:
+    started: list[CaddyProxy] = []
 
-    def make(upstream: UpstreamSpec, **opts: Any) -> Proxy:
+    def make(upstream: UpstreamSpec, **opts: Any) -> CaddyProxy:
         proxy = start_caddy(tmp(), upstream, **opts)
         started.append(proxy)
         return proxy
@@ -229,7 +270,9 @@ def _factory(tmp: Callable[[], Path]) -> Iterator[Callable[..., Proxy]]:
 
 
 @pytest.fixture
-def caddy_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proxy]]:
+def caddy_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., CaddyProxy]]:
     """``caddy_proxy(upstream, **opts) -> Proxy``; stopped at the end of the test."""
     yield from _factory(lambda: tmp_path_factory.mktemp("caddy"))
 
@@ -237,6 +280,6 @@ def caddy_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 @pytest.fixture(scope="module")
 def module_caddy_proxy(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Callable[..., Proxy]]:
+) -> Iterator[Callable[..., CaddyProxy]]:
     """Like ``caddy_proxy``, but the servers live for the whole test module."""
     yield from _factory(lambda: tmp_path_factory.mktemp("caddy"))
