@@ -205,6 +205,15 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, Cause, str]] = [
         Cause.UPSTREAM_INVALID,
         r"transport connection broken: malformed HTTP status code",
     ),
+    # An SSH server on the app's port: its banner has no space, no status line at all.
+    (
+        "garbage",
+        {"payload": b"SSH-2.0-OpenSSH_9.2p1\r\n"},
+        {},
+        502,
+        Cause.UPSTREAM_INVALID,
+        r'transport connection broken: malformed HTTP response \\"SSH-2\.0',
+    ),
     # Go's own limit is 10 MB of response headers; max_response_header lowers it.
     (
         "huge_headers",
@@ -218,7 +227,9 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, Cause, str]] = [
 
 
 @pytest.mark.parametrize(
-    ("kind", "app_opts", "opts", "status", "cause", "pattern"), CASES, ids=[c[0] for c in CASES]
+    ("kind", "app_opts", "opts", "status", "cause", "pattern"),
+    CASES,
+    ids=["refused", "slow", "close_mid_response", "flaky", "garbage", "ssh", "huge_headers"],
 )
 def test_caddy_error_log(
     upstream: Callable[..., Upstream],
