@@ -19,6 +19,7 @@ import pytest
 pytest_plugins = [
     "tests.lab.fixtures_upstreams",
     "tests.lab.fixtures_proxies",
+    "tests.lab.proxy_caddy",
     "tests.lab.proxy_varnish",
     "tests.lab.fixtures_dns",
     "tests.lab.fixtures_netns",

@@ -93,8 +93,14 @@ def one_line_records(lines: Iterable[str]) -> Iterator[str]:
 
 
 # LogSource.format name -> module in this package.
-_MODULE_OF = {"nginx": "nginx", "apache": "apache", "haproxy": "haproxy", "php-fpm": "phpfpm"}
-_MODULE_OF["varnish"] = "varnish"
+_MODULE_OF = {
+    "nginx": "nginx",
+    "apache": "apache",
+    "haproxy": "haproxy",
+    "php-fpm": "phpfpm",
+    "caddy": "caddy",
+    "varnish": "varnish",
+}
 FORMATS: tuple[str, ...] = tuple(_MODULE_OF)
 
 
