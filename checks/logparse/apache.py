@@ -21,12 +21,15 @@ Behind mod_proxy_fcgi (php-fpm), as Apache 2.4 writes it:
   fastcgi.logging is on; a fatal error is the app failing (the client gets PHP's 500).
 
 Apache's default error log format quotes no request URL, so its lines carry no ``_bgw``
-mark; only the client's address ties them to a request.
+mark; only the client's address ties them to a request. mod_proxy logs a failed connect
+(AH00957, AH02454) for the server, without the client; the line its thread writes next for
+the request (AH01114, AH01079) names the client, so the two are read as one record.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 from checks.logparse import LogLine, first_match, local_time, rule
 from checks.logparse.phpfpm import php_error, php_minor_only
@@ -37,6 +40,7 @@ _LINE = re.compile(
     r"\[(?:(?P<module>[\w-]+):)?(?P<level>[a-z]+\d?)\] (?P<msg>.*)$"
 )
 _CLIENT = re.compile(r"\[client (?P<c>[^\]\s]+)\]")
+_THREAD = re.compile(r"\] \[pid (?P<thread>\d+(?::tid \d+)?)\] ")
 _ERRNO = re.compile(r"\((?P<errno>-?\d+)\)[A-Za-z][^:\]]*: ")
 _ERROR_LEVELS = frozenset({"error", "crit", "alert", "emerg"})
 _TIMEOUT = {"70007", "110"}  # APR_TIMEUP, ETIMEDOUT
@@ -128,7 +132,32 @@ def _classify_message(msg: str, errno: str | None) -> tuple[Cause | None, str | 
     return found.cause, found.what, found.secondary
 
 
-def classify(line: str) -> LogLine | None:
+def _thread(line: str) -> str | None:
+    found = _THREAD.search(line)
+    return found["thread"] if found else None
+
+
+def records(lines: Iterable[str]) -> Iterator[str]:
+    """One record per line, except that a line naming no client is joined by the next line
+    when the same thread wrote it and it names the client: the same request's failure."""
+    held: str | None = None
+    for line in lines:
+        if held is not None:
+            joined = _thread(line) == _thread(held) and _CLIENT.search(line) is not None
+            yield f"{held}\n{line}" if joined else held
+            held = None
+            if joined:
+                continue
+        if _LINE.match(line) and _thread(line) and _CLIENT.search(line) is None:
+            held = line
+        else:
+            yield line
+    if held is not None:
+        yield held
+
+
+def classify(record: str) -> LogLine | None:
+    line, _, then = record.partition("\n")
     m = _LINE.match(line)
     if m is None:
         return None
@@ -151,7 +180,7 @@ def classify(line: str) -> LogLine | None:
         if socket_path
         else next((u["u"] for p in _UPSTREAM if (u := p.search(msg))), None)
     )
-    client = _CLIENT.search(msg)
+    client = _CLIENT.search(msg) or _CLIENT.search(then)
     return LogLine(
         when=local_time(f"{m['ts']} {m['year']}", "%a %b %d %H:%M:%S %Y"),
         is_error=is_error,
