@@ -336,8 +336,35 @@ def _varnish(status: int, body: str) -> tuple[Cause | None, str, bool]:
     if "backend is unhealthy" in text:
         return None, "backend is unhealthy", True
     if "backend fetch failed" in text:
-        return None, "backend fetch failed", True
+        # Varnish 7 gives this one page for every fetch failure; its log tells them apart.
+        return (
+            None,
+            f"{status} Backend fetch failed: Varnish got no usable answer from its backend "
+            "(refused, timed out, closed or invalid; varnishlog's FetchError says which)",
+            True,
+        )
     return None, f"{status} from Varnish", "guru meditation" in text
+
+
+def _caddy(status: int, body: str, headers: Mapping[str, str]) -> tuple[Cause | None, str, bool]:
+    # Caddy's own error answers are bare: "Server: Caddy" alone, no Content-Type, no body.
+    # An app's page passed through keeps its headers (and its own Server beside Caddy's).
+    own = headers.get("server", "").lower() == "caddy" and not body
+    own = own and "content-type" not in headers
+    if not own:
+        return None, f"{status} from behind Caddy", False
+    if status == 504:
+        return Cause.UPSTREAM_TIMEOUT, "504: Caddy's upstream did not answer in time", True
+    if status == 503:
+        return None, "503: Caddy has no upstream available (marked down, or at its limit)", True
+    if status == 502:
+        return (
+            None,
+            "502: Caddy's empty Bad Gateway: its reverse_proxy got no valid answer (refused, "
+            "closed, invalid, TLS or DNS; its error log says which)",
+            True,
+        )
+    return None, f"{status} from Caddy", True
 
 
 def _fastly(status: int, body: str) -> tuple[Cause | None, str, bool]:
@@ -390,6 +417,7 @@ def identify(
         "Istio": lambda: _envoy(code, lowered_body),
         "Kong": lambda: _kong(code, lowered_body),
         "Varnish": lambda: _varnish(code, lowered_body),
+        "Caddy": lambda: _caddy(code, lowered_body, lowered_headers),
         "Fastly": lambda: _fastly(code, lowered_body),
         "IIS/ARR": lambda: _iis(code, lowered_body),
         "Akamai": lambda: _akamai(code, lowered_body),

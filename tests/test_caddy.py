@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
+from checks.fingerprint import identify
 from checks.logparse import FORMATS, LogLine, classifier, detect_format
 from checks.logparse import caddy as caddy_log
 from checks.model import Cause, Status, Weight
@@ -658,7 +659,7 @@ async def test_logs_step_claims_from_caddy_log(
     proxy = caddy_proxy(app)
     assert get(proxy).status_code == 502
     proxy.wait_for_log(r"connection refused")
-    result = await run_logs(LogSource(str(proxy.error_log)))  # format detected
+    result = await run_logs(LogSource(str(proxy.error_log)), url=proxy.url)  # format detected
     assert result.status is Status.FAIL, result.summary
     [finding] = [f for f in result.findings if f.cause]
     assert finding.cause is Cause.UPSTREAM_REFUSED and finding.weight is Weight.OBSERVED
@@ -728,3 +729,17 @@ def test_caddy_error_page_is_empty(
     assert response.headers["content-length"] == "0" and response.content == b""
     assert "content-type" not in response.headers
     assert sorted(response.headers) == ["content-length", "date", "server"]
+    # The fingerprint reads it as Caddy's own answer; only a 504 names a cause.
+    found = identify(response.status_code, dict(response.headers), response.content)
+    assert found.producer == "Caddy" and found.generated
+    assert found.cause_hint is (Cause.UPSTREAM_TIMEOUT if status == 504 else None)
+
+
+def test_an_app_page_passed_through_caddy_is_not_caddys(
+    upstream: Callable[..., Upstream], caddy_proxy: Callable[..., Proxy]
+) -> None:
+    proxy = caddy_proxy(upstream("error500"))
+    response = get(proxy)
+    assert response.status_code == 500 and response.content
+    found = identify(response.status_code, dict(response.headers), response.content)
+    assert not found.generated and found.cause_hint is None

@@ -34,12 +34,16 @@ def get(url: str) -> int | None:
         return None
 
 
-async def run_logs(*logs: LogSource, window_s: float = 300, site: bool = True) -> StepResult:
-    sites = (Site(name="lab", url="http://127.0.0.1:1/", logs=logs),) if site else ()
+async def run_logs(
+    *logs: LogSource, window_s: float = 300, site: bool = True, url: str = "http://127.0.0.1:1/"
+) -> StepResult:
+    """The logs step alone, for a site at ``url`` (its lines are told from other sites' by
+    the Host they name, or nginx's server_name "lab", the site's name here)."""
+    sites = (Site(name="lab", url=url, logs=logs),) if site else ()
     settings = Settings(
         allow_networks=(ip_network("127.0.0.0/8"),), sites=sites, log_window_s=window_s
     )
-    ctx = ProbeContext(target=parse_target("http://127.0.0.1:1/", settings), settings=settings)
+    ctx = ProbeContext(target=parse_target(url, settings), settings=settings)
     result = await run(ctx)
     json.dumps(result.to_dict())  # everything a step returns is JSON
     return result

@@ -78,11 +78,12 @@ def _next_step(cause: Cause, upstream: str | None, source: str | None = None) ->
     if not upstream:
         return None
     u = upstream
-    where = (
-        f"the socket {u} exists and its service is running"
-        if u.startswith("unix:")
-        else f"something listens on {u} (curl -v http://{u}/ from the proxy host)"
-    )
+    if u.startswith("unix:"):
+        where = f"the socket {u} exists and its service is running"
+    elif ":" not in u and "/" not in u:  # a backend's name (Varnish, HAProxy), no address
+        where = f"something listens at the address the proxy's configuration gives {u}"
+    else:
+        where = f"something listens on {u} (curl -v http://{u}/ from the proxy host)"
     steps = {
         Cause.UPSTREAM_REFUSED: f"Check that the app behind {u} is running and that {where}.",
         Cause.UPSTREAM_PERMISSION: f"Let the proxy's worker user open {u}: set the socket's "
