@@ -5,9 +5,11 @@ only to loopback and to a network namespace this script creates (needs root for 
 
     .venv/bin/python -m bench.diagnosis_bench [--runs 3]
 
-Cases: a 502 from nginx in front of a stopped app (the demo); a healthy site; and a
-blackhole — a host behind a firewall that drops every packet, so every probe times out,
-which is what the diagnosis budget (settings.diagnosis_budget_s) must bound.
+Cases: a 502 from nginx in front of a stopped app (the demo); quiet sites — nobody but
+the diagnosis sends the proxy anything, so the logs step must wait for the diagnosis's own
+requests to reach the log — behind nginx, HAProxy and Apache with each site's error log
+configured; a healthy site; and a blackhole — a host behind a firewall that drops every
+packet, so every probe times out, which is what the diagnosis budget must bound.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import http.server
 import ipaddress
 import resource
 import statistics
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from bot.demo import demo_site
 from checks.model import Diagnosis
 from checks.runner import diagnose
-from checks.settings import Settings
+from checks.settings import LogSource, Settings, Site
 from checks.steps import step_names
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -61,8 +66,40 @@ def demo() -> Iterator[tuple[str, Settings]]:
         yield "demo-shop", settings
 
 
+def quiet_site(proxy: str, kind: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """A real proxy in front of a misbehaving app, its log configured, no other traffic."""
+
+    @contextlib.contextmanager
+    def make() -> Iterator[tuple[str, Settings]]:
+        from tests.lab.fixtures_proxies import start_apache, start_haproxy, start_nginx
+        from tests.lab.fixtures_upstreams import Upstream
+
+        starters: dict[str, Callable[..., Any]] = {
+            "nginx": start_nginx,
+            "haproxy": start_haproxy,
+            "apache": start_apache,
+        }
+        with tempfile.TemporaryDirectory() as tmp, Upstream(kind) as app:
+            server = starters[proxy](Path(tmp), app)
+            try:
+                site = Site(
+                    name="shop",
+                    url=server.url,
+                    upstreams=(app.address,),
+                    logs=(LogSource(str(server.error_log)),),
+                )
+                yield "shop", Settings(allow_networks=LOOPBACK, sites=(site,))
+            finally:
+                server.stop()
+
+    return make
+
+
 CASES: dict[str, Callable[[], contextlib.AbstractContextManager[tuple[str, Settings]]]] = {
-    "502 behind nginx": demo,
+    "502 behind nginx (demo)": demo,
+    "quiet: nginx, app closes": quiet_site("nginx", "close_mid_response"),
+    "quiet: HAProxy, app refuses": quiet_site("haproxy", "refused"),
+    "quiet: Apache, app sends garbage": quiet_site("apache", "garbage"),
     "healthy": healthy_site,
     "blackhole (all probes time out)": blackhole_site,
 }

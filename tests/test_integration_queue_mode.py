@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import aiohttp
 import httpx
+import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
@@ -525,21 +526,27 @@ async def test_alertmanager_alert_opens_one_thread_diagnosed_by_the_workers(
     assert len(slack.calls) == calls_before
 
 
+@pytest.mark.parametrize("users_first", [True, False], ids=["after-users", "quiet-site"])
 async def test_logs_on_two_hosts_are_read_by_their_workers_into_one_logs_reply(
     deploy: Callable[..., Any],
     php_fpm: Callable[..., Any],
     nginx_proxy: Callable[..., Proxy],
+    users_first: bool,
 ) -> None:
     """nginx's log on web-1 and php-fpm's on app-1, each read only by the worker there: one
     logs reply names both, and php-fpm's timeout on one machine explains nginx's 502 on the
-    other in the verdict."""
+    other in the verdict — also on a quiet site, where the workers on web-1 and app-1 read
+    their logs only once the diagnosis's own requests have come back."""
     fpm = php_fpm(max_children=4, terminate_timeout_s=1)
     proxy = nginx_proxy(php=fpm, read_timeout_s=4)
     url = proxy.url + "sleep.php?s=3"
-    with contextlib.suppress(httpx.HTTPError):
-        await asyncio.to_thread(httpx.get, url, timeout=10)  # the failure users saw
-    fpm.wait_for_log(r"execution timed out")
-    proxy.wait_for_log(r"Connection reset|prematurely closed")
+    if users_first:
+        with contextlib.suppress(httpx.HTTPError):
+            await asyncio.to_thread(httpx.get, url, timeout=10)  # the failure users saw
+        fpm.wait_for_log(r"execution timed out")
+        proxy.wait_for_log(r"Connection reset|prematurely closed")
+    else:
+        assert "execution timed out" not in fpm.read_log()
     site = {
         "name": "phpshop",
         "url": url,
@@ -564,3 +571,7 @@ async def test_logs_on_two_hosts_are_read_by_their_workers_into_one_logs_reply(
     assert f"web-1:{proxy.error_log}" in shown and f"app-1:{fpm.error_log}" in shown
     assert "not read" not in logs_reply.text
     assert verdicts(slack, root.ts)[0].text.startswith("verdict: app_timeout"), bot.logs()
+    # The diagnosis's own request is in web-1's log, found by its mark.
+    # Every request of the diagnosis (the reload step's two, the host step's one) was
+    # found in web-1's log by its mark, after it had come back.
+    assert "3 of our 3 requests found" in logs_reply.text, logs_reply.text
