@@ -144,3 +144,30 @@ async def test_resolvable_upstream_name_control(
     assert app.connections == 1
     result = await run_logs(LogSource(str(proxy.error_log)))
     assert [f.cause for f in result.findings if f.cause] == []
+
+
+# --- the same, on a quiet site: the diagnosis's own requests are the only ones ---------------
+
+
+async def test_upstream_tls_on_a_quiet_site(
+    tls_certs: LabCerts, nginx_proxy: Callable[..., Proxy]
+) -> None:
+    with TlsServer(tls_certs.expired) as app:
+        address = f"127.0.0.1:{app.port}"
+        proxy = nginx_proxy(address, https=True, ssl_verify_ca=tls_certs.ca, ssl_name="localhost")
+        assert "SSL" not in proxy.read_log()
+        diagnosis = await run_diagnosis(proxy.url, [proxy.error_log], (address,))
+    assert diagnosis.verdict.cause is Cause.UPSTREAM_TLS, explain(diagnosis)
+    [finding] = [f for f in diagnosis.verdict.evidence if f.code == "log_upstream_tls"]
+    assert finding.data["own"] >= 1 and finding.data["users"] == 0
+
+
+async def test_upstream_dns_on_a_quiet_site(
+    dns_lab: DnsLab, upstream: Callable[..., Any], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    app = upstream("ok")
+    proxy = nginx_proxy(f"{dns_lab.missing}:{app.port}", resolver=dns_lab.primary)
+    diagnosis = await run_diagnosis(proxy.url, [proxy.error_log], ())
+    assert diagnosis.verdict.cause is Cause.UPSTREAM_DNS, explain(diagnosis)
+    [finding] = [f for f in diagnosis.verdict.evidence if f.code == "log_upstream_dns"]
+    assert finding.data["own"] >= 1 and finding.data["users"] == 0

@@ -258,3 +258,22 @@ async def test_one_process_reads_only_the_logs_on_its_own_machine(
     assert "logs@app-1" in unread.message and str(proxy.error_log) in unread.message
     assert [entry["path"] for entry in result.details["logs"]] == [f"{here}:{proxy.error_log}"]
     assert result.details["hosts_not_read"].keys() == {"app-1"}
+
+
+async def test_our_probes_and_users_are_counted_apart(
+    upstream: Callable[..., Any], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    """A line's ``_bgw`` mark says it was badgateway's request (monitoring, another
+    diagnosis): counted apart from users' requests, and never as this diagnosis's own."""
+    proxy = nginx_proxy(upstream("refused"))
+    assert get(proxy.url + "?_bgw=x0123456789ab") == 502  # a monitoring probe
+    for _ in range(2):
+        assert get(proxy.url + "cart?item=1") == 502  # users
+    proxy.wait_for_log(r"(?s)(Connection refused.*){3}")
+    result = await run_logs(LogSource(str(proxy.error_log)), url=proxy.url)
+    [finding] = [f for f in result.findings if f.cause]
+    assert finding.data["count"] == 3
+    assert (finding.data["own"], finding.data["probes"], finding.data["users"]) == (0, 1, 2)
+    assert (
+        "2 from users" in finding.message and "1 from badgateway's other probes" in finding.message
+    )
