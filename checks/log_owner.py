@@ -64,6 +64,11 @@ def _is_address(upstream: str) -> bool:
     return host is not None and parse_ip(host) is not None
 
 
+def _endpoint(text: str | None) -> str | None:
+    """ "[::1]:80" and Apache's "::1:80" alike, as "::1:80"."""
+    return text.replace("[", "").replace("]", "") if text else None
+
+
 @dataclass(frozen=True)
 class SiteKeys:
     """What names one site in a log line."""
@@ -127,7 +132,8 @@ class LineOwners:
         if line.mark and line.mark.startswith(self.mark + "."):
             return line.mark
         if line.client:
-            return next((r.mark for r in self.sent if r.source == line.client), None)
+            client = _endpoint(line.client)
+            return next((r.mark for r in self.sent if _endpoint(r.source) == client), None)
         return None
 
     def owner(self, line: LogLine) -> tuple[Owner, str | None]:

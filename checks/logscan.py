@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,7 +46,9 @@ class Tally:
     probes: int = 0  # lines about badgateway's other requests (a _bgw mark of another run)
     first_seen: datetime | None = None
     last_seen: datetime | None = None
-    samples: list[str] = field(default_factory=list)  # the newest lines, oldest first
+    # The newest records, oldest first, as read: redacted only when shown (``samples``), so
+    # that a busy log's thousands of lines are not each redacted to keep three.
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
     whats: Counter[str] = field(default_factory=Counter)
     upstreams: Counter[str] = field(default_factory=Counter)
     sources: Counter[str] = field(default_factory=Counter)  # application files blamed
@@ -63,13 +65,18 @@ class Tally:
             self.probes += 1
         self.first_seen = self.first_seen or when
         self.last_seen = when
-        self.samples = [*self.samples, redact(record.strip())[:SAMPLE_CHARS]][-MAX_SAMPLES:]
+        self.recent.append(record.strip())
         if parsed.what:
             self.whats[parsed.what] += 1
         if parsed.upstream:
             self.upstreams[parsed.upstream] += 1
         if parsed.source:
             self.sources[parsed.source] += 1
+
+    @property
+    def samples(self) -> list[str]:
+        """The newest lines, redacted, oldest first."""
+        return [redact(record)[:SAMPLE_CHARS] for record in self.recent]
 
     @property
     def upstream(self) -> str | None:
@@ -104,7 +111,7 @@ class Tally:
             probes=int(d.get("probes", 0)),
             first_seen=_parse_time(d.get("first_seen")),
             last_seen=_parse_time(d.get("last_seen")),
-            samples=list(d.get("samples", [])),
+            recent=deque(d.get("samples", []), maxlen=MAX_SAMPLES),
             whats=Counter(d.get("whats", {})),
             upstreams=Counter(d.get("upstreams", {})),
             sources=Counter(d.get("sources", {})),

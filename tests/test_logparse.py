@@ -546,3 +546,25 @@ def test_other_formats_are_not_claimed() -> None:
     for fmt in ("nginx", "apache", "php-fpm"):
         assert classifier(fmt)(access) is None
     assert detect_format([access, "", "random text"]) is None
+
+
+def test_apache_threads_writing_at_once_keep_their_clients() -> None:
+    """Two requests failing at the same moment: each thread's connect failure is joined to
+    the line that thread writes next for its client, however the lines interleave."""
+    stamp = datetime.now().strftime("%a %b %d %H:%M:%S.123456 %Y")
+    lines = [
+        f"[{stamp}] [proxy:error] [pid 7:tid 11] (111)Connection refused: AH00957: http: "
+        "attempt to connect to 127.0.0.1:9 (127.0.0.1:9) failed",
+        f"[{stamp}] [proxy:error] [pid 7:tid 12] (111)Connection refused: AH00957: http: "
+        "attempt to connect to 127.0.0.1:9 (127.0.0.1:9) failed",
+        f"[{stamp}] [proxy_http:error] [pid 7:tid 12] [client 127.0.0.1:40002] AH01114: "
+        "HTTP: failed to make connection to backend: 127.0.0.1",
+        f"[{stamp}] [proxy_http:error] [pid 7:tid 11] [client 127.0.0.1:40001] AH01114: "
+        "HTTP: failed to make connection to backend: 127.0.0.1",
+    ]
+    classify = classifier("apache")
+    parsed = [classify(record) for record in record_splitter("apache")(lines)]
+    assert [(p.cause, p.client, p.secondary) for p in parsed if p] == [
+        (Cause.UPSTREAM_REFUSED, "127.0.0.1:40002", False),
+        (Cause.UPSTREAM_REFUSED, "127.0.0.1:40001", False),
+    ]

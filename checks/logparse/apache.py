@@ -40,6 +40,7 @@ _LINE = re.compile(
     r"\[(?:(?P<module>[\w-]+):)?(?P<level>[a-z]+\d?)\] (?P<msg>.*)$"
 )
 _CLIENT = re.compile(r"\[client (?P<c>[^\]\s]+)\]")
+_MAX_HELD = 64  # lines waiting for their thread's next line; more are let go unjoined
 _THREAD = re.compile(r"\] \[pid (?P<thread>\d+(?::tid \d+)?)\] ")
 _ERRNO = re.compile(r"\((?P<errno>-?\d+)\)[A-Za-z][^:\]]*: ")
 _ERROR_LEVELS = frozenset({"error", "crit", "alert", "emerg"})
@@ -139,21 +140,23 @@ def _thread(line: str) -> str | None:
 
 def records(lines: Iterable[str]) -> Iterator[str]:
     """One record per line, except that a line naming no client is joined by the next line
-    when the same thread wrote it and it names the client: the same request's failure."""
-    held: str | None = None
+    its thread writes when that one names the client: the same request's failure. Threads
+    interleave (requests at the same moment), so a line is held per thread."""
+    held: dict[str, str] = {}  # thread -> its line waiting for the client's line
     for line in lines:
-        if held is not None:
-            joined = _thread(line) == _thread(held) and _CLIENT.search(line) is not None
-            yield f"{held}\n{line}" if joined else held
-            held = None
-            if joined:
-                continue
-        if _LINE.match(line) and _thread(line) and _CLIENT.search(line) is None:
-            held = line
-        else:
+        thread = _thread(line)
+        if thread is None or _LINE.match(line) is None:
             yield line
-    if held is not None:
-        yield held
+        elif _CLIENT.search(line) is not None:
+            earlier = held.pop(thread, None)
+            yield f"{earlier}\n{line}" if earlier is not None else line
+        else:
+            if thread in held:
+                yield held.pop(thread)
+            held[thread] = line
+            if len(held) > _MAX_HELD:
+                yield held.pop(next(iter(held)))
+    yield from held.values()
 
 
 def classify(record: str) -> LogLine | None:

@@ -32,8 +32,12 @@ from checks.model import Cause, Finding, SentRequest, Status, StepResult, Weight
 from checks.settings import LogSource, Site
 from checks.steps import ANYWHERE, Parts, Step
 
-# The steps whose requests to the site are looked for in the logs.
-REQUESTS_FROM = ("reload", "host")
+# The step whose requests to the site the logs step waits for, and the other steps whose
+# requests it also looks for: they start together and are back by then, unless something
+# else holds them up (the host step's PTR lookups), which is not waited for past a grace.
+REQUESTS_FROM = "reload"
+ALSO_FROM = ("host",)
+_ALSO_GRACE_S = 0.25
 # How long to wait for the proxy to log the requests it failed, once they have come back:
 # the proxies write the line before (nginx, Apache, Caddy) or just after (HAProxy, Varnish)
 # they answer, so this is only reached when a line never comes.
@@ -322,8 +326,14 @@ def _label(place: str, path: str) -> str:
 
 
 async def _own_requests(ctx: ProbeContext) -> tuple[SentRequest, ...]:
-    """The diagnosis's requests that reached the site, once they are all back."""
-    results = await asyncio.gather(*(ctx.result_of(step) for step in REQUESTS_FROM))
+    """The diagnosis's requests that reached the site, once they are back."""
+    results = [await ctx.result_of(REQUESTS_FROM)]
+    others = [asyncio.ensure_future(ctx.result_of(step)) for step in ALSO_FROM]
+    if others:
+        done, pending = await asyncio.wait(others, timeout=_ALSO_GRACE_S)
+        for task in pending:
+            task.cancel()
+        results += [task.result() for task in done]
     return tuple(r for result in results if result for r in result.sent if r.reached)
 
 
