@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from ipaddress import ip_network
@@ -277,3 +279,16 @@ async def test_our_probes_and_users_are_counted_apart(
     assert (
         "2 from users" in finding.message and "1 from badgateway's other probes" in finding.message
     )
+
+
+async def test_a_fifo_or_directory_is_reported_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "error.log"
+    os.mkfifo(fifo)  # nobody ever writes to it: opening it plainly would block for good
+    started = time.monotonic()
+    result = await asyncio.wait_for(
+        run_logs(LogSource(str(fifo)), LogSource(str(tmp_path))), timeout=5
+    )
+    assert time.monotonic() - started < 2
+    unreadable = [f for f in result.findings if f.code == "log_unreadable"]
+    assert len(unreadable) == 2
+    assert all("not a regular file" in f.message or "directory" in f.message for f in unreadable)

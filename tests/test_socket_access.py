@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from ipaddress import ip_network
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from checks.model import Cause, Finding, Status
 from checks.runner import prepare
 from checks.settings import Settings, Site
-from checks.socket_access import proxy_workers, socket_access
+from checks.socket_access import Worker, proxy_workers, socket_access
 from checks.steps.firewall import run as firewall
 from tests.lab.fixtures_proxies import Proxy
 
@@ -39,6 +40,15 @@ def app_socket() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def nginx_workers_up() -> list[Worker]:
+    """nginx listens before its master forks the workers: wait (bounded) until they run."""
+    deadline = time.monotonic() + 5
+    while not (workers := [w for w in proxy_workers() if w.process == "nginx"]):
+        assert time.monotonic() < deadline, "no nginx worker process appeared"
+        time.sleep(0.02)
+    return workers
+
+
 async def firewall_findings(proxy: Proxy, path: Path) -> dict[str, Finding]:
     site = Site(name="app", url=proxy.url, upstreams=(f"unix:{path}",))
     settings = Settings(allow_networks=(ip_network("127.0.0.0/8"),), sites=(site,), timeout_s=2)
@@ -49,9 +59,8 @@ async def firewall_findings(proxy: Proxy, path: Path) -> dict[str, Finding]:
 async def test_a_root_only_socket_is_not_proof_the_proxy_can_reach_its_app(
     upstream: Callable[..., object], nginx_proxy: Callable[..., Proxy], app_socket: Path
 ) -> None:
-    proxy = nginx_proxy(upstream("ok"))  # nginx's workers run as an unprivileged user
-    workers = [w for w in proxy_workers() if w.process == "nginx"]
-    assert workers and all(w.uid != 0 for w in workers)
+    proxy = nginx_proxy(upstream("ok"))  # its workers run as an unprivileged user
+    assert all(w.uid != 0 for w in nginx_workers_up())
     os.chmod(app_socket, 0o660)  # root:root, as a pool left at its defaults may make it
 
     access = socket_access(str(app_socket))
@@ -69,6 +78,7 @@ async def test_a_socket_the_workers_may_open_is_open(
     upstream: Callable[..., object], nginx_proxy: Callable[..., Proxy], app_socket: Path
 ) -> None:
     proxy = nginx_proxy(upstream("ok"))
+    nginx_workers_up()
     os.chmod(app_socket, 0o666)
     findings = await firewall_findings(proxy, app_socket)
     assert "upstream_open" in findings and "upstream_permission" not in findings
@@ -79,6 +89,7 @@ async def test_a_directory_the_workers_cannot_traverse_denies_them(
     upstream: Callable[..., object], nginx_proxy: Callable[..., Proxy], app_socket: Path
 ) -> None:
     nginx_proxy(upstream("ok"))
+    nginx_workers_up()
     os.chmod(app_socket, 0o666)
     os.chmod(app_socket.parent, 0o700)
     access = socket_access(str(app_socket))
