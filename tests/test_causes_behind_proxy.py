@@ -8,63 +8,21 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from checks.model import Cause, Diagnosis
-from checks.runner import diagnose
-from checks.settings import LogSource, Settings, Site
+from tests.lab.diagnosis import diagnose_lab, explain, get, own_log_evidence
 from tests.lab.fixtures_proxies import PhpFpm, Proxy
 
 
-def get(url: str) -> int | None:
-    try:
-        return httpx.get(url, timeout=6).status_code
-    except httpx.HTTPError:
-        return None
-
-
-def lab_settings(url: str, logs: list[Path], upstreams: tuple[str, ...] = ()) -> Settings:
-    site = Site(
-        name="lab",
-        url=url,
-        upstreams=upstreams,
-        logs=tuple(LogSource(str(path)) for path in logs),
-    )
-    return Settings(
-        allow_networks=(ip_network("127.0.0.0/8"),),
-        sites=(site,),
-        reload_attempts=2,
-        reload_spacing_s=0.1,
-        timeout_s=3,
-        log_window_s=300,
-    )
-
-
 async def run_diagnosis(url: str, logs: list[Path], upstreams: tuple[str, ...] = ()) -> Diagnosis:
-    diagnosis = await diagnose(url, lab_settings(url, logs, upstreams))
+    diagnosis = await diagnose_lab(url, logs, upstreams)
     logs_step = next(s for s in diagnosis.steps if s.name == "logs")
     assert logs_step.status.value in ("fail", "warn"), logs_step.summary
     return diagnosis
-
-
-def own_log_evidence(diagnosis: Diagnosis, cause: Cause) -> int:
-    """How many of the diagnosis's own requests the verdict's log evidence names."""
-    return sum(
-        int(f.data.get("own", 0)) for f in diagnosis.verdict.evidence if f.code.startswith("log_")
-    )
-
-
-def explain(diagnosis: Diagnosis) -> str:
-    lines = [f"verdict {diagnosis.verdict.cause}: {diagnosis.verdict.summary}"]
-    for step in diagnosis.steps:
-        lines.append(f"  {step.name} {step.status}: {step.summary}")
-        lines += [f"    {f.code} {f.severity} {f.cause} w{int(f.weight)}" for f in step.findings]
-    return "\n".join(lines)
 
 
 CASES: list[tuple[str, str, dict[str, Any], Cause, str]] = [
@@ -91,6 +49,7 @@ CASES: list[tuple[str, str, dict[str, Any], Cause, str]] = [
 ]
 
 
+@pytest.mark.parametrize("users_first", [True, False], ids=["after-users", "quiet-site"])
 @pytest.mark.parametrize(("proxy_kind", "kind", "opts", "cause", "pattern"), CASES)
 async def test_cause_behind_proxy(
     request: pytest.FixtureRequest,
@@ -100,35 +59,21 @@ async def test_cause_behind_proxy(
     opts: dict[str, Any],
     cause: Cause,
     pattern: str,
+    users_first: bool,
 ) -> None:
     app = upstream(kind, **opts)
     start: Callable[..., Proxy] = request.getfixturevalue(f"{proxy_kind}_proxy")
     proxy = start(app)
-    get(proxy.url)  # the failure users saw, before anyone asked the bot
-    proxy.wait_for_log(pattern)
+    if users_first:
+        get(proxy.url)  # the failure users saw, before anyone asked the bot
+        proxy.wait_for_log(pattern)
+    else:
+        assert not re.search(pattern, proxy.read_log())  # nobody has failed there yet
     diagnosis = await run_diagnosis(proxy.url, [proxy.error_log], (app.address,))
     assert diagnosis.verdict.cause is cause, explain(diagnosis)
     assert any(f.code == f"log_{cause.value}" for f in diagnosis.verdict.evidence)
-
-
-@pytest.mark.parametrize(("proxy_kind", "kind", "opts", "cause", "pattern"), CASES)
-async def test_cause_behind_proxy_on_a_quiet_site(
-    request: pytest.FixtureRequest,
-    upstream: Callable[..., Any],
-    proxy_kind: str,
-    kind: str,
-    opts: dict[str, Any],
-    cause: Cause,
-    pattern: str,
-) -> None:
-    app = upstream(kind, **opts)
-    start: Callable[..., Proxy] = request.getfixturevalue(f"{proxy_kind}_proxy")
-    proxy = start(app)
-    assert not re.search(pattern, proxy.read_log())  # nobody has failed there yet
-    diagnosis = await run_diagnosis(proxy.url, [proxy.error_log], (app.address,))
-    assert diagnosis.verdict.cause is cause, explain(diagnosis)
-    assert own_log_evidence(diagnosis, cause) >= 1, explain(diagnosis)
-    assert re.search(pattern, proxy.read_log())  # the proxy logged our own requests
+    # The diagnosis's own requests are in the log, and in the evidence.
+    assert own_log_evidence(diagnosis) >= 1, explain(diagnosis)
 
 
 async def test_php_fpm_terminate_timeout_on_a_quiet_site(

@@ -8,17 +8,11 @@ error in a WordPress plugin."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from checks.model import Cause, Diagnosis
-from checks.runner import diagnose
+from checks.model import Cause
+from tests.lab.diagnosis import diagnose_lab, explain
 from tests.lab.fixtures_proxies import PhpFpm, Proxy
-from tests.test_causes_behind_proxy import explain, lab_settings
-
-
-async def diagnosed(url: str, logs: list[Path], upstreams: tuple[str, ...] = ()) -> Diagnosis:
-    return await diagnose(url, lab_settings(url, logs, upstreams))
 
 
 async def test_nginx_socket_permission_denied(
@@ -27,7 +21,7 @@ async def test_nginx_socket_permission_denied(
     # The pool's socket is root's, mode 0660; nginx's workers run as nobody.
     fpm = php_fpm(listen_owner="root", listen_group="root", listen_mode="0660")
     proxy = nginx_proxy(php=fpm)
-    diagnosis = await diagnosed(proxy.url + "ok.php", [proxy.error_log], (fpm.address,))
+    diagnosis = await diagnose_lab(proxy.url + "ok.php", [proxy.error_log], (fpm.address,))
     assert diagnosis.verdict.cause is Cause.UPSTREAM_PERMISSION, explain(diagnosis)
 
 
@@ -37,7 +31,7 @@ async def test_apache_php_fpm_stopped(
     fpm = php_fpm()
     proxy = apache_proxy(php=fpm)
     fpm.stop()  # the socket goes with it: AH02454 (2)No such file or directory
-    diagnosis = await diagnosed(
+    diagnosis = await diagnose_lab(
         proxy.url + "ok.php", [proxy.error_log, fpm.error_log], (fpm.address,)
     )
     assert diagnosis.verdict.cause is Cause.UPSTREAM_REFUSED, explain(diagnosis)
@@ -50,7 +44,7 @@ async def test_apache_php_fpm_terminate_timeout_is_app_timeout(
     # only that the backend hung up (AH01067); php-fpm's log says why.
     fpm = php_fpm(max_children=4, terminate_timeout_s=1)
     proxy = apache_proxy(php=fpm, timeout_s=4)
-    diagnosis = await diagnosed(
+    diagnosis = await diagnose_lab(
         proxy.url + "sleep.php?s=3", [proxy.error_log, fpm.error_log], (fpm.address,)
     )
     assert diagnosis.verdict.cause is Cause.APP_TIMEOUT, explain(diagnosis)
@@ -61,7 +55,7 @@ async def test_haproxy_connect_timeout(
 ) -> None:
     app = upstream("blackhole")
     proxy = haproxy_proxy(app, connect_timeout_s=1)
-    diagnosis = await diagnosed(proxy.url, [proxy.error_log], (app.address,))
+    diagnosis = await diagnose_lab(proxy.url, [proxy.error_log], (app.address,))
     assert diagnosis.verdict.cause is Cause.UPSTREAM_TIMEOUT, explain(diagnosis)
     assert any("(sC)" in f.message for f in diagnosis.verdict.evidence), explain(diagnosis)
 
@@ -71,7 +65,7 @@ async def test_php_fatal_error_in_plugin(
 ) -> None:
     fpm = php_fpm(wordpress_broken="plugin")
     proxy = nginx_proxy(php=fpm)
-    diagnosis = await diagnosed(proxy.url, [proxy.error_log, fpm.error_log], (fpm.address,))
+    diagnosis = await diagnose_lab(proxy.url, [proxy.error_log, fpm.error_log], (fpm.address,))
     assert diagnosis.verdict.cause is Cause.SERVER_ERROR, explain(diagnosis)
     logged = [f for f in diagnosis.verdict.evidence if f.code == "log_server_error"]
     assert logged, explain(diagnosis)

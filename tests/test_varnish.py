@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,8 @@ import httpx
 import pytest
 
 from checks.logparse import LogLine, classifier, detect_format, record_splitter
-from checks.model import Cause, Diagnosis
-from checks.runner import diagnose
-from checks.settings import LogSource, Settings, Site
+from checks.model import Cause
+from tests.lab.diagnosis import diagnose_lab, explain
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.proxy_varnish import VarnishProxy
 
@@ -300,33 +298,6 @@ def test_other_formats_are_not_varnish() -> None:
 # --- whole diagnoses --------------------------------------------------------------------
 
 
-def varnish_settings(varnish: VarnishProxy, app: Upstream) -> Settings:
-    """Like tests/test_causes_behind_proxy.py's lab settings, the site's log being
-    varnishlog's file (its format detected)."""
-    site = Site(
-        name="lab",
-        url=varnish.url,
-        upstreams=(app.address,),
-        logs=(LogSource(str(varnish.error_log)),),
-    )
-    return Settings(
-        allow_networks=(ip_network("127.0.0.0/8"),),
-        sites=(site,),
-        reload_attempts=2,
-        reload_spacing_s=0.1,
-        timeout_s=3,
-        log_window_s=300,
-    )
-
-
-def explain(diagnosis: Diagnosis) -> str:
-    lines = [f"verdict {diagnosis.verdict.cause}: {diagnosis.verdict.summary}"]
-    for step in diagnosis.steps:
-        lines.append(f"  {step.name} {step.status}: {step.summary}")
-        lines += [f"    {f.code} {f.severity} {f.cause} w{int(f.weight)}" for f in step.findings]
-    return "\n".join(lines)
-
-
 E2E_CASES: list[tuple[str, dict[str, Any], Cause]] = [
     ("refused", {}, Cause.UPSTREAM_REFUSED),
     ("slow", {"delay_s": 4}, Cause.UPSTREAM_TIMEOUT),
@@ -346,7 +317,7 @@ async def test_diagnosis_of_a_quiet_varnish_site(
     the logs step must read them (after they reached Varnish) to name the cause."""
     app = upstream(kind, **opts)
     varnish = varnish_proxy(app)
-    diagnosis = await diagnose(varnish.url, varnish_settings(varnish, app))
+    diagnosis = await diagnose_lab(varnish.url, [varnish.error_log], (app.address,))
     assert diagnosis.verdict.cause is cause, explain(diagnosis)
     assert any(f.code == f"log_{cause.value}" for f in diagnosis.verdict.evidence), explain(
         diagnosis

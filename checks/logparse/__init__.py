@@ -92,6 +92,21 @@ def one_line_records(lines: Iterable[str]) -> Iterator[str]:
     return iter(lines)
 
 
+def continued_records(lines: Iterable[str], start: re.Pattern[str]) -> Iterator[str]:
+    """Records that begin with a line matching ``start`` and go on over the lines that do
+    not (a quoted stack trace, a message with newlines in it)."""
+    record: list[str] = []
+    for line in lines:
+        if record and not start.match(line):
+            record.append(line)
+            continue
+        if record:
+            yield "\n".join(record)
+        record = [line]
+    if record:
+        yield "\n".join(record)
+
+
 # LogSource.format name -> module in this package.
 _MODULE_OF = {
     "nginx": "nginx",

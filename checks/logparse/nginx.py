@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
-from checks.logparse import LogLine, first_match, local_time, rule
+from checks.logparse import LogLine, continued_records, first_match, local_time, rule
 from checks.logparse.phpfpm import php_error, php_minor_only
 from checks.model import Cause
 
@@ -94,16 +94,7 @@ def detect(line: str) -> bool:
 
 def records(lines: Iterable[str]) -> Iterator[str]:
     """One record per time-stamped line, with the quoted lines that continue it."""
-    record: list[str] = []
-    for line in lines:
-        if record and not _RECORD_START.match(line):
-            record.append(line)
-            continue
-        if record:
-            yield "\n".join(record)
-        record = [line]
-    if record:
-        yield "\n".join(record)
+    return continued_records(lines, _RECORD_START)
 
 
 def upstream_address(text: str) -> str:

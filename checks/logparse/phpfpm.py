@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from checks.logparse import LogLine, first_match, local_time, rule
+from checks.logparse import LogLine, continued_records, first_match, local_time, rule
 from checks.model import Cause
 
 _LINE = re.compile(
@@ -133,16 +133,7 @@ def detect(line: str) -> bool:
 
 def records(lines: Iterable[str]) -> Iterator[str]:
     """One record per time-stamped line, with the stack trace lines that follow it."""
-    record: list[str] = []
-    for line in lines:
-        if record and not _RECORD_START.match(line):
-            record.append(line)
-            continue
-        if record:
-            yield "\n".join(record)
-        record = [line]
-    if record:
-        yield "\n".join(record)
+    return continued_records(lines, _RECORD_START)
 
 
 def _php_time(stamp: str, zone: str) -> datetime | None:

@@ -540,7 +540,10 @@ ProxyTimeout {timeout}
 # --- fixtures -------------------------------------------------------------------------------
 
 
-def _factory(tmp: Callable[[], Path], start: Callable[..., Proxy]) -> Iterator[Callable[..., Any]]:
+def proxy_factory(
+    tmp: Callable[[], Path], start: Callable[..., Proxy]
+) -> Iterator[Callable[..., Any]]:
+    """A fixture's factory: ``start(tmp(), ...)`` per call, every one stopped at teardown."""
     started: list[Proxy] = []
 
     def make(*args: Any, **opts: Any) -> Proxy:
@@ -555,57 +558,57 @@ def _factory(tmp: Callable[[], Path], start: Callable[..., Proxy]) -> Iterator[C
             proxy.stop()
 
 
-def _tmp(factory: pytest.TempPathFactory, name: str) -> Callable[[], Path]:
+def tmp_dirs(factory: pytest.TempPathFactory, name: str) -> Callable[[], Path]:
     return lambda: factory.mktemp(name)
 
 
 @pytest.fixture
 def php_fpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PhpFpm]]:
     """``php_fpm(max_children=2, terminate_timeout_s=0, tcp=False) -> PhpFpm``."""
-    yield from _factory(_tmp(tmp_path_factory, "php-fpm"), start_php_fpm)  # type: ignore[misc]
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "php-fpm"), start_php_fpm)  # type: ignore[misc]
 
 
 @pytest.fixture
 def nginx_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proxy]]:
     """``nginx_proxy(upstream=None, *, php=None, **opts) -> Proxy``."""
-    yield from _factory(_tmp(tmp_path_factory, "nginx"), start_nginx)
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "nginx"), start_nginx)
 
 
 @pytest.fixture
 def haproxy_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proxy]]:
     """``haproxy_proxy(upstream, **opts) -> Proxy``."""
-    yield from _factory(_tmp(tmp_path_factory, "haproxy"), start_haproxy)
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "haproxy"), start_haproxy)
 
 
 @pytest.fixture
 def apache_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proxy]]:
     """``apache_proxy(upstream=None, *, php=None, **opts) -> Proxy``."""
-    yield from _factory(_tmp(tmp_path_factory, "apache"), start_apache)
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "apache"), start_apache)
 
 
 @pytest.fixture(scope="module")
 def module_php_fpm(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., PhpFpm]]:
-    yield from _factory(_tmp(tmp_path_factory, "php-fpm"), start_php_fpm)  # type: ignore[misc]
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "php-fpm"), start_php_fpm)  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")
 def module_nginx_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Proxy]]:
-    yield from _factory(_tmp(tmp_path_factory, "nginx"), start_nginx)
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "nginx"), start_nginx)
 
 
 @pytest.fixture(scope="module")
 def module_haproxy_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Proxy]]:
-    yield from _factory(_tmp(tmp_path_factory, "haproxy"), start_haproxy)
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "haproxy"), start_haproxy)
 
 
 @pytest.fixture(scope="module")
 def module_apache_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Proxy]]:
-    yield from _factory(_tmp(tmp_path_factory, "apache"), start_apache)
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "apache"), start_apache)

@@ -52,7 +52,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.fixtures_proxies import Proxy, UpstreamSpec
+from tests.lab.fixtures_proxies import Proxy, UpstreamSpec, proxy_factory, tmp_dirs
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import ManagedProcess, free_port, require_binary
 
@@ -254,27 +254,12 @@ def start_caddy(
     return proxy
 
 
-def _factory(tmp: Callable[[], Path]) -> Iterator[Callable[..., CaddyProxy]]:
-    started: list[CaddyProxy] = []
-
-    def make(upstream: UpstreamSpec, **opts: Any) -> CaddyProxy:
-        proxy = start_caddy(tmp(), upstream, **opts)
-        started.append(proxy)
-        return proxy
-
-    try:
-        yield make
-    finally:
-        for proxy in reversed(started):
-            proxy.stop()
-
-
 @pytest.fixture
 def caddy_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., CaddyProxy]]:
     """``caddy_proxy(upstream, **opts) -> Proxy``; stopped at the end of the test."""
-    yield from _factory(lambda: tmp_path_factory.mktemp("caddy"))
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "caddy"), start_caddy)
 
 
 @pytest.fixture(scope="module")
@@ -282,4 +267,4 @@ def module_caddy_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., CaddyProxy]]:
     """Like ``caddy_proxy``, but the servers live for the whole test module."""
-    yield from _factory(lambda: tmp_path_factory.mktemp("caddy"))
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "caddy"), start_caddy)

@@ -34,12 +34,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from checks.logparse.varnish import NCSA_FORMAT
-from tests.lab.fixtures_proxies import Proxy
+from tests.lab.fixtures_proxies import Proxy, proxy_factory, tmp_dirs
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
 
@@ -203,31 +202,16 @@ def start_varnish(
     return proxy
 
 
-def _factory(tmp: Callable[[], Path]) -> Iterator[Callable[..., VarnishProxy]]:
-    started: list[VarnishProxy] = []
-
-    def make(upstream: Upstream | str, **opts: Any) -> VarnishProxy:
-        proxy = start_varnish(tmp(), upstream, **opts)
-        started.append(proxy)
-        return proxy
-
-    try:
-        yield make
-    finally:
-        for proxy in reversed(started):
-            proxy.stop()
-
-
 @pytest.fixture
 def varnish_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., VarnishProxy]]:
     """``varnish_proxy(upstream, **opts) -> VarnishProxy``; stopped at the end of the test."""
-    yield from _factory(lambda: tmp_path_factory.mktemp("varnish"))
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "varnish"), start_varnish)
 
 
 @pytest.fixture(scope="module")
 def module_varnish_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., VarnishProxy]]:
-    yield from _factory(lambda: tmp_path_factory.mktemp("varnish"))
+    yield from proxy_factory(tmp_dirs(tmp_path_factory, "varnish"), start_varnish)
