@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from checks.guard import parse_ip
 from checks.logparse import LogLine
 from checks.model import SentRequest
-from checks.settings import Site
+from checks.settings import Site, default_port
 
 
 class Owner(StrEnum):
@@ -30,13 +30,9 @@ class Owner(StrEnum):
 def _authorities(site: Site) -> frozenset[str]:
     """How a client's Host header names the site: host:port, and the bare host when the
     port is the scheme's default."""
-    parts = urlsplit(site.url)
-    host = site.host
-    shown = f"[{host}]" if ":" in host else host
-    default = 443 if parts.scheme == "https" else 80
-    port = parts.port or default
-    found = {f"{shown}:{port}"}
-    if port == default:
+    shown = f"[{site.host}]" if ":" in site.host else site.host
+    found = {f"{shown}:{site.port}"}
+    if site.port == default_port(site.scheme):
         found.add(shown)
     return frozenset(found)
 

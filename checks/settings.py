@@ -22,6 +22,11 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def default_port(scheme: str) -> int:
+    """The port a URL of ``scheme`` means when it names none."""
+    return 443 if scheme.lower() == "https" else 80
+
+
 class SettingsError(ValueError):
     """The sites file is missing or malformed; the message names the offending key."""
 
@@ -57,7 +62,7 @@ class Site:
     @property
     def port(self) -> int:
         parts = urlsplit(self.url)
-        return parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        return parts.port or default_port(parts.scheme)
 
 
 @dataclass(frozen=True)

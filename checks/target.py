@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from checks.guard import parse_ip
-from checks.settings import Settings, Site
+from checks.settings import Settings, Site, default_port
 
 
 class BadTarget(ValueError):
@@ -36,7 +36,7 @@ class Target:
     def authority(self) -> str:
         """host[:port] as a Host header carries it (port only when not the default)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
+        default = default_port(self.scheme)
         return host if self.port == default else f"{host}:{self.port}"
 
 
@@ -88,7 +88,7 @@ def parse_target(text: str, settings: Settings) -> Target:
     host = _normalise_host(parts.hostname)
     path, query = parts.path, parts.query
     if site is None and typed_scheme:
-        site = settings.site_for(host, scheme, port or _default_port(scheme))
+        site = settings.site_for(host, scheme, port or default_port(scheme))
     elif site is None:
         # A bare host or host:port of a configured site is that site: its scheme, its port.
         site = settings.site_for(host, None, port)
@@ -97,12 +97,8 @@ def parse_target(text: str, settings: Settings) -> Target:
             scheme, port = site.scheme, site.port
             if not path and not query:
                 path, query = site_parts.path, site_parts.query
-    port = port or _default_port(scheme)
+    port = port or default_port(scheme)
     shown_host = f"[{host}]" if ":" in host else host
-    netloc = shown_host if port == _default_port(scheme) else f"{shown_host}:{port}"
+    netloc = shown_host if port == default_port(scheme) else f"{shown_host}:{port}"
     url = urlunsplit((scheme, netloc, path or "/", query, ""))
     return Target(raw=raw, url=url, scheme=scheme, host=host, port=port, site=site)
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80

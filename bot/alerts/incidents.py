@@ -38,7 +38,7 @@ from bot.pipeline import Carrier, DiagnosisRequest
 from checks.context import ProbeContext
 from checks.guard import TargetRefused
 from checks.runner import prepare
-from checks.settings import Settings, Site
+from checks.settings import Settings, Site, default_port
 from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,11 @@ def site_for_url(url: str, settings: Settings) -> Site:
         port = parts.port
     except ValueError:
         port = None
-    scheme = parts.scheme.lower() or None
-    default = {"http": 80, "https": 443}.get(scheme or "")
-    configured = settings.site_for(host, scheme, port or default) if host else None
+    scheme = parts.scheme.lower()
+    if host and scheme in ("http", "https"):
+        configured = settings.site_for(host, scheme, port or default_port(scheme))
+    else:
+        configured = None
     if configured is not None:
         return configured
     return Site(name=host or url, url=url, channel=settings.default_channel)
