@@ -223,17 +223,21 @@ def _ssl_context(ca_file: str | None, env_file: str | None, env_dir: str | None)
 class _Timer:
     """Collects httpcore trace events into curl-like cumulative phases (ms since start)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.start = time.monotonic()
         self.marks: dict[str, float] = {}
         self.source: str | None = None
         self.first_bytes = bytearray()  # the start of the answer, as it came off the wire
+        # The stream that carries HTTP: the TLS one over https, never the handshake's bytes.
+        self._http_stream_ready = (
+            "connection.start_tls.complete" if tls else "connection.connect_tcp.complete"
+        )
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
         self.marks.setdefault(event, time.monotonic())
         if event == "connection.connect_tcp.complete" and self.source is None:
             self.source = _local_address(info.get("return_value"))
-        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+        if event == self._http_stream_ready:
             self._record_reads(info.get("return_value"))
 
     def _record_reads(self, stream: Any) -> None:
@@ -401,7 +405,7 @@ async def _one_request(
         user_agent=user_agent,
         started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
-    timer = _Timer()
+    timer = _Timer(tls)
     request_headers = {
         "Host": _authority(url),
         "User-Agent": user_agent,
