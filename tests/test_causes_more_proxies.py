@@ -72,3 +72,6 @@ async def test_php_fatal_error_in_plugin(
     assert any("in plugin broken-plugin" in f.message for f in logged)
     plugin = "wp-content/plugins/broken-plugin/broken-plugin.php:3"
     assert any(plugin in sample for f in logged for sample in f.data["samples"])
+    # The runbook's next step, for that plugin, comes first.
+    assert diagnosis.verdict.next_steps[0].startswith("Deactivate the plugin broken-plugin")
+    assert "wp-content/plugins/broken-plugin" in diagnosis.verdict.next_steps[0]
