@@ -1,4 +1,7 @@
-"""The `badgateway` command: diagnose from a terminal, run the Slack app, workers, the shell."""
+"""The `badgateway` command: diagnose from a terminal, run the Slack app, workers, the shell.
+
+Bad input (a target, the sites file, a setting) ends in one line on stderr and exit 2.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from collections.abc import Sequence
 
 from checks.guard import TargetRefused
 from checks.runner import diagnose, prepare
-from checks.settings import Settings, SettingsError, load_settings
+from checks.settings import Settings, SettingsError, load_settings, one_line
 from checks.steps import all_steps
 from checks.target import BadTarget
 
@@ -50,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"badgateway: {message}", file=sys.stderr)
+    # one_line: a message quoting input must stay the one line it promises to be.
+    print(f"badgateway: {one_line(message)}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 

@@ -1,22 +1,34 @@
 """The bot's process settings, from the environment and `.env` (environment wins).
 
 A missing or malformed setting stops start-up with one line that names it (ConfigError).
+`.env` is read like the sites file: only a regular file (a FIFO is not waited on), UTF-8.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from checks.settings import one_line, read_regular_file
+
+MAX_DOTENV_BYTES = 1024 * 1024
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() also takes "²", which int() refuses
+_COUNT = re.compile(r"[0-9]{1,9}")
+
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 
 class ConfigError(ValueError):
     """One line naming the setting that is missing or wrong."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,14 @@ class BotConfig:
 def _merged(env: Mapping[str, str] | None, dotenv_path: str | None) -> dict[str, str]:
     values: dict[str, str] = {}
     if dotenv_path and os.path.exists(dotenv_path):
-        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        try:
+            text = read_regular_file(dotenv_path, MAX_DOTENV_BYTES).decode("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{dotenv_path!r}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{dotenv_path!r}: not UTF-8 text (byte {exc.start})") from None
+        parsed = dotenv_values(stream=io.StringIO(text))
+        values.update({k: v for k, v in parsed.items() if v is not None})
     values.update(env if env is not None else os.environ)
     return values
 
@@ -80,10 +99,10 @@ def load_config(
     if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"REDIS_URL must be a redis:// URL, got {redis_url!r}")
     port_text = get("PORT") or "3000"
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
         raise ConfigError(f"PORT must be a port number, got {port_text!r}")
     conc_text = get("BADGATEWAY_WORKER_CONCURRENCY") or "50"
-    if not conc_text.isdigit() or int(conc_text) < 1:
+    if not _COUNT.fullmatch(conc_text) or int(conc_text) < 1:
         raise ConfigError(f"BADGATEWAY_WORKER_CONCURRENCY must be a positive number: {conc_text!r}")
     return BotConfig(
         slack_bot_token=bot_token,

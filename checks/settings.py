@@ -2,22 +2,34 @@
 
 TOML, read with the standard library. Everything an administrator writes here is trusted
 (resolvers, upstreams, log paths); only what users type is vetted by ``checks.guard``.
+Trusted is not unchecked: the file is read only if it is a regular file, parsed within size
+and nesting limits, and every value is checked here, once, so that a bad file stops the bot
+at start-up with one line (SettingsError) instead of failing later, in a diagnosis.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
+import stat
+import sys
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from checks.logparse import FORMATS
+from checks.resolve import parse_resolver
+from checks.upstream_probe import parse_upstream
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+MAX_SITES_FILE_BYTES = 1024 * 1024
+MAX_TOML_DEPTH = 32  # a sites file needs 3 ([[site]], logs = [{ ... }])
+# Upper bound for every time in the file (about 115 days): far above any sane value, far
+# below what a float or asyncio's timers would overflow on.
+MAX_SECONDS = 10_000_000.0
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -105,24 +117,103 @@ class Settings:
         return None
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters written as escapes, so that a
+    message quoting a file's content stays one printable line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _fail(where: str, what: str) -> SettingsError:
-    return SettingsError(f"sites file: {where}: {what}")
+    return SettingsError(one_line(f"sites file: {where}: {what}"))
+
+
+def _shown(value: str, limit: int = 120) -> str:
+    """``value`` quoted for a message: escaped by repr, and cut when long."""
+    return repr(value[:limit]) + ("…" if len(value) > limit else "")
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(where, "expected a list")
+    return value
 
 
 def _str_list(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+    items = _list(value, where)
+    if not all(isinstance(v, str) and v for v in items):
         raise _fail(where, "expected a list of non-empty strings")
-    return tuple(value)
+    return tuple(items)
 
 
-def _number(value: Any, where: str, default: float, minimum: float = 0.0) -> float:
+def _number(
+    value: Any, where: str, default: float, minimum: float = 0.0, maximum: float = MAX_SECONDS
+) -> float:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= minimum:
-        raise _fail(where, f"expected a number greater than {minimum:g}")
+    # Compared before float(): an integer of 309 digits or more does not fit in a float.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not minimum < value <= maximum  # also false for nan
+    ):
+        raise _fail(where, f"expected a number greater than {minimum:g} and at most {maximum:g}")
     return float(value)
+
+
+def _url(url: Any, where: str) -> str:
+    """A site's URL: http(s), a host and a port that parse, and usable as a target."""
+    # checks.target builds on this module's Site and Settings, so it is imported here.
+    from checks.target import BadTarget, parse_target
+
+    if not isinstance(url, str) or not url:
+        raise _fail(where, "'url' is required")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError as exc:
+        raise _fail(where, f"'url' is not a URL ({exc}): {_shown(url)}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(where, f"'url' must be an http(s) URL with a host, got {_shown(url)}")
+    try:
+        parse_target(url, Settings())
+    except BadTarget as exc:
+        raise _fail(where, f"'url' {_shown(url)} cannot be diagnosed: {exc}") from None
+    return url
+
+
+def _log_source(entry: Any, where: str) -> LogSource:
+    if isinstance(entry, str):
+        entry = {"path": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
+        raise _fail(where, 'expected { path = "..." }')
+    path: str = entry["path"]
+    if "\0" in path:
+        raise _fail(where, f"'path' {_shown(path)} holds a NUL character")
+    fmt = entry.get("format")
+    if fmt is not None and fmt not in FORMATS:
+        shown = _shown(fmt) if isinstance(fmt, str) else type(fmt).__name__
+        raise _fail(where, f"unknown format {shown}; one of {', '.join(FORMATS)}, or leave it out")
+    host = entry.get("host")
+    if host is not None and not (isinstance(host, str) and _HOST_NAME.fullmatch(host)):
+        # It names a queue (logs@HOST) that a worker on that machine serves.
+        shown = _shown(host) if isinstance(host, str) else type(host).__name__
+        raise _fail(
+            where,
+            f"'host' must be a machine name like \"web-1\" (letters, digits, . _ -), got {shown}",
+        )
+    return LogSource(path=path, format=fmt, host=host)
+
+
+def _upstreams(value: Any, where: str) -> tuple[str, ...]:
+    specs = _str_list(value, where)
+    for spec in specs:
+        try:
+            parse_upstream(spec)
+        except ValueError as exc:
+            raise _fail(where, str(exc)) from None
+    return specs
 
 
 def _parse_site(raw: Any, index: int) -> Site:
@@ -132,40 +223,21 @@ def _parse_site(raw: Any, index: int) -> Site:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise _fail(where, "'name' is required")
-    where = f"site '{name}'"
-    url = raw.get("url")
-    if not isinstance(url, str) or not url:
-        raise _fail(where, "'url' is required")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _fail(where, f"'url' must be an http(s) URL with a host, got {url!r}")
-    logs: list[LogSource] = []
-    for j, entry in enumerate(raw.get("logs") or []):
-        if isinstance(entry, str):
-            entry = {"path": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise _fail(f"{where} logs #{j + 1}", 'expected { path = "..." }')
-        fmt = entry.get("format")
-        if fmt is not None and fmt not in FORMATS:
-            raise _fail(
-                f"{where} logs #{j + 1}",
-                f"unknown format {fmt!r}; one of {', '.join(FORMATS)}, or leave it out",
-            )
-        host = entry.get("host")
-        if host is not None and not (isinstance(host, str) and _HOST_NAME.fullmatch(host)):
-            # It names a queue (logs@HOST) that a worker on that machine serves.
-            raise _fail(
-                f"{where} logs #{j + 1}",
-                f"'host' must be a machine name like \"web-1\" (letters, digits, . _ -), "
-                f"got {host!r}",
-            )
-        logs.append(LogSource(path=entry["path"], format=fmt, host=host))
+    if not name.isprintable():
+        # Names are shown in one-line messages and Slack posts, and typed back as targets.
+        raise _fail(where, f"'name' must be printable text on one line, got {_shown(name)}")
+    where = f"site {_shown(name.strip())}"
+    url = _url(raw.get("url"), where)
+    logs = tuple(
+        _log_source(entry, f"{where} logs #{j + 1}")
+        for j, entry in enumerate(_list(raw.get("logs"), f"{where} logs"))
+    )
     expected = _str_list(raw.get("expected_ips"), f"{where} expected_ips")
     for ip in expected:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
-            raise _fail(f"{where} expected_ips", f"{ip!r} is not an IP address") from None
+            raise _fail(f"{where} expected_ips", f"{_shown(ip)} is not an IP address") from None
     channel = raw.get("channel")
     if channel is not None and not isinstance(channel, str):
         raise _fail(where, "'channel' must be a string")
@@ -173,17 +245,59 @@ def _parse_site(raw: Any, index: int) -> Site:
         name=name.strip(),
         url=url,
         expected_ips=expected,
-        upstreams=_str_list(raw.get("upstreams"), f"{where} upstreams"),
-        logs=tuple(logs),
+        upstreams=_upstreams(raw.get("upstreams"), f"{where} upstreams"),
+        logs=logs,
         channel=channel,
         interval_s=_number(raw.get("interval_s"), f"{where} interval_s", 60.0),
         log_names=_str_list(raw.get("log_names"), f"{where} log_names"),
     )
 
 
+def _resolvers(value: Any) -> tuple[str, ...]:
+    """Each resolver is an IP address, optionally with a port: what checks.resolve can ask."""
+    specs = _str_list(value, "settings.resolvers")
+    for spec in specs:
+        text = spec.strip()
+        try:
+            if text.startswith("[") and not re.fullmatch(r"\[[^\]]+\](:[0-9]+)?", text):
+                raise ValueError(text)
+            address, port = parse_resolver(text)
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise _fail(
+                "settings.resolvers",
+                f"{_shown(spec)} is not IP or IP:port (e.g. 10.0.0.2, 127.0.0.1:5353, [::1]:53)",
+            ) from None
+        if not 1 <= port <= 65535:
+            raise _fail("settings.resolvers", f"{_shown(spec)}: port {port} is not 1-65535")
+    return specs
+
+
+def _ca_file(value: Any) -> str | None:
+    """The private CA: a regular file, checked now so that a FIFO is not waited on later."""
+    where, chosen = "settings.ca_file", value
+    if chosen is None or chosen == "":
+        where, chosen = "BADGATEWAY_CA_FILE", os.environ.get("BADGATEWAY_CA_FILE") or None
+    if chosen is None:
+        return None
+    if not isinstance(chosen, str) or not chosen or "\0" in chosen:
+        raise _fail(where, "expected a path")
+    try:
+        info = os.stat(chosen)
+    except OSError as exc:
+        raise _fail(where, f"{_shown(chosen)}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _fail(where, f"{_shown(chosen)} is {_file_kind(info.st_mode)}, not a regular file")
+    return chosen
+
+
 def parse_settings(doc: dict[str, Any]) -> Settings:
     """Build Settings from a parsed TOML document, failing with a message that names the key."""
-    raw = doc.get("settings") or {}
+    if not isinstance(doc, dict):
+        raise _fail("document", "expected a table")
+    raw = doc.get("settings")
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
         raise _fail("[settings]", "expected a table")
     nets: list[IPNetwork] = []
@@ -191,15 +305,14 @@ def parse_settings(doc: dict[str, Any]) -> Settings:
         try:
             nets.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            raise _fail("settings.allow_networks", f"{text!r} is not a network") from None
-    sites = [_parse_site(s, i) for i, s in enumerate(doc.get("site") or [])]
+            raise _fail("settings.allow_networks", f"{_shown(text)} is not a network") from None
+    site_tables = _list(doc.get("site"), "[[site]]")
+    sites = [_parse_site(s, i) for i, s in enumerate(site_tables)]
     names = [s.name for s in sites]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise _fail("[[site]]", f"duplicate site name(s): {', '.join(dupes)}")
-    ca_file = raw.get("ca_file")
-    if ca_file is not None and not isinstance(ca_file, str):
-        raise _fail("settings.ca_file", "expected a path")
+        shown = ", ".join(_shown(n) for n in dupes)
+        raise _fail("[[site]]", f"duplicate site name(s): {shown}")
     attempts = raw.get("reload_attempts", 3)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10:
         raise _fail("settings.reload_attempts", "expected a whole number from 1 to 10")
@@ -207,16 +320,18 @@ def parse_settings(doc: dict[str, Any]) -> Settings:
     if default_channel is not None and not isinstance(default_channel, str):
         raise _fail("settings.default_channel", "expected a string")
     return Settings(
-        resolvers=_str_list(raw.get("resolvers"), "settings.resolvers"),
+        resolvers=_resolvers(raw.get("resolvers")),
         allow_networks=tuple(nets),
         timeout_s=_number(raw.get("timeout_s"), "settings.timeout_s", 5.0),
-        ca_file=ca_file or os.environ.get("BADGATEWAY_CA_FILE") or None,
+        ca_file=_ca_file(raw.get("ca_file")),
         log_window_s=_number(raw.get("log_window_s"), "settings.log_window_s", 900.0),
         reload_attempts=attempts,
         reload_spacing_s=_number(
             raw.get("reload_spacing_s"), "settings.reload_spacing_s", 0.25, minimum=-1e-9
         ),
-        diagnosis_budget_s=_number(raw.get("diagnosis_budget_s"), "settings.budget", 14.0),
+        diagnosis_budget_s=_number(
+            raw.get("diagnosis_budget_s"), "settings.diagnosis_budget_s", 14.0
+        ),
         sites=tuple(sites),
         allowed_channels=_str_list(raw.get("allowed_channels"), "settings.allowed_channels"),
         allowed_users=_str_list(raw.get("allowed_users"), "settings.allowed_users"),
@@ -224,18 +339,119 @@ def parse_settings(doc: dict[str, Any]) -> Settings:
     )
 
 
+class NotARegularFile(OSError):
+    """A path names a FIFO, a device, a directory or a socket: nothing the bot reads."""
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``max_bytes``.
+
+    Raises OSError (NotARegularFile for a FIFO, device or directory; EFBIG when too long).
+    """
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(errno.EINVAL, f"{_file_kind(mode)}, not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
+    return data
+
+
+def _toml_depth(text: str) -> tuple[int, int]:
+    """The deepest nesting of arrays and inline tables, and the line it is reached on.
+
+    Counted without recursing, outside strings and comments: tomllib recurses once per
+    level and a few hundred levels end in RecursionError.
+    """
+    depth = deepest = 0
+    line = deepest_line = 1
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "\n":
+            line += 1
+        elif char == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif char in "\"'":
+            quote = char * 3 if text.startswith(char * 3, i) else char
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                if text[i] == "\n":
+                    if len(quote) == 1:
+                        break  # a one-line string never spans lines (tomllib says so)
+                    line += 1
+                elif text[i] == "\\" and char == '"':  # only basic strings have escapes
+                    i += 1
+                    line += text.startswith("\n", i)
+                i += 1
+            else:
+                i += len(quote)
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_line = depth, line
+        elif char in "]}":
+            depth -= 1
+        i += 1
+    return deepest, deepest_line
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """Parse a sites file's text; every way it can fail is one SettingsError line."""
+    deepest, line = _toml_depth(text)
+    if deepest > MAX_TOML_DEPTH:
+        raise SettingsError(
+            one_line(f"{where}: nested deeper than {MAX_TOML_DEPTH} levels (line {line})")
+        )
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(one_line(f"{where}: not valid TOML: {exc}")) from None
+    except RecursionError:
+        raise SettingsError(one_line(f"{where}: not valid TOML: nested too deep")) from None
+    except ValueError as exc:
+        # int() inside tomllib: more digits than Python converts (sys.get_int_max_str_digits).
+        what = (
+            f"an integer longer than {sys.get_int_max_str_digits()} digits"
+            if "Exceeds the limit" in str(exc)
+            else str(exc)[:200]
+        )
+        raise SettingsError(one_line(f"{where}: not valid TOML: {what}")) from None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read the sites file at ``path`` (or $BADGATEWAY_SITES); no file means built-in defaults."""
     chosen = path if path is not None else os.environ.get("BADGATEWAY_SITES") or None
     if chosen is None:
         return Settings()
-    p = Path(chosen)
+    where = f"sites file {_shown(os.fspath(chosen), 300)}"
     try:
-        text = p.read_text(encoding="utf-8")
+        data = read_regular_file(chosen, MAX_SITES_FILE_BYTES)
     except OSError as exc:
-        raise SettingsError(f"sites file {str(p)!r}: {exc.strerror or exc}") from None
+        raise SettingsError(one_line(f"{where}: {exc.strerror or exc}")) from None
+    except ValueError as exc:  # a path with a NUL character
+        raise SettingsError(one_line(f"{where}: {exc}")) from None
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"sites file {str(p)!r}: not valid TOML: {exc}") from None
-    return parse_settings(doc)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    return parse_settings(parse_toml(text, where))

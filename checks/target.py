@@ -1,4 +1,8 @@
-"""Turn what a user typed (a URL, a bare host, or a site's name) into a Target to probe."""
+"""Turn what a user typed (a URL, a bare host, or a site's name) into a Target to probe.
+
+Anything a user can type either becomes a Target or raises BadTarget with one printable line
+(what was typed is quoted with repr, so control characters cannot break that line).
+"""
 
 from __future__ import annotations
 
@@ -40,15 +44,31 @@ class Target:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+def _address(host: str) -> str | None:
+    """``host`` as canonical IP text when it is an address in any notation, else None."""
+    try:
+        ip = parse_ip(host)
+    except ValueError:
+        # inet_aton-style parts that int() reads as negative ("0x-d"): not an address, and
+        # not a name to look up either, since the guard would trip on it the same way.
+        raise BadTarget(f"{host!r} is not a valid host name or address; {_HOW}") from None
+    return None if ip is None else str(ip)
+
+
 def _normalise_host(host: str) -> str:
-    ip = parse_ip(host)
-    if ip is not None:
-        return str(ip)  # 0x7f.1 -> 127.0.0.1, so the guard judges what will be dialled
+    address = _address(host)
+    if address is not None:
+        return address  # 0x7f.1 -> 127.0.0.1, so the guard judges what will be dialled
     host = host.rstrip(".").lower()
     try:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError:
         raise BadTarget(f"{host!r} is not a valid host name; {_HOW}") from None
+    # IDNA maps full-width digits and dots to ASCII ("0X。0" -> "0x.0"): what comes out may
+    # be an address only now, and must be judged as the address it is.
+    address = _address(ascii_host)
+    if address is not None:
+        return address
     labels = ascii_host.split(".")
     if len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
         raise BadTarget(f"{host!r} is not a valid host name; {_HOW}")
@@ -59,13 +79,18 @@ def _normalise_host(host: str) -> str:
 
 def parse_target(text: str, settings: Settings) -> Target:
     """Parse user input into a Target; raises BadTarget with a message fit to show the user."""
-    raw = (text or "").strip()
+    if not isinstance(text, str):
+        raise BadTarget(f"no target given; {_HOW}")
+    raw = text.strip()
     if not raw:
         raise BadTarget(f"no target given; {_HOW}")
     if len(raw) > _MAX_INPUT:
         raise BadTarget(f"a target is at most {_MAX_INPUT} characters long; {_HOW}")
-    if any(c.isspace() or ord(c) < 32 for c in raw):
-        raise BadTarget(f"a target is one host name or URL without spaces; {_HOW}")
+    # Not printable: control and format characters, separators, lone surrogates.
+    if any(c.isspace() or not c.isprintable() for c in raw):
+        raise BadTarget(
+            f"a target is one host name or URL without spaces or control characters; {_HOW}"
+        )
     site = settings.site_named(raw)
     url_text = site.url if site else raw
     typed_scheme = "://" in url_text

@@ -1,31 +1,36 @@
 """Alert webhooks: Prometheus Alertmanager (webhook version 4) and a small generic JSON.
 
 ``add_alert_routes`` mounts ``POST /alerts/alertmanager`` and ``POST /alerts`` on the Slack
-app's aiohttp server. Every request needs ``Authorization: Bearer $ALERTS_TOKEN``
-(constant-time compare). What is refused changes nothing: 401 for a missing or wrong token,
-413 for a body over the size cap, 400 with the reason for a malformed body (the whole body
-is checked before any alert in it is acted on), 503 when ALERTS_TOKEN is not configured.
-The schemas are in docs/alerts.md.
+app's aiohttp server. Every request needs ``Authorization: Bearer $ALERTS_TOKEN``, compared
+as bytes in constant time before the body is read. What is refused changes nothing: 401 for
+a missing or wrong token, 413 for a body over the size cap, 400 with one short reason for a
+malformed body (bounded JSON; the whole body, every field and URL, is checked before any
+alert in it is acted on), 503 when ALERTS_TOKEN is not configured. The schemas are in
+docs/alerts.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from bot import bounded_json
 from bot.alerts.incidents import AlertPolicy, Incidents, ProbeOutcome, site_for_url
 from bot.alerts.monitor import site_facts
 from bot.config import BotConfig
-from checks.settings import Settings, Site
+from checks.settings import Settings, Site, one_line
+from checks.target import BadTarget, parse_target
 
 log = logging.getLogger(__name__)
+
+MAX_REASON_CHARS = 300
 
 
 class BadAlert(ValueError):
@@ -39,6 +44,28 @@ class ParsedAlert:
     summary: str
 
 
+def _shown(value: str, limit: int = 100) -> str:
+    """``value`` quoted for a reason: escaped by repr, and cut when long."""
+    return repr(value[:limit]) + ("…" if len(value) > limit else "")
+
+
+def _checked_url(url: str, where: str) -> str:
+    """An http(s) URL that parses (host, port) and can be diagnosed as a target."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError as exc:  # "Invalid IPv6 URL" for //[::1 or http://]/
+        raise BadAlert(f"{where}: 'url' is not a URL ({exc}): {_shown(url)}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadAlert(f"{where}: 'url' must be an http(s) URL, got {_shown(url)}")
+    try:
+        # The alert's diagnosis starts from this URL: refuse here what it would refuse.
+        parse_target(url, Settings())
+    except BadTarget as exc:
+        raise BadAlert(f"{where}: 'url' {_shown(url)} cannot be diagnosed: {exc}") from None
+    return url
+
+
 def _site(name: Any, url: Any, settings: Settings, where: str) -> Site:
     if name is not None and not isinstance(name, str):
         raise BadAlert(f"{where}: 'site' must be a string")
@@ -49,12 +76,9 @@ def _site(name: Any, url: Any, settings: Settings, where: str) -> Site:
         if site is not None:
             return site
         if not url:
-            raise BadAlert(f"{where}: unknown site {name!r} and no 'url' to diagnose")
+            raise BadAlert(f"{where}: unknown site {_shown(name)} and no 'url' to diagnose")
     if url:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BadAlert(f"{where}: 'url' must be an http(s) URL, got {url[:200]!r}")
-        return site_for_url(url, settings)
+        return site_for_url(_checked_url(url, where), settings)
     raise BadAlert(f"{where}: needs 'site' (a configured site's name) or 'url'")
 
 
@@ -125,12 +149,19 @@ def parse_alertmanager(body: Any, settings: Settings) -> list[ParsedAlert]:
     return parsed
 
 
-def _authorised(request: web.Request, token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer":
+def _authorised(request: web.Request, token: bytes) -> bool:
+    """The one Authorization header, as the bytes that came in, is ``Bearer <token>``.
+
+    Bytes, not text: a header with a byte that is not UTF-8 must be a wrong token (401),
+    not an encoding error (500). Two Authorization headers are refused, not picked from.
+    """
+    values = [value for key, value in request.raw_headers if key.lower() == b"authorization"]
+    if len(values) != 1:
         return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    scheme, _, given = values[0].partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(given.strip(), token)
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes | None:
@@ -150,6 +181,40 @@ def _reply(status: int, **fields: Any) -> web.Response:
     return web.json_response(fields, status=status)
 
 
+def _refuse(status: int, reason: str) -> web.Response:
+    """One short printable line: reasons quote what was sent, which may be anything."""
+    text = one_line(reason)
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 1] + "…"
+    return _reply(status, error=text)
+
+
+class _QuietMalformedRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse (a header over its 8 KiB line limit, a bad
+    request line) with 400 and logs it at ERROR with a full traceback, once per request: any
+    client could fill the log that way, and the fault is the client's. Such a record becomes
+    one INFO line without the traceback (and without the header, which may hold a token).
+    Everything else, the server's own errors included, passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or not 400 <= (exc.code or 400) < 500:
+            return True
+        said = record.getMessage()
+        record.msg, record.args = "%s (%s)", (said, type(exc).__name__)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+QUIET_MALFORMED_REQUESTS = _QuietMalformedRequests()
+
+
+def quiet_malformed_requests() -> None:
+    """Log requests aiohttp could not parse as one line, not a traceback (idempotent)."""
+    logging.getLogger("aiohttp.server").addFilter(QUIET_MALFORMED_REQUESTS)
+
+
 def add_alert_routes(
     app: web.Application,
     config: BotConfig,
@@ -160,6 +225,10 @@ def add_alert_routes(
     """Mount POST /alerts/alertmanager and POST /alerts on ``app``."""
     limit = (policy or incidents.policy).body_limit_bytes
     pending: set[asyncio.Task[int]] = set()
+    # surrogateescape: a token from the environment with bytes that are not UTF-8 is those
+    # bytes again, rather than an encoding error at every request.
+    token = config.alerts_token.encode("utf-8", "surrogateescape") if config.alerts_token else b""
+    quiet_malformed_requests()
 
     async def settle_later() -> None:
         # The hold before posting (storm grouping) must not keep the webhook waiting.
@@ -168,21 +237,21 @@ def add_alert_routes(
         task.add_done_callback(pending.discard)
 
     async def handle(request: web.Request, parse: Any, source: str) -> web.Response:
-        if not config.alerts_token:
-            return _reply(503, error="alert webhooks are off: ALERTS_TOKEN is not set")
-        if not _authorised(request, config.alerts_token):
-            return _reply(401, error="missing or wrong bearer token")
+        if not token:
+            return _refuse(503, "alert webhooks are off: ALERTS_TOKEN is not set")
+        if not _authorised(request, token):
+            return _refuse(401, "missing or wrong bearer token")
         raw = await _read_capped(request, limit)
         if raw is None:
-            return _reply(413, error=f"body larger than {limit} bytes")
+            return _refuse(413, f"body larger than {limit} bytes")
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _reply(400, error=f"body is not JSON: {exc}")
+            body = bounded_json.loads(raw, max_bytes=limit)
+        except bounded_json.JsonRejected as exc:
+            return _refuse(400, f"body: {exc}")
         try:
             alerts: list[ParsedAlert] = parse(body, settings)
         except BadAlert as exc:
-            return _reply(400, error=str(exc))
+            return _refuse(400, str(exc))
         touched: list[str] = []
         for alert in alerts:
             if alert.firing:
