@@ -11,6 +11,7 @@ so a disguised address is judged as the address it is.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -71,6 +72,11 @@ def parse_ip(host: str) -> IPAddress | None:
     return _parse_inet_aton(text)
 
 
+_HEX = re.compile(r"[0-9a-fA-F]{0,8}")
+_OCTAL = re.compile(r"[0-7]{1,11}")
+_DECIMAL = re.compile(r"[0-9]{1,10}")
+
+
 def _parse_inet_aton(text: str) -> ipaddress.IPv4Address | None:
     parts = text.split(".")
     if not 1 <= len(parts) <= 4:
@@ -79,17 +85,19 @@ def _parse_inet_aton(text: str) -> ipaddress.IPv4Address | None:
     for part in parts:
         if not part:
             return None
-        try:
-            if part.lower().startswith("0x"):
-                value = int(part[2:] or "0", 16)
-            elif len(part) > 1 and part.startswith("0"):
-                value = int(part[1:], 8)
-            else:
-                if not part.isdigit():
-                    return None
-                value = int(part, 10)
-        except ValueError:
-            return None
+        # Digits only: int() would also take a sign, "_" and spaces, which inet_aton does not.
+        if part.lower().startswith("0x"):
+            if not _HEX.fullmatch(part[2:]):
+                return None
+            value = int(part[2:] or "0", 16)
+        elif len(part) > 1 and part.startswith("0"):
+            if not _OCTAL.fullmatch(part[1:]):
+                return None
+            value = int(part[1:], 8)
+        else:
+            if not _DECIMAL.fullmatch(part):
+                return None
+            value = int(part, 10)
         values.append(value)
     # inet_aton: the last part fills all remaining bytes.
     *head, last = values
