@@ -41,7 +41,8 @@ from hypothesis import strategies as st
 import bot.pipeline
 import checks.runner
 import checks.steps
-from bot.render.mentions import is_channel_id, is_user_id
+from bot.render.mentions import channel_mention, is_channel_id, is_user_id, user_mention
+from bot.slack import payloads
 from checks.context import ProbeContext
 from checks.model import Finding, Status, StepResult
 from checks.settings import Settings
@@ -92,7 +93,9 @@ class Answer:
     def summary(self) -> str:
         """One line for Hypothesis' statistics: which paths the inputs reached."""
         reply = f"; private: {self.private[0][:45]}" if self.private else ""
-        return f"{self.status} {self.text[:40]}{reply}; {self.public} public"
+        line = f"{self.status} {self.text[:40]}{reply}; {self.public} public"
+        # Statistics are written as UTF-8: a lone surrogate from the input must not break them.
+        return line.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def signature_headers(
@@ -584,7 +587,15 @@ async def test_button_whose_response_url_is_not_a_url_answers_by_ephemeral(
     surface: Surface,
 ) -> None:
     messages = len(surface.slack.messages)
-    for bad_url in ("not a url", "http://]/", "//[::1", "ftp://x/", "http://elsewhere.example/"):
+    for bad_url in (
+        "not a url",
+        "http://]/",
+        "//[::1",
+        "ftp://x/",
+        "http://hooks.slack.com/x",
+        "https://elsewhere.example/",
+        "https://hooks.slack.com.elsewhere.example/",
+    ):
         payload = button_payload(surface, response_url=bad_url)
         answer = await surface.send(interaction(payload), FORM)
         assert (answer.status, answer.text) == (200, "")
@@ -643,6 +654,13 @@ async def test_slash_command_from_a_user_id_that_is_not_one(surface: Surface) ->
     assert len(surface.slack.roots()) == roots
 
 
+async def test_a_command_whose_text_says_payload_is_still_a_command(surface: Surface) -> None:
+    # Bolt's own form parser took any body containing "payload" for an interaction.
+    answer = await surface.send(form(slash_fields(surface.bot, "payload.example.com")), FORM)
+    assert (answer.status, answer.text) == (200, "")
+    assert "payload.example.com" in surface.slack.roots()[-1].text
+
+
 async def test_event_without_a_type_is_400(surface: Surface) -> None:
     body = mention_body(surface)
     del body["event"]["type"]
@@ -668,7 +686,8 @@ HOSTILE_TEXTS = [
     "http://]/",
     "//[::1",
     "https://",
-    "https://hooks.slack.com/actions/T0/1/x",
+    "https://hooks.slack.com.evil.example/actions/T0/1/x",
+    "https://127.0.0.1:1/actions/T0/1/x",
     "javascript:alert(1)",
     "1700000000.000001",
     "1.2.3",
@@ -904,6 +923,54 @@ async def test_events(surface: Surface, data: st.DataObject) -> None:
     answer = await surface.send(json.dumps(body).encode(), JSON)
     event(answer.summary())
     assert answer.status in (200, 400)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.slack.com/actions/T0BGW0001/1/abc",
+        "https://hooks.slack-gov.com/commands/T0BGW0001/1/abc",
+        "http://127.0.0.1:8123/response/abc",  # the stand-in's origin, SLACK_API_URL's
+    ],
+)
+def test_response_url_accepts_slacks_and_the_stand_ins(url: str) -> None:
+    assert payloads.response_url(url, stand_in="http://127.0.0.1:8123/api/") == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,
+        7,
+        "",
+        "hooks.slack.com/x",
+        "http://hooks.slack.com/x",
+        "https://hooks.slack.com.evil.example/x",
+        "https://evilslack.com/x",
+        "https://user:pw@hooks.slack.com/x",
+        "https://hooks.slack.com/x y",
+        "https://hooks.slack.com/\x00",
+        "https://hooks.slack.com:99999/x",
+        "https://hoöks.slack.com/x",
+        "http://]/",
+        "//[::1",
+        "http://127.0.0.1:8124/response/abc",  # another port than the stand-in's
+    ],
+)
+def test_response_url_refuses_anything_else(url: object) -> None:
+    with pytest.raises(payloads.PayloadProblem, match=r"^response_url is"):
+        payloads.response_url(url, stand_in="http://127.0.0.1:8123/api/")
+
+
+def test_mentions_are_built_from_ids_only() -> None:
+    assert user_mention("U0ALICE01") == "<@U0ALICE01>"
+    assert user_mention("W0GRID001") == "<@W0GRID001>"
+    assert channel_mention("G0PRIVATE") == "<#G0PRIVATE>"
+    for forged in ("<!here>", "U0ALICE01\n", "u0alice01", "U", "<@U0ALICE01>", "U0-1", ""):
+        assert unescaped_tokens(user_mention(forged)) == [], forged
+        assert not user_mention(forged).startswith("<@"), forged
+    assert user_mention("<!here>") == "&lt;!here&gt;"
+    assert channel_mention("<!channel>") == "&lt;!channel&gt;"
 
 
 def test_hostile_token_check_catches_what_it_must() -> None:

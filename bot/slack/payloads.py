@@ -7,8 +7,8 @@ a payload that does not fit gets a private answer instead of a crash: ``PayloadP
 says in a few words which field was wrong.
 
 Ids must have Slack's shapes (bot.render.mentions), timestamps Slack's ``1700000000.123456``
-form, ``response_url`` must be an https URL (or, for a test stand-in of Slack, a URL on the
-same origin as ``SLACK_API_URL``), texts must be text of a sane length.
+form, ``response_url`` must be an https URL on Slack's domains (or on the origin of
+``SLACK_API_URL``, for a test stand-in of Slack), texts must be text of a sane length.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ MAX_COMMAND_TEXT = 4000  # what a user types after /502; Slack's own box holds a
 MAX_MESSAGE_TEXT = 40000  # Slack's limit for a message's text
 MAX_NAME = 255  # action ids and channel names are far shorter in Slack
 MAX_URL = 2048
+SLACK_DOMAINS = ("slack.com", "slack-gov.com")  # response_url is hooks.slack.com (-gov: GovSlack)
 
 
 class PayloadProblem(ValueError):
@@ -109,9 +110,14 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or ""), parts.port
 
 
+def _slack_host(host: str) -> bool:
+    return any(host == domain or host.endswith("." + domain) for domain in SLACK_DOMAINS)
+
+
 def response_url(value: object, *, stand_in: str = "") -> str:
-    """An https URL Slack can be answered at. ``stand_in``: a base URL (``SLACK_API_URL``)
-    whose origin is accepted too, so a local stand-in of Slack can take the answers."""
+    """An https URL of Slack's (hooks.slack.com) to answer at, so that no payload makes the
+    bot post anywhere else. ``stand_in``: a base URL (``SLACK_API_URL``) whose origin is
+    accepted too, so a local stand-in of Slack, or a proxy in front of it, takes the answers."""
     if not isinstance(value, str) or not value:
         raise PayloadProblem("response_url is missing")
     # aiohttp refuses (with an exception) what is not plain ASCII without spaces or controls.
@@ -125,9 +131,9 @@ def response_url(value: object, *, stand_in: str = "") -> str:
         raise PayloadProblem("response_url is not a URL") from None
     if not parts.hostname or parts.username is not None or parts.password is not None:
         raise PayloadProblem("response_url is not a URL")
-    if parts.scheme == "https" or origin == allowed:
+    if (parts.scheme == "https" and _slack_host(parts.hostname)) or origin == allowed:
         return value
-    raise PayloadProblem("response_url is not an https URL")
+    raise PayloadProblem("response_url is not an https URL of Slack's")
 
 
 def event_id(body: Mapping[str, Any]) -> str | None:

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.slack.chatops import Reply
 from bot.slack.client import slack_error
 from bot.slack.payloads import PrivateRoute
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 10
-Reply = Callable[[str], Awaitable[None]]
 
 
 def could_not_read(what: str, problem: object) -> str:
@@ -31,6 +30,8 @@ def could_not_read(what: str, problem: object) -> str:
 
 
 class PrivateReplies:
+    """Makes a ``Reply`` for a payload's route, or sends one in the background."""
+
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
         self._background: set[asyncio.Task[None]] = set()
