@@ -23,7 +23,7 @@ _COMMON = {
     "database": None,
     "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 }
-settings.register_profile(CI, max_examples=60, derandomize=True, **_COMMON)  # type: ignore[arg-type]
+settings.register_profile(CI, max_examples=200, derandomize=True, **_COMMON)  # type: ignore[arg-type]
 settings.register_profile(LONG, max_examples=2500, **_COMMON)  # type: ignore[arg-type]
 
 

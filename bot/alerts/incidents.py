@@ -35,6 +35,7 @@ from bot.alerts.notifier import SlackNotifier, duration, escape, root_text, slac
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, IncidentStore, Mute, Storm
 from bot.alerts.storm import is_storm, shared_facts
 from bot.pipeline import Carrier, DiagnosisRequest
+from bot.render.mentions import user_mention
 from checks.context import ProbeContext
 from checks.guard import TargetRefused
 from checks.runner import prepare
@@ -281,7 +282,7 @@ class Incidents:
         await self.store.save(incident)
         await self.store.clear_current(incident)
         await self.store.drop_pending(incident.id)
-        who = f" by <@{user}>" if user else f" ({why})"
+        who = f" by {user_mention(user)}" if user else f" ({why})"
         took = duration(now - incident.since)
         await self._note(
             incident, f":white_check_mark: *{escape(incident.site)}* resolved{who} after {took}"
@@ -415,7 +416,7 @@ class Incidents:
         if incident is None:
             return None
         if user:
-            await self._note(incident, f":repeat: <@{user}> re-runs the diagnosis")
+            await self._note(incident, f":repeat: {user_mention(user)} re-runs the diagnosis")
         await self._diagnose(incident_id)
         return await self.store.get(incident_id)
 
@@ -496,7 +497,7 @@ class Incidents:
             incident = await self.store.get(incident_id) or incident
             incident.taken_by = user
             await self.store.save(incident)
-        await self._note(incident, f":raising_hand: <@{user}> is on it")
+        await self._note(incident, f":raising_hand: {user_mention(user)} is on it")
         await self._refresh_root(incident)
         return incident
 
@@ -532,7 +533,7 @@ class Incidents:
             link = ""
             if incident.channel and incident.root_ts:
                 link = f" <{thread_link(incident.channel, incident.root_ts)}|thread>"
-            taken = f", taken by <@{incident.taken_by}>" if incident.taken_by else ""
+            taken = f", taken by {user_mention(incident.taken_by)}" if incident.taken_by else ""
             cause = f", `{escape(incident.cause)}`" if incident.cause else ""
             lines.append(
                 f":red_circle: *{escape(incident.site)}* failing for "
@@ -543,7 +544,7 @@ class Incidents:
         if not lines:
             lines.append(":large_green_circle: No open incidents.")
         for mute in await self.store.mutes():
-            by = f" by <@{mute.by}>" if mute.by else ""
+            by = f" by {user_mention(mute.by)}" if mute.by else ""
             lines.append(f":mute: {escape(mute.site)} muted{by} until {slack_time(mute.until)}")
         return "\n".join(lines)
 

@@ -21,6 +21,7 @@ import uuid
 from bot.alerts.incidents import Incidents, parse_duration
 from bot.alerts.notifier import escape, slack_time
 from bot.alerts.store import OPEN, Incident
+from bot.render.mentions import is_user_id
 from bot.render.slack_blocks import escalation_message
 from bot.slack.client import post_once
 from bot.state import BotState
@@ -59,7 +60,8 @@ class AlertCommands:
             seconds = parse_duration(words[2] if len(words) == 3 else DEFAULT_MUTE)
         except ValueError as exc:
             return f"{escape(str(exc))}. {USAGE}"
-        mute = await self.incidents.mute(site, seconds, user)
+        # The muter is shown as a mention in every alert: only a Slack user id may be one.
+        mute = await self.incidents.mute(site, seconds, user if is_user_id(user) else None)
         return f":mute: {escape(site)} is muted until {slack_time(mute.until)}."
 
     async def action(self, name: str, *, user: str, channel: str, root_ts: str) -> str | None:
@@ -68,6 +70,8 @@ class AlertCommands:
         incidents = await self.incidents.incidents_for_thread(channel, root_ts)
         if not incidents:
             return None
+        if not is_user_id(user):  # the Slack app checks it; the alert notes mention it
+            return "badgateway could not tell who pressed this button; nothing was changed."
         if name == "take":
             for incident in incidents:
                 await self.incidents.take(incident.id, user)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bot.render.evidence import step_evidence
+from bot.render.mentions import channel_mention, escape_mrkdwn, user_mention
 from checks import steps as step_registry
 from checks.causes import CATALOGUE
 from checks.model import Cause, Diagnosis, Status, StepResult, Verdict
@@ -61,7 +62,7 @@ _FALLBACK_TITLES = {
 
 def escape(text: str) -> str:
     """Redact, then escape for mrkdwn so site text cannot ping, link or format."""
-    return redact(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escape_mrkdwn(redact(str(text)))
 
 
 def cut(text: str, limit: int) -> str:
@@ -153,7 +154,7 @@ def root_message(
             lines.append(f"{mark} *{step_title(name)}* — {escape(cut(result.summary, 300))}")
     blocks: list[dict[str, Any]] = [
         header(f"502 diagnosis: {cut(target, 120)}"),
-        section(f"*Target:* {escape(url)}\n*Asked by:* <@{requester}>"),
+        section(f"*Target:* {escape(url)}\n*Asked by:* {user_mention(requester)}"),
         *_sections(lines or ["_no checks are installed_"]),
     ]
     if verdict is not None:
@@ -165,9 +166,9 @@ def root_message(
     if rerun_count:
         notes.append(f"re-run {rerun_count}×")
     if taken_by:
-        notes.append(f"🙋 <@{taken_by}> is on it")
+        notes.append(f"🙋 {user_mention(taken_by)} is on it")
     if resolved_by and resolved_at:
-        notes.append(f"✔️ resolved by <@{resolved_by}> {_when(resolved_at)}")
+        notes.append(f"✔️ resolved by {user_mention(resolved_by)} {_when(resolved_at)}")
     if notes:
         blocks.append(context(" · ".join(notes)))
     status = f"verdict {verdict.cause.value}" if verdict else "running"
@@ -337,9 +338,11 @@ def escalation_text(diagnosis: Diagnosis, requester: str | None = None) -> str:
 
 def escalation_message(diagnosis: Diagnosis, user: str) -> Message:
     text = cut(escalation_text(diagnosis), MAX_SECTION_TEXT - 200)
-    quoted = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    quoted = escape_mrkdwn(text)
     blocks = [
-        section(f"📨 <@{user}> is escalating to the hosting provider. Summary to send them:"),
+        section(
+            f"📨 {user_mention(user)} is escalating to the hosting provider. Summary to send them:"
+        ),
         section(f"```{quoted}```"),
     ]
     return fit({"text": "escalation summary for the hosting provider", "blocks": blocks})
@@ -385,10 +388,10 @@ def status_text(incidents: Sequence[Any]) -> str:
     lines = [f"*Open incidents* ({len(incidents)})"]
     for incident in incidents[:20]:
         cause = f"`{incident.cause}`" if incident.cause else "running"
-        owner = f", <@{incident.taken_by}> on it" if incident.taken_by else ""
+        owner = f", {user_mention(incident.taken_by)} on it" if incident.taken_by else ""
         lines.append(
-            f"• {escape(incident.target)} in <#{incident.channel}> — {cause}{owner}, "
-            f"asked by <@{incident.requester}> {_when(incident.created_at)}"
+            f"• {escape(incident.target)} in {channel_mention(incident.channel)} — {cause}{owner}, "
+            f"asked by {user_mention(incident.requester)} {_when(incident.created_at)}"
         )
     if len(incidents) > 20:
         lines.append(f"…and {len(incidents) - 20} more")

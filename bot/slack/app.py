@@ -1,30 +1,38 @@
 """The Bolt app: Slack's requests (slash command, buttons, mentions) wired to ChatOps.
 
-Bolt verifies every request's signature and timestamp (401 otherwise), answers
-url_verification, and acknowledges before the work: each listener acks first (or with the
-private answer when the input is wrong) and then carries on, so Slack's 3 s are never at risk.
-An event seen before (Slack retries with X-Slack-Retry-Num) is answered 200 and dropped.
+Over HTTP, bot.slack.inbound has checked the signature and parsed the body within limits
+before Bolt sees a request. Bolt answers url_verification, and each listener acknowledges
+before the work (with the private answer when the input is wrong) and then carries on, so
+Slack's 3 s are never at risk. Every field a listener reads is checked first
+(bot.slack.payloads): a payload Slack would not send gets a private answer saying which field
+was wrong, and nothing raises after the acknowledgement, which would make Bolt replace it and
+answer 404 after its 3 s timeout. An event seen before (Slack retries with X-Slack-Retry-Num)
+is answered 200 and dropped.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
-from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.carriers import build_carrier
 from bot.config import BotConfig
 from bot.pipeline import Carrier
 from bot.render.slack_blocks import ACTIONS
-from bot.slack.chatops import ChatOps, Command, Reply
-from bot.slack.client import make_web_client
+from bot.slack import payloads
+from bot.slack.chatops import ChatOps, Command
+from bot.slack.client import make_web_client, slack_error
+from bot.slack.payloads import PayloadProblem, PrivateRoute
+from bot.slack.private import PrivateReplies, could_not_read
 from bot.slack.sink import SlackSink
 from bot.state import BotState, StateStore, open_store
 from checks.settings import Settings
@@ -32,6 +40,7 @@ from checks.settings import Settings
 log = logging.getLogger(__name__)
 
 _ACTION_NAMES = {action_id: name for name, (action_id, _label) in ACTIONS.items()}
+FAILED_TEXT = "⚠️ badgateway failed to handle this; its log says why. Try again in a moment."
 
 
 @dataclass
@@ -46,6 +55,7 @@ class SlackRuntime:
     carrier: Carrier
     chatops: ChatOps
     app: AsyncApp
+    replies: PrivateReplies
 
     async def close(self) -> None:
         await self.carrier.close()
@@ -60,37 +70,59 @@ def build_runtime(
     sink = SlackSink(client, state)
     carrier = build_carrier(config, settings, sink)
     chatops = ChatOps(client, state, carrier, settings)
-    app = build_app(config, chatops, state, client)
-    return SlackRuntime(config, settings, client, state, sink, carrier, chatops, app)
+    replies = PrivateReplies(client)
+    app = build_app(config, chatops, state, client, replies)
+    return SlackRuntime(config, settings, client, state, sink, carrier, chatops, app, replies)
 
 
-def _private(respond: AsyncRespond) -> Reply:
-    async def reply(text: str) -> None:
-        await respond(text=text, response_type="ephemeral", replace_original=False)
-
-    return reply
+async def _safely(what: str, work: Awaitable[None]) -> None:
+    """Run a handler's work after the acknowledgement without ever raising into Bolt (which
+    would replace the acknowledgement and time out): Slack's or the network's failures are one
+    log line; anything else is a bug and is logged with its traceback."""
+    try:
+        await work
+    except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("%s: Slack or the network failed: %s", what, slack_error(exc) or exc)
+    except Exception:
+        log.exception("%s failed", what)
 
 
 def build_app(
-    config: BotConfig, chatops: ChatOps, state: BotState, client: AsyncWebClient
+    config: BotConfig,
+    chatops: ChatOps,
+    state: BotState,
+    client: AsyncWebClient,
+    replies: PrivateReplies,
 ) -> AsyncApp:
     app = AsyncApp(
         client=client,
         signing_secret=config.slack_signing_secret or "",
         name="badgateway",
         process_before_response=False,
+        # HTTP requests are verified on their raw bytes before Bolt sees them (bot.slack.inbound);
+        # Socket Mode needs no signature.
+        request_verification_enabled=False,
     )
+    stand_in = config.slack_api_url  # its origin may take response_url posts (a test Slack)
+    private = replies.to
 
     @app.middleware
     async def once_per_event(body: dict[str, Any], next_: Any) -> BoltResponse | None:
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id and not await state.first_time(str(event_id)):
+        event_id = payloads.event_id(body)
+        if event_id and not await state.first_time(event_id):
             log.info("event %s seen before (a retry); ignored", event_id)
             return BoltResponse(status=200, body="")
         return await next_()  # type: ignore[no-any-return]
 
-    @app.command(re.compile(r"^/.+"))  # the installer may rename the command; /502 by default
-    async def slash_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+    @app.command(payloads.LISTENED_COMMANDS)
+    async def slash_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+        try:
+            fields = payloads.slash_command(command, stand_in=stand_in)
+        except PayloadProblem as problem:
+            log.warning("a slash command Slack would not send: %s", problem)
+            await ack(text=could_not_read("command", problem), response_type="ephemeral")
+            return
+
         async def answer(text: str | None) -> None:
             if text is None:
                 await ack()
@@ -98,37 +130,55 @@ def build_app(
                 await ack(text=text, response_type="ephemeral")
 
         cmd = Command(
-            text=str(command.get("text") or ""),
-            user=str(command["user_id"]),
-            channel=str(command["channel_id"]),
-            channel_name=str(command.get("channel_name") or ""),
+            text=fields.text,
+            user=fields.user,
+            channel=fields.channel,
+            channel_name=fields.channel_name,
         )
-        await chatops.command(cmd, answer, _private(respond))
+        route = PrivateRoute(fields.response_url, fields.user, fields.channel)
+        await _safely("/502", chatops.command(cmd, answer, private(route)))
+        if ack.response is None:  # it failed before answering: still answer within 3 s
+            await ack(text=FAILED_TEXT, response_type="ephemeral")
 
-    @app.action(re.compile(r"^bgw_"))
-    async def button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    @app.action(payloads.LISTENED_ACTIONS)
+    async def button(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        action = body["actions"][0]
-        name = _ACTION_NAMES.get(action["action_id"], action["action_id"])
-        message = body.get("message") or {}
-        root_ts = str(action.get("value") or message.get("thread_ts") or message.get("ts"))
-        await chatops.action(
-            name,
-            user=str(body["user"]["id"]),
-            channel=str(body["channel"]["id"]),
-            root_ts=root_ts,
-            reply=_private(respond),
-            channel_name=str(body["channel"].get("name") or ""),
+        try:
+            press = payloads.button_press(body, stand_in=stand_in)
+        except PayloadProblem as problem:
+            log.warning("a button press Slack would not send: %s", problem)
+            route = payloads.private_route(body, stand_in=stand_in)
+            await private(route)(could_not_read("button press", problem))
+            return
+        route = PrivateRoute(press.response_url, press.user, press.channel)
+        work = chatops.action(
+            _ACTION_NAMES.get(press.action_id, press.action_id),
+            user=press.user,
+            channel=press.channel,
+            root_ts=press.root_ts,
+            reply=private(route),
+            channel_name=press.channel_name,
         )
+        await _safely("a button", work)
 
-    @app.event("app_mention")
+    @app.event(payloads.LISTENED_EVENT)
     async def mentioned(event: dict[str, Any]) -> None:
-        await chatops.mention(
-            text=str(event.get("text") or ""),
-            user=str(event.get("user") or ""),
-            channel=str(event["channel"]),
-            ts=str(event["ts"]),
-            thread_ts=event.get("thread_ts"),
+        try:
+            mention = payloads.app_mention(event)
+        except PayloadProblem as problem:
+            log.warning("an app_mention Slack would not send: %s", problem)
+            # No response_url for events: an ephemeral, when user and channel are ids.
+            await private(payloads.private_route({"event": event}))(
+                could_not_read("mention", problem)
+            )
+            return
+        work = chatops.mention(
+            text=mention.text,
+            user=mention.user,
+            channel=mention.channel,
+            ts=mention.ts,
+            thread_ts=mention.thread_ts,
         )
+        await _safely("a mention", work)
 
     return app

@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline import Carrier, DiagnosisRequest
 from bot.render import slack_blocks as blocks
+from bot.render.mentions import user_mention
 from bot.slack.client import post_once, slack_error
 from bot.slack.sink import refresh_root, remember_request
 from bot.state import BotState, Incident
@@ -284,7 +285,7 @@ class ChatOps:
                 incident.taken_by, incident.taken_at = user, time.time()
                 await self.state.save_incident(incident)
                 await refresh_root(self.client, self.state, incident)
-            await self._note(incident, f"🙋 <@{user}> is on it.")
+            await self._note(incident, f"🙋 {user_mention(user)} is on it.")
         elif name == "escalate":
             doc = await self.state.diagnosis_doc(incident.current)
             if doc is None:
@@ -305,7 +306,7 @@ class ChatOps:
                     incident.resolved_by, incident.resolved_at = user, time.time()
                     await self.state.save_incident(incident)
                 await refresh_root(self.client, self.state, incident)
-            await self._note(incident, f"✔️ Resolved by <@{user}>.")
+            await self._note(incident, f"✔️ Resolved by {user_mention(user)}.")
         else:
             await reply(f"Unknown action {blocks.escape(name)}.")
 
@@ -343,7 +344,7 @@ class ChatOps:
             await remember_request(self.state, request)
             await refresh_root(self.client, self.state, incident)
         which = f"the {blocks.escape(step)} check" if step else "the whole diagnosis"
-        await self._note(incident, f"🔁 <@{user}> re-runs {which}.")
+        await self._note(incident, f"🔁 {user_mention(user)} re-runs {which}.")
         await self.carrier.submit(request)
 
     # Mentions ------------------------------------------------------------------------------
