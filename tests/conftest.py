@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 pytest_plugins = [
+    "tests.hypothesis_profiles",  # before any test module: --hypothesis-profile=long
     "tests.lab.fixtures_upstreams",
     "tests.lab.fixtures_proxies",
     "tests.lab.proxy_caddy",

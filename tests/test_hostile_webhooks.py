@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from bot.alerts.webhooks import add_alert_routes
+from bot.malformed_http import quiet_malformed_requests
 from tests.lab.fixtures_slack import SlackStandIn
 from tests.test_alerts_lab import (
     RecordingCarrier,
@@ -258,8 +259,6 @@ def test_the_quiet_filter_lets_the_servers_own_errors_through(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Only client errors lose their traceback: a handler's exception keeps its own."""
-    from bot.alerts.webhooks import quiet_malformed_requests
-
     quiet_malformed_requests()
     server_log = logging.getLogger("aiohttp.server")
     try:

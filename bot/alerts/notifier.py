@@ -15,6 +15,7 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
+from bot.render.mentions import user_mention
 from bot.slack.client import post_once, update
 from checks.redact import redact
 
@@ -51,7 +52,7 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
     lines: list[str]
     if incident.state == RESOLVED:
         took = duration((incident.resolved_at or now) - incident.since)
-        who = f" by <@{incident.resolved_by}>" if incident.resolved_by else ""
+        who = f" by {user_mention(incident.resolved_by)}" if incident.resolved_by else ""
         lines = [f":white_check_mark: {site} resolved{who} after {took}"]
     elif incident.state == RECOVERED:
         took = duration((incident.recovered_at or now) - incident.since)
@@ -72,7 +73,7 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
     elif incident.diagnosis.startswith("not diagnosed"):
         lines.append(f"*Diagnosis:* {escape(incident.diagnosis)}")
     if incident.taken_by:
-        lines.append(f"*Taken by* <@{incident.taken_by}>")
+        lines.append(f"*Taken by* {user_mention(incident.taken_by)}")
     extra = []
     if incident.alerts > 1:
         extra.append(f"{incident.alerts} alerts")
@@ -81,7 +82,7 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
     if extra:
         lines.append(" · ".join(extra))
     if mute is not None and incident.state == OPEN:
-        by = f" by <@{mute.by}>" if mute.by else ""
+        by = f" by {user_mention(mute.by)}" if mute.by else ""
         lines.append(f":mute: Muted{by} until {slack_time(mute.until)}")
     return "\n".join(lines)
 

@@ -19,12 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from bot import bounded_json
 from bot.alerts.incidents import AlertPolicy, Incidents, ProbeOutcome, site_for_url
 from bot.alerts.monitor import site_facts
 from bot.config import BotConfig
+from bot.malformed_http import quiet_malformed_requests
 from checks.settings import Settings, Site, one_line
 from checks.target import BadTarget, parse_target
 
@@ -187,32 +187,6 @@ def _refuse(status: int, reason: str) -> web.Response:
     if len(text) > MAX_REASON_CHARS:
         text = text[: MAX_REASON_CHARS - 1] + "…"
     return _reply(status, error=text)
-
-
-class _QuietMalformedRequests(logging.Filter):
-    """aiohttp answers a request it cannot parse (a header over its 8 KiB line limit, a bad
-    request line) with 400 and logs it at ERROR with a full traceback, once per request: any
-    client could fill the log that way, and the fault is the client's. Such a record becomes
-    one INFO line without the traceback (and without the header, which may hold a token).
-    Everything else, the server's own errors included, passes unchanged."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError) or not 400 <= (exc.code or 400) < 500:
-            return True
-        said = record.getMessage()
-        record.msg, record.args = "%s (%s)", (said, type(exc).__name__)
-        record.exc_info = record.exc_text = None
-        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
-        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
-
-
-QUIET_MALFORMED_REQUESTS = _QuietMalformedRequests()
-
-
-def quiet_malformed_requests() -> None:
-    """Log requests aiohttp could not parse as one line, not a traceback (idempotent)."""
-    logging.getLogger("aiohttp.server").addFilter(QUIET_MALFORMED_REQUESTS)
 
 
 def add_alert_routes(

@@ -16,11 +16,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_sdk.errors import SlackApiError
 
 from bot.config import BotConfig
+from bot.malformed_http import quiet_malformed_requests
 from bot.slack.app import SlackRuntime, build_runtime
 from bot.slack.client import slack_error
 from bot.slack.inbound import Answered, UnreadableInteraction, read_request
@@ -35,32 +35,9 @@ HEALTH_PATH = "/healthz"
 RUNTIME_KEY = web.AppKey("runtime", SlackRuntime)
 
 
-class OneLineForMalformedHttp(logging.Filter):
-    """aiohttp answers a request it cannot parse (a header over its 8 KiB limit, too many
-    headers, broken chunking) with a 400 itself, then logs the parser's exception with a
-    traceback at ERROR, once per request anyone can send. This makes it one INFO line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            # Only aiohttp's words: what follows its colon is the request's own bytes.
-            reason = " ".join(str(error.message).split(":", 1)[0].split())[:200]
-            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-            record.msg, record.args = "refused a malformed HTTP request from %s: %s", (peer, reason)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def _quiet_malformed_http() -> None:
-    server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, OneLineForMalformedHttp) for f in server_log.filters):
-        server_log.addFilter(OneLineForMalformedHttp())
-
-
 def build_web_app(runtime: SlackRuntime, *, events: bool = True) -> web.Application:
     """The aiohttp application: Slack's endpoint (unless in Socket Mode) and a health check."""
-    _quiet_malformed_http()
+    quiet_malformed_requests()
 
     secret = runtime.config.slack_signing_secret or ""
 
