@@ -62,10 +62,18 @@ class Bot:
                 return response.status, text
 
 
-async def _serve(redis: Redis, slack: SlackStandIn, token: str | None) -> AsyncIterator[Bot]:  # noqa: F811
+async def serve_webhooks(
+    redis: Redis,  # noqa: F811
+    slack: SlackStandIn,
+    token: str | None,
+    *,
+    diagnose: bool = True,
+) -> AsyncIterator[Bot]:
+    """The webhooks on a real aiohttp server; without ``diagnose`` an accepted alert opens its
+    incident and posts, but its carrier is never asked to run a diagnosis."""
     settings = lab_settings(SHOP)
     carrier = RecordingCarrier()
-    incidents = make_incidents(redis, slack, settings, carrier)
+    incidents = make_incidents(redis, slack, settings, carrier if diagnose else None)
     app = web.Application()
     add_alert_routes(app, bot_config(slack, alerts_token=token), settings, incidents)
     runner = web.AppRunner(app)
@@ -81,7 +89,7 @@ async def _serve(redis: Redis, slack: SlackStandIn, token: str | None) -> AsyncI
 
 @pytest_asyncio.fixture
 async def bot(redis: Redis, slack_api: SlackStandIn) -> AsyncIterator[Bot]:  # noqa: F811
-    async for served in _serve(redis, slack_api, ALERTS_TOKEN):
+    async for served in serve_webhooks(redis, slack_api, ALERTS_TOKEN):
         yield served
 
 
@@ -250,7 +258,7 @@ async def test_without_alerts_token_webhooks_are_off(
     redis: Redis,  # noqa: F811
     slack_api: SlackStandIn,
 ) -> None:
-    async for served in _serve(redis, slack_api, None):
+    async for served in serve_webhooks(redis, slack_api, None):
         status, reply = await served.post("/alerts", {"site": "shop", "status": "firing"}, token="")
         assert status == 503 and "ALERTS_TOKEN" in reply["error"]
         assert await redis.keys("*") == [] and slack_api.calls == []

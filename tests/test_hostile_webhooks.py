@@ -20,23 +20,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from bot.alerts.webhooks import add_alert_routes
 from bot.malformed_http import quiet_malformed_requests
 from tests.lab.fixtures_slack import SlackStandIn
 from tests.test_alerts_lab import (
-    RecordingCarrier,
-    bot_config,
-    lab_settings,
-    make_incidents,
     redis,  # noqa: F401 - fixture
     redis_url,  # noqa: F401 - fixture
 )
-from tests.test_alerts_webhooks import ALERTS_TOKEN, SHOP, Bot
+from tests.test_alerts_webhooks import ALERTS_TOKEN, Bot, serve_webhooks
 from tests.test_hostile_inputs import CHEAP, examples
 
 PATHS = ("/alerts", "/alerts/alertmanager")
@@ -108,22 +102,10 @@ def assert_one_clear_reason(answer: Answer) -> str:
 
 @pytest_asyncio.fixture
 async def bot(redis: Redis, slack_api: SlackStandIn) -> AsyncIterator[Bot]:  # noqa: F811
-    """The webhooks on a real aiohttp server. No carrier: an accepted alert opens its
-    incident and posts to Slack, but starts no diagnosis, which would look up the random
-    host names Hypothesis writes into URLs (the diagnosis is tested elsewhere)."""
-    settings = lab_settings(SHOP)
-    incidents = make_incidents(redis, slack_api, settings, carrier=None)
-    app = web.Application()
-    add_alert_routes(app, bot_config(slack_api, alerts_token=ALERTS_TOKEN), settings, incidents)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield Bot(incidents, f"http://127.0.0.1:{port}", RecordingCarrier())
-    finally:
-        await runner.cleanup()
+    """No diagnosis: it would look up the random host names Hypothesis writes into URLs (the
+    diagnosis is tested elsewhere)."""
+    async for served in serve_webhooks(redis, slack_api, ALERTS_TOKEN, diagnose=False):
+        yield served
 
 
 @pytest.fixture
