@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from checks.settings import one_line, read_regular_file
+from checks.regular_file import read_regular_file
+from checks.settings import one_line
 
 MAX_DOTENV_BYTES = 1024 * 1024
 _PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() also takes "²", which int() refuses

@@ -133,8 +133,10 @@ class LineOwners:
         return None
 
     def owner(self, line: LogLine) -> tuple[Owner, str | None]:
-        """Whose the line is, and for another site's line, which (a site's name, a Host)."""
-        if self.own_request(line) or self.site.claims(line):
+        """Whose the line is by what it names, and for another site's line, which (a site's
+        name, a Host). A line about one of this diagnosis's requests (``own_request``) is the
+        site's whatever it names; the caller asks that first."""
+        if self.site.claims(line):
             return Owner.SITE, None
         other = next((o for o in self.others if o.claims(line)), None)
         if other is not None:

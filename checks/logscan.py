@@ -10,7 +10,6 @@ failed this way just now" is stronger than "some request failed this way ten min
 from __future__ import annotations
 
 import os
-import stat
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from checks.log_owner import LineOwners, Owner
 from checks.logparse import FORMATS, LogLine, classifier, detect_format, record_splitter
 from checks.model import Cause
 from checks.redact import redact
+from checks.regular_file import open_regular_file
 from checks.settings import LogSource
 
 TAIL_BYTES = 2 * 1024 * 1024  # only the recent end of a log is read
@@ -183,19 +183,10 @@ class LogScan:
         return {c: t for c, t in self.consequences.items() if c is not None}
 
 
-class NotAFile(OSError):
-    """The path is a FIFO, a device or a directory: reading it could block or never end."""
-
-
 def read_tail(path: str, limit: int = TAIL_BYTES) -> tuple[list[str], int]:
     """The complete lines in the last ``limit`` bytes of ``path``, and the bytes read."""
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise NotAFile(0, "not a regular file")
-        start = max(0, info.st_size - limit)
+    with open_regular_file(path) as f:
+        start = max(0, os.fstat(f.fileno()).st_size - limit)
         f.seek(start)
         data = f.read(limit)
     text = data.decode("utf-8", errors="replace")
@@ -231,7 +222,9 @@ def scan_lines(
         own = owners.own_request(parsed) if owners else None
         if own:
             scan.own_seen.add(own)
-        owner, label = owners.owner(parsed) if owners else (Owner.UNKNOWN, None)
+            owner, label = Owner.SITE, None
+        else:
+            owner, label = owners.owner(parsed) if owners else (Owner.UNKNOWN, None)
         if owner is Owner.OTHER:
             if parsed.cause is not None or parsed.is_error:
                 counts = scan.others.setdefault(label or ANOTHER_SITE, Counter())

@@ -9,7 +9,6 @@ at start-up with one line (SettingsError) instead of failing later, in a diagnos
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import re
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from checks.logparse import FORMATS
+from checks.regular_file import file_kind, read_regular_file
 from checks.resolve import parse_resolver
 from checks.upstream_probe import parse_upstream
 
@@ -287,7 +287,7 @@ def _ca_file(value: Any) -> str | None:
     except OSError as exc:
         raise _fail(where, f"{_shown(chosen)}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise _fail(where, f"{_shown(chosen)} is {_file_kind(info.st_mode)}, not a regular file")
+        raise _fail(where, f"{_shown(chosen)} is {file_kind(info.st_mode)}, not a regular file")
     return chosen
 
 
@@ -337,40 +337,6 @@ def parse_settings(doc: dict[str, Any]) -> Settings:
         allowed_users=_str_list(raw.get("allowed_users"), "settings.allowed_users"),
         default_channel=default_channel,
     )
-
-
-class NotARegularFile(OSError):
-    """A path names a FIFO, a device, a directory or a socket: nothing the bot reads."""
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a file"
-
-
-def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
-    """The bytes of ``path``, which must be a regular file of at most ``max_bytes``.
-
-    Raises OSError (NotARegularFile for a FIFO, device or directory; EFBIG when too long).
-    """
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotARegularFile(errno.EINVAL, f"{_file_kind(mode)}, not a regular file")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes")
-    return data
 
 
 def _toml_depth(text: str) -> tuple[int, int]:
