@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, cast
 
 from tests.lab.fixtures_redis import LAB_TUNING, QueueLab, step_calls
 
@@ -85,7 +86,8 @@ async def test_redis_crash_mid_run_loses_no_diagnosis(queue_lab: QueueLab) -> No
     running, started = queue_lab.http.in_flight, queue_lab.http.count("/sleep/3")
     assert running >= 1 and started < len(before), "no step job both running and queued"
     client = queue_lab.redis_server.client()
-    delayed_fsyncs = int(client.info("persistence")["aof_delayed_fsync"])
+    persistence = cast("dict[str, Any]", client.info("persistence"))
+    delayed_fsyncs = int(persistence["aof_delayed_fsync"])
     client.close()
     recorded = queue_lab.calls()  # what the sink had recorded (acknowledged) before the crash
     outage = await asyncio.to_thread(queue_lab.redis_server.crash_restart, 0.5)

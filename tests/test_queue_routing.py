@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -19,7 +19,7 @@ from tests.lab.process import ManagedProcess, free_port, wait_for_port
 async def _queued(lab: QueueLab, queue: str) -> int:
     client = lab.redis_server.client()
     try:
-        return int(client.llen(f"saq:{queue}:queued"))
+        return cast("int", client.llen(f"saq:{queue}:queued"))
     finally:
         client.close()
 

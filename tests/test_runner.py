@@ -14,6 +14,7 @@ from checks.runner import prepare, run_steps
 from checks.settings import Settings
 from checks.steps import Step, all_steps
 from checks.target import parse_target
+from tests.lab.fixtures_dns import DnsLab
 
 LOOPBACK = Settings(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),), diagnosis_budget_s=1.0)
 
@@ -49,13 +50,13 @@ async def test_crash_and_hang_are_contained() -> None:
     assert results[2].status is Status.OK
 
 
-async def test_unresolvable_name_is_not_refused_but_explained(dns_lab) -> None:
+async def test_unresolvable_name_is_not_refused_but_explained(dns_lab: DnsLab) -> None:
     settings = Settings(resolvers=(dns_lab.primary,), allow_networks=LOOPBACK.allow_networks)
     ctx = await prepare("http://missing.test/", settings)
     assert ctx.addresses == () and ctx.resolve_kind == "nxdomain"
 
 
-async def test_a_name_that_resolves_to_a_private_address_is_refused(dns_lab) -> None:
+async def test_a_name_that_resolves_to_a_private_address_is_refused(dns_lab: DnsLab) -> None:
     settings = Settings(resolvers=(dns_lab.primary,), allow_networks=LOOPBACK.allow_networks)
     with pytest.raises(TargetRefused, match="private"):
         await prepare("http://mixed.test/", settings)

@@ -803,7 +803,10 @@ def _mutate(document: Any, path: tuple[Any, ...], value: Any, delete: bool) -> N
 
 
 def mutated(
-    draw: st.DrawFn, document: Any, paths: list[tuple[Any, ...]], values: st.SearchStrategy[Any]
+    draw: Callable[[st.SearchStrategy[Any]], Any],
+    document: Any,
+    paths: list[tuple[Any, ...]],
+    values: st.SearchStrategy[Any],
 ) -> Any:
     document = copy.deepcopy(document)
     for path in draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3, unique=True)):

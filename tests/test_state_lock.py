@@ -11,6 +11,7 @@ import pytest
 
 import bot.state
 from bot.state import RedisStore
+from tests.lab.fixtures_redis import RedisServer
 
 HOLD_AND_WAIT = """
 import asyncio, sys
@@ -39,7 +40,7 @@ def _kill_a_holder(url: str) -> float:
         holder.wait()
 
 
-async def test_a_killed_holder_frees_the_lock_within_its_lease(redis_server) -> None:
+async def test_a_killed_holder_frees_the_lock_within_its_lease(redis_server: RedisServer) -> None:
     killed = await asyncio.to_thread(_kill_a_holder, redis_server.url)
     store = RedisStore(redis_server.url)
     try:
@@ -51,7 +52,7 @@ async def test_a_killed_holder_frees_the_lock_within_its_lease(redis_server) -> 
 
 
 async def test_a_live_holder_keeps_the_lock_past_its_lease(
-    redis_server, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bot.state, "LOCK_LEASE_S", 0.6)
     store = RedisStore(redis_server.url)

@@ -15,7 +15,9 @@ def step(name: str, *findings: Finding) -> StepResult:
     return StepResult.from_findings(name, f"{name} summary", list(findings))
 
 
-def evidence(cause: Cause, weight: Weight = Weight.OBSERVED, count: int = 1, code: str = "x"):
+def evidence(
+    cause: Cause, weight: Weight = Weight.OBSERVED, count: int = 1, code: str = "x"
+) -> Finding:
     return Finding(code, f"{cause.value} seen", Status.FAIL, cause, weight, {"count": count})
 
 

@@ -40,11 +40,11 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -335,12 +335,15 @@ class LabSink:
 
     async def _record(self, entry: dict[str, Any]) -> None:
         entry.update(worker=self.worker, at=time.time())
-        await self.redis.rpush(CALLS_KEY, json.dumps(entry))
+        await cast("Awaitable[int]", self.redis.rpush(CALLS_KEY, json.dumps(entry)))
 
     async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
         codes = [f.code for f in result.findings]
         if result.name in self.reject and "step_dead_letter" not in codes:
-            await self.redis.rpush(REJECTED_KEY, json.dumps([request.id, result.name]))
+            await cast(
+                "Awaitable[int]",
+                self.redis.rpush(REJECTED_KEY, json.dumps([request.id, result.name])),
+            )
             raise RuntimeError("the chat service rejected the message (invalid_blocks)")
         await self._record(
             {
@@ -385,7 +388,7 @@ class LabWorker:
 
     @property
     def pid(self) -> int:
-        return self.process.proc.pid
+        return int(self.process.proc.pid)
 
     def kill(self) -> None:
         os.killpg(self.pid, signal.SIGKILL)
@@ -395,7 +398,7 @@ class LabWorker:
         os.killpg(self.pid, signal.SIGTERM)
 
     def wait(self, timeout: float) -> int:
-        return self.process.proc.wait(timeout)
+        return int(self.process.proc.wait(timeout))
 
     def output(self) -> str:
         return self.process.output()
@@ -469,14 +472,14 @@ class QueueLab:
     def calls(self) -> list[dict[str, Any]]:
         client = self.redis_server.client()
         try:
-            return [json.loads(c) for c in client.lrange(CALLS_KEY, 0, -1)]
+            return [json.loads(c) for c in cast("list[bytes]", client.lrange(CALLS_KEY, 0, -1))]
         finally:
             client.close()
 
     def rejected(self) -> list[list[str]]:
         client = self.redis_server.client()
         try:
-            return [json.loads(c) for c in client.lrange(REJECTED_KEY, 0, -1)]
+            return [json.loads(c) for c in cast("list[bytes]", client.lrange(REJECTED_KEY, 0, -1))]
         finally:
             client.close()
 

@@ -286,7 +286,7 @@ class SlackStandIn:
         return next(m for m in self.messages if m.ts == ts)
 
     async def wait_for(
-        self, condition: Callable[[], bool], within_s: float = 15.0, what: str = ""
+        self, condition: Callable[[], object], within_s: float = 15.0, what: str = ""
     ) -> None:
         deadline = time.monotonic() + within_s
         while not condition():
@@ -395,15 +395,15 @@ class SlackStandIn:
             metadata = str(p.get("include_all_metadata", "")).lower() in ("1", "true")
             if method == "conversations.replies":
                 root = p.get("ts")
-                found = [
+                listed = [
                     m
                     for m in self.messages
                     if m.channel == channel and (m.ts == root or m.thread_ts == root)
                 ]
             else:
-                found = [m for m in self.messages if m.channel == channel and not m.thread_ts]
-                found.reverse()  # newest first, as Slack does
-            return {"ok": True, "messages": [_shown(m, metadata) for m in found]}
+                listed = [m for m in self.messages if m.channel == channel and not m.thread_ts]
+                listed.reverse()  # newest first, as Slack does
+            return {"ok": True, "messages": [_shown(m, metadata) for m in listed]}
         if method == "usergroups.users.list":
             return {"ok": True, "users": self.usergroups.get(str(p.get("usergroup")), [])}
         return {"ok": False, "error": "unknown_method"}
@@ -501,7 +501,7 @@ class SlackSigner:
         user: str = "U0ALICE01",
         channel: str = "C0OPS0001",
     ) -> tuple[str, str]:
-        payload = {
+        payload: dict[str, Any] = {
             "type": "block_actions",
             "user": {
                 "id": user,
