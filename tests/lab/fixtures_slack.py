@@ -3,7 +3,8 @@
 ``SlackStandIn`` is a real aiohttp server on a loopback port. It records every call (method,
 parameters, headers) and answers the methods the bot uses as Slack does: auth.test,
 chat.postMessage/update/postEphemeral, conversations.info/history/replies (with message
-metadata), usergroups.users.list, and ``response_url`` posts. Failures are scriptable:
+metadata), usergroups.users.list, and ``response_url`` posts. With ``limits=SlackLimits()`` it
+enforces Slack's documented rate limits (tests/lab/slack_limits.py). Failures are scriptable:
 ``fail("chat.postMessage", status=429, times=3, retry_after=0)``, a 500 that posted anyway
 (``posted_anyway=True``, as Slack sometimes does), or an error code per channel
 (``channel_errors["G1"] = "channel_not_found"``).
@@ -37,6 +38,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest_asyncio
 from aiohttp import WSMsgType, web
+
+from tests.lab.slack_limits import SlackLimits
 
 BOT_USER_ID = "UBGWBOT01"
 BOT_ID = "BBGWBOT01"
@@ -228,6 +231,7 @@ class SlackStandIn:
     channel_names: dict[str, str] = field(default_factory=dict)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     revoked_tokens: set[str] = field(default_factory=set)
+    limits: SlackLimits | None = None  # Slack's rate limits, enforced when a test sets them
     socket: SocketModeLink = field(default_factory=SocketModeLink)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -319,8 +323,14 @@ class SlackStandIn:
         method = request.match_info["method"]
         params = await self._params(request)
         failure = next((f for f in self.failures if f.method == method and f.times > 0), None)
+        now = time.monotonic()
+        if failure is None and self.limits is not None:
+            call = json.dumps([method, params], sort_keys=True, default=str)
+            retry_after = self.limits.admit(method, str(params.get("channel", "")), now, call)
+            if retry_after is not None:
+                failure = Failure(method, 429, 1, retry_after)
         status = failure.status if failure else 200
-        self.calls.append(Call(method, params, dict(request.headers), status, time.monotonic()))
+        self.calls.append(Call(method, params, dict(request.headers), status, now))
         if failure is not None:
             failure.times -= 1
             if failure.posted_anyway:
