@@ -61,22 +61,6 @@ class Cause(StrEnum):
     UNKNOWN = "unknown"
 
 
-# What lies behind the proxy: the app servers and their runtime. Evidence for these only
-# explains a failure the edge passed through (see checks.verdict).
-BEHIND_THE_PROXY: tuple[Cause, ...] = (
-    Cause.UPSTREAM_REFUSED,
-    Cause.UPSTREAM_PERMISSION,
-    Cause.UPSTREAM_TIMEOUT,
-    Cause.UPSTREAM_CLOSED,
-    Cause.UPSTREAM_INVALID,
-    Cause.UPSTREAM_HEADER_TOO_BIG,
-    Cause.UPSTREAM_TLS,
-    Cause.UPSTREAM_DNS,
-    Cause.OVERLOAD,
-    Cause.APP_TIMEOUT,
-)
-
-
 class Weight(IntEnum):
     """How strongly a finding supports its cause.
 

@@ -13,6 +13,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
+from checks.causes import BEHIND_THE_PROXY
 from checks.context import ProbeContext
 from checks.fingerprint import Fingerprint, identify_attempt
 from checks.http_probe import (
@@ -23,19 +24,11 @@ from checks.http_probe import (
     cache_busted,
     fetch,
 )
-from checks.model import (
-    BEHIND_THE_PROXY,
-    Cause,
-    Finding,
-    Status,
-    StepResult,
-    Weight,
-)
+from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.settings import Site
 from checks.steps import Step
 
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache"}
-_BEHIND_PROXY = {*BEHIND_THE_PROXY, Cause.SERVER_ERROR}
 
 
 @dataclass(frozen=True)
@@ -249,7 +242,7 @@ def _findings(outcomes: list[Outcome], site: Site | None = None) -> tuple[str, l
         # What the failing pages name is context for the transient verdict; edge causes are
         # left out because, when some attempts work, the edge evidently accepts traffic.
         for (_label, cause), group in _groups(failed).items():
-            if cause in _BEHIND_PROXY:
+            if cause in BEHIND_THE_PROXY:
                 findings.append(
                     Finding(
                         group[0].code,
