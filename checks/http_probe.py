@@ -30,6 +30,7 @@ import httpx
 
 from checks.context import ProbeContext
 from checks.guard import TargetRefused, check_address, parse_ip
+from checks.http_status import GATEWAY_STATUSES
 from checks.model import SentRequest
 from checks.resolve import ResolveFailed, resolve_host
 from checks.settings import Settings
@@ -90,10 +91,6 @@ SELECTED_HEADERS = (
     "report-to",
     "nel",
 )
-
-# Statuses a gateway gives when it failed the request itself (and logs why), Cloudflare's
-# 52x among them.
-GATEWAY_STATUSES = frozenset({502, 503, 504, *range(520, 531)})
 
 # HTTPS redirects are common; anything else is the site's own answer.
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from checks.http_status import server_failed
 from checks.model import Cause, Finding, Status, Weight
 from checks.socket_access import SocketAccess, socket_access
 
@@ -329,9 +330,9 @@ class UpstreamAttempt:
                     data,
                 )
             return Finding(
-                "upstream_http_ok" if status < 500 else "upstream_http_error",
+                "upstream_http_error" if server_failed(status) else "upstream_http_ok",
                 f"upstream {where} answers GET / with HTTP {status} in {answer.ms} ms",
-                Status.OK if status < 500 else Status.WARN,
+                Status.WARN if server_failed(status) else Status.OK,
                 data=data,
             )
         cases: dict[str, tuple[Cause, str]] = {

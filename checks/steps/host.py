@@ -24,6 +24,7 @@ import dns.reversename
 from checks.context import ProbeContext
 from checks.fingerprint import REQUEST_ID_HEADERS, Fingerprint, identify_attempt
 from checks.http_probe import Attempt, cache_busted, fetch
+from checks.http_status import server_failed
 from checks.model import Finding, Status, StepResult
 from checks.resolve import make_resolver
 from checks.steps import Step
@@ -263,7 +264,7 @@ async def run(ctx: ProbeContext) -> StepResult:
             data={"provider": provider, "how": how, "ptr": ptr},
         )
     ]
-    if attempt.status is None or attempt.status >= 500:
+    if attempt.status is None or server_failed(attempt.status):
         # Reported, not judged: the reload step owns the verdict on the answer itself.
         findings.append(
             Finding(

@@ -19,11 +19,11 @@ from checks.fingerprint import Fingerprint, identify_attempt
 from checks.http_probe import (
     BOT_USER_AGENT,
     BROWSER_USER_AGENT,
-    GATEWAY_STATUSES,
     Attempt,
     cache_busted,
     fetch,
 )
+from checks.http_status import GATEWAY_STATUSES, server_failed
 from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.settings import Site
 from checks.steps import Step
@@ -49,7 +49,7 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
     status = attempt.status
     by = f" from {fingerprint.producer}" if fingerprint.producer else ""
     if status is not None:
-        if status >= 500:
+        if server_failed(status):
             cause = fingerprint.cause_hint
             if cause is None and status == 500 and not fingerprint.generated:
                 # A 500 that is not a proxy's own page: the application's own error.
