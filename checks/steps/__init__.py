@@ -37,11 +37,19 @@ class Parts:
     from every part together, so that evidence from two machines can explain each other. A
     part that could not run is in ``missing`` with the reason. The step's own ``run`` is
     what one process does by itself: the parts it can read where it is, assembled.
+
+    ``queue`` names the queues the parts go to: the part for machine HOST goes on
+    ``<queue>@HOST``, which only a worker on that machine serves.
     """
 
     places: Callable[[ProbeContext], tuple[str, ...]]
     run: PartRun
     assemble: PartsAssemble
+    queue: str
+
+    def queue_at(self, place: str) -> str | None:
+        """The queue of the part for ``place``; None for ``ANYWHERE`` (any worker's)."""
+        return None if place == ANYWHERE else f"{self.queue}@{place}"
 
 
 @dataclass(frozen=True)

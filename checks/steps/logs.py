@@ -32,6 +32,8 @@ from checks.model import Cause, Finding, SentRequest, Status, StepResult, Weight
 from checks.settings import LogSource, Site
 from checks.steps import ANYWHERE, Parts, Step
 
+# The queues this step's parts go to: the part for machine HOST on "logs@HOST".
+QUEUE = "logs"
 # The step whose requests to the site the logs step waits for, and the other steps whose
 # requests it also looks for: they start together and are back by then, unless something
 # else holds them up (the host step's PTR lookups), which is not waited for past a grace.
@@ -483,7 +485,7 @@ async def run(ctx: ProbeContext) -> StepResult:
         else:
             missing[place] = (
                 f"they are read on {place} by a worker serving its queue "
-                f"(badgateway worker --queues logs@{place}, with REDIS_URL set)"
+                f"(badgateway worker --queues {QUEUE}@{place}, with REDIS_URL set)"
             )
     return assemble(ctx, parts, missing)
 
@@ -493,5 +495,5 @@ STEP = Step(
     order=40,
     title="Logs",
     run=run,
-    parts=Parts(places=places, run=run_part, assemble=assemble),
+    parts=Parts(places=places, run=run_part, assemble=assemble, queue=QUEUE),
 )
