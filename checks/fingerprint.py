@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from checks.http_probe import Attempt
 from checks.model import Cause
@@ -45,6 +45,17 @@ REQUEST_ID_HEADERS = (
 )
 
 
+class FingerprintDict(TypedDict):
+    """A ``Fingerprint`` as JSON (in the reload and host steps' details)."""
+
+    producer: str | None
+    confidence: float
+    request_id: str | None
+    cause_hint: str | None
+    reason: str
+    generated: bool
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     producer: str | None  # "nginx", "Cloudflare", "AWS ELB"…; None when nothing matched
@@ -54,7 +65,7 @@ class Fingerprint:
     reason: str  # one line: what matched and what the page says
     generated: bool = False  # the page is the producer's own error page (not passed through)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FingerprintDict:
         return {
             "producer": self.producer,
             "confidence": self.confidence,

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import certifi
@@ -96,6 +96,27 @@ SELECTED_HEADERS = (
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
+class AttemptDict(TypedDict):
+    """An ``Attempt`` as JSON (in the reload and host steps' details)."""
+
+    url: str
+    address: str | None
+    user_agent: str
+    started_at: str
+    status: int | None
+    reason: str
+    http_version: str
+    phases: dict[str, float]
+    headers: dict[str, str]
+    header_names: list[str]
+    body_excerpt: str
+    body_bytes: int
+    body_truncated: bool
+    error: dict[str, str] | None
+    redirects: list[dict[str, Any]]
+    source: str | None
+
+
 @dataclass
 class Attempt:
     """One request and what came back. ``status`` is None when no response arrived."""
@@ -144,7 +165,7 @@ class Attempt:
     def body_text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> AttemptDict:
         return {
             "url": self.url,
             "address": self.address,

@@ -6,6 +6,7 @@ a worker on another machine and its result be rendered anywhere (Slack, terminal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -165,12 +166,13 @@ class StepResult:
         findings: list[Finding],
         *,
         duration_ms: int = 0,
-        details: dict[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
         sent: list[SentRequest] | None = None,
     ) -> StepResult:
-        """Status is the worst severity among the findings (ok when there are none)."""
+        """Status is the worst severity among the findings (ok when there are none).
+        ``details``: the step's own shape (a TypedDict in its module), stored as JSON data."""
         status = max((f.severity for f in findings), key=lambda s: s.rank, default=Status.OK)
-        return cls(name, status, summary, findings, duration_ms, details or {}, sent or [])
+        return cls(name, status, summary, findings, duration_ms, dict(details or {}), sent or [])
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from checks.model import Cause, Finding, Status, Weight
 
@@ -39,6 +39,39 @@ _UNTRUSTED_CODES = {2, 18, 19, 20, 21, 27, 28}
 _EXPIRED_CODE = 10
 _NOT_YET_VALID_CODE = 9
 _NAME_MISMATCH_CODES = {62, 64}
+
+
+class CertificateDict(TypedDict):
+    """``CertificateFacts`` as JSON."""
+
+    subject: str
+    issuer: str
+    san: list[str]  # "DNS:name", "IP:address"
+    not_before: str | None
+    not_after: str | None
+    serial: str | None
+
+
+class TlsProblemDict(TypedDict):
+    kind: str
+    message: str
+
+
+class TlsDict(TypedDict):
+    """A ``TlsReport`` as JSON (in the firewall step's details)."""
+
+    address: str
+    port: int
+    server_name: str
+    protocol: str | None
+    cipher: str | None
+    certificate: CertificateDict | None
+    verified: bool
+    verify_error: str | None
+    hostname_match: bool | None
+    days_left: int | None
+    handshake_ms: int | None
+    problems: list[TlsProblemDict]
 
 
 @dataclass
@@ -61,7 +94,7 @@ class CertificateFacts:
         common = _common_name(self.subject)
         return [common] if common else []
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CertificateDict:
         return {
             "subject": self.subject,
             "issuer": self.issuer,
@@ -95,7 +128,7 @@ class TlsReport:
     handshake_ms: int | None = None
     problems: list[TlsProblem] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TlsDict:
         return {
             "address": self.address,
             "port": self.port,

@@ -27,12 +27,12 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from checks.http_status import server_failed
 from checks.model import Cause, Finding, Status, Weight
-from checks.socket_access import SocketAccess, socket_access
+from checks.socket_access import SocketAccess, SocketAccessDict, socket_access
 
 # Response heads larger than this fail behind any proxy left at its defaults: nginx's
 # proxy_buffer_size is one memory page (4 KiB on x86-64, 8 KiB on some platforms),
@@ -54,13 +54,21 @@ _TOKEN = re.compile(
 ConnectState = Literal["open", "refused", "timeout", "unreachable", "missing", "denied", "error"]
 
 
+class ConnectDict(TypedDict):
+    """A ``ConnectResult`` as JSON."""
+
+    state: str
+    ms: int
+    error: str | None
+
+
 @dataclass(frozen=True)
 class ConnectResult:
     state: ConnectState
     ms: int
     error: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ConnectDict:
         return {"state": self.state, "ms": self.ms, "error": self.error}
 
 
@@ -146,6 +154,16 @@ def parse_upstream(spec: str) -> Upstream:
     return Upstream(spec, "tcp", parts.hostname, port)
 
 
+class HttpAnswerDict(TypedDict):
+    """An ``HttpAnswer`` as JSON."""
+
+    outcome: str
+    status: int | None
+    head_bytes: int
+    ms: int
+    detail: str
+
+
 @dataclass
 class HttpAnswer:
     """How the upstream answered ``GET /``."""
@@ -156,7 +174,7 @@ class HttpAnswer:
     ms: int = 0
     detail: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> HttpAnswerDict:
         return {
             "outcome": self.outcome,
             "status": self.status,
@@ -164,6 +182,19 @@ class HttpAnswer:
             "ms": self.ms,
             "detail": self.detail,
         }
+
+
+class UpstreamAttemptDict(TypedDict):
+    """An ``UpstreamAttempt`` as JSON (in the firewall step's details)."""
+
+    upstream: str
+    kind: str
+    address: str
+    port: int | None
+    resolve_error: str | None
+    connect: ConnectDict | None
+    http: HttpAnswerDict | None
+    access: SocketAccessDict | None
 
 
 @dataclass
@@ -177,7 +208,7 @@ class UpstreamAttempt:
     resolve_error: str | None = None
     access: SocketAccess | None = None  # a unix socket's owner and mode, and who may open it
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> UpstreamAttemptDict:
         return {
             "upstream": self.upstream.spec,
             "kind": self.upstream.kind,

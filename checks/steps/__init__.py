@@ -20,6 +20,10 @@ StepRun = Callable[[ProbeContext], Awaitable[StepResult]]
 
 ANYWHERE = ""  # the place of a part that any machine can run
 
+# A step's readable evidence: a few plain-text lines from its result (its details), not a
+# data dump; renderers cap and escape them.
+EvidenceReader = Callable[[StepResult], list[str]]
+
 PartRun = Callable[[ProbeContext, str], Awaitable[dict[str, Any]]]
 # (context, the parts each place returned, why a place returned none) -> the step's result
 PartsAssemble = Callable[
@@ -59,6 +63,7 @@ class Step:
     title: str  # what a person reads
     run: StepRun
     parts: Parts | None = None  # set when the step's inputs may lie on other machines
+    evidence: EvidenceReader | None = None  # None: renderers show the details generically
 
 
 @cache

@@ -16,7 +16,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import dns.asyncquery
 import dns.exception
@@ -29,6 +29,7 @@ import dns.resolver
 
 from checks.context import ProbeContext
 from checks.model import Cause, Finding, Status, StepResult, Weight
+from checks.readable import duration_text, ms_text
 from checks.resolve import parse_resolver
 from checks.steps import Step
 
@@ -64,6 +65,22 @@ class Lookup:
     error: str | None = None
 
 
+class ResolverDict(TypedDict):
+    """A ``ResolverReport`` as JSON (in the DNS step's details)."""
+
+    resolver: str
+    source: str
+    status: str
+    rcode: str | None
+    addresses: list[str]
+    cname_chain: list[str]
+    records: list[dict[str, Any]]
+    ttl_max: int | None
+    negative_ttl: int | None
+    elapsed_ms: int
+    error: str | None
+
+
 @dataclass
 class ResolverReport:
     """Everything one resolver said about the name (A and AAAA together)."""
@@ -84,7 +101,7 @@ class ResolverReport:
     def answered(self) -> bool:
         return self.status not in _FAILED
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ResolverDict:
         return {
             "resolver": self.resolver,
             "source": self.source,
@@ -298,17 +315,6 @@ def _system_resolvers() -> list[str]:
         return []
     shown = (f"[{ns}]" if ":" in str(ns) else str(ns) for ns in resolver.nameservers)
     return [f"{ns}:{resolver.port}" if resolver.port != 53 else ns for ns in shown]
-
-
-def duration_text(seconds: int) -> str:
-    """300 -> '300 s (5 min)': TTLs are read by people deciding whether to wait."""
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds} s ({seconds / 60:.3g} min)"
-    if seconds < 172800:
-        return f"{seconds} s ({seconds / 3600:.3g} h)"
-    return f"{seconds} s ({seconds / 86400:.3g} days)"
 
 
 def _said(report: ResolverReport, timeout_s: float) -> str:
@@ -584,6 +590,14 @@ def _expected_findings(
     return findings
 
 
+class DnsDetails(TypedDict):
+    host: str
+    resolvers: list[ResolverDict]  # what each resolver said
+    cname_chain: list[str]  # the longest chain any resolver followed, from the name on
+    ttl_max: int | None
+    timeout_s: float
+
+
 async def run(ctx: ProbeContext) -> StepResult:
     host = ctx.target.host
     if ctx.target.is_ip:
@@ -599,18 +613,14 @@ async def run(ctx: ProbeContext) -> StepResult:
     findings += _hosts_file_findings(host, reports)
     ttl_max = max((r.ttl_max for r in reports if r.ttl_max is not None), default=None)
     chains = [r.chain for r in reports if len(r.chain) > 1]
-    return StepResult.from_findings(
-        NAME,
-        summary,
-        findings,
-        details={
-            "host": host,
-            "resolvers": [r.to_dict() for r in reports],
-            "cname_chain": max(chains, key=len) if chains else [host],
-            "ttl_max": ttl_max,
-            "timeout_s": timeout_s,
-        },
-    )
+    details: DnsDetails = {
+        "host": host,
+        "resolvers": [r.to_dict() for r in reports],
+        "cname_chain": max(chains, key=len) if chains else [host],
+        "ttl_max": ttl_max,
+        "timeout_s": timeout_s,
+    }
+    return StepResult.from_findings(NAME, summary, findings, details=details)
 
 
 def _hosts_file_findings(host: str, reports: list[ResolverReport]) -> list[Finding]:
@@ -633,4 +643,19 @@ def _hosts_file_findings(host: str, reports: list[ResolverReport]) -> list[Findi
     ]
 
 
-STEP = Step(name=NAME, order=20, title="DNS", run=run)
+def evidence(result: StepResult) -> list[str]:
+    """One line per resolver: what it answered, through which CNAMEs, the TTL, how fast."""
+    lines = []
+    for r in cast(DnsDetails, result.details).get("resolvers") or []:
+        answer = ", ".join(r.get("addresses") or []) or (r.get("error") or r.get("status", "?"))
+        chain = r.get("cname_chain") or []
+        via = f" via {' → '.join(chain)}" if chain else ""
+        ttl = f" · TTL {r['ttl_max']} s" if r.get("ttl_max") is not None else ""
+        lines.append(
+            f"{r.get('resolver', '?')}: {r.get('status', '?')} → {answer}{via}{ttl} "
+            f"({ms_text(r.get('elapsed_ms'))})"
+        )
+    return lines
+
+
+STEP = Step(name=NAME, order=20, title="DNS", run=run, evidence=evidence)

@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from checks.context import ProbeContext
 from checks.log_owner import LineOwners
@@ -295,7 +295,36 @@ def _summary(findings: list[Finding], scans: list[LogScan], window_s: float) -> 
     return f"{read}; no gateway error they can explain in the last {_window_text(window_s)}"
 
 
-def _scan_detail(scan: LogScan) -> dict[str, Any]:
+class ScanDetail(TypedDict):
+    """What was read of one log, and what its lines in the window came to."""
+
+    path: str  # "host:path" for a log on a named machine
+    format: str | None
+    format_detected: bool
+    bytes_read: int
+    lines_read: int
+    lines_in_window: int
+    causes: dict[str, int]  # cause -> lines claiming it
+    consequences: dict[str, int]  # cause seen ("none") -> lines that follow from it
+    unclassified: int
+    own_requests_seen: int
+
+
+class OwnRequests(TypedDict):
+    sent: int  # the diagnosis's requests that reached the site
+    expected: list[str]  # marks of those the proxy failed (its log should say why)
+    seen: list[str]  # marks found in the logs
+
+
+class LogsDetails(TypedDict):
+    window_s: float
+    logs: list[ScanDetail]
+    own_requests: OwnRequests
+    waited_ms: dict[str, int]  # per machine ("*": any), how long the part waited for lines
+    hosts_not_read: NotRequired[dict[str, str]]  # machine -> why its logs were not read
+
+
+def _scan_detail(scan: LogScan) -> ScanDetail:
     return {
         "path": scan.path,
         "format": scan.format,
@@ -457,7 +486,7 @@ def assemble(
         summary += f"; {len(unreadable)} log(s) unreadable"
     if missing:
         summary += f"; logs on {', '.join(sorted(p or 'any machine' for p in missing))} not read"
-    details: dict[str, Any] = {
+    details: LogsDetails = {
         "window_s": window_s,
         "logs": [_scan_detail(s) for s in scans],
         "own_requests": {"sent": sent, "expected": sorted(expected), "seen": sorted(seen)},
@@ -490,10 +519,28 @@ async def run(ctx: ProbeContext) -> StepResult:
     return assemble(ctx, parts, missing)
 
 
+def evidence(result: StepResult) -> list[str]:
+    """A line per log read (its format, lines in the window, what they claim), then the
+    newest sample lines of each finding."""
+    lines = []
+    for log in cast(LogsDetails, result.details).get("logs") or []:
+        causes = ", ".join(f"{c} ×{n}" for c, n in (log.get("causes") or {}).items())
+        lines.append(
+            f"{log.get('path')} ({log.get('format') or 'format unknown'}): "
+            f"{log.get('lines_in_window', 0)} line(s) in the window; "
+            f"{causes or 'nothing classified'}"
+        )
+    for finding in result.findings:
+        for sample in (finding.data.get("samples") or [])[:2]:
+            lines.append(f"  » {sample}")
+    return lines
+
+
 STEP = Step(
     name="logs",
     order=40,
     title="Logs",
     run=run,
     parts=Parts(places=places, run=run_part, assemble=assemble, queue=QUEUE),
+    evidence=evidence,
 )

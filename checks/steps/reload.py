@@ -12,23 +12,33 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypedDict, cast
 
 from checks.causes import BEHIND_THE_PROXY
 from checks.context import ProbeContext
-from checks.fingerprint import Fingerprint, identify_attempt
+from checks.fingerprint import Fingerprint, FingerprintDict, identify_attempt
 from checks.http_probe import (
     BOT_USER_AGENT,
     BROWSER_USER_AGENT,
     Attempt,
+    AttemptDict,
     cache_busted,
     fetch,
 )
 from checks.http_status import GATEWAY_STATUSES, server_failed
 from checks.model import Cause, Finding, Status, StepResult, Weight
+from checks.readable import ms_text
 from checks.settings import Site
 from checks.steps import Step
 
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache"}
+
+
+class ReloadDetails(TypedDict):
+    attempts: list[AttemptDict]  # in the order they were started; the browser's last
+    fingerprints: list[FingerprintDict]  # one per attempt
+    producer: str | None  # who made most of the answers
+    address: str | None  # the address dialled
 
 
 @dataclass(frozen=True)
@@ -342,7 +352,7 @@ async def run(ctx: ProbeContext) -> StepResult:
     outcomes = [judge(a, identify_attempt(a)) for a in attempts]
     summary, findings = _findings(outcomes, ctx.target.site)
     producers = [o.fingerprint.producer for o in outcomes if o.fingerprint.producer]
-    details = {
+    details: ReloadDetails = {
         "attempts": [a.to_dict() for a in attempts],
         "fingerprints": [o.fingerprint.to_dict() for o in outcomes],
         "producer": Counter(producers).most_common(1)[0][0] if producers else None,
@@ -352,4 +362,37 @@ async def run(ctx: ProbeContext) -> StepResult:
     return StepResult.from_findings("reload", summary, findings, details=details, sent=sent)
 
 
-STEP = Step(name="reload", order=10, title="Reload", run=run)
+def _attempt_line(n: int, attempt: AttemptDict, fingerprint: FingerprintDict | None) -> str:
+    """'1. [bot] 502 Bad Gateway · connect 2 ms · first byte 3 ms · total 4 ms · from nginx'"""
+    phases = attempt.get("phases") or {}
+    timing = " · ".join(
+        f"{label} {ms_text(phases[key])}"
+        for key, label in (("connect", "connect"), ("tls", "TLS"), ("ttfb", "first byte"))
+        if phases.get(key) is not None
+    )
+    who = "browser" if "Mozilla" in str(attempt.get("user_agent", "")) else "bot"
+    if attempt.get("status") is not None:
+        what = f"{attempt['status']} {attempt.get('reason') or ''}".strip()
+    else:
+        error = attempt.get("error") or {}
+        what = f"no answer: {error.get('kind', '?')} ({error.get('message', '')})"
+    producer = fingerprint.get("producer") if fingerprint else None
+    request_id = fingerprint.get("request_id") if fingerprint else None
+    extras = [p for p in (f"from {producer}" if producer else "", request_id or "") if p]
+    tail = f" · total {ms_text(phases.get('total'))}" if phases.get("total") is not None else ""
+    parts = [f"{n}. [{who}] {what}", timing + tail if timing else tail.lstrip(" ·"), *extras]
+    return " · ".join(p for p in parts if p)
+
+
+def evidence(result: StepResult) -> list[str]:
+    """One line per attempt: who asked, what came back, the timings, who answered."""
+    details = cast(ReloadDetails, result.details)
+    attempts = details.get("attempts") or []
+    prints = details.get("fingerprints") or []
+    return [
+        _attempt_line(i + 1, a, prints[i] if i < len(prints) else None)
+        for i, a in enumerate(attempts)
+    ]
+
+
+STEP = Step(name="reload", order=10, title="Reload", run=run, evidence=evidence)
