@@ -120,21 +120,27 @@ async def _lookup_type(
     return [r.to_text() for r in answer], None
 
 
-async def _system_lookup(host: str, timeout_s: float) -> list[str]:
+async def system_addresses(host: str, timeout_s: float, port: int | None = None) -> list[str]:
+    """The C library's addresses for ``host`` (getaddrinfo: the hosts file, then the DNS),
+    IPv4 and IPv6, each once, in its order. Raises TimeoutError or socket.gaierror."""
     loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout_s):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[str] = []
+    for family, *_rest, sockaddr in infos:
+        address = str(sockaddr[0])
+        if family in (socket.AF_INET, socket.AF_INET6) and address not in found:
+            found.append(address)
+    return found
+
+
+async def _system_lookup(host: str, timeout_s: float) -> list[str]:
     try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout_s
-        )
+        addresses = await system_addresses(host, timeout_s)
     except TimeoutError:
         raise ResolveFailed("timeout", f"the system resolver did not answer for {host}") from None
     except socket.gaierror as exc:
         kind = "nxdomain" if exc.errno in (socket.EAI_NONAME, socket.EAI_NODATA) else "servfail"
         raise ResolveFailed(kind, f"{host} did not resolve: {exc.strerror}") from None
-    addresses: list[str] = []
-    for family, *_rest, sockaddr in infos:
-        addr = str(sockaddr[0])
-        if addr not in addresses and family in (socket.AF_INET, socket.AF_INET6):
-            addresses.append(addr)
     addresses.sort(key=lambda a: ":" in a)
     return addresses

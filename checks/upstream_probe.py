@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from checks.http_status import server_failed
 from checks.model import Cause, Finding, Status, Weight
+from checks.resolve import system_addresses
 from checks.socket_access import SocketAccess, SocketAccessDict, socket_access
 
 # Response heads larger than this fail behind any proxy left at its defaults: nginx's
@@ -423,17 +424,6 @@ async def _connect_unix(path: str, timeout_s: float) -> ConnectResult:
     return ConnectResult("open", _ms(started))
 
 
-async def _resolve(host: str, port: int, timeout_s: float) -> list[str]:
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout_s):
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    found: list[str] = []
-    for family, *_rest, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6) and str(sockaddr[0]) not in found:
-            found.append(str(sockaddr[0]))
-    return found[:_MAX_ADDRESSES]
-
-
 async def probe_upstream(upstream: Upstream, timeout_s: float) -> list[UpstreamAttempt]:
     """Probe every address of one upstream (up to four), concurrently."""
     if upstream.kind == "unix":
@@ -444,7 +434,8 @@ async def probe_upstream(upstream: Upstream, timeout_s: float) -> list[UpstreamA
         return [attempt]
     started = time.monotonic()
     try:
-        addresses = await _resolve(upstream.host, upstream.port, timeout_s)
+        found = await system_addresses(upstream.host, timeout_s, upstream.port)
+        addresses = found[:_MAX_ADDRESSES]
     except TimeoutError:
         return [UpstreamAttempt(upstream, upstream.host, resolve_error="the lookup timed out")]
     except socket.gaierror as exc:
