@@ -4,9 +4,9 @@ and can the proxy's upstreams be reached at all?
 For every vetted address of the site: a TCP connect (open, refused = nothing listens,
 timed out = packets silently dropped by a firewall, unreachable = no route), then for
 https the TLS handshake with the site's name (checks.tls_inspect). Then the site's
-upstreams from the sites file, probed directly (checks.upstream_probe): this proves "the
-proxy cannot reach its app" even when no proxy log is at hand. Everything runs at once,
-within the diagnosis budget.
+upstreams from the sites file, probed directly (checks.upstream_probe, judged by
+checks.upstream_findings): this proves "the proxy cannot reach its app" even when no proxy
+log is at hand. Everything runs at once, within the diagnosis budget.
 """
 
 from __future__ import annotations
@@ -15,18 +15,14 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
+from checks.connect import ConnectResult, ConnectState, connect_tcp
 from checks.context import ProbeContext
 from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.readable import ms_text
 from checks.steps import Step
 from checks.tls_inspect import TlsDict, TlsReport, inspect_tls
-from checks.upstream_probe import (
-    ConnectResult,
-    UpstreamAttemptDict,
-    UpstreamReport,
-    connect_tcp,
-    probe_upstreams,
-)
+from checks.upstream_findings import upstream_findings
+from checks.upstream_probe import UpstreamAttemptDict, UpstreamReport, probe_upstreams
 
 NAME = "firewall"
 _SPARE_S = 0.15  # finish this much before the step's deadline, to report what was found
@@ -69,9 +65,9 @@ def _shown(address: str, port: int) -> str:
 def _edge_finding(address: str, port: int, result: ConnectResult, timeout_s: float) -> Finding:
     where = _shown(address, port)
     data: dict[str, Any] = {"address": address, "port": port, "connect_ms": result.ms}
-    if result.state == "open":
+    if result.state is ConnectState.OPEN:
         return Finding("tcp_open", f"{where} accepts connections ({result.ms} ms)", data=data)
-    if result.state == "refused":
+    if result.state is ConnectState.REFUSED:
         return Finding(
             "tcp_refused",
             f"{where} refuses connections: nothing listens on port {port} there",
@@ -80,7 +76,7 @@ def _edge_finding(address: str, port: int, result: ConnectResult, timeout_s: flo
             Weight.OBSERVED,
             data,
         )
-    if result.state == "timeout":
+    if result.state is ConnectState.TIMEOUT:
         return Finding(
             "tcp_timeout",
             f"connecting to {where} got no answer within {timeout_s:g} s: the packets are "
@@ -91,11 +87,11 @@ def _edge_finding(address: str, port: int, result: ConnectResult, timeout_s: flo
             data,
         )
     return Finding(
-        "tcp_unreachable" if result.state == "unreachable" else "tcp_error",
+        "tcp_unreachable" if result.state is ConnectState.UNREACHABLE else "tcp_error",
         f"connecting to {where} fails: {result.error}",
         Status.FAIL,
         Cause.UNREACHABLE,
-        Weight.OBSERVED if result.state == "unreachable" else Weight.INFERRED,
+        Weight.OBSERVED if result.state is ConnectState.UNREACHABLE else Weight.INFERRED,
         data,
     )
 
@@ -106,7 +102,7 @@ async def _probe_edge(
     target = ctx.target
     timeout_s = ctx.probe_timeout()
     connected = await connect_tcp(address, target.port, timeout_s)
-    if connected.state != "open" or target.scheme != "https":
+    if connected.state is not ConnectState.OPEN or target.scheme != "https":
         return connected, None, timeout_s
     tls = await inspect_tls(
         address, target.port, target.host, ctx.probe_timeout(), ctx.settings.ca_file
@@ -227,7 +223,7 @@ def _upstream_findings(
         for text in report.invalid
     ]
     for attempt in report.attempts:
-        found.extend(attempt.findings(timeout_s))
+        found.extend(upstream_findings(attempt, timeout_s))
     return found
 
 
