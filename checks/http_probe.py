@@ -21,6 +21,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import cache
 from typing import Any, TypedDict
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -32,7 +33,7 @@ from checks.context import ProbeContext
 from checks.guard import TargetRefused, check_address, parse_ip
 from checks.http_status import GATEWAY_STATUSES
 from checks.model import SentRequest
-from checks.resolve import ResolveFailed, resolve_host
+from checks.resolve import ResolveFailed, ResolveKind, resolve_host
 from checks.settings import Settings
 
 BOT_USER_AGENT = "badgateway/0.1 (+https://github.com/badgateway; 502 diagnosis)"
@@ -96,6 +97,47 @@ SELECTED_HEADERS = (
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
+class ErrorKind(StrEnum):
+    """What went wrong when no (complete) answer came."""
+
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    REFUSED = "refused"
+    RESET = "reset"
+    UNREACHABLE = "unreachable"
+    CLOSED = "closed"  # the server closed the connection without an answer
+    PROTOCOL = "protocol"  # an answer that is not HTTP
+    OTHER = "other"
+    NO_ADDRESS = "no_address"  # nothing to dial
+    REFUSED_BY_GUARD = "refused_by_guard"  # a redirect to an address the guard refuses
+    DNS = "dns"  # a redirect's host did not resolve
+
+
+class ErrorPhase(StrEnum):
+    """How far the request got before it went wrong."""
+
+    CONNECT = "connect"
+    TLS = "tls"
+    RESPONSE = "response"
+    BODY = "body"
+    REDIRECT = "redirect"
+
+
+class AttemptError(TypedDict):
+    kind: ErrorKind
+    phase: ErrorPhase
+    message: str
+
+
+def _error_from_dict(d: dict[str, Any]) -> AttemptError:
+    kinds, phases = {k.value: k for k in ErrorKind}, {p.value: p for p in ErrorPhase}
+    return {
+        "kind": kinds.get(str(d.get("kind")), ErrorKind.OTHER),
+        "phase": phases.get(str(d.get("phase")), ErrorPhase.CONNECT),
+        "message": str(d.get("message", "")),
+    }
+
+
 class AttemptDict(TypedDict):
     """An ``Attempt`` as JSON (in the reload and host steps' details)."""
 
@@ -112,7 +154,7 @@ class AttemptDict(TypedDict):
     body_excerpt: str
     body_bytes: int
     body_truncated: bool
-    error: dict[str, str] | None
+    error: AttemptError | None
     redirects: list[dict[str, Any]]
     source: str | None
 
@@ -133,14 +175,14 @@ class Attempt:
     header_names: list[str] = field(default_factory=list)  # every header name, lower-case
     body: bytes = b""  # up to MAX_BODY_BYTES; not serialised
     body_truncated: bool = False
-    error: dict[str, str] | None = None  # {"kind", "phase", "message"}
+    error: AttemptError | None = None
     redirects: list[dict[str, Any]] = field(default_factory=list)  # hops before this answer
     source: str | None = None  # "ip:port" the request left from (logs that name the client's
     # port, Apache's and HAProxy's, show it)
 
     def as_sent(self, mark: str) -> SentRequest:
         """This request as other steps look for it in the site's logs."""
-        cut = self.error_kind in ("closed", "reset", "protocol")
+        cut = self.error_kind in (ErrorKind.CLOSED, ErrorKind.RESET, ErrorKind.PROTOCOL)
         return SentRequest(
             mark=mark,
             sent_at=self.started_at,
@@ -154,11 +196,12 @@ class Attempt:
     def connected(self) -> bool:
         """A connection to the server was made: it saw the request (or its TLS hello)."""
         return self.status is not None or (
-            self.error is not None and self.error.get("phase") not in ("connect", "redirect")
+            self.error is not None
+            and self.error["phase"] not in (ErrorPhase.CONNECT, ErrorPhase.REDIRECT)
         )
 
     @property
-    def error_kind(self) -> str | None:
+    def error_kind(self) -> ErrorKind | None:
         return self.error["kind"] if self.error else None
 
     @property
@@ -180,7 +223,7 @@ class Attempt:
             "body_excerpt": self.body_text[:EXCERPT_CHARS],
             "body_bytes": len(self.body),
             "body_truncated": self.body_truncated,
-            "error": dict(self.error) if self.error else None,
+            "error": self.error.copy() if self.error else None,
             "redirects": list(self.redirects),
             "source": self.source,
         }
@@ -201,7 +244,7 @@ class Attempt:
             header_names=list(d.get("header_names") or []),
             body=str(d.get("body_excerpt", "")).encode(),
             body_truncated=bool(d.get("body_truncated")),
-            error=dict(d["error"]) if d.get("error") else None,
+            error=_error_from_dict(d["error"]) if d.get("error") else None,
             redirects=list(d.get("redirects") or []),
             source=d.get("source"),
         )
@@ -323,7 +366,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     return current
 
 
-def classify_error(exc: BaseException, timer: _Timer, tls: bool) -> dict[str, str]:
+def classify_error(exc: BaseException, timer: _Timer, tls: bool) -> AttemptError:
     """Name what went wrong: kind (refused, timeout, reset, tls, closed, unreachable,
     protocol, other) and phase (connect, tls, response, body)."""
     connected = timer.seen("connection.connect_tcp.complete")
@@ -332,38 +375,38 @@ def classify_error(exc: BaseException, timer: _Timer, tls: bool) -> dict[str, st
         "http2.receive_response_headers.complete"
     )
     if not connected:
-        phase = "connect"
+        phase = ErrorPhase.CONNECT
     elif not handshaken:
-        phase = "tls"
+        phase = ErrorPhase.TLS
     elif not got_headers:
-        phase = "response"
+        phase = ErrorPhase.RESPONSE
     else:
-        phase = "body"
+        phase = ErrorPhase.BODY
     root = _root_cause(exc)
     message = str(root) or str(exc) or type(exc).__name__
-    kind = "other"
+    kind = ErrorKind.OTHER
     if isinstance(exc, httpx.TimeoutException) or isinstance(root, TimeoutError):
-        kind = "timeout"
+        kind = ErrorKind.TIMEOUT
     elif isinstance(root, ssl.SSLCertVerificationError):
-        kind = "tls"
+        kind = ErrorKind.TLS
         message = f"certificate verify failed: {root.verify_message or message}"
-    elif isinstance(root, ssl.SSLError) or phase == "tls":
-        kind = "tls"
+    elif isinstance(root, ssl.SSLError) or phase is ErrorPhase.TLS:
+        kind = ErrorKind.TLS
     elif isinstance(root, ConnectionRefusedError):
-        kind = "refused"
+        kind = ErrorKind.REFUSED
     elif isinstance(root, ConnectionResetError):
-        kind = "reset"
+        kind = ErrorKind.RESET
     elif isinstance(root, OSError) and root.errno in (
         errno.EHOSTUNREACH,
         errno.ENETUNREACH,
         errno.EHOSTDOWN,
     ):
-        kind = "unreachable"
+        kind = ErrorKind.UNREACHABLE
     elif isinstance(exc, httpx.RemoteProtocolError):
         # h11 says "Server disconnected without sending a response" for a silent close.
-        kind = "closed" if "disconnected" in message.lower() else "protocol"
+        kind = ErrorKind.CLOSED if "disconnected" in message.lower() else ErrorKind.PROTOCOL
     elif isinstance(exc, httpx.ReadError | httpx.WriteError):
-        kind = "closed"
+        kind = ErrorKind.CLOSED
     return {"kind": kind, "phase": phase, "message": message[:300]}
 
 
@@ -400,7 +443,7 @@ async def _vetted_address(url: str, settings: Settings, timeout_s: float) -> str
         else await resolve_host(host.lower(), settings.resolvers, timeout_s)
     )
     if not addresses:
-        raise ResolveFailed("noanswer", f"{host} resolved to no address")
+        raise ResolveFailed(ResolveKind.NOANSWER, f"{host} resolved to no address")
     for address in addresses:
         check_address(address, settings.allow_networks, host=host)
     return addresses[0]
@@ -465,15 +508,15 @@ async def _one_request(
                 await response.aclose()
     except TimeoutError as exc:  # our own overall cap
         attempt.error = classify_error(exc, timer, tls)
-        attempt.error["kind"] = "timeout"
+        attempt.error["kind"] = ErrorKind.TIMEOUT
         attempt.error["message"] = f"no complete answer within {timeout_s:.1f} s"
     except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
         attempt.error = classify_error(exc, timer, tls)
     head = bytes(timer.first_bytes)
     if attempt.error and attempt.status is None and head and not _may_be_http(head):
         attempt.error = {
-            "kind": "protocol",
-            "phase": "response",
+            "kind": ErrorKind.PROTOCOL,
+            "phase": ErrorPhase.RESPONSE,
             "message": f"the answer has no HTTP status line: it starts {head[:40]!r}",
         }
     attempt.phases = timer.phases(tls)
@@ -508,8 +551,8 @@ async def fetch(
             user_agent=user_agent,
             started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             error={
-                "kind": "no_address",
-                "phase": "connect",
+                "kind": ErrorKind.NO_ADDRESS,
+                "phase": ErrorPhase.CONNECT,
                 "message": ctx.resolve_error or "the target has no vetted address",
             },
         )
@@ -552,15 +595,15 @@ async def fetch(
                     )
                 except TargetRefused as exc:
                     attempt.error = {
-                        "kind": "refused_by_guard",
-                        "phase": "redirect",
+                        "kind": ErrorKind.REFUSED_BY_GUARD,
+                        "phase": ErrorPhase.REDIRECT,
                         "message": f"redirect to {next_url} not followed: {exc}",
                     }
                     return attempt
                 except ResolveFailed as exc:
                     attempt.error = {
-                        "kind": "dns",
-                        "phase": "redirect",
+                        "kind": ErrorKind.DNS,
+                        "phase": ErrorPhase.REDIRECT,
                         "message": f"redirect to {next_url} not followed: {exc}",
                     }
                     return attempt

@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, TypedDict
 
 from checks.model import Cause, Finding, Status, Weight
@@ -105,10 +106,20 @@ class CertificateFacts:
         }
 
 
+class TlsProblemKind(StrEnum):
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    HOSTNAME_MISMATCH = "hostname_mismatch"
+    UNTRUSTED = "untrusted"
+    VERIFY_FAILED = "verify_failed"
+    HANDSHAKE_FAILED = "handshake_failed"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+
+
 @dataclass
 class TlsProblem:
-    kind: str  # expired | not_yet_valid | hostname_mismatch | untrusted | verify_failed
-    message: str  # | handshake_failed | handshake_timeout
+    kind: TlsProblemKind
+    message: str
 
 
 @dataclass
@@ -141,7 +152,7 @@ class TlsReport:
             "hostname_match": self.hostname_match,
             "days_left": self.days_left,
             "handshake_ms": self.handshake_ms,
-            "problems": [{"kind": p.kind, "message": p.message} for p in self.problems],
+            "problems": [{"kind": p.kind.value, "message": p.message} for p in self.problems],
         }
 
     def findings(self, *, show_address: bool = False) -> list[Finding]:
@@ -155,7 +166,9 @@ class TlsReport:
                     problem.message + where,
                     Status.FAIL,
                     Cause.TLS_ERROR,
-                    Weight.INFERRED if problem.kind == "handshake_timeout" else Weight.OBSERVED,
+                    Weight.INFERRED
+                    if problem.kind is TlsProblemKind.HANDSHAKE_TIMEOUT
+                    else Weight.OBSERVED,
                     {"address": self.address},
                 )
             )
@@ -287,9 +300,9 @@ def _judge(report: TlsReport, error: BaseException | None) -> None:
         if cert.not_after:
             remaining = datetime.fromisoformat(cert.not_after) - now
             report.days_left = remaining.days
-    kinds: set[str] = set()
+    kinds: set[TlsProblemKind] = set()
 
-    def add(kind: str, message: str) -> None:
+    def add(kind: TlsProblemKind, message: str) -> None:
         if kind not in kinds:
             kinds.add(kind)
             report.problems.append(TlsProblem(kind, message))
@@ -300,13 +313,13 @@ def _judge(report: TlsReport, error: BaseException | None) -> None:
         if code in _UNTRUSTED_CODES:
             issuer = _common_name(cert.issuer) if cert else None
             add(
-                "untrusted",
+                TlsProblemKind.UNTRUSTED,
                 f"the certificate for {name} is not trusted: {report.verify_error}"
                 + (f" (issuer: {issuer})" if issuer else ""),
             )
         elif code not in (_EXPIRED_CODE, _NOT_YET_VALID_CODE, *_NAME_MISMATCH_CODES):
             add(
-                "verify_failed",
+                TlsProblemKind.VERIFY_FAILED,
                 f"the certificate for {name} fails verification: {report.verify_error}",
             )
     elif error is not None:
@@ -315,32 +328,41 @@ def _judge(report: TlsReport, error: BaseException | None) -> None:
             add(*_handshake_problem(name, error))
         else:
             report.verify_error = f"{type(error).__name__}: {error}"
-            add("handshake_failed", f"the TLS handshake for {name} fails: {_reason(error)}")
+            add(
+                TlsProblemKind.HANDSHAKE_FAILED,
+                f"the TLS handshake for {name} fails: {_reason(error)}",
+            )
     if cert is not None:
         if cert.not_after and datetime.fromisoformat(cert.not_after) <= now:
-            add("expired", f"the certificate for {name} expired on {_day(cert.not_after)}")
+            add(
+                TlsProblemKind.EXPIRED,
+                f"the certificate for {name} expired on {_day(cert.not_after)}",
+            )
         if cert.not_before and datetime.fromisoformat(cert.not_before) > now:
             add(
-                "not_yet_valid",
+                TlsProblemKind.NOT_YET_VALID,
                 f"the certificate for {name} is not valid before {_day(cert.not_before)}",
             )
         if report.hostname_match is False and not report.verified:  # OpenSSL has the last word
             shown = ", ".join(cert.names[:4]) or "no name"
             if len(cert.names) > 4:
                 shown += f" and {len(cert.names) - 4} more"
-            add("hostname_mismatch", f"the certificate is issued for {shown}, not {name}")
+            add(
+                TlsProblemKind.HOSTNAME_MISMATCH,
+                f"the certificate is issued for {shown}, not {name}",
+            )
     if error is not None and not report.problems:
-        add("verify_failed", f"the TLS handshake for {name} fails: {_reason(error)}")
+        add(TlsProblemKind.VERIFY_FAILED, f"the TLS handshake for {name} fails: {_reason(error)}")
 
 
-def _handshake_problem(name: str, error: BaseException) -> tuple[str, str]:
+def _handshake_problem(name: str, error: BaseException) -> tuple[TlsProblemKind, str]:
     if isinstance(error, TimeoutError):
         return (
-            "handshake_timeout",
+            TlsProblemKind.HANDSHAKE_TIMEOUT,
             f"the TLS handshake for {name} got no answer: the port accepts connections "
             "but does not speak TLS back",
         )
-    return "handshake_failed", f"the TLS handshake for {name} fails: {_reason(error)}"
+    return TlsProblemKind.HANDSHAKE_FAILED, f"the TLS handshake for {name} fails: {_reason(error)}"
 
 
 def _reason(error: BaseException) -> str:

@@ -15,7 +15,11 @@ async def test_an_open_port_and_a_closed_one() -> None:
     assert opened.state is ConnectState.OPEN and opened.error is None
     refused = await connect_tcp("127.0.0.1", port, 2.0)  # the listener is closed now
     assert refused.state is ConnectState.REFUSED
-    assert refused.to_dict() == {"state": "refused", "ms": refused.ms, "error": "connection refused"}
+    assert refused.to_dict() == {
+        "state": "refused",
+        "ms": refused.ms,
+        "error": "connection refused",
+    }
 
 
 async def test_a_unix_socket_path_without_a_file(tmp_path: Path) -> None:

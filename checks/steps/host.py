@@ -173,8 +173,9 @@ def _answer_line(attempt: Attempt, fingerprint: Fingerprint) -> str:
         timing += f", first byte {ms_text(phases.get('ttfb'))}"
     timing += f", total {ms_text(phases.get('total'))}"
     if attempt.status is None:
-        error = attempt.error or {}
-        return f"no HTTP answer: {error.get('kind', '?')} ({error.get('message', '')}); {timing}"
+        error = attempt.error
+        kind, message = (error["kind"], error["message"]) if error else ("?", "")
+        return f"no HTTP answer: {kind} ({message}); {timing}"
     by = f" from {fingerprint.producer}" if fingerprint.producer else ""
     return f"HTTP {attempt.status} {attempt.reason}{by}; {timing}"
 

@@ -22,6 +22,8 @@ from checks.http_probe import (
     BROWSER_USER_AGENT,
     Attempt,
     AttemptDict,
+    ErrorKind,
+    ErrorPhase,
     cache_busted,
     fetch,
 )
@@ -96,9 +98,10 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
                 Weight.INFERRED,
             )
         return Outcome(attempt, fingerprint, False, str(status), "http_ok", None, Weight.OBSERVED)
-    error = attempt.error or {"kind": "other", "phase": "", "message": "no answer"}
-    kind, phase = error.get("kind", "other"), error.get("phase", "")
-    if kind == "refused":
+    error = attempt.error
+    kind = error["kind"] if error else ErrorKind.OTHER
+    phase = error["phase"] if error else None
+    if kind is ErrorKind.REFUSED:
         return Outcome(
             attempt,
             fingerprint,
@@ -108,7 +111,7 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.UNREACHABLE,
             Weight.OBSERVED,
         )
-    if kind == "unreachable":
+    if kind is ErrorKind.UNREACHABLE:
         return Outcome(
             attempt,
             fingerprint,
@@ -118,7 +121,7 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.UNREACHABLE,
             Weight.INFERRED,
         )
-    if kind == "timeout" and phase == "connect":
+    if kind is ErrorKind.TIMEOUT and phase is ErrorPhase.CONNECT:
         # Consistent with a silent drop; the firewall step owns the strong evidence.
         return Outcome(
             attempt,
@@ -129,7 +132,7 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.FIREWALL_DROP,
             Weight.HINT,
         )
-    if kind == "tls":
+    if kind is ErrorKind.TLS:
         return Outcome(
             attempt,
             fingerprint,
@@ -139,11 +142,11 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.TLS_ERROR,
             Weight.INFERRED,
         )
-    if kind == "timeout":
+    if kind is ErrorKind.TIMEOUT:
         return Outcome(
             attempt, fingerprint, True, "no answer in time", "no_answer", None, Weight.HINT
         )
-    if kind == "protocol" and phase == "response":
+    if kind is ErrorKind.PROTOCOL and phase is ErrorPhase.RESPONSE:
         # Bytes came back but no HTTP status line (nginx relays an app's non-HTTP answer as
         # HTTP/0.9): the app behind the proxy does not speak HTTP on that port.
         return Outcome(
@@ -155,7 +158,8 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.UPSTREAM_INVALID,
             Weight.INFERRED,
         )
-    label = {"closed": "connection closed", "reset": "connection reset"}.get(kind, kind)
+    words = {ErrorKind.CLOSED: "connection closed", ErrorKind.RESET: "connection reset"}
+    label = words.get(kind, kind.value)
     return Outcome(attempt, fingerprint, True, label, "no_answer", None, Weight.HINT)
 
 
@@ -163,7 +167,7 @@ def _describe(outcome: Outcome) -> str:
     attempt = outcome.attempt
     if attempt.status is not None:
         return outcome.label
-    message = (attempt.error or {}).get("message", "")
+    message = attempt.error["message"] if attempt.error else ""
     return f"{outcome.label} ({message})" if message else outcome.label
 
 
@@ -194,12 +198,13 @@ def _findings(outcomes: list[Outcome], site: Site | None = None) -> tuple[str, l
     failed = [o for o in outcomes if o.failed]
     passed = [o for o in outcomes if not o.failed]
     findings: list[Finding] = []
-    redirect_refused = [o for o in outcomes if o.attempt.error_kind == "refused_by_guard"]
+    redirect_refused = [o for o in outcomes if o.attempt.error_kind is ErrorKind.REFUSED_BY_GUARD]
     if redirect_refused:
+        error = redirect_refused[0].attempt.error
         findings.append(
             Finding(
                 "redirect_not_followed",
-                (redirect_refused[0].attempt.error or {}).get("message", ""),
+                error["message"] if error else "",
                 Status.OK,
                 data={"count": len(redirect_refused)},
             )
@@ -374,8 +379,9 @@ def _attempt_line(n: int, attempt: AttemptDict, fingerprint: FingerprintDict | N
     if attempt.get("status") is not None:
         what = f"{attempt['status']} {attempt.get('reason') or ''}".strip()
     else:
-        error = attempt.get("error") or {}
-        what = f"no answer: {error.get('kind', '?')} ({error.get('message', '')})"
+        error = attempt.get("error")
+        kind, message = (error.get("kind", "?"), error.get("message", "")) if error else ("?", "")
+        what = f"no answer: {kind} ({message})"
     producer = fingerprint.get("producer") if fingerprint else None
     request_id = fingerprint.get("request_id") if fingerprint else None
     extras = [p for p in (f"from {producer}" if producer else "", request_id or "") if p]
