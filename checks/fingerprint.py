@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
 
-from checks.http_probe import Attempt
+from checks.attempt import Attempt
 from checks.model import Cause
 
 # Request-ID headers in the order they are most useful to quote to a provider.

@@ -21,9 +21,10 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
+from checks.attempt import Attempt, AttemptDict
 from checks.context import ProbeContext
 from checks.fingerprint import REQUEST_ID_HEADERS, Fingerprint, FingerprintDict, identify_attempt
-from checks.http_probe import Attempt, AttemptDict, cache_busted, fetch
+from checks.http_probe import cache_busted, fetch
 from checks.http_status import server_failed
 from checks.model import Finding, Status, StepResult
 from checks.readable import ms_text

@@ -14,19 +14,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TypedDict, cast
 
+from checks.attempt import Attempt, AttemptDict, ErrorKind, ErrorPhase
 from checks.causes import BEHIND_THE_PROXY
 from checks.context import ProbeContext
 from checks.fingerprint import Fingerprint, FingerprintDict, identify_attempt
-from checks.http_probe import (
-    BOT_USER_AGENT,
-    BROWSER_USER_AGENT,
-    Attempt,
-    AttemptDict,
-    ErrorKind,
-    ErrorPhase,
-    cache_busted,
-    fetch,
-)
+from checks.http_probe import BOT_USER_AGENT, BROWSER_USER_AGENT, cache_busted, fetch
 from checks.http_status import GATEWAY_STATUSES, server_failed
 from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.readable import ms_text
