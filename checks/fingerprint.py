@@ -10,6 +10,10 @@ The texts matched here are the producers' built-in pages (nginx's
 ngx_http_special_response.c, HAProxy's http_err_msgs, Apache's mod_proxy pages; vendors'
 public documentation for the CDNs). A site that customised its error pages is identified by
 headers only.
+
+It runs over 400 lines: one small reader per producer's built-in pages, kept side by side
+because they change together (adding a producer) and are kept consistent by reading them
+together.
 """
 
 from __future__ import annotations

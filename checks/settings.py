@@ -5,6 +5,9 @@ TOML, read with the standard library. Everything an administrator writes here is
 Trusted is not unchecked: the file is read only if it is a regular file, parsed within size
 and nesting limits, and every value is checked here, once, so that a bad file stops the bot
 at start-up with one line (SettingsError) instead of failing later, in a diagnosis.
+
+It runs a little over 400 lines because every key of the file is read and checked here and
+nowhere else: configuration is read in one place.
 """
 
 from __future__ import annotations
