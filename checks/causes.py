@@ -1,25 +1,54 @@
-"""What each cause means and what to do about it: the catalogue behind verdicts and the docs.
+"""The cause taxonomy in one table: for each cause, the layer of the path it lies in, what it
+means and what to do about it. The verdict's layers, the set of causes behind the proxy and
+docs/causes.md are all read off this table.
 
-docs/causes.md is generated from this table (``python -m checks.causes > docs/causes.md``),
-and a test keeps the two in step.
+docs/causes.md is generated from it (``python -m checks.causes > docs/causes.md``), and a
+test keeps the two in step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from checks.model import Cause
 
 
+class Layer(StrEnum):
+    """Where on the way from a client to the app a cause lies, outside in (the definition
+    order is the order the verdict walks them in): a failure further out hides everything
+    behind it."""
+
+    NAME = "name"  # the name does not resolve at all
+    ANSWER = "answer"  # the name resolves, to the wrong or to differing addresses
+    EDGE = "edge"  # the network path to the site and its TLS
+    WAF = "waf"  # a WAF or CDN in front refuses the request
+    APP_SERVER = "app_server"  # behind the proxy: its upstreams and their runtime
+    APPLICATION = "application"  # the application's own error, relayed by the proxy
+
+
+# Behind the proxy: evidence for these only explains a failure the edge passed through.
+_BEHIND_THE_PROXY_LAYERS = (Layer.APP_SERVER, Layer.APPLICATION)
+
+
 @dataclass(frozen=True)
 class CauseInfo:
+    """One cause. ``layer`` is None for a conclusion that is no place of failure (healthy,
+    transient, unknown): such a cause is named when no layer has evidence."""
+
+    layer: Layer | None
     title: str
     meaning: str
     next_steps: tuple[str, ...]
 
+    @property
+    def behind_proxy(self) -> bool:
+        return self.layer in _BEHIND_THE_PROXY_LAYERS
+
 
 CATALOGUE: dict[Cause, CauseInfo] = {
     Cause.HEALTHY: CauseInfo(
+        None,
         "The site answers normally",
         "Every attempt, cache bypassed and with a second client, got a non-error answer.",
         (
@@ -28,6 +57,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.TRANSIENT: CauseInfo(
+        None,
         "Transient failure",
         "Errors were seen, but a retry succeeded: the failure comes and goes.",
         (
@@ -37,6 +67,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.DNS_NXDOMAIN: CauseInfo(
+        Layer.NAME,
         "The name does not exist (NXDOMAIN)",
         "The DNS says the host name does not exist, so no client can reach the site.",
         (
@@ -46,6 +77,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.DNS_FAILURE: CauseInfo(
+        Layer.NAME,
         "DNS lookups fail",
         "Resolvers answer SERVFAIL or do not answer at all for the name.",
         (
@@ -54,6 +86,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.DNS_MISMATCH: CauseInfo(
+        Layer.ANSWER,
         "DNS points somewhere unexpected",
         "The name resolves to an address other than the one the site is expected at.",
         (
@@ -62,6 +95,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.DNS_INCONSISTENT: CauseInfo(
+        Layer.ANSWER,
         "Resolvers disagree",
         "Different resolvers return different answers: a change is still propagating, or "
         "an authoritative server is out of sync.",
@@ -71,6 +105,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UNREACHABLE: CauseInfo(
+        Layer.EDGE,
         "Nothing accepts connections at the site's address",
         "TCP connections to the site's address are refused or fail: the proxy or load "
         "balancer itself is down or not listening on that port.",
@@ -80,6 +115,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.FIREWALL_DROP: CauseInfo(
+        Layer.EDGE,
         "Packets are dropped on the way (firewall)",
         "TCP connection attempts time out with no answer: a firewall or security group is "
         "silently dropping the traffic.",
@@ -89,6 +125,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.TLS_ERROR: CauseInfo(
+        Layer.EDGE,
         "The site's TLS is broken",
         "The TLS handshake with the site fails or its certificate is expired, for another "
         "name, or not trusted.",
@@ -98,6 +135,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.BLOCKED: CauseInfo(
+        Layer.WAF,
         "Blocked by a WAF or CDN",
         "A web application firewall or CDN refuses the request (403 or a block page): a "
         "block, not a gateway failure.",
@@ -107,6 +145,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UPSTREAM_REFUSED: CauseInfo(
+        Layer.APP_SERVER,
         "The app server refuses connections",
         "The proxy cannot connect to its upstream: nothing is listening there (the app is "
         "down, crashed, or on another port).",
@@ -116,6 +155,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UPSTREAM_PERMISSION: CauseInfo(
+        Layer.APP_SERVER,
         "The proxy may not connect to its app's socket",
         "The app is running, but the proxy's worker user is refused by the file permissions "
         "of the app's unix socket (connect() fails with 13: Permission denied).",
@@ -126,6 +166,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UPSTREAM_TIMEOUT: CauseInfo(
+        Layer.APP_SERVER,
         "The app server does not answer in time",
         "The proxy connected (or tried) but the upstream did not answer before the proxy's "
         "timeout.",
@@ -135,6 +176,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UPSTREAM_CLOSED: CauseInfo(
+        Layer.APP_SERVER,
         "The app server closes the connection mid-response",
         "The upstream accepted the request but closed the connection before a complete "
         "response: typically a crash, an OOM kill or a keep-alive mismatch.",
@@ -144,6 +186,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UPSTREAM_INVALID: CauseInfo(
+        Layer.APP_SERVER,
         "The app server sends an invalid response",
         "The upstream's answer is not valid HTTP (garbage, wrong protocol, bad headers).",
         (
@@ -152,6 +195,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UPSTREAM_HEADER_TOO_BIG: CauseInfo(
+        Layer.APP_SERVER,
         "The app server's response headers are too big",
         "The upstream sends headers larger than the proxy's buffer (often huge cookies).",
         (
@@ -160,6 +204,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UPSTREAM_TLS: CauseInfo(
+        Layer.APP_SERVER,
         "TLS between proxy and app server fails",
         "The proxy's TLS handshake with its upstream fails (certificate, protocol, SNI).",
         (
@@ -168,6 +213,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.UPSTREAM_DNS: CauseInfo(
+        Layer.APP_SERVER,
         "The proxy cannot resolve its upstream",
         "The proxy fails to resolve the upstream's host name.",
         (
@@ -176,6 +222,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.OVERLOAD: CauseInfo(
+        Layer.APP_SERVER,
         "The app is overloaded",
         "The application has no capacity left: worker pools are full (php-fpm "
         "max_children, no live upstreams, queue full).",
@@ -185,6 +232,7 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.APP_TIMEOUT: CauseInfo(
+        Layer.APP_SERVER,
         "The app's own time limit kills requests",
         "The application runtime aborts requests that run too long (php-fpm "
         "request_terminate_timeout, max_execution_time, a worker timeout).",
@@ -194,11 +242,13 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
     Cause.SERVER_ERROR: CauseInfo(
+        Layer.APPLICATION,
         "The application itself fails",
         "The error comes from the application (a 500 of its own), not from the gateway.",
         ("Look at the application's own error log and recent deploys.",),
     ),
     Cause.UNKNOWN: CauseInfo(
+        None,
         "Cause not determined",
         "The site fails but the evidence gathered does not single out one cause.",
         (
@@ -208,6 +258,21 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         ),
     ),
 }
+
+
+def causes_in(*layers: Layer) -> tuple[tuple[Cause, ...], ...]:
+    """The causes of each of ``layers``, one tuple per layer, in the table's order."""
+    return tuple(
+        tuple(cause for cause, info in CATALOGUE.items() if info.layer is layer) for layer in layers
+    )
+
+
+# The verdict's layers, outside in.
+LAYERS: tuple[tuple[Cause, ...], ...] = causes_in(*Layer)
+# The causes that lie behind the proxy, in the table's order.
+BEHIND_THE_PROXY: tuple[Cause, ...] = tuple(
+    cause for cause, info in CATALOGUE.items() if info.behind_proxy
+)
 
 
 def render_markdown() -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from checks.model import StepResult
+from checks.resolve import ResolveKind
 from checks.settings import Settings
 from checks.target import Target, parse_target
 
@@ -48,7 +49,7 @@ class ProbeContext:
     settings: Settings
     addresses: tuple[str, ...] = ()  # vetted, in the order to try
     resolve_error: str | None = None  # why ``addresses`` is empty
-    resolve_kind: str | None = None  # nxdomain | servfail | timeout | noanswer
+    resolve_kind: ResolveKind | None = None  # why ``addresses`` is empty, in a word
     deadline: float = field(default=0.0)  # time.monotonic() by which a step must be done
     mark: str = field(default_factory=new_mark)  # in every request this diagnosis sends
     peers: PeerResults | None = field(default=None, repr=False, compare=False)
@@ -82,7 +83,7 @@ class ProbeContext:
             "target": self.target.raw,
             "addresses": list(self.addresses),
             "resolve_error": self.resolve_error,
-            "resolve_kind": self.resolve_kind,
+            "resolve_kind": self.resolve_kind.value if self.resolve_kind else None,
             "mark": self.mark,
         }
 
@@ -94,6 +95,6 @@ class ProbeContext:
             settings=settings,
             addresses=tuple(d.get("addresses") or ()),
             resolve_error=d.get("resolve_error"),
-            resolve_kind=d.get("resolve_kind"),
+            resolve_kind=ResolveKind(d["resolve_kind"]) if d.get("resolve_kind") else None,
             mark=str(d.get("mark") or new_mark()),
         )

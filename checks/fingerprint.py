@@ -10,6 +10,10 @@ The texts matched here are the producers' built-in pages (nginx's
 ngx_http_special_response.c, HAProxy's http_err_msgs, Apache's mod_proxy pages; vendors'
 public documentation for the CDNs). A site that customised its error pages is identified by
 headers only.
+
+It runs over 400 lines: one small reader per producer's built-in pages, kept side by side
+because they change together (adding a producer) and are kept consistent by reading them
+together.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
-from checks.http_probe import Attempt
+from checks.attempt import Attempt
 from checks.model import Cause
 
 # Request-ID headers in the order they are most useful to quote to a provider.
@@ -45,6 +49,17 @@ REQUEST_ID_HEADERS = (
 )
 
 
+class FingerprintDict(TypedDict):
+    """A ``Fingerprint`` as JSON (in the reload and host steps' details)."""
+
+    producer: str | None
+    confidence: float
+    request_id: str | None
+    cause_hint: str | None
+    reason: str
+    generated: bool
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     producer: str | None  # "nginx", "Cloudflare", "AWS ELB"…; None when nothing matched
@@ -54,7 +69,7 @@ class Fingerprint:
     reason: str  # one line: what matched and what the page says
     generated: bool = False  # the page is the producer's own error page (not passed through)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FingerprintDict:
         return {
             "producer": self.producer,
             "confidence": self.confidence,

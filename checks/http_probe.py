@@ -7,19 +7,18 @@ TLS sends the host name as SNI and verifies the certificate against it. Redirect
 followed here, not by httpx, because each new host must be resolved and vetted by the SSRF
 guard before a packet goes to it.
 
-Every outcome is an ``Attempt``: a status when a response came, an ``error`` (with a kind
-other steps can branch on) when it did not, and the timing phases either way.
+Every outcome is an ``Attempt`` (checks.attempt): a status when a response came, an
+``error`` (with a kind other steps can branch on) when it did not, and the timing phases
+either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import secrets
 import ssl
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -28,10 +27,11 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import certifi
 import httpx
 
+from checks.attempt import Attempt, ErrorKind, ErrorPhase
 from checks.context import ProbeContext
 from checks.guard import TargetRefused, check_address, parse_ip
-from checks.model import SentRequest
-from checks.resolve import ResolveFailed, resolve_host
+from checks.http_trace import Timer, classify_error, may_be_http
+from checks.resolve import ResolveFailed, ResolveKind, resolve_host
 from checks.settings import Settings
 
 BOT_USER_AGENT = "badgateway/0.1 (+https://github.com/badgateway; 502 diagnosis)"
@@ -41,8 +41,6 @@ BROWSER_USER_AGENT = (
 )
 MAX_BODY_BYTES = 64 * 1024
 MAX_REDIRECTS = 5
-EXCERPT_CHARS = 2000  # how much of the body goes into JSON; fingerprinting sees all it read
-_FIRST_BYTES = 64  # of an answer that is not HTTP, quoted as evidence
 
 # Headers that say who answered and how to find the request in their logs.
 SELECTED_HEADERS = (
@@ -91,102 +89,8 @@ SELECTED_HEADERS = (
     "nel",
 )
 
-# Statuses a gateway gives when it failed the request itself (and logs why), Cloudflare's
-# 52x among them.
-GATEWAY_STATUSES = frozenset({502, 503, 504, *range(520, 531)})
-
 # HTTPS redirects are common; anything else is the site's own answer.
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-
-
-@dataclass
-class Attempt:
-    """One request and what came back. ``status`` is None when no response arrived."""
-
-    url: str
-    address: str | None
-    user_agent: str
-    started_at: str  # ISO 8601, UTC
-    status: int | None = None
-    reason: str = ""
-    http_version: str = ""
-    phases: dict[str, float] = field(default_factory=dict)  # ms, cumulative like curl -w
-    headers: dict[str, str] = field(default_factory=dict)  # SELECTED_HEADERS present
-    header_names: list[str] = field(default_factory=list)  # every header name, lower-case
-    body: bytes = b""  # up to MAX_BODY_BYTES; not serialised
-    body_truncated: bool = False
-    error: dict[str, str] | None = None  # {"kind", "phase", "message"}
-    redirects: list[dict[str, Any]] = field(default_factory=list)  # hops before this answer
-    source: str | None = None  # "ip:port" the request left from (logs that name the client's
-    # port, Apache's and HAProxy's, show it)
-
-    def as_sent(self, mark: str) -> SentRequest:
-        """This request as other steps look for it in the site's logs."""
-        cut = self.error_kind in ("closed", "reset", "protocol")
-        return SentRequest(
-            mark=mark,
-            sent_at=self.started_at,
-            source=self.source,
-            reached=self.connected,
-            answer=str(self.status) if self.status is not None else self.error_kind or "",
-            gateway_failed=self.status in GATEWAY_STATUSES or (self.connected and cut),
-        )
-
-    @property
-    def connected(self) -> bool:
-        """A connection to the server was made: it saw the request (or its TLS hello)."""
-        return self.status is not None or (
-            self.error is not None and self.error.get("phase") not in ("connect", "redirect")
-        )
-
-    @property
-    def error_kind(self) -> str | None:
-        return self.error["kind"] if self.error else None
-
-    @property
-    def body_text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "address": self.address,
-            "user_agent": self.user_agent,
-            "started_at": self.started_at,
-            "status": self.status,
-            "reason": self.reason,
-            "http_version": self.http_version,
-            "phases": dict(self.phases),
-            "headers": dict(self.headers),
-            "header_names": list(self.header_names),
-            "body_excerpt": self.body_text[:EXCERPT_CHARS],
-            "body_bytes": len(self.body),
-            "body_truncated": self.body_truncated,
-            "error": dict(self.error) if self.error else None,
-            "redirects": list(self.redirects),
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Attempt:
-        """Rebuild from ``to_dict`` (the body comes back as its excerpt only)."""
-        return cls(
-            url=d["url"],
-            address=d.get("address"),
-            user_agent=d.get("user_agent", ""),
-            started_at=d.get("started_at", ""),
-            status=d.get("status"),
-            reason=d.get("reason", ""),
-            http_version=d.get("http_version", ""),
-            phases=dict(d.get("phases") or {}),
-            headers=dict(d.get("headers") or {}),
-            header_names=list(d.get("header_names") or []),
-            body=str(d.get("body_excerpt", "")).encode(),
-            body_truncated=bool(d.get("body_truncated")),
-            error=dict(d["error"]) if d.get("error") else None,
-            redirects=list(d.get("redirects") or []),
-            source=d.get("source"),
-        )
 
 
 def cache_busted(url: str, mark: str | None = None) -> str:
@@ -220,141 +124,6 @@ def _ssl_context(ca_file: str | None, env_file: str | None, env_dir: str | None)
     return context
 
 
-class _Timer:
-    """Collects httpcore trace events into curl-like cumulative phases (ms since start)."""
-
-    def __init__(self, tls: bool = False) -> None:
-        self.start = time.monotonic()
-        self.marks: dict[str, float] = {}
-        self.source: str | None = None
-        self.first_bytes = bytearray()  # the start of the answer, as it came off the wire
-        # The stream that carries HTTP: the TLS one over https, never the handshake's bytes.
-        self._http_stream_ready = (
-            "connection.start_tls.complete" if tls else "connection.connect_tcp.complete"
-        )
-
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        self.marks.setdefault(event, time.monotonic())
-        if event == "connection.connect_tcp.complete" and self.source is None:
-            self.source = _local_address(info.get("return_value"))
-        if event == self._http_stream_ready:
-            self._record_reads(info.get("return_value"))
-
-    def _record_reads(self, stream: Any) -> None:
-        """Keep the first bytes read from ``stream``. h11 waits for a blank line before it
-        judges a status line, so an answer like an SSH banner ("SSH-2.0-…\r\n", then
-        silence) would otherwise look like no answer at all."""
-        read = getattr(stream, "read", None)
-        if read is None:
-            return
-        first = self.first_bytes
-
-        # httpcore's own read signature, timeout included.
-        async def recording_read(max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-            data: bytes = await read(max_bytes, timeout)
-            if len(first) < _FIRST_BYTES:
-                first.extend(data[: _FIRST_BYTES - len(first)])
-            return data
-
-        stream.read = recording_read
-
-    def ms(self, event: str) -> float | None:
-        at = self.marks.get(event)
-        return None if at is None else round((at - self.start) * 1000, 1)
-
-    def seen(self, event: str) -> bool:
-        return event in self.marks
-
-    def phases(self, tls: bool) -> dict[str, float]:
-        out: dict[str, float] = {"dns": 0.0}  # pinned: no lookup on the request's path
-        connect = self.ms("connection.connect_tcp.complete")
-        if connect is not None:
-            out["connect"] = connect
-        if tls:
-            handshake = self.ms("connection.start_tls.complete")
-            if handshake is not None:
-                out["tls"] = handshake
-        ttfb = self.ms("http11.receive_response_headers.complete") or self.ms(
-            "http2.receive_response_headers.complete"
-        )
-        if ttfb is not None:
-            out["ttfb"] = ttfb
-        out["total"] = round((time.monotonic() - self.start) * 1000, 1)
-        return out
-
-
-def _local_address(stream: Any) -> str | None:
-    """The "ip:port" a connected httpcore stream left from."""
-    try:
-        name = stream.get_extra_info("socket").getsockname()
-    except (AttributeError, OSError):
-        return None
-    host, port = str(name[0]), int(name[1])
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    seen: set[int] = set()
-    current: BaseException = exc
-    while id(current) not in seen:
-        seen.add(id(current))
-        nxt = current.__cause__ or current.__context__
-        if nxt is None:
-            break
-        current = nxt
-    return current
-
-
-def classify_error(exc: BaseException, timer: _Timer, tls: bool) -> dict[str, str]:
-    """Name what went wrong: kind (refused, timeout, reset, tls, closed, unreachable,
-    protocol, other) and phase (connect, tls, response, body)."""
-    connected = timer.seen("connection.connect_tcp.complete")
-    handshaken = not tls or timer.seen("connection.start_tls.complete")
-    got_headers = timer.seen("http11.receive_response_headers.complete") or timer.seen(
-        "http2.receive_response_headers.complete"
-    )
-    if not connected:
-        phase = "connect"
-    elif not handshaken:
-        phase = "tls"
-    elif not got_headers:
-        phase = "response"
-    else:
-        phase = "body"
-    root = _root_cause(exc)
-    message = str(root) or str(exc) or type(exc).__name__
-    kind = "other"
-    if isinstance(exc, httpx.TimeoutException) or isinstance(root, TimeoutError):
-        kind = "timeout"
-    elif isinstance(root, ssl.SSLCertVerificationError):
-        kind = "tls"
-        message = f"certificate verify failed: {root.verify_message or message}"
-    elif isinstance(root, ssl.SSLError) or phase == "tls":
-        kind = "tls"
-    elif isinstance(root, ConnectionRefusedError):
-        kind = "refused"
-    elif isinstance(root, ConnectionResetError):
-        kind = "reset"
-    elif isinstance(root, OSError) and root.errno in (
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.EHOSTDOWN,
-    ):
-        kind = "unreachable"
-    elif isinstance(exc, httpx.RemoteProtocolError):
-        # h11 says "Server disconnected without sending a response" for a silent close.
-        kind = "closed" if "disconnected" in message.lower() else "protocol"
-    elif isinstance(exc, httpx.ReadError | httpx.WriteError):
-        kind = "closed"
-    return {"kind": kind, "phase": phase, "message": message[:300]}
-
-
-def _may_be_http(head: bytes) -> bool:
-    """Whether ``head`` starts (or may still start) like an HTTP/1 answer (the probe does
-    not offer HTTP/2)."""
-    return head.startswith(b"HTTP/") or b"HTTP/".startswith(head)
-
-
 def _dial_url(url: str, address: str) -> str:
     """The URL with its host replaced by the address to dial (keeping port, path, query)."""
     parts = urlsplit(url)
@@ -382,7 +151,7 @@ async def _vetted_address(url: str, settings: Settings, timeout_s: float) -> str
         else await resolve_host(host.lower(), settings.resolvers, timeout_s)
     )
     if not addresses:
-        raise ResolveFailed("noanswer", f"{host} resolved to no address")
+        raise ResolveFailed(ResolveKind.NOANSWER, f"{host} resolved to no address")
     for address in addresses:
         check_address(address, settings.allow_networks, host=host)
     return addresses[0]
@@ -405,7 +174,7 @@ async def _one_request(
         user_agent=user_agent,
         started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
-    timer = _Timer(tls)
+    timer = Timer(tls)
     request_headers = {
         "Host": _authority(url),
         "User-Agent": user_agent,
@@ -447,15 +216,15 @@ async def _one_request(
                 await response.aclose()
     except TimeoutError as exc:  # our own overall cap
         attempt.error = classify_error(exc, timer, tls)
-        attempt.error["kind"] = "timeout"
+        attempt.error["kind"] = ErrorKind.TIMEOUT
         attempt.error["message"] = f"no complete answer within {timeout_s:.1f} s"
     except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
         attempt.error = classify_error(exc, timer, tls)
     head = bytes(timer.first_bytes)
-    if attempt.error and attempt.status is None and head and not _may_be_http(head):
+    if attempt.error and attempt.status is None and head and not may_be_http(head):
         attempt.error = {
-            "kind": "protocol",
-            "phase": "response",
+            "kind": ErrorKind.PROTOCOL,
+            "phase": ErrorPhase.RESPONSE,
             "message": f"the answer has no HTTP status line: it starts {head[:40]!r}",
         }
     attempt.phases = timer.phases(tls)
@@ -490,8 +259,8 @@ async def fetch(
             user_agent=user_agent,
             started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             error={
-                "kind": "no_address",
-                "phase": "connect",
+                "kind": ErrorKind.NO_ADDRESS,
+                "phase": ErrorPhase.CONNECT,
                 "message": ctx.resolve_error or "the target has no vetted address",
             },
         )
@@ -534,15 +303,15 @@ async def fetch(
                     )
                 except TargetRefused as exc:
                     attempt.error = {
-                        "kind": "refused_by_guard",
-                        "phase": "redirect",
+                        "kind": ErrorKind.REFUSED_BY_GUARD,
+                        "phase": ErrorPhase.REDIRECT,
                         "message": f"redirect to {next_url} not followed: {exc}",
                     }
                     return attempt
                 except ResolveFailed as exc:
                     attempt.error = {
-                        "kind": "dns",
-                        "phase": "redirect",
+                        "kind": ErrorKind.DNS,
+                        "phase": ErrorPhase.REDIRECT,
                         "message": f"redirect to {next_url} not followed: {exc}",
                     }
                     return attempt

@@ -6,6 +6,7 @@ a worker on another machine and its result be rendered anywhere (Slack, terminal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -59,22 +60,6 @@ class Cause(StrEnum):
     APP_TIMEOUT = "app_timeout"
     SERVER_ERROR = "server_error"
     UNKNOWN = "unknown"
-
-
-# What lies behind the proxy: the app servers and their runtime. Evidence for these only
-# explains a failure the edge passed through (see checks.verdict).
-BEHIND_THE_PROXY: tuple[Cause, ...] = (
-    Cause.UPSTREAM_REFUSED,
-    Cause.UPSTREAM_PERMISSION,
-    Cause.UPSTREAM_TIMEOUT,
-    Cause.UPSTREAM_CLOSED,
-    Cause.UPSTREAM_INVALID,
-    Cause.UPSTREAM_HEADER_TOO_BIG,
-    Cause.UPSTREAM_TLS,
-    Cause.UPSTREAM_DNS,
-    Cause.OVERLOAD,
-    Cause.APP_TIMEOUT,
-)
 
 
 class Weight(IntEnum):
@@ -181,12 +166,13 @@ class StepResult:
         findings: list[Finding],
         *,
         duration_ms: int = 0,
-        details: dict[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
         sent: list[SentRequest] | None = None,
     ) -> StepResult:
-        """Status is the worst severity among the findings (ok when there are none)."""
+        """Status is the worst severity among the findings (ok when there are none).
+        ``details``: the step's own shape (a TypedDict in its module), stored as JSON data."""
         status = max((f.severity for f in findings), key=lambda s: s.rank, default=Status.OK)
-        return cls(name, status, summary, findings, duration_ms, details or {}, sent or [])
+        return cls(name, status, summary, findings, duration_ms, dict(details or {}), sent or [])
 
     def to_dict(self) -> dict[str, Any]:
         return {

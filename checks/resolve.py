@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from enum import StrEnum
 
 import dns.asyncresolver
 import dns.exception
@@ -37,10 +38,20 @@ def make_resolver(spec: str, timeout_s: float) -> dns.asyncresolver.Resolver:
     return resolver
 
 
-class ResolveFailed(Exception):
-    """The target's name did not resolve; ``kind`` is nxdomain, servfail, timeout or noanswer."""
+class ResolveKind(StrEnum):
+    """Why a name did not resolve, most telling first: a statement about the name beats a
+    failure to answer."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    NXDOMAIN = "nxdomain"
+    NOANSWER = "noanswer"  # the name exists but has no A or AAAA record
+    SERVFAIL = "servfail"
+    TIMEOUT = "timeout"
+
+
+class ResolveFailed(Exception):
+    """The target's name did not resolve, and why (``kind``)."""
+
+    def __init__(self, kind: ResolveKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
 
@@ -71,7 +82,7 @@ async def resolve_host(host: str, resolvers: tuple[str, ...], timeout_s: float) 
         for task in tasks:
             task.cancel()
     # No resolver had an address: a statement about the name beats a failure to answer.
-    for kind in ("nxdomain", "noanswer", "servfail", "timeout"):
+    for kind in ResolveKind:
         for failure in failures:
             if failure.kind == kind:
                 raise failure
@@ -94,11 +105,11 @@ async def _dns_lookup(host: str, spec: str, timeout_s: float) -> list[str]:
     if found:
         return found
     for error in errors:
-        if error.kind == "nxdomain":
+        if error.kind is ResolveKind.NXDOMAIN:
             raise error
     if errors:
         raise errors[0]
-    raise ResolveFailed("noanswer", f"{host} has no A or AAAA record")
+    raise ResolveFailed(ResolveKind.NOANSWER, f"{host} has no A or AAAA record")
 
 
 async def _lookup_type(
@@ -108,33 +119,44 @@ async def _lookup_type(
     try:
         answer = await resolver.resolve(host, rdtype)
     except dns.resolver.NXDOMAIN:
-        return [], ResolveFailed("nxdomain", f"{host} does not exist (NXDOMAIN)")
+        return [], ResolveFailed(ResolveKind.NXDOMAIN, f"{host} does not exist (NXDOMAIN)")
     except dns.resolver.NoAnswer:
         return [], None
     except dns.resolver.NoNameservers:
-        return [], ResolveFailed("servfail", f"{spec} failed to answer for {host}")
+        return [], ResolveFailed(ResolveKind.SERVFAIL, f"{spec} failed to answer for {host}")
     except dns.exception.Timeout:
-        return [], ResolveFailed("timeout", f"{spec} did not answer for {host} in time")
+        return [], ResolveFailed(ResolveKind.TIMEOUT, f"{spec} did not answer for {host} in time")
     except (OSError, ValueError, dns.exception.DNSException) as exc:
-        return [], ResolveFailed("servfail", f"{spec} could not be asked about {host}: {exc}")
+        return [], ResolveFailed(
+            ResolveKind.SERVFAIL, f"{spec} could not be asked about {host}: {exc}"
+        )
     return [r.to_text() for r in answer], None
 
 
-async def _system_lookup(host: str, timeout_s: float) -> list[str]:
+async def system_addresses(host: str, timeout_s: float, port: int | None = None) -> list[str]:
+    """The C library's addresses for ``host`` (getaddrinfo: the hosts file, then the DNS),
+    IPv4 and IPv6, each once, in its order. Raises TimeoutError or socket.gaierror."""
     loop = asyncio.get_running_loop()
-    try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout_s
-        )
-    except TimeoutError:
-        raise ResolveFailed("timeout", f"the system resolver did not answer for {host}") from None
-    except socket.gaierror as exc:
-        kind = "nxdomain" if exc.errno in (socket.EAI_NONAME, socket.EAI_NODATA) else "servfail"
-        raise ResolveFailed(kind, f"{host} did not resolve: {exc.strerror}") from None
-    addresses: list[str] = []
+    async with asyncio.timeout(timeout_s):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[str] = []
     for family, *_rest, sockaddr in infos:
-        addr = str(sockaddr[0])
-        if addr not in addresses and family in (socket.AF_INET, socket.AF_INET6):
-            addresses.append(addr)
+        address = str(sockaddr[0])
+        if family in (socket.AF_INET, socket.AF_INET6) and address not in found:
+            found.append(address)
+    return found
+
+
+async def _system_lookup(host: str, timeout_s: float) -> list[str]:
+    try:
+        addresses = await system_addresses(host, timeout_s)
+    except TimeoutError:
+        raise ResolveFailed(
+            ResolveKind.TIMEOUT, f"the system resolver did not answer for {host}"
+        ) from None
+    except socket.gaierror as exc:
+        nxdomain = exc.errno in (socket.EAI_NONAME, socket.EAI_NODATA)
+        kind = ResolveKind.NXDOMAIN if nxdomain else ResolveKind.SERVFAIL
+        raise ResolveFailed(kind, f"{host} did not resolve: {exc.strerror}") from None
     addresses.sort(key=lambda a: ":" in a)
     return addresses

@@ -15,7 +15,7 @@ import pwd
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 # Process names of web servers and proxies whose workers open app sockets.
 PROXY_PROCESSES = frozenset(
@@ -36,6 +36,16 @@ class Worker:
         return _user_name(self.uid)
 
 
+class SocketAccessDict(TypedDict):
+    """``SocketAccess`` as JSON."""
+
+    mode: str
+    owner: str
+    group: str
+    allowed: list[str]
+    denied: list[str]
+
+
 @dataclass
 class SocketAccess:
     """A socket's owner and mode, and which proxy workers may open it."""
@@ -46,7 +56,7 @@ class SocketAccess:
     allowed: list[str] = field(default_factory=list)  # "nginx (www-data)"
     denied: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SocketAccessDict:
         return {
             "mode": self.mode,
             "owner": self.owner,

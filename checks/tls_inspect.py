@@ -13,6 +13,9 @@ on it), gives exactly the dictionary ``getpeercert()`` gives for a verified peer
 saves a compiled dependency (``cryptography``) that nothing else here needs. Should a
 future Python drop it, the facts shrink to what the handshake itself says and the
 verification verdict stays intact.
+
+It runs over 400 lines because the handshakes, the decoding and the problems read off them
+change together: a new fact about a certificate touches all three.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypedDict
 
 from checks.model import Cause, Finding, Status, Weight
 
@@ -39,6 +43,39 @@ _UNTRUSTED_CODES = {2, 18, 19, 20, 21, 27, 28}
 _EXPIRED_CODE = 10
 _NOT_YET_VALID_CODE = 9
 _NAME_MISMATCH_CODES = {62, 64}
+
+
+class CertificateDict(TypedDict):
+    """``CertificateFacts`` as JSON."""
+
+    subject: str
+    issuer: str
+    san: list[str]  # "DNS:name", "IP:address"
+    not_before: str | None
+    not_after: str | None
+    serial: str | None
+
+
+class TlsProblemDict(TypedDict):
+    kind: str
+    message: str
+
+
+class TlsDict(TypedDict):
+    """A ``TlsReport`` as JSON (in the firewall step's details)."""
+
+    address: str
+    port: int
+    server_name: str
+    protocol: str | None
+    cipher: str | None
+    certificate: CertificateDict | None
+    verified: bool
+    verify_error: str | None
+    hostname_match: bool | None
+    days_left: int | None
+    handshake_ms: int | None
+    problems: list[TlsProblemDict]
 
 
 @dataclass
@@ -61,7 +98,7 @@ class CertificateFacts:
         common = _common_name(self.subject)
         return [common] if common else []
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CertificateDict:
         return {
             "subject": self.subject,
             "issuer": self.issuer,
@@ -72,10 +109,20 @@ class CertificateFacts:
         }
 
 
+class TlsProblemKind(StrEnum):
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    HOSTNAME_MISMATCH = "hostname_mismatch"
+    UNTRUSTED = "untrusted"
+    VERIFY_FAILED = "verify_failed"
+    HANDSHAKE_FAILED = "handshake_failed"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+
+
 @dataclass
 class TlsProblem:
-    kind: str  # expired | not_yet_valid | hostname_mismatch | untrusted | verify_failed
-    message: str  # | handshake_failed | handshake_timeout
+    kind: TlsProblemKind
+    message: str
 
 
 @dataclass
@@ -95,7 +142,7 @@ class TlsReport:
     handshake_ms: int | None = None
     problems: list[TlsProblem] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TlsDict:
         return {
             "address": self.address,
             "port": self.port,
@@ -108,7 +155,7 @@ class TlsReport:
             "hostname_match": self.hostname_match,
             "days_left": self.days_left,
             "handshake_ms": self.handshake_ms,
-            "problems": [{"kind": p.kind, "message": p.message} for p in self.problems],
+            "problems": [{"kind": p.kind.value, "message": p.message} for p in self.problems],
         }
 
     def findings(self, *, show_address: bool = False) -> list[Finding]:
@@ -122,7 +169,9 @@ class TlsReport:
                     problem.message + where,
                     Status.FAIL,
                     Cause.TLS_ERROR,
-                    Weight.INFERRED if problem.kind == "handshake_timeout" else Weight.OBSERVED,
+                    Weight.INFERRED
+                    if problem.kind is TlsProblemKind.HANDSHAKE_TIMEOUT
+                    else Weight.OBSERVED,
                     {"address": self.address},
                 )
             )
@@ -254,9 +303,9 @@ def _judge(report: TlsReport, error: BaseException | None) -> None:
         if cert.not_after:
             remaining = datetime.fromisoformat(cert.not_after) - now
             report.days_left = remaining.days
-    kinds: set[str] = set()
+    kinds: set[TlsProblemKind] = set()
 
-    def add(kind: str, message: str) -> None:
+    def add(kind: TlsProblemKind, message: str) -> None:
         if kind not in kinds:
             kinds.add(kind)
             report.problems.append(TlsProblem(kind, message))
@@ -267,13 +316,13 @@ def _judge(report: TlsReport, error: BaseException | None) -> None:
         if code in _UNTRUSTED_CODES:
             issuer = _common_name(cert.issuer) if cert else None
             add(
-                "untrusted",
+                TlsProblemKind.UNTRUSTED,
                 f"the certificate for {name} is not trusted: {report.verify_error}"
                 + (f" (issuer: {issuer})" if issuer else ""),
             )
         elif code not in (_EXPIRED_CODE, _NOT_YET_VALID_CODE, *_NAME_MISMATCH_CODES):
             add(
-                "verify_failed",
+                TlsProblemKind.VERIFY_FAILED,
                 f"the certificate for {name} fails verification: {report.verify_error}",
             )
     elif error is not None:
@@ -282,32 +331,41 @@ def _judge(report: TlsReport, error: BaseException | None) -> None:
             add(*_handshake_problem(name, error))
         else:
             report.verify_error = f"{type(error).__name__}: {error}"
-            add("handshake_failed", f"the TLS handshake for {name} fails: {_reason(error)}")
+            add(
+                TlsProblemKind.HANDSHAKE_FAILED,
+                f"the TLS handshake for {name} fails: {_reason(error)}",
+            )
     if cert is not None:
         if cert.not_after and datetime.fromisoformat(cert.not_after) <= now:
-            add("expired", f"the certificate for {name} expired on {_day(cert.not_after)}")
+            add(
+                TlsProblemKind.EXPIRED,
+                f"the certificate for {name} expired on {_day(cert.not_after)}",
+            )
         if cert.not_before and datetime.fromisoformat(cert.not_before) > now:
             add(
-                "not_yet_valid",
+                TlsProblemKind.NOT_YET_VALID,
                 f"the certificate for {name} is not valid before {_day(cert.not_before)}",
             )
         if report.hostname_match is False and not report.verified:  # OpenSSL has the last word
             shown = ", ".join(cert.names[:4]) or "no name"
             if len(cert.names) > 4:
                 shown += f" and {len(cert.names) - 4} more"
-            add("hostname_mismatch", f"the certificate is issued for {shown}, not {name}")
+            add(
+                TlsProblemKind.HOSTNAME_MISMATCH,
+                f"the certificate is issued for {shown}, not {name}",
+            )
     if error is not None and not report.problems:
-        add("verify_failed", f"the TLS handshake for {name} fails: {_reason(error)}")
+        add(TlsProblemKind.VERIFY_FAILED, f"the TLS handshake for {name} fails: {_reason(error)}")
 
 
-def _handshake_problem(name: str, error: BaseException) -> tuple[str, str]:
+def _handshake_problem(name: str, error: BaseException) -> tuple[TlsProblemKind, str]:
     if isinstance(error, TimeoutError):
         return (
-            "handshake_timeout",
+            TlsProblemKind.HANDSHAKE_TIMEOUT,
             f"the TLS handshake for {name} got no answer: the port accepts connections "
             "but does not speak TLS back",
         )
-    return "handshake_failed", f"the TLS handshake for {name} fails: {_reason(error)}"
+    return TlsProblemKind.HANDSHAKE_FAILED, f"the TLS handshake for {name} fails: {_reason(error)}"
 
 
 def _reason(error: BaseException) -> str:

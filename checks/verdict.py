@@ -11,20 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks.causes import CATALOGUE
-from checks.model import BEHIND_THE_PROXY, Cause, Finding, Status, StepResult, Verdict, Weight
+from checks.causes import BEHIND_THE_PROXY, CATALOGUE, LAYERS, Layer, causes_in
+from checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
 
-# Outside in. Within a tuple, the best-supported cause wins.
-LAYERS: tuple[tuple[Cause, ...], ...] = (
-    (Cause.DNS_NXDOMAIN, Cause.DNS_FAILURE),
-    (Cause.DNS_MISMATCH, Cause.DNS_INCONSISTENT),
-    (Cause.UNREACHABLE, Cause.FIREWALL_DROP, Cause.TLS_ERROR),
-    (Cause.BLOCKED,),
-    BEHIND_THE_PROXY,
-    (Cause.SERVER_ERROR,),
-)
-_DNS_LAYERS = LAYERS[:2]
-_BEHIND_PROXY = {*BEHIND_THE_PROXY, Cause.SERVER_ERROR}
+# Within one layer, the best-supported cause wins (LAYERS: outside in, from checks.causes).
+_DNS_LAYERS = causes_in(Layer.NAME, Layer.ANSWER)
+_IN_FRONT_OF_THE_PROXY = causes_in(Layer.NAME, Layer.ANSWER, Layer.EDGE, Layer.WAF)
 
 
 def _strength(findings: list[Finding]) -> tuple[int, int, int]:
@@ -72,13 +64,10 @@ def decide(results: Iterable[StepResult]) -> Verdict:
         # It works now: only a DNS problem (users may reach another server) overrides that.
         cause = _pick(_DNS_LAYERS, evidence) or Cause.HEALTHY
     elif Cause.TRANSIENT in evidence:
-        cause = _pick(LAYERS[:4], evidence) or Cause.TRANSIENT
+        cause = _pick(_IN_FRONT_OF_THE_PROXY, evidence) or Cause.TRANSIENT
     else:
-        cause = _pick(LAYERS, evidence) or (
-            Cause.TRANSIENT if Cause.TRANSIENT in evidence else None
-        )
-        if cause is None:
-            cause = Cause.HEALTHY if Cause.HEALTHY in evidence else Cause.UNKNOWN
+        # Neither healthy nor transient evidence is left here (the branches above took it).
+        cause = _pick(LAYERS, evidence) or Cause.UNKNOWN
     return _verdict(cause, evidence, results)
 
 
@@ -91,7 +80,7 @@ def _verdict(
         support = [f for r in results for f in r.findings if f.severity.rank >= Status.FAIL.rank]
     elif cause is Cause.TRANSIENT:
         # Say what the failing attempts were, and what the logs blame, if anything.
-        support += [f for c in _BEHIND_PROXY for f in evidence.get(c, [])]
+        support += [f for c in BEHIND_THE_PROXY for f in evidence.get(c, [])]
     support = support[:6]
     summary = info.title + ". " + info.meaning
     if support:

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from checks import dns_client
 from checks.context import ProbeContext
 from checks.model import Cause, Finding, Status, StepResult, Weight
+from checks.readable import duration_text
 from checks.resolve import ResolveFailed, resolve_host
 from checks.settings import Settings, Site
 from checks.steps import dns as dns_step
@@ -198,10 +200,10 @@ def test_system_resolvers_come_from_resolv_conf(
 ) -> None:
     conf = tmp_path / "resolv.conf"
     conf.write_text("nameserver 127.0.0.53\nnameserver ::1\n")
-    monkeypatch.setattr(dns_step, "RESOLV_CONF", str(conf))
-    assert dns_step._system_resolvers() == ["127.0.0.53", "[::1]"]
-    monkeypatch.setattr(dns_step, "RESOLV_CONF", str(tmp_path / "missing"))
-    assert dns_step._system_resolvers() == []
+    monkeypatch.setattr(dns_client, "RESOLV_CONF", str(conf))
+    assert dns_client.system_resolvers() == ["127.0.0.53", "[::1]"]
+    monkeypatch.setattr(dns_client, "RESOLV_CONF", str(tmp_path / "missing"))
+    assert dns_client.system_resolvers() == []
 
 
 async def test_without_resolvers_getaddrinfo_and_resolv_conf_are_asked(
@@ -209,7 +211,7 @@ async def test_without_resolvers_getaddrinfo_and_resolv_conf_are_asked(
 ) -> None:
     # The machine's resolv.conf names a server off this host, so the lab stands in for it;
     # "localhost" comes from the hosts file and so never leaves the machine.
-    monkeypatch.setattr(dns_step, "_system_resolvers", lambda: [dns_lab.primary])
+    monkeypatch.setattr(dns_step, "system_resolvers", lambda: [dns_lab.primary])
     result = await run_dns("localhost", ())
     entries = per_resolver(result)
     assert entries["getaddrinfo"]["addresses"] == ["127.0.0.1"]
@@ -219,10 +221,10 @@ async def test_without_resolvers_getaddrinfo_and_resolv_conf_are_asked(
 
 
 def test_duration_text() -> None:
-    assert dns_step.duration_text(30) == "30 s"
-    assert dns_step.duration_text(300) == "300 s (5 min)"
-    assert dns_step.duration_text(7200) == "7200 s (2 h)"
-    assert dns_step.duration_text(604800) == "604800 s (7 days)"
+    assert duration_text(30) == "30 s"
+    assert duration_text(300) == "300 s (5 min)"
+    assert duration_text(7200) == "7200 s (2 h)"
+    assert duration_text(604800) == "604800 s (7 days)"
 
 
 async def test_the_result_is_json(dns_lab: DnsLab) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from checks.attempt import Attempt
 from checks.fingerprint import Fingerprint, identify, identify_attempt, request_id
-from checks.http_probe import Attempt, fetch
+from checks.http_probe import fetch
 from checks.model import Cause
 from checks.runner import prepare
 from checks.settings import Settings

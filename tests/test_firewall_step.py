@@ -17,10 +17,12 @@ from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.runner import prepare, run_step
 from checks.settings import Settings, Site
 from checks.steps.firewall import STEP
+from checks.upstream_findings import upstream_findings
 from checks.upstream_probe import (
     HEADER_LIMIT_FAIL,
     Upstream,
     UpstreamAttempt,
+    UpstreamKind,
     parse_upstream,
 )
 from tests.lab.certs import LabCerts, PlainHttpServer, TlsServer
@@ -308,8 +310,7 @@ def test_parse_upstream_rejects(spec: str) -> None:
 
 def test_unresolvable_upstream_is_upstream_dns() -> None:
     # The mapping only: resolving a made-up name would send a query off this machine.
-    attempt = UpstreamAttempt(
-        Upstream("app.gone:8080", "tcp", "app.gone", 8080), "app.gone", resolve_error="no name"
-    )
-    [finding] = attempt.findings(TIMEOUT_S)
+    upstream = Upstream("app.gone:8080", UpstreamKind.TCP, "app.gone", 8080)
+    attempt = UpstreamAttempt(upstream, "app.gone", resolve_error="no name")
+    [finding] = upstream_findings(attempt, TIMEOUT_S)
     assert finding.cause is Cause.UPSTREAM_DNS and finding.weight is Weight.INFERRED

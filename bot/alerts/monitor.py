@@ -27,6 +27,7 @@ from saq import CronJob, Queue
 from bot.alerts.incidents import Incidents, ProbeOutcome
 from checks.guard import TargetRefused
 from checks.http_probe import cache_busted, fetch
+from checks.http_status import server_failed
 from checks.runner import prepare
 from checks.settings import Settings, Site
 from checks.target import BadTarget
@@ -67,7 +68,7 @@ async def probe_site(site: Site, settings: Settings) -> ProbeOutcome:
     if server := attempt.headers.get("server"):
         extra["edge"] = [server.split("/")[0]]
     if attempt.status is not None:
-        ok = attempt.status < 500
+        ok = not server_failed(attempt.status)
         if not ok:
             extra["failure"] = [f"HTTP {attempt.status}"]
         what = f"HTTP {attempt.status} {attempt.reason}".strip() + f" from {site.url}"

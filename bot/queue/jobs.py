@@ -38,7 +38,7 @@ from checks.context import ProbeContext
 from checks.model import StepResult
 from checks.runner import assemble_parts, part_places, run_part, run_step
 from checks.settings import Settings
-from checks.steps import ANYWHERE, Step, step_named
+from checks.steps import Step, step_named
 from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,13 @@ def step_job(request: DiagnosisRequest, step: str, settings: Settings, tuning: Q
     )
 
 
-def part_queue(place: str) -> str:
-    """``logs@<host>``: the queue a worker on that host serves (``badgateway worker
-    --queues default,logs@web-1``); a part that may run anywhere goes to the default queue."""
-    return f"logs@{place}" if place != ANYWHERE else DEFAULT_QUEUE
+def part_queue(step: str, place: str) -> str:
+    """The queue of ``step``'s part for ``place``, as the step declares it (``logs@web-1``: a
+    worker on that host serves it, ``badgateway worker --queues default,logs@web-1``); a part
+    that may run anywhere goes to the default queue."""
+    declared = step_named(step)
+    parts = declared.parts if declared is not None else None
+    return (parts.queue_at(place) if parts is not None else None) or DEFAULT_QUEUE
 
 
 def part_job(
@@ -194,7 +197,7 @@ class JobRunner:
                     continue
                 for place in places:
                     job = part_job(req, name, place, self.settings, self.tuning)
-                    jobs[f"{name}@{place or '*'}"] = (part_queue(place), job)
+                    jobs[f"{name}@{place or '*'}"] = (part_queue(name, place), job)
                 due = parts_due_job(req, name, self.settings, self.tuning)
                 jobs[f"{name}:due"] = (DEFAULT_QUEUE, due)
             routed = {what: queue_name for what, (queue_name, _) in jobs.items()}
@@ -250,9 +253,9 @@ class JobRunner:
                 step,
                 {
                     place: {
-                        "missing": f"no worker on queue {part_queue(place)} took them "
+                        "missing": f"no worker on queue {part_queue(step, place)} took them "
                         f"within {waited}; is `badgateway worker --queues "
-                        f"{part_queue(place)}` running on {place or 'any machine'}?"
+                        f"{part_queue(step, place)}` running on {place or 'any machine'}?"
                     }
                     for place in late
                 },
@@ -267,7 +270,7 @@ class JobRunner:
         """Take back the part jobs the step was shown without, so that a host whose worker is
         gone for good does not collect one stale job per diagnosis in its queue."""
         for place in places:
-            queue = self.hub.get(part_queue(place))
+            queue = self.hub.get(part_queue(step, place))
             job = await queue.job(f"{req.id}:{step}@{place or '*'}")
             if job is not None and job.status in (Status.QUEUED, Status.ACTIVE):
                 await queue.abort(job, f"the {step} step was shown without this part")

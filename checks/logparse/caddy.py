@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from checks.http_status import server_failed
 from checks.logparse import LogLine, Rule, first_match, rule
 from checks.model import Cause
 
@@ -292,7 +293,7 @@ def classify(line: str) -> LogLine | None:
     request = request if isinstance(request, dict) else {}
     status = fields.get("status")
     status = status if isinstance(status, int) and not isinstance(status, bool) else None
-    server_error = status is not None and status >= 500
+    server_error = status is not None and server_failed(status)
     error = _error_text(found)
     matched = first_match(RULES, error) if error is not None else None
     if _ACCESS_LOGGER.match(found.logger or ""):

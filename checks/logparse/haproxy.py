@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
+from checks.http_status import server_failed
 from checks.logparse import LogLine, first_match, local_time, rule
 from checks.model import Cause
 
@@ -82,7 +83,7 @@ def _request(m: re.Match[str], status: int | None) -> LogLine:
     upstream = f"{m['backend']}/{server}" if server != "<NOSRV>" else m["backend"]
     return LogLine(
         when=local_time(m["ts"], "%d/%b/%Y:%H:%M:%S"),
-        is_error=(status is not None and status >= 500) or term[0] in "SsPRI",
+        is_error=(status is not None and server_failed(status)) or term[0] in "SsPRI",
         cause=known[0] if known else None,
         what=known[1] if known else None,
         upstream=upstream,

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from checks.http_status import server_failed
 from checks.logparse import LogLine, Rule, first_match, rule
 from checks.model import Cause
 
@@ -270,7 +271,7 @@ def _classify_vsl(record: str) -> LogLine | None:
         # A status line read on its own (a log read line by line) cannot tell Varnish's own
         # 503 from the app's: only a whole transaction (from its Begin) is judged by it.
         whole = any(tag == "Begin" for tag, _ in entries)
-        failed = whole and seen.resp_status is not None and seen.resp_status >= 500
+        failed = whole and seen.resp_status is not None and server_failed(seen.resp_status)
         # Varnish's own 503 without its fetch in the record (-g vxid logs the fetch as a
         # record of its own, which says why): a consequence, not evidence by itself.
         own = failed and seen.resp_reason == _FETCH_FAILED
@@ -319,7 +320,7 @@ def _classify_ncsa(m: re.Match[str]) -> LogLine:
     host = _dash(m["host"])
     return LogLine(
         when=when,
-        is_error=error is not None or (status is not None and status >= 500),
+        is_error=error is not None or (status is not None and server_failed(status)),
         cause=found.cause if found else None,
         what=(found.what if found else f"FetchError: {error}"[:100]) if error else None,
         upstream=upstream or backend,

@@ -20,6 +20,10 @@ StepRun = Callable[[ProbeContext], Awaitable[StepResult]]
 
 ANYWHERE = ""  # the place of a part that any machine can run
 
+# A step's readable evidence: a few plain-text lines from its result (its details), not a
+# data dump; renderers cap and escape them.
+EvidenceReader = Callable[[StepResult], list[str]]
+
 PartRun = Callable[[ProbeContext, str], Awaitable[dict[str, Any]]]
 # (context, the parts each place returned, why a place returned none) -> the step's result
 PartsAssemble = Callable[
@@ -37,11 +41,19 @@ class Parts:
     from every part together, so that evidence from two machines can explain each other. A
     part that could not run is in ``missing`` with the reason. The step's own ``run`` is
     what one process does by itself: the parts it can read where it is, assembled.
+
+    ``queue`` names the queues the parts go to: the part for machine HOST goes on
+    ``<queue>@HOST``, which only a worker on that machine serves.
     """
 
     places: Callable[[ProbeContext], tuple[str, ...]]
     run: PartRun
     assemble: PartsAssemble
+    queue: str
+
+    def queue_at(self, place: str) -> str | None:
+        """The queue of the part for ``place``; None for ``ANYWHERE`` (any worker's)."""
+        return None if place == ANYWHERE else f"{self.queue}@{place}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class Step:
     title: str  # what a person reads
     run: StepRun
     parts: Parts | None = None  # set when the step's inputs may lie on other machines
+    evidence: EvidenceReader | None = None  # None: renderers show the details generically
 
 
 @cache

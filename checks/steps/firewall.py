@@ -4,27 +4,58 @@ and can the proxy's upstreams be reached at all?
 For every vetted address of the site: a TCP connect (open, refused = nothing listens,
 timed out = packets silently dropped by a firewall, unreachable = no route), then for
 https the TLS handshake with the site's name (checks.tls_inspect). Then the site's
-upstreams from the sites file, probed directly (checks.upstream_probe): this proves "the
-proxy cannot reach its app" even when no proxy log is at hand. Everything runs at once,
-within the diagnosis budget.
+upstreams from the sites file, probed directly (checks.upstream_probe, judged by
+checks.upstream_findings): this proves "the proxy cannot reach its app" even when no proxy
+log is at hand. Everything runs at once, within the diagnosis budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
+from checks.connect import ConnectResult, ConnectState, connect_tcp
 from checks.context import ProbeContext
 from checks.model import Cause, Finding, Status, StepResult, Weight
+from checks.readable import ms_text
 from checks.steps import Step
-from checks.tls_inspect import TlsReport, inspect_tls
-from checks.upstream_probe import ConnectResult, UpstreamReport, connect_tcp, probe_upstreams
+from checks.tls_inspect import TlsDict, TlsReport, inspect_tls
+from checks.upstream_findings import upstream_findings
+from checks.upstream_probe import UpstreamAttemptDict, UpstreamReport, probe_upstreams
 
 NAME = "firewall"
 _SPARE_S = 0.15  # finish this much before the step's deadline, to report what was found
 
 T = TypeVar("T")
+
+
+class EdgeRow(TypedDict):
+    """The probe of one address of the site: its TCP connect (``state`` "unfinished" when
+    it ran out of time, then nothing else) and whether its TLS verified."""
+
+    address: str
+    port: int
+    state: str
+    ms: NotRequired[int]
+    error: NotRequired[str | None]
+    tls_verified: NotRequired[bool]
+
+
+class EdgeTls(TlsDict):
+    """The first address's TLS, and the other addresses' when there are several."""
+
+    others: NotRequired[list[TlsDict]]
+
+
+class NoTls(TypedDict):
+    """No TLS handshake was made (plain http, or no address accepted the connection)."""
+
+
+class FirewallDetails(TypedDict):
+    edge: list[EdgeRow]
+    tls: EdgeTls | NoTls
+    upstreams: list[UpstreamAttemptDict]
 
 
 def _shown(address: str, port: int) -> str:
@@ -34,9 +65,9 @@ def _shown(address: str, port: int) -> str:
 def _edge_finding(address: str, port: int, result: ConnectResult, timeout_s: float) -> Finding:
     where = _shown(address, port)
     data: dict[str, Any] = {"address": address, "port": port, "connect_ms": result.ms}
-    if result.state == "open":
+    if result.state is ConnectState.OPEN:
         return Finding("tcp_open", f"{where} accepts connections ({result.ms} ms)", data=data)
-    if result.state == "refused":
+    if result.state is ConnectState.REFUSED:
         return Finding(
             "tcp_refused",
             f"{where} refuses connections: nothing listens on port {port} there",
@@ -45,7 +76,7 @@ def _edge_finding(address: str, port: int, result: ConnectResult, timeout_s: flo
             Weight.OBSERVED,
             data,
         )
-    if result.state == "timeout":
+    if result.state is ConnectState.TIMEOUT:
         return Finding(
             "tcp_timeout",
             f"connecting to {where} got no answer within {timeout_s:g} s: the packets are "
@@ -56,11 +87,11 @@ def _edge_finding(address: str, port: int, result: ConnectResult, timeout_s: flo
             data,
         )
     return Finding(
-        "tcp_unreachable" if result.state == "unreachable" else "tcp_error",
+        "tcp_unreachable" if result.state is ConnectState.UNREACHABLE else "tcp_error",
         f"connecting to {where} fails: {result.error}",
         Status.FAIL,
         Cause.UNREACHABLE,
-        Weight.OBSERVED if result.state == "unreachable" else Weight.INFERRED,
+        Weight.OBSERVED if result.state is ConnectState.UNREACHABLE else Weight.INFERRED,
         data,
     )
 
@@ -71,7 +102,7 @@ async def _probe_edge(
     target = ctx.target
     timeout_s = ctx.probe_timeout()
     connected = await connect_tcp(address, target.port, timeout_s)
-    if connected.state != "open" or target.scheme != "https":
+    if connected.state is not ConnectState.OPEN or target.scheme != "https":
         return connected, None, timeout_s
     tls = await inspect_tls(
         address, target.port, target.host, ctx.probe_timeout(), ctx.settings.ca_file
@@ -127,13 +158,12 @@ async def run(ctx: ProbeContext) -> StepResult:
     edge_results, upstream_report = await asyncio.gather(asyncio.gather(*edge_tasks), upstream_task)
 
     findings: list[Finding] = []
-    edge_rows: list[dict[str, Any]] = []
+    edge_rows: list[EdgeRow] = []
     tls_reports: list[TlsReport] = []
     many = len(ctx.addresses) > 1
     for address, outcome in zip(ctx.addresses, edge_results, strict=True):
-        row: dict[str, Any] = {"address": address, "port": target.port}
         if outcome is None:
-            row["state"] = "unfinished"
+            edge_rows.append({"address": address, "port": target.port, "state": "unfinished"})
             findings.append(
                 Finding(
                     "edge_unfinished",
@@ -141,21 +171,28 @@ async def run(ctx: ProbeContext) -> StepResult:
                     Status.WARN,
                 )
             )
-        else:
-            connected, tls, timeout_s = outcome
-            row.update(connected.to_dict())
-            findings.append(_edge_finding(address, target.port, connected, timeout_s))
-            if tls is not None:
-                row["tls_verified"] = tls.verified
-                tls_reports.append(tls)
-                findings.extend(tls.findings(show_address=many))
+            continue
+        connected, tls, timeout_s = outcome
+        row: EdgeRow = {
+            "address": address,
+            "port": target.port,
+            "state": connected.state,
+            "ms": connected.ms,
+            "error": connected.error,
+        }
+        findings.append(_edge_finding(address, target.port, connected, timeout_s))
+        if tls is not None:
+            row["tls_verified"] = tls.verified
+            tls_reports.append(tls)
+            findings.extend(tls.findings(show_address=many))
         edge_rows.append(row)
 
-    details: dict[str, Any] = {"edge": edge_rows, "tls": {}, "upstreams": []}
+    details: FirewallDetails = {"edge": edge_rows, "tls": {}, "upstreams": []}
     if tls_reports:
-        details["tls"] = tls_reports[0].to_dict()
+        first = cast(EdgeTls, tls_reports[0].to_dict())
         if len(tls_reports) > 1:
-            details["tls"]["others"] = [r.to_dict() for r in tls_reports[1:]]
+            first["others"] = [r.to_dict() for r in tls_reports[1:]]
+        details["tls"] = first
     if not ctx.addresses:
         findings.append(
             Finding(
@@ -173,7 +210,7 @@ def _upstream_findings(
     upstreams: tuple[str, ...],
     report: UpstreamReport | None,
     timeout_s: float,
-    details: dict[str, Any],
+    details: FirewallDetails,
 ) -> list[Finding]:
     if not upstreams:
         return []
@@ -186,11 +223,11 @@ def _upstream_findings(
         for text in report.invalid
     ]
     for attempt in report.attempts:
-        found.extend(attempt.findings(timeout_s))
+        found.extend(upstream_findings(attempt, timeout_s))
     return found
 
 
-def _summary(findings: list[Finding], details: dict[str, Any]) -> str:
+def _summary(findings: list[Finding], details: FirewallDetails) -> str:
     problems = [f for f in findings if f.severity.rank >= Status.WARN.rank]
     if problems:
         worst = max(problems, key=lambda f: (f.severity.rank, int(f.weight)))
@@ -206,4 +243,37 @@ def _summary(findings: list[Finding], details: dict[str, Any]) -> str:
     return ", ".join(parts) or "nothing to probe"
 
 
-STEP = Step(name=NAME, order=30, title="Firewall / network path", run=run)
+def evidence(result: StepResult) -> list[str]:
+    """A line per address (TCP), one for the TLS handshake, a line per upstream."""
+    details = cast(FirewallDetails, result.details)
+    lines = []
+    for edge in details.get("edge") or []:
+        state = edge.get("state", "?")
+        lines.append(
+            f"TCP {edge.get('address')}:{edge.get('port')} → {state} ({ms_text(edge.get('ms'))})"
+        )
+    tls = cast(EdgeTls, details.get("tls") or {})  # {}: no handshake was made
+    if tls.get("address"):
+        cert = tls.get("certificate")
+        verdict = "verified" if tls.get("verified") else f"NOT verified: {tls.get('verify_error')}"
+        subject, until, issuer = (
+            (cert.get("subject", "?"), cert.get("not_after", "?"), cert.get("issuer", "?"))
+            if cert
+            else ("?", "?", "?")
+        )
+        lines.append(
+            f"TLS {tls.get('protocol') or '?'} with SNI {tls.get('server_name')}: {verdict}; "
+            f"certificate for {subject} until {until} "
+            f"({tls.get('days_left', '?')} days left), issuer {issuer}"
+        )
+    for up in details.get("upstreams") or []:
+        connect = up.get("connect")
+        state = (connect.get("state") if connect else None) or up.get("resolve_error") or "?"
+        http = up.get("http")
+        answer = f" · HTTP {http.get('status')}" if http and http.get("status") else ""
+        connect_ms = connect.get("ms") if connect else None
+        lines.append(f"upstream {up.get('upstream')} → {state} ({ms_text(connect_ms)}){answer}")
+    return lines
+
+
+STEP = Step(name=NAME, order=30, title="Firewall / network path", run=run, evidence=evidence)

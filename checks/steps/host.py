@@ -15,16 +15,19 @@ import ipaddress
 import re
 import socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypedDict, cast
 
 import dns.exception
 import dns.resolver
 import dns.reversename
 
+from checks.attempt import Attempt, AttemptDict
 from checks.context import ProbeContext
-from checks.fingerprint import REQUEST_ID_HEADERS, Fingerprint, identify_attempt
-from checks.http_probe import Attempt, cache_busted, fetch
+from checks.fingerprint import REQUEST_ID_HEADERS, Fingerprint, FingerprintDict, identify_attempt
+from checks.http_probe import cache_busted, fetch
+from checks.http_status import server_failed
 from checks.model import Finding, Status, StepResult
+from checks.readable import ms_text
 from checks.resolve import make_resolver
 from checks.steps import Step
 
@@ -162,21 +165,18 @@ async def reverse_name(address: str, resolvers: tuple[str, ...], timeout_s: floa
     return None if host == address else host
 
 
-def _ms(value: float | None) -> str:
-    return "?" if value is None else f"{value:.0f} ms"
-
-
 def _answer_line(attempt: Attempt, fingerprint: Fingerprint) -> str:
     phases = attempt.phases
-    timing = f"connect {_ms(phases.get('connect'))}"
+    timing = f"connect {ms_text(phases.get('connect'))}"
     if "tls" in phases:
-        timing += f", TLS {_ms(phases.get('tls'))}"
+        timing += f", TLS {ms_text(phases.get('tls'))}"
     if "ttfb" in phases:
-        timing += f", first byte {_ms(phases.get('ttfb'))}"
-    timing += f", total {_ms(phases.get('total'))}"
+        timing += f", first byte {ms_text(phases.get('ttfb'))}"
+    timing += f", total {ms_text(phases.get('total'))}"
     if attempt.status is None:
-        error = attempt.error or {}
-        return f"no HTTP answer: {error.get('kind', '?')} ({error.get('message', '')}); {timing}"
+        error = attempt.error
+        kind, message = (error["kind"], error["message"]) if error else ("?", "")
+        return f"no HTTP answer: {kind} ({message}); {timing}"
     by = f" from {fingerprint.producer}" if fingerprint.producer else ""
     return f"HTTP {attempt.status} {attempt.reason}{by}; {timing}"
 
@@ -233,6 +233,17 @@ def provider_summary(
     return "\n".join(lines)
 
 
+class HostDetails(TypedDict):
+    address: str  # the address the request went to
+    ptr: dict[str, str | None]  # address -> reverse DNS name
+    provider: str | None
+    provider_how: str  # how the provider was told ("published address range"…)
+    producer: str | None  # the answering software
+    fingerprint: FingerprintDict
+    attempt: AttemptDict
+    provider_summary: str  # plain text for a ticket to the provider
+
+
 async def run(ctx: ProbeContext) -> StepResult:
     if not ctx.addresses:
         return StepResult(
@@ -263,7 +274,7 @@ async def run(ctx: ProbeContext) -> StepResult:
             data={"provider": provider, "how": how, "ptr": ptr},
         )
     ]
-    if attempt.status is None or attempt.status >= 500:
+    if attempt.status is None or server_failed(attempt.status):
         # Reported, not judged: the reload step owns the verdict on the answer itself.
         findings.append(
             Finding(
@@ -273,7 +284,7 @@ async def run(ctx: ProbeContext) -> StepResult:
                 data={"request_id": fingerprint.request_id} if fingerprint.request_id else {},
             )
         )
-    details: dict[str, Any] = {
+    details: HostDetails = {
         "address": address,
         "ptr": ptr_names,
         "provider": provider,
@@ -289,4 +300,10 @@ async def run(ctx: ProbeContext) -> StepResult:
     )
 
 
-STEP = Step(name="host", order=50, title="Host", run=run)
+def evidence(result: StepResult) -> list[str]:
+    """The provider summary, as one block."""
+    summary = cast(HostDetails, result.details).get("provider_summary")
+    return [str(summary)] if summary else []
+
+
+STEP = Step(name="host", order=50, title="Host", run=run, evidence=evidence)

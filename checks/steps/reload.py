@@ -12,30 +12,27 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypedDict, cast
 
+from checks.attempt import Attempt, AttemptDict, ErrorKind, ErrorPhase
+from checks.causes import BEHIND_THE_PROXY
 from checks.context import ProbeContext
-from checks.fingerprint import Fingerprint, identify_attempt
-from checks.http_probe import (
-    BOT_USER_AGENT,
-    BROWSER_USER_AGENT,
-    GATEWAY_STATUSES,
-    Attempt,
-    cache_busted,
-    fetch,
-)
-from checks.model import (
-    BEHIND_THE_PROXY,
-    Cause,
-    Finding,
-    Status,
-    StepResult,
-    Weight,
-)
+from checks.fingerprint import Fingerprint, FingerprintDict, identify_attempt
+from checks.http_probe import BOT_USER_AGENT, BROWSER_USER_AGENT, cache_busted, fetch
+from checks.http_status import GATEWAY_STATUSES, server_failed
+from checks.model import Cause, Finding, Status, StepResult, Weight
+from checks.readable import ms_text
 from checks.settings import Site
 from checks.steps import Step
 
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache"}
-_BEHIND_PROXY = {*BEHIND_THE_PROXY, Cause.SERVER_ERROR}
+
+
+class ReloadDetails(TypedDict):
+    attempts: list[AttemptDict]  # in the order they were started; the browser's last
+    fingerprints: list[FingerprintDict]  # one per attempt
+    producer: str | None  # who made most of the answers
+    address: str | None  # the address dialled
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
     status = attempt.status
     by = f" from {fingerprint.producer}" if fingerprint.producer else ""
     if status is not None:
-        if status >= 500:
+        if server_failed(status):
             cause = fingerprint.cause_hint
             if cause is None and status == 500 and not fingerprint.generated:
                 # A 500 that is not a proxy's own page: the application's own error.
@@ -93,9 +90,10 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
                 Weight.INFERRED,
             )
         return Outcome(attempt, fingerprint, False, str(status), "http_ok", None, Weight.OBSERVED)
-    error = attempt.error or {"kind": "other", "phase": "", "message": "no answer"}
-    kind, phase = error.get("kind", "other"), error.get("phase", "")
-    if kind == "refused":
+    error = attempt.error
+    kind = error["kind"] if error else ErrorKind.OTHER
+    phase = error["phase"] if error else None
+    if kind is ErrorKind.REFUSED:
         return Outcome(
             attempt,
             fingerprint,
@@ -105,7 +103,7 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.UNREACHABLE,
             Weight.OBSERVED,
         )
-    if kind == "unreachable":
+    if kind is ErrorKind.UNREACHABLE:
         return Outcome(
             attempt,
             fingerprint,
@@ -115,7 +113,7 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.UNREACHABLE,
             Weight.INFERRED,
         )
-    if kind == "timeout" and phase == "connect":
+    if kind is ErrorKind.TIMEOUT and phase is ErrorPhase.CONNECT:
         # Consistent with a silent drop; the firewall step owns the strong evidence.
         return Outcome(
             attempt,
@@ -126,7 +124,7 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.FIREWALL_DROP,
             Weight.HINT,
         )
-    if kind == "tls":
+    if kind is ErrorKind.TLS:
         return Outcome(
             attempt,
             fingerprint,
@@ -136,11 +134,11 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.TLS_ERROR,
             Weight.INFERRED,
         )
-    if kind == "timeout":
+    if kind is ErrorKind.TIMEOUT:
         return Outcome(
             attempt, fingerprint, True, "no answer in time", "no_answer", None, Weight.HINT
         )
-    if kind == "protocol" and phase == "response":
+    if kind is ErrorKind.PROTOCOL and phase is ErrorPhase.RESPONSE:
         # Bytes came back but no HTTP status line (nginx relays an app's non-HTTP answer as
         # HTTP/0.9): the app behind the proxy does not speak HTTP on that port.
         return Outcome(
@@ -152,7 +150,8 @@ def judge(attempt: Attempt, fingerprint: Fingerprint) -> Outcome:
             Cause.UPSTREAM_INVALID,
             Weight.INFERRED,
         )
-    label = {"closed": "connection closed", "reset": "connection reset"}.get(kind, kind)
+    words = {ErrorKind.CLOSED: "connection closed", ErrorKind.RESET: "connection reset"}
+    label = words.get(kind, kind.value)
     return Outcome(attempt, fingerprint, True, label, "no_answer", None, Weight.HINT)
 
 
@@ -160,7 +159,7 @@ def _describe(outcome: Outcome) -> str:
     attempt = outcome.attempt
     if attempt.status is not None:
         return outcome.label
-    message = (attempt.error or {}).get("message", "")
+    message = attempt.error["message"] if attempt.error else ""
     return f"{outcome.label} ({message})" if message else outcome.label
 
 
@@ -191,12 +190,13 @@ def _findings(outcomes: list[Outcome], site: Site | None = None) -> tuple[str, l
     failed = [o for o in outcomes if o.failed]
     passed = [o for o in outcomes if not o.failed]
     findings: list[Finding] = []
-    redirect_refused = [o for o in outcomes if o.attempt.error_kind == "refused_by_guard"]
+    redirect_refused = [o for o in outcomes if o.attempt.error_kind is ErrorKind.REFUSED_BY_GUARD]
     if redirect_refused:
+        error = redirect_refused[0].attempt.error
         findings.append(
             Finding(
                 "redirect_not_followed",
-                (redirect_refused[0].attempt.error or {}).get("message", ""),
+                error["message"] if error else "",
                 Status.OK,
                 data={"count": len(redirect_refused)},
             )
@@ -249,7 +249,7 @@ def _findings(outcomes: list[Outcome], site: Site | None = None) -> tuple[str, l
         # What the failing pages name is context for the transient verdict; edge causes are
         # left out because, when some attempts work, the edge evidently accepts traffic.
         for (_label, cause), group in _groups(failed).items():
-            if cause in _BEHIND_PROXY:
+            if cause in BEHIND_THE_PROXY:
                 findings.append(
                     Finding(
                         group[0].code,
@@ -349,7 +349,7 @@ async def run(ctx: ProbeContext) -> StepResult:
     outcomes = [judge(a, identify_attempt(a)) for a in attempts]
     summary, findings = _findings(outcomes, ctx.target.site)
     producers = [o.fingerprint.producer for o in outcomes if o.fingerprint.producer]
-    details = {
+    details: ReloadDetails = {
         "attempts": [a.to_dict() for a in attempts],
         "fingerprints": [o.fingerprint.to_dict() for o in outcomes],
         "producer": Counter(producers).most_common(1)[0][0] if producers else None,
@@ -359,4 +359,38 @@ async def run(ctx: ProbeContext) -> StepResult:
     return StepResult.from_findings("reload", summary, findings, details=details, sent=sent)
 
 
-STEP = Step(name="reload", order=10, title="Reload", run=run)
+def _attempt_line(n: int, attempt: AttemptDict, fingerprint: FingerprintDict | None) -> str:
+    """'1. [bot] 502 Bad Gateway · connect 2 ms · first byte 3 ms · total 4 ms · from nginx'"""
+    phases = attempt.get("phases") or {}
+    timing = " · ".join(
+        f"{label} {ms_text(phases[key])}"
+        for key, label in (("connect", "connect"), ("tls", "TLS"), ("ttfb", "first byte"))
+        if phases.get(key) is not None
+    )
+    who = "browser" if "Mozilla" in str(attempt.get("user_agent", "")) else "bot"
+    if attempt.get("status") is not None:
+        what = f"{attempt['status']} {attempt.get('reason') or ''}".strip()
+    else:
+        error = attempt.get("error")
+        kind, message = (error.get("kind", "?"), error.get("message", "")) if error else ("?", "")
+        what = f"no answer: {kind} ({message})"
+    producer = fingerprint.get("producer") if fingerprint else None
+    request_id = fingerprint.get("request_id") if fingerprint else None
+    extras = [p for p in (f"from {producer}" if producer else "", request_id or "") if p]
+    tail = f" · total {ms_text(phases.get('total'))}" if phases.get("total") is not None else ""
+    parts = [f"{n}. [{who}] {what}", timing + tail if timing else tail.lstrip(" ·"), *extras]
+    return " · ".join(p for p in parts if p)
+
+
+def evidence(result: StepResult) -> list[str]:
+    """One line per attempt: who asked, what came back, the timings, who answered."""
+    details = cast(ReloadDetails, result.details)
+    attempts = details.get("attempts") or []
+    prints = details.get("fingerprints") or []
+    return [
+        _attempt_line(i + 1, a, prints[i] if i < len(prints) else None)
+        for i, a in enumerate(attempts)
+    ]
+
+
+STEP = Step(name="reload", order=10, title="Reload", run=run, evidence=evidence)

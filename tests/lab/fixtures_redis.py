@@ -305,7 +305,7 @@ LAB_STEPS: tuple[Step, ...] = (
         903,
         "Lab: read logs",
         functools.partial(_lab_quick, "lab_tail"),
-        Parts(_lab_tail_places, _lab_tail_part, _lab_tail_assemble),
+        Parts(_lab_tail_places, _lab_tail_part, _lab_tail_assemble, queue="logs"),
     ),
     Step("lab_flaky", 904, "Lab: shown badly", functools.partial(_lab_quick, "lab_flaky")),
 )
