@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -287,5 +286,5 @@ def test_unknown_producer_and_request_ids() -> None:
     assert request_id({}, "Reference #18.d2a3c17.1712345678.abc") == (
         "akamai reference: 18.d2a3c17.1712345678.abc"
     )
-    data: dict[str, Any] = fp.to_dict()
+    data = fp.to_dict()
     assert data["producer"] is None and data["request_id"] == "x-request-id: r-1"

@@ -33,7 +33,12 @@ def test_dns_evidence_is_one_line_per_resolver() -> None:
         "elapsed_ms": 3,
         "error": None,
     }
-    timeout = {"resolver": "10.0.0.9", "status": "timeout", "addresses": [], "elapsed_ms": None}
+    timeout: dict[str, object] = {
+        "resolver": "10.0.0.9",
+        "status": "timeout",
+        "addresses": [],
+        "elapsed_ms": None,
+    }
     result = StepResult.from_findings("dns", "x", [], details={"resolvers": [resolver, timeout]})
     assert dns_evidence(result) == [
         "127.0.0.1:5353: ok → 192.0.2.1, 192.0.2.2 via shop.example → lb.example · TTL 300 s "
