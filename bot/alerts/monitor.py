@@ -24,6 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 from saq import CronJob, Queue
 
+from bot import storage
 from bot.alerts.incidents import Incidents, ProbeOutcome
 from checks.guard import TargetRefused
 from checks.http_probe import cache_busted, fetch
@@ -33,7 +34,7 @@ from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
 
-DUE_KEY = "badgateway:alerts:monitor:due"
+DUE_KEY = storage.key("alert", "monitor", "due")
 JITTER = 0.1  # ± share of the interval
 TICK_CRON = "* * * * * */5"  # croniter's sixth field is seconds: every 5 s
 
