@@ -21,8 +21,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline import Carrier, DiagnosisRequest
+from bot.render import chat_text
 from bot.render import slack_blocks as blocks
 from bot.render.mentions import user_mention
+from bot.render.wording import escape, on_it
 from bot.slack.client import post_once, slack_error
 from bot.slack.sink import refresh_root, remember_request
 from bot.state import BotState, Incident
@@ -110,7 +112,7 @@ class ChatOps:
             if name:
                 names |= {name, f"#{name}"}
             if not names & set(allowed_channels):
-                shown = ", ".join(blocks.escape(c) for c in allowed_channels[:10])
+                shown = ", ".join(escape(c) for c in allowed_channels[:10])
                 return (
                     "Sorry, badgateway is not enabled in this channel. "
                     f"It works in: {shown}. An admin can add channels to the sites file's "
@@ -166,26 +168,26 @@ class ChatOps:
             answer = await self.alerts.command(text, cmd.user)
             if answer is not None:
                 if word == "status":
-                    own = blocks.status_text(await self.state.open_incidents())
+                    own = chat_text.status_text(await self.state.open_incidents())
                     answer = f"{own}\n\n{answer}"
                 await ack(answer)
                 return
         if word == "help":
-            await ack(blocks.help_text())
+            await ack(chat_text.help_text())
             return
         if word == "sites":
-            await ack(blocks.sites_text(self.settings))
+            await ack(chat_text.sites_text(self.settings))
             return
         if word == "status":
-            await ack(blocks.status_text(await self.state.open_incidents()))
+            await ack(chat_text.status_text(await self.state.open_incidents()))
             return
         if not text:
-            await ack("Give me a target to diagnose.\n" + blocks.help_text())
+            await ack("Give me a target to diagnose.\n" + chat_text.help_text())
             return
         try:
             target = parse_target(text, self.settings)
         except BadTarget as exc:
-            await ack(f"⚠️ {blocks.escape(str(exc))}")
+            await ack(f"⚠️ {escape(str(exc))}")
             return
         # Vet (resolve, check the guard) within Slack's 3 s if DNS is quick; else ack first.
         vetting = asyncio.ensure_future(prepare(target, self.settings))
@@ -193,7 +195,7 @@ class ChatOps:
         try:
             ctx = await asyncio.wait_for(asyncio.shield(vetting), VET_WAIT_S)
         except (BadTarget, TargetRefused) as exc:
-            await ack(f"⚠️ {blocks.escape(str(exc))}")
+            await ack(f"⚠️ {escape(str(exc))}")
             return
         except TimeoutError:
             await ack(None)
@@ -201,7 +203,7 @@ class ChatOps:
             try:
                 ctx = await vetting
             except (BadTarget, TargetRefused) as exc:
-                await reply(f"⚠️ {blocks.escape(str(exc))}")
+                await reply(f"⚠️ {escape(str(exc))}")
                 return
         if not acked:
             await ack(None)
@@ -285,7 +287,7 @@ class ChatOps:
                 incident.taken_by, incident.taken_at = user, time.time()
                 await self.state.save_incident(incident)
                 await refresh_root(self.client, self.state, incident)
-            await self._note(incident, f"🙋 {user_mention(user)} is on it.")
+            await self._note(incident, f"{on_it(user)}.")
         elif name == "escalate":
             doc = await self.state.diagnosis_doc(incident.current)
             if doc is None:
@@ -308,7 +310,7 @@ class ChatOps:
                 await refresh_root(self.client, self.state, incident)
             await self._note(incident, f"✔️ Resolved by {user_mention(user)}.")
         else:
-            await reply(f"Unknown action {blocks.escape(name)}.")
+            await reply(f"Unknown action {escape(name)}.")
 
     async def rerun(
         self, incident: Incident, *, user: str, reply: Reply, step: str | None = None
@@ -317,7 +319,7 @@ class ChatOps:
         try:
             ctx = await prepare(parse_target(incident.target, self.settings), self.settings)
         except (BadTarget, TargetRefused) as exc:
-            await reply(f"⚠️ {blocks.escape(str(exc))}")
+            await reply(f"⚠️ {escape(str(exc))}")
             return
         previous: list[StepResult] = []
         if step is not None:
@@ -343,7 +345,7 @@ class ChatOps:
             await self.state.save_incident(incident)
             await remember_request(self.state, request)
             await refresh_root(self.client, self.state, incident)
-        which = f"the {blocks.escape(step)} check" if step else "the whole diagnosis"
+        which = f"the {escape(step)} check" if step else "the whole diagnosis"
         await self._note(incident, f"🔁 {user_mention(user)} re-runs {which}.")
         await self.carrier.submit(request)
 
@@ -370,7 +372,7 @@ class ChatOps:
             step = words[1].lower() if len(words) > 1 else None
             if step is not None and step_registry.step_named(step) is None:
                 names = ", ".join(step_registry.step_names()) or "none installed"
-                await private(f"There is no check called `{blocks.escape(step)}`. Checks: {names}.")
+                await private(f"There is no check called `{escape(step)}`. Checks: {names}.")
                 return
             await self.rerun(incident, user=user, reply=private, step=step)
             return
@@ -393,7 +395,7 @@ class ChatOps:
             channel=channel,
             thread_ts=where,
             key=f"mention:{channel}:{ts}",
-            message=blocks.notice(blocks.help_text() + hint),
+            message=blocks.notice(chat_text.help_text() + hint),
         )
 
     async def _note(self, incident: Incident, text: str) -> None:
