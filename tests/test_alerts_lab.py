@@ -15,10 +15,10 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import AlertPolicy, Incidents
+from bot.alerts.incidents import Incidents
 from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
-from bot.config import BotConfig
+from bot.config import AlertPolicy, BotConfig
 from bot.pipeline import DiagnosisRequest
 from bot.slack.client import make_web_client
 from checks.settings import Settings, Site

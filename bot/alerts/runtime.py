@@ -11,10 +11,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import AlertPolicy, Incidents
+from bot.alerts.incidents import Incidents
 from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
-from bot.config import BotConfig, ConfigError
+from bot.config import AlertPolicy, BotConfig, ConfigError
 from bot.pipeline import Carrier
 from bot.slack.client import make_web_client
 from checks.settings import Settings
@@ -31,10 +31,7 @@ def build_incidents(
     state must outlive the process and be shared by the web process and the workers."""
     if not config.redis_url:
         raise ConfigError("REDIS_URL is not set: automatic alerts keep their incidents in Redis")
-    try:
-        policy = AlertPolicy.from_env(env)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    policy = AlertPolicy.from_env(env)
     redis = Redis.from_url(config.redis_url, decode_responses=True)
     notifier = SlackNotifier(make_web_client(config)) if config.slack_bot_token else None
     return Incidents(IncidentStore(redis), notifier, settings, policy, carrier)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import uuid
 
 from bot.alerts.incidents import Incidents, parse_duration
-from bot.alerts.notifier import escape, slack_time
 from bot.alerts.store import OPEN, Incident
 from bot.render.mentions import is_user_id
 from bot.render.slack_blocks import escalation_message
+from bot.render.wording import escape, slack_time
 from bot.slack.client import post_once
 from bot.state import BotState
 from checks.model import Diagnosis

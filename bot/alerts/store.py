@@ -124,6 +124,9 @@ class IncidentStore:
         self.redis = redis
         self._take_pending = redis.register_script(_TAKE_PENDING)
 
+    async def close(self) -> None:
+        await self.redis.aclose()
+
     def site_lock(self, site: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Serialise changes to one site across processes (webhooks vs. probes)."""
         return storage.redis_lock(self.redis, _key("lock", "site", site), wait_s=60)

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot import bounded_json
-from bot.alerts.incidents import AlertPolicy, Incidents, ProbeOutcome, site_for_url
+from bot.alerts.incidents import Incidents, ProbeOutcome, site_for_url
 from bot.alerts.monitor import site_facts
-from bot.config import BotConfig
+from bot.config import AlertPolicy, BotConfig
 from bot.malformed_http import quiet_malformed_requests
 from checks.settings import Settings, Site, one_line
 from checks.target import BadTarget, parse_target
