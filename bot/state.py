@@ -1,15 +1,16 @@
 """What the Slack side remembers between requests and across processes.
 
-A thread (one `/502`) is an *incident*: its channel and root message, the target, who asked,
-who took it and who resolved it, and which diagnosis is the current one. Each diagnosis keeps
+A `/502` thread is a ``DiagnosisThread``: its channel and root message, the target, who asked,
+who took it and who resolved it, and which diagnosis is the current one. (An alert's thread
+is a different record: bot.alerts.store.Incident.) Each diagnosis keeps
 its step results and the ts of every message posted for it, so that a step delivered twice
 (queues deliver at least once) updates its message instead of posting another. Events already
 handled are remembered by ``event_id``, and a lock per thread keeps two workers from racing on
 the same messages.
 
-Keys (bot.storage's scheme): ``bgw:incident:{channel}:{root_ts}``, ``bgw:open`` (open
-incidents), ``bgw:slack:diag:{id}:{results,ts,request,diagnosis}``, ``bgw:event:{event_id}``
-and ``bgw:lock:thread:{channel}:{root_ts}`` (the queue's own ``bgw:diag:*`` keys are separate).
+Keys (bot.storage's scheme): ``bgw:thread:{channel}:{root_ts}``, ``bgw:threads:open``,
+``bgw:slack:diag:{id}:{results,ts,request,diagnosis}``, ``bgw:event:{event_id}`` and
+``bgw:lock:thread:{channel}:{root_ts}`` (the queue's own ``bgw:diag:*`` keys are separate).
 
 Two stores with one protocol: ``MemoryStore`` (one process: the shell, in-process serve) and
 ``RedisStore`` (web and workers on several machines).
@@ -30,11 +31,11 @@ import redis.asyncio as redis
 from bot import storage
 from checks.model import StepResult
 
-INCIDENT_TTL_S = 30 * 24 * 3600.0
+THREAD_TTL_S = 30 * 24 * 3600.0
 DIAGNOSIS_TTL_S = 7 * 24 * 3600.0
 EVENT_TTL_S = 3600.0  # Slack retries an event for a few minutes at most
 VERDICT_FIELD = "_verdict"  # the verdict's ts lives beside the steps' ts
-OPEN_KEY = storage.key("open")
+OPEN_KEY = storage.key("threads", "open")
 
 
 class StateStore(Protocol):
@@ -176,7 +177,7 @@ def open_store(redis_url: str | None) -> StateStore:
 
 
 @dataclass
-class Incident:
+class DiagnosisThread:
     """One `/502` thread."""
 
     channel: str
@@ -201,7 +202,7 @@ class Incident:
         return storage.as_record(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Incident:
+    def from_dict(cls, d: dict[str, Any]) -> DiagnosisThread:
         return storage.from_record(cls, d)
 
 
@@ -215,31 +216,29 @@ class BotState:
     def __init__(self, store: StateStore) -> None:
         self.store = store
 
-    # Incidents -----------------------------------------------------------------------------
-    async def incident(self, channel: str, root_ts: str) -> Incident | None:
-        raw = await self.store.get_json(storage.key("incident", channel, root_ts))
-        return Incident.from_dict(raw) if raw else None
+    # `/502` threads -------------------------------------------------------------------------
+    async def thread(self, channel: str, root_ts: str) -> DiagnosisThread | None:
+        raw = await self.store.get_json(storage.key("thread", channel, root_ts))
+        return DiagnosisThread.from_dict(raw) if raw else None
 
-    async def save_incident(self, incident: Incident) -> None:
+    async def save_thread(self, thread: DiagnosisThread) -> None:
         await self.store.set_json(
-            storage.key("incident", incident.channel, incident.root_ts),
-            incident.to_dict(),
-            INCIDENT_TTL_S,
+            storage.key("thread", thread.channel, thread.root_ts), thread.to_dict(), THREAD_TTL_S
         )
-        if incident.resolved_at is None:
-            await self.store.set_add(OPEN_KEY, incident.key)
+        if thread.resolved_at is None:
+            await self.store.set_add(OPEN_KEY, thread.key)
         else:
-            await self.store.set_remove(OPEN_KEY, incident.key)
+            await self.store.set_remove(OPEN_KEY, thread.key)
 
-    async def open_incidents(self) -> list[Incident]:
-        found: list[Incident] = []
+    async def open_threads(self) -> list[DiagnosisThread]:
+        found: list[DiagnosisThread] = []
         for key in await self.store.set_members(OPEN_KEY):
             channel, _, root_ts = key.partition(":")
-            incident = await self.incident(channel, root_ts)
-            if incident is None:  # expired
+            thread = await self.thread(channel, root_ts)
+            if thread is None:  # expired
                 await self.store.set_remove(OPEN_KEY, key)
-            elif incident.resolved_at is None:
-                found.append(incident)
+            elif thread.resolved_at is None:
+                found.append(thread)
         return sorted(found, key=lambda i: i.created_at)
 
     def thread_lock(

@@ -94,11 +94,10 @@ class Incidents:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.notifier = notifier
         self.settings = settings
         self.policy = policy or AlertPolicy()
-        self.carrier = carrier
         self.clock = clock
+        # Slack and the carrier are the posting side's; the state machine only moves incidents.
         self.posts = AlertPosts(store, notifier, settings, self.policy, carrier, clock)
 
     origin = staticmethod(diagnosis_origin)

@@ -8,10 +8,9 @@ next due time is its interval ± 10 %, so fifty sites do not all fire in the sam
 A probe is one quick GET (``checks.http_probe.fetch``, cache busted) at the address
 ``checks.runner.prepare`` resolved and vetted; its result feeds ``Incidents.observe``.
 
-Wiring (the queue's worker): add ``MONITOR_FUNCTIONS`` to the worker's functions,
-``monitor_cron_jobs()`` to its cron jobs, and put an ``Incidents`` in the worker context
-under ``"alerts"`` (``await install_alerts(ctx, config, settings, carrier)`` from a
-startup hook).
+The worker assembly (bot.assemble.worker) adds ``MONITOR_FUNCTIONS`` and
+``monitor_cron_jobs()`` to the default queue's workers and puts an ``Incidents`` in their
+context under ``"alerts"``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.render.wording import cut
-from bot.slack.client import post_once, update
+from bot.slack_client import post_once, update
 
 SECTION_LIMIT = 3000  # Block Kit: characters in one section's text
 
@@ -24,7 +24,7 @@ def _blocks(text: str) -> list[dict[str, Any]]:
 class SlackNotifier:
     """Posts and updates alert messages through the Slack app's client: retries on 429, 5xx
     and dropped connections, and ``post_once`` so an ambiguous failure never posts twice.
-    Make the client with ``bot.slack.client.make_web_client(config)``."""
+    Make the client with ``bot.slack_client.make_web_client(config)``."""
 
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client

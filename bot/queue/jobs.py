@@ -164,14 +164,15 @@ class JobRunner:
         settings: Settings,
         sink: ResultSink,
         store: DiagnosisStore,
-        hub: QueueHub,
         tuning: QueueTuning,
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.store = store
-        self.hub = hub
         self.tuning = tuning
+        # Every queue this runner enqueues into or serves; a job that fails for good is
+        # shown in its thread (``dead_letter``).
+        self.hub = QueueHub(store.redis, tuning, on_final_failure=self.dead_letter)
 
     def functions(self) -> list[tuple[str, Any]]:
         return [

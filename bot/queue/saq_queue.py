@@ -158,22 +158,20 @@ class DiagnosisQueue(RedisQueue):
 class QueueHub:
     """One SAQ queue object per queue name, all on one Redis client (one connection pool)."""
 
-    def __init__(self, redis: Redis, tuning: QueueTuning) -> None:
+    def __init__(
+        self, redis: Redis, tuning: QueueTuning, on_final_failure: FinalFailureHook | None = None
+    ) -> None:
         self.redis = redis
         self.tuning = tuning
-        self.on_final_failure: FinalFailureHook | None = None
+        self.on_final_failure = on_final_failure
         self._queues: dict[str, DiagnosisQueue] = {}
 
     def get(self, name: str) -> DiagnosisQueue:
         queue = self._queues.get(name)
         if queue is None:
-            queue = DiagnosisQueue(self.redis, name, self.tuning, self._final_failure)
+            queue = DiagnosisQueue(self.redis, name, self.tuning, self.on_final_failure)
             self._queues[name] = queue
         return queue
-
-    async def _final_failure(self, job: Job) -> None:
-        if self.on_final_failure is not None:
-            await self.on_final_failure(job)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from bot.render.mentions import channel_mention, user_mention
 from bot.render.slack_blocks import MAX_SECTION_TEXT
 from bot.render.wording import cut, escape, slack_date_time
-from bot.state import Incident
+from bot.state import DiagnosisThread
 from checks import steps as step_registry
 from checks.settings import Settings
 
@@ -45,7 +45,7 @@ def sites_text(settings: Settings) -> str:
     return cut("\n".join(lines), MAX_SECTION_TEXT)
 
 
-def status_text(threads: Sequence[Incident]) -> str:
+def status_text(threads: Sequence[DiagnosisThread]) -> str:
     """The `/502` threads still open, oldest first."""
     if not threads:
         return "No open incidents."

@@ -1,4 +1,4 @@
-"""Building the alerting side from the bot's config: one ``Incidents`` per process.
+"""The alerting side built from the configuration: one ``Incidents`` per process.
 
 The web process (webhooks, `/502 status`, buttons) and every worker (scheduled probes) each
 build their own ``Incidents`` over the same Redis; they share nothing else.
@@ -7,7 +7,6 @@ build their own ``Incidents`` over the same Redis; they share nothing else.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -16,7 +15,7 @@ from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
 from bot.config import AlertPolicy, BotConfig, ConfigError
 from bot.pipeline import Carrier
-from bot.slack.client import make_web_client
+from bot.slack_client import make_web_client
 from checks.settings import Settings
 
 
@@ -35,19 +34,3 @@ def build_incidents(
     redis = Redis.from_url(config.redis_url, decode_responses=True)
     notifier = SlackNotifier(make_web_client(config)) if config.slack_bot_token else None
     return Incidents(IncidentStore(redis), notifier, settings, policy, carrier)
-
-
-async def install_alerts(
-    ctx: dict[str, Any], config: BotConfig, settings: Settings, carrier: Carrier | None
-) -> Incidents:
-    """For a SAQ worker's startup hook: ``ctx["alerts"]`` is what the monitor jobs use."""
-    incidents = build_incidents(config, settings, carrier)
-    ctx["alerts"] = incidents
-    return incidents
-
-
-async def close_alerts(ctx: dict[str, Any]) -> None:
-    """For the worker's shutdown hook."""
-    incidents = ctx.pop("alerts", None)
-    if isinstance(incidents, Incidents):
-        await incidents.store.redis.aclose()
