@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
 from bot.render.mentions import user_mention
-from bot.render.wording import duration, escape, on_it, slack_time, thread_link
+from bot.render.wording import at_most, duration, escape, on_it, slack_time, thread_link
 
 SITES_SHOWN = 40  # sites named in a storm's root message before "…and N more"
 STATUS_LINES = 20  # open incidents listed by `/502 status` before "…and N more"
@@ -135,8 +135,7 @@ def status_text(open_incidents: Sequence[Incident], mutes: Sequence[Mute], now: 
             f":red_circle: *{escape(incident.site)}* failing for "
             f"{duration(now - incident.since)}{cause}{taken}{link}"
         )
-    if len(lines) > STATUS_LINES:
-        lines = [*lines[:STATUS_LINES], f"…and {len(lines) - STATUS_LINES} more"]
+    lines = at_most(lines, STATUS_LINES)
     if not lines:
         lines.append(":large_green_circle: No open incidents.")
     for mute in mutes:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from bot.render.mentions import channel_mention, user_mention
 from bot.render.slack_blocks import MAX_SECTION_TEXT
-from bot.render.wording import cut, escape, slack_date_time
+from bot.render.wording import at_most, cut, escape, slack_date_time
 from bot.state import DiagnosisThread
 from checks import steps as step_registry
 from checks.settings import Settings
@@ -36,12 +36,11 @@ def help_text() -> str:
 def sites_text(settings: Settings) -> str:
     if not settings.sites:
         return "No sites are configured; `/502 HOST` works for any host the settings allow."
-    lines = ["*Configured sites*"]
-    for site in settings.sites[:SITES_SHOWN]:
+    rows = []
+    for site in settings.sites:
         channel = f" → {escape(site.channel)}" if site.channel else ""
-        lines.append(f"• `{escape(site.name)}` {escape(site.url)}{channel}")
-    if len(settings.sites) > SITES_SHOWN:
-        lines.append(f"…and {len(settings.sites) - SITES_SHOWN} more")
+        rows.append(f"• `{escape(site.name)}` {escape(site.url)}{channel}")
+    lines = ["*Configured sites*", *at_most(rows, SITES_SHOWN)]
     return cut("\n".join(lines), MAX_SECTION_TEXT)
 
 
@@ -49,14 +48,13 @@ def status_text(threads: Sequence[DiagnosisThread]) -> str:
     """The `/502` threads still open, oldest first."""
     if not threads:
         return "No open incidents."
-    lines = [f"*Open incidents* ({len(threads)})"]
-    for thread in threads[:THREADS_SHOWN]:
+    rows = []
+    for thread in threads:
         cause = f"`{thread.cause}`" if thread.cause else "running"
         owner = f", {user_mention(thread.taken_by)} on it" if thread.taken_by else ""
-        lines.append(
+        rows.append(
             f"• {escape(thread.target)} in {channel_mention(thread.channel)} — {cause}{owner}, "
             f"asked by {user_mention(thread.requester)} {slack_date_time(thread.created_at)}"
         )
-    if len(threads) > THREADS_SHOWN:
-        lines.append(f"…and {len(threads) - THREADS_SHOWN} more")
+    lines = [f"*Open incidents* ({len(threads)})", *at_most(rows, THREADS_SHOWN)]
     return cut("\n".join(lines), MAX_SECTION_TEXT)

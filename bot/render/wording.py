@@ -28,6 +28,11 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
+def at_most(lines: list[str], limit: int) -> list[str]:
+    """The first ``limit`` lines, then "…and N more" for the rest."""
+    return lines if len(lines) <= limit else [*lines[:limit], f"…and {len(lines) - limit} more"]
+
+
 def duration(seconds: float) -> str:
     """'45 s', '12 min', '2 h 5 min'."""
     seconds = max(0, round(seconds))
