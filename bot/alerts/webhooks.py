@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +43,9 @@ class ParsedAlert:
     site: Site
     firing: bool
     summary: str
+
+
+AlertParser = Callable[[Any, Settings], list[ParsedAlert]]  # a webhook's body -> its alerts
 
 
 def _shown(value: str, limit: int = 100) -> str:
@@ -210,7 +214,7 @@ def add_alert_routes(
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    async def handle(request: web.Request, parse: Any, source: str) -> web.Response:
+    async def handle(request: web.Request, parse: AlertParser, source: str) -> web.Response:
         if not token:
             return _refuse(503, "alert webhooks are off: ALERTS_TOKEN is not set")
         if not _authorised(request, token):
