@@ -1,21 +1,21 @@
 """The `badgateway` command: diagnose from a terminal, run the Slack app, workers, the shell.
 
-Bad input (a target, the sites file, a setting) ends in one line on stderr and exit 2.
+Parses the arguments, reads the settings and hands over to the process's assembly
+(bot.assemble). Bad input (a target, the sites file, a setting) ends in one line on stderr
+and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import sys
 from collections.abc import Sequence
 
+from bot.assemble import terminal, web, worker
+from bot.config import ConfigError, load_config
 from checks.guard import TargetRefused
-from checks.runner import diagnose, prepare
-from checks.settings import Settings, SettingsError, load_settings, one_line
-from checks.steps import all_steps
+from checks.settings import SettingsError, load_settings, one_line
 from checks.target import BadTarget
 
 EXIT_BAD_INPUT = 2
@@ -58,21 +58,6 @@ def _fail(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-async def _diagnose(target: str, settings: Settings, as_json: bool) -> int:
-    from bot.render.terminal import TerminalReport
-
-    ctx = await prepare(target, settings)  # BadTarget / TargetRefused before any probe
-    if as_json:
-        result = await diagnose(ctx, settings)
-        print(json.dumps(result.to_dict(), indent=2))
-        return 0
-    report = TerminalReport()
-    report.start(ctx.target.raw, ctx.target.url, list(all_steps()))
-    result = await diagnose(ctx, settings, on_step=report.step)
-    report.finish(result)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -82,37 +67,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "diagnose":
             settings = load_settings(args.sites)
-            return asyncio.run(_diagnose(args.target, settings, args.json))
+            return terminal.run_diagnose(args.target, settings, as_json=args.json)
         if args.command == "demo":
-            from bot.demo import run_demo
-
-            return run_demo(as_json=args.json)
-        from bot.config import ConfigError, load_config
-
-        try:
-            if args.command == "serve":
-                from bot.slack.server import serve
-
-                return serve(load_config(require_slack=True), load_settings(args.sites))
-            if args.command == "shell":
-                from bot.shell import run_shell
-
-                return run_shell(load_settings(args.sites), sys.stdin, sys.stdout)
-            config = load_config()
-            if not config.redis_url:
-                return _fail("REDIS_URL is not set: workers and status need the Redis queue")
-            if args.command == "worker":
-                from bot.queue.worker import run_worker
-
-                queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-                return run_worker(config, load_settings(args.sites), queues)
-            if args.command == "status":
-                from bot.queue.status import show_status
-
-                return show_status(config, args.json)
-        except ConfigError as exc:
-            return _fail(str(exc))
-    except (SettingsError, BadTarget, TargetRefused) as exc:
+            return terminal.run_demo(as_json=args.json)
+        if args.command == "serve":
+            return web.serve(load_config(require_slack=True), load_settings(args.sites))
+        if args.command == "shell":
+            return terminal.run_shell(load_settings(args.sites), sys.stdin, sys.stdout)
+        config = load_config()
+        if not config.redis_url:
+            return _fail("REDIS_URL is not set: workers and status need the Redis queue")
+        if args.command == "worker":
+            queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+            return worker.run_worker(config, load_settings(args.sites), queues)
+        if args.command == "status":
+            return terminal.run_status(config, as_json=args.json)
+    except (ConfigError, SettingsError, BadTarget, TargetRefused) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

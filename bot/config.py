@@ -2,6 +2,9 @@
 
 A missing or malformed setting stops start-up with one line that names it (ConfigError).
 `.env` is read like the sites file: only a regular file (a FIFO is not waited on), UTF-8.
+How eagerly the bot alerts (``AlertPolicy``, ``BADGATEWAY_ALERT_*``) is read here too, from
+the environment, when a process that alerts is assembled. (The queue's timings,
+``BADGATEWAY_QUEUE_*``, are read by bot.queue.tuning, beside the knobs they set.)
 """
 
 from __future__ import annotations
@@ -116,3 +119,46 @@ def load_config(
         alerts_token=get("ALERTS_TOKEN"),
         worker_concurrency=int(conc_text),
     )
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """How eagerly the bot alerts. From BADGATEWAY_ALERT_* variables (docs/alerts.md)."""
+
+    failures_to_open: int = 2
+    successes_to_recover: int = 2
+    flap_window_s: float = 900.0
+    storm_threshold: int = 5  # sites posted in one batch that make a grouped alert
+    storm_hold_s: float = 5.0  # how long a new incident waits for others to group with
+    storm_window_s: float = 300.0  # later incidents join an active storm's thread
+    body_limit_bytes: int = 256 * 1024  # webhook bodies above this get 413
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AlertPolicy:
+        """Raises ConfigError naming the variable that is not a number."""
+        env = os.environ if env is None else env
+        default = cls()
+
+        def number(name: str, value: float) -> float:
+            text = env.get(f"BADGATEWAY_ALERT_{name}", "").strip()
+            if not text:
+                return value
+            try:
+                parsed = float(text)
+            except ValueError:
+                raise ConfigError(
+                    f"BADGATEWAY_ALERT_{name} must be a number, got {text!r}"
+                ) from None
+            if parsed < 0:
+                raise ConfigError(f"BADGATEWAY_ALERT_{name} must not be negative")
+            return parsed
+
+        return cls(
+            failures_to_open=max(1, int(number("FAILURES", default.failures_to_open))),
+            successes_to_recover=max(1, int(number("SUCCESSES", default.successes_to_recover))),
+            flap_window_s=number("FLAP_WINDOW_S", default.flap_window_s),
+            storm_threshold=int(number("STORM_THRESHOLD", default.storm_threshold)),
+            storm_hold_s=number("STORM_HOLD_S", default.storm_hold_s),
+            storm_window_s=number("STORM_WINDOW_S", default.storm_window_s),
+            body_limit_bytes=int(number("BODY_LIMIT_BYTES", default.body_limit_bytes)),
+        )

@@ -3,14 +3,13 @@
 Starts Debian's nginx on a loopback port in front of an app port where nothing listens
 (the classic 502), then runs the whole diagnosis against it with the proxy's error log
 and upstream configured, as a sites file would. Needs no Slack, no Redis, no network.
+(``demo_site`` is the site; bot.assemble.terminal runs the diagnosis and shows it.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
-import json
 import shutil
 import socket
 import subprocess
@@ -19,9 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from checks.runner import diagnose, prepare
 from checks.settings import LogSource, Settings, Site
-from checks.steps import all_steps
 
 _NGINX_CONF = """
 worker_processes 1;
@@ -109,31 +106,3 @@ def demo_site() -> Iterator[Settings]:
         finally:
             proc.terminate()
             proc.wait(5)
-
-
-def run_demo(*, as_json: bool = False) -> int:
-    try:
-        with demo_site() as settings:
-            if not as_json:
-                site = settings.sites[0]
-                print(
-                    f"Demo: nginx at {site.url} proxies to {site.upstreams[0]}, "
-                    "where no app is running.\n"
-                )
-            return asyncio.run(_run(settings, as_json))
-    except DemoUnavailable as exc:
-        print(f"badgateway demo: {exc}")
-        return 2
-
-
-async def _run(settings: Settings, as_json: bool) -> int:
-    from bot.render.terminal import TerminalReport
-
-    ctx = await prepare("demo-shop", settings)
-    if as_json:
-        print(json.dumps((await diagnose(ctx, settings)).to_dict(), indent=2))
-        return 0
-    report = TerminalReport()
-    report.start("demo-shop", ctx.target.url, list(all_steps()))
-    report.finish(await diagnose(ctx, settings, on_step=report.step))
-    return 0

@@ -87,6 +87,17 @@ class ResultSink(Protocol):
     async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None: ...
 
 
+class LoggingSink:
+    """A ResultSink that writes to the log: a worker's, when no chat tool is configured."""
+
+    async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
+        log.warning("diagnosis %s: step %s: %s", request.id, result.name, result.summary)
+
+    async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
+        verdict = diagnosis.verdict
+        log.warning("diagnosis %s: %s: %s", request.id, verdict.cause.value, verdict.summary)
+
+
 class Carrier(Protocol):
     """Runs a request's steps somewhere and feeds the sink."""
 

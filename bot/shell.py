@@ -10,20 +10,14 @@ the few Slack Web API methods they call instead of to Slack.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import time
-from typing import Any, TextIO, cast
-
-from slack_sdk.web.async_client import AsyncWebClient
+from typing import Any, TextIO
 
 from bot.pipeline import InProcessCarrier
 from bot.render.slack_blocks import ACTIONS
 from bot.render.slack_text import blocks_to_text
 from bot.slack.chatops import ChatOps, Command
-from bot.slack.sink import SlackSink
-from bot.state import BotState, MemoryStore
-from checks.settings import Settings
 
 SHELL_USER = "U0SHELL01"
 SHELL_CHANNEL = "C0SHELL01"
@@ -110,15 +104,16 @@ class TerminalSlack:
 
 
 class Shell:
-    def __init__(self, settings: Settings, out: TextIO) -> None:
-        # The person at the terminal runs the bot: Slack's allow-lists do not apply here.
-        settings = dataclasses.replace(settings, allowed_channels=(), allowed_users=())
+    """Reads lines, hands them to ``chatops`` as Slack would, shows what ``slack`` gets.
+    Put together by bot.assemble.terminal.run_shell."""
+
+    def __init__(
+        self, chatops: ChatOps, carrier: InProcessCarrier, slack: TerminalSlack, out: TextIO
+    ) -> None:
         self.out = out
-        self.slack = TerminalSlack(out)
-        client = cast(AsyncWebClient, self.slack)
-        state = BotState(MemoryStore())
-        self.carrier = InProcessCarrier(settings, SlackSink(client, state))
-        self.chatops = ChatOps(client, state, self.carrier, settings)
+        self.slack = slack
+        self.carrier = carrier
+        self.chatops = chatops
         self._updates_before = 0
 
     async def private(self, text: str | None) -> None:
@@ -197,7 +192,3 @@ class Shell:
         finally:
             await self.carrier.close()
         return 0
-
-
-def run_shell(settings: Settings, stdin: TextIO, stdout: TextIO) -> int:
-    return asyncio.run(Shell(settings, stdout).run(stdin))

@@ -1,18 +1,19 @@
 """What the Slack side remembers between requests and across processes.
 
-A thread (one `/502`) is an *incident*: its channel and root message, the target, who asked,
-who took it and who resolved it, and which diagnosis is the current one. Each diagnosis keeps
+A `/502` thread is a ``DiagnosisThread``: its channel and root message, the target, who asked,
+who took it and who resolved it, and which diagnosis is the current one. (An alert's thread
+is a different record: bot.alerts.store.Incident.) Each diagnosis keeps
 its step results and the ts of every message posted for it, so that a step delivered twice
 (queues deliver at least once) updates its message instead of posting another. Events already
 handled are remembered by ``event_id``, and a lock per thread keeps two workers from racing on
 the same messages.
 
-Keys: ``bgw:incident:{channel}:{root_ts}``, ``bgw:open`` (open incidents),
+Keys (bot.storage's scheme): ``bgw:thread:{channel}:{root_ts}``, ``bgw:threads:open``,
 ``bgw:slack:diag:{id}:{results,ts,request,diagnosis}``, ``bgw:event:{event_id}`` and
 ``bgw:lock:thread:{channel}:{root_ts}`` (the queue's own ``bgw:diag:*`` keys are separate).
 
 Two stores with one protocol: ``MemoryStore`` (one process: the shell, in-process serve) and
-``RedisStore`` (web and workers on several machines). Every key starts with ``bgw:``.
+``RedisStore`` (web and workers on several machines).
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import redis.asyncio as redis
+
+from bot import storage
 from checks.model import StepResult
 
-PREFIX = "bgw:"
-INCIDENT_TTL_S = 30 * 24 * 3600.0
+THREAD_TTL_S = 30 * 24 * 3600.0
 DIAGNOSIS_TTL_S = 7 * 24 * 3600.0
 EVENT_TTL_S = 3600.0  # Slack retries an event for a few minutes at most
 VERDICT_FIELD = "_verdict"  # the verdict's ts lives beside the steps' ts
+OPEN_KEY = storage.key("threads", "open")
 
 
 class StateStore(Protocol):
@@ -127,8 +131,6 @@ class RedisStore:
     """A StateStore in Redis (redis.asyncio), shared by the web process and the workers."""
 
     def __init__(self, url: str) -> None:
-        import redis.asyncio as redis
-
         self.redis = redis.from_url(url, decode_responses=True)
 
     async def get_json(self, key: str) -> Any | None:
@@ -149,7 +151,7 @@ class RedisStore:
             await pipe.execute()
 
     async def claim(self, key: str, ttl_s: float) -> bool:
-        return bool(await self.redis.set(key, "1", nx=True, px=int(ttl_s * 1000)))
+        return await storage.claim(self.redis, key, ttl_s)
 
     async def set_add(self, key: str, member: str) -> None:
         await self.redis.sadd(key, member)  # type: ignore[misc]
@@ -160,32 +162,14 @@ class RedisStore:
     async def set_members(self, key: str) -> set[str]:
         return set(await self.redis.smembers(key))  # type: ignore[misc]
 
-    @contextlib.asynccontextmanager
-    async def lock(self, key: str, timeout_s: float = 120.0) -> AsyncIterator[None]:
-        """Wait up to ``timeout_s`` for the lock. It is held as a short lease that the holder
-        renews while it works, so a holder that dies frees it within LOCK_LEASE_S, while a
-        live one slowed down by Slack's rate limits keeps it as long as it needs."""
-        lock = self.redis.lock(key, timeout=LOCK_LEASE_S, blocking_timeout=timeout_s)
-        async with lock:
-            keeper = asyncio.create_task(_renew(lock))
-            try:
-                yield
-            finally:
-                keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+    def lock(
+        self, key: str, timeout_s: float = 120.0
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Wait up to ``timeout_s`` for the lock (bot.storage.redis_lock: a renewed lease)."""
+        return storage.redis_lock(self.redis, key, wait_s=timeout_s)
 
     async def close(self) -> None:
         await self.redis.aclose()
-
-
-LOCK_LEASE_S = 10.0
-
-
-async def _renew(lock: Any) -> None:
-    while True:
-        await asyncio.sleep(LOCK_LEASE_S / 3)
-        await lock.reacquire()  # the lease runs LOCK_LEASE_S from now again
 
 
 def open_store(redis_url: str | None) -> StateStore:
@@ -193,7 +177,7 @@ def open_store(redis_url: str | None) -> StateStore:
 
 
 @dataclass
-class Incident:
+class DiagnosisThread:
     """One `/502` thread."""
 
     channel: str
@@ -215,12 +199,11 @@ class Incident:
         return thread_key(self.channel, self.root_ts)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return storage.as_record(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Incident:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict[str, Any]) -> DiagnosisThread:
+        return storage.from_record(cls, d)
 
 
 def thread_key(channel: str, root_ts: str) -> str:
@@ -233,45 +216,45 @@ class BotState:
     def __init__(self, store: StateStore) -> None:
         self.store = store
 
-    # Incidents -----------------------------------------------------------------------------
-    async def incident(self, channel: str, root_ts: str) -> Incident | None:
-        raw = await self.store.get_json(f"{PREFIX}incident:{thread_key(channel, root_ts)}")
-        return Incident.from_dict(raw) if raw else None
+    # `/502` threads -------------------------------------------------------------------------
+    async def thread(self, channel: str, root_ts: str) -> DiagnosisThread | None:
+        raw = await self.store.get_json(storage.key("thread", channel, root_ts))
+        return DiagnosisThread.from_dict(raw) if raw else None
 
-    async def save_incident(self, incident: Incident) -> None:
+    async def save_thread(self, thread: DiagnosisThread) -> None:
         await self.store.set_json(
-            f"{PREFIX}incident:{incident.key}", incident.to_dict(), INCIDENT_TTL_S
+            storage.key("thread", thread.channel, thread.root_ts), thread.to_dict(), THREAD_TTL_S
         )
-        if incident.resolved_at is None:
-            await self.store.set_add(f"{PREFIX}open", incident.key)
+        if thread.resolved_at is None:
+            await self.store.set_add(OPEN_KEY, thread.key)
         else:
-            await self.store.set_remove(f"{PREFIX}open", incident.key)
+            await self.store.set_remove(OPEN_KEY, thread.key)
 
-    async def open_incidents(self) -> list[Incident]:
-        found: list[Incident] = []
-        for key in await self.store.set_members(f"{PREFIX}open"):
+    async def open_threads(self) -> list[DiagnosisThread]:
+        found: list[DiagnosisThread] = []
+        for key in await self.store.set_members(OPEN_KEY):
             channel, _, root_ts = key.partition(":")
-            incident = await self.incident(channel, root_ts)
-            if incident is None:  # expired
-                await self.store.set_remove(f"{PREFIX}open", key)
-            elif incident.resolved_at is None:
-                found.append(incident)
+            thread = await self.thread(channel, root_ts)
+            if thread is None:  # expired
+                await self.store.set_remove(OPEN_KEY, key)
+            elif thread.resolved_at is None:
+                found.append(thread)
         return sorted(found, key=lambda i: i.created_at)
 
     def thread_lock(
         self, channel: str, root_ts: str
     ) -> contextlib.AbstractAsyncContextManager[None]:
         """Held while a thread's messages are posted or updated, by whichever process."""
-        return self.store.lock(f"{PREFIX}lock:thread:{thread_key(channel, root_ts)}")
+        return self.store.lock(storage.key("lock", "thread", channel, root_ts))
 
     # Diagnoses -----------------------------------------------------------------------------
     async def results(self, diagnosis_id: str) -> dict[str, StepResult]:
-        raw = await self.store.hash_get_all(f"{PREFIX}slack:diag:{diagnosis_id}:results")
+        raw = await self.store.hash_get_all(storage.key("slack", "diag", diagnosis_id, "results"))
         return {name: StepResult.from_dict(json.loads(text)) for name, text in raw.items()}
 
     async def record_result(self, diagnosis_id: str, result: StepResult) -> None:
         await self.store.hash_set(
-            f"{PREFIX}slack:diag:{diagnosis_id}:results",
+            storage.key("slack", "diag", diagnosis_id, "results"),
             result.name,
             json.dumps(result.to_dict()),
             DIAGNOSIS_TTL_S,
@@ -279,33 +262,33 @@ class BotState:
 
     async def posted(self, diagnosis_id: str) -> dict[str, str]:
         """Message ts per step name (and VERDICT_FIELD for the verdict)."""
-        return await self.store.hash_get_all(f"{PREFIX}slack:diag:{diagnosis_id}:ts")
+        return await self.store.hash_get_all(storage.key("slack", "diag", diagnosis_id, "ts"))
 
     async def record_posted(self, diagnosis_id: str, part: str, ts: str) -> None:
         await self.store.hash_set(
-            f"{PREFIX}slack:diag:{diagnosis_id}:ts", part, ts, DIAGNOSIS_TTL_S
+            storage.key("slack", "diag", diagnosis_id, "ts"), part, ts, DIAGNOSIS_TTL_S
         )
 
     async def diagnosis_doc(self, diagnosis_id: str) -> dict[str, Any] | None:
-        raw = await self.store.get_json(f"{PREFIX}slack:diag:{diagnosis_id}:diagnosis")
+        raw = await self.store.get_json(storage.key("slack", "diag", diagnosis_id, "diagnosis"))
         return raw if isinstance(raw, dict) else None
 
     async def record_diagnosis(self, diagnosis_id: str, doc: dict[str, Any]) -> None:
         await self.store.set_json(
-            f"{PREFIX}slack:diag:{diagnosis_id}:diagnosis", doc, DIAGNOSIS_TTL_S
+            storage.key("slack", "diag", diagnosis_id, "diagnosis"), doc, DIAGNOSIS_TTL_S
         )
 
     async def request_doc(self, diagnosis_id: str) -> dict[str, Any]:
         """The steps a diagnosis runs and the results it keeps from before (partial rerun)."""
-        raw = await self.store.get_json(f"{PREFIX}slack:diag:{diagnosis_id}:request")
+        raw = await self.store.get_json(storage.key("slack", "diag", diagnosis_id, "request"))
         return raw if isinstance(raw, dict) else {}
 
     async def record_request(self, diagnosis_id: str, doc: dict[str, Any]) -> None:
         await self.store.set_json(
-            f"{PREFIX}slack:diag:{diagnosis_id}:request", doc, DIAGNOSIS_TTL_S
+            storage.key("slack", "diag", diagnosis_id, "request"), doc, DIAGNOSIS_TTL_S
         )
 
     # Events --------------------------------------------------------------------------------
     async def first_time(self, event_id: str) -> bool:
         """True the first time an event id is seen; Slack's retries of it get False."""
-        return await self.store.claim(f"{PREFIX}event:{event_id}", EVENT_TTL_S)
+        return await self.store.claim(storage.key("event", event_id), EVENT_TTL_S)

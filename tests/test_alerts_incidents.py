@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis.asyncio import Redis
 
+from bot.alerts.chat import AlertChat
 from bot.alerts.incidents import Incidents, parse_duration
 from bot.alerts.monitor import probe_site
-from bot.alerts.slack_commands import AlertCommands
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED
 from bot.pipeline import DiagnosisRequest
+from bot.slack_client import make_web_client
+from bot.state import BotState, MemoryStore
 from checks.runner import prepare
 from checks.settings import Settings, Site
 from tests.lab.fixtures_proxies import Proxy
@@ -22,6 +24,7 @@ from tests.lab.fixtures_upstreams import Upstream
 from tests.test_alerts_lab import (
     CHANNEL,
     RecordingCarrier,
+    bot_config,
     lab_settings,
     make_incidents,
     posted,
@@ -62,6 +65,25 @@ def shop(app: App, nginx_proxy: Callable[..., Proxy]) -> tuple[Site, App]:
     return Site(
         "shop", proxy.url + "shop", upstreams=(f"127.0.0.1:{app.port}",), channel=CHANNEL
     ), app
+
+
+def alert_chat(incidents: Incidents, slack: SlackStandIn) -> AlertChat:
+    """The alerting side as the Slack app sees it (its thread kind and commands)."""
+    client = make_web_client(bot_config(slack))
+    return AlertChat(incidents, BotState(MemoryStore()), client, incidents.posts.carrier)
+
+
+async def press(chat: AlertChat, button: str, user: str, root_ts: str) -> list[str]:
+    """Press a verdict button in the alert thread at ``root_ts``; the private answers."""
+    answers: list[str] = []
+
+    async def reply(text: str) -> None:
+        answers.append(text)
+
+    owner = await chat.owner(CHANNEL, root_ts)
+    assert owner is not None, root_ts
+    await getattr(owner, button)(user, reply)
+    return answers
 
 
 async def probe(incidents: Incidents, site: Site, times: int = 1) -> None:
@@ -281,29 +303,29 @@ async def test_slack_commands_and_buttons_act_on_alert_threads(
     site, app = shop
     carrier = RecordingCarrier()
     incidents = make_incidents(redis, slack_api, lab_settings(site), carrier)
-    commands = AlertCommands(incidents)
-    assert await commands.command("shop.example.com", "U1") is None  # not ours: a diagnosis
-    assert "no site named nosuch" in (await commands.command("mute nosuch 1h", "U1") or "")
-    assert "not a duration" in (await commands.command("mute shop soon", "U1") or "")
-    assert "muted until" in (await commands.command("mute shop 30m", "U1") or "")
+    chat = alert_chat(incidents, slack_api)
+    assert set(chat.commands()) == {"mute", "unmute"}  # anything else is the Slack app's
+    assert "no site named nosuch" in await chat.mute(["mute", "nosuch", "1h"], "U1")
+    assert "not a duration" in await chat.mute(["mute", "shop", "soon"], "U1")
+    assert "muted until" in await chat.mute(["mute", "shop", "30m"], "U1")
     assert (await incidents.store.muted("shop")) is not None
-    assert "alerts again" in (await commands.command("unmute shop", "U1") or "")
+    assert "alerts again" in await chat.unmute(["unmute", "shop"], "U1")
 
     app.stop()
     await probe(incidents, site, 2)
     await incidents.settle()
     [root] = slack_api.roots()
-    # A button in a thread that is not an alert's is left to the Slack app.
-    assert await commands.action("take", user="U1", channel=CHANNEL, root_ts="1.000001") is None
-    assert await commands.action("take", user="U2", channel=CHANNEL, root_ts=root.ts) == ""
+    # A thread that is not an alert's is not this kind's (the Slack app looks elsewhere).
+    assert await chat.owner(CHANNEL, "1.000001") is None
+    assert await press(chat, "take", "U2", root.ts) == []
     assert "*Taken by* <@U2>" in slack_api.message(root.ts).text
-    assert await commands.action("rerun", user="U2", channel=CHANNEL, root_ts=root.ts) == ""
+    assert await press(chat, "rerun", "U2", root.ts) == []
     assert len(carrier.requests) == 2 and carrier.requests[1].origin["root_ts"] == root.ts
-    status = await commands.command("status", "U2") or ""
+    status = await chat.status_text()
     assert "*shop* failing for" in status
-    assert await commands.action("resolve", user="U2", channel=CHANNEL, root_ts=root.ts) == ""
+    assert await press(chat, "resolve", "U2", root.ts) == []
     assert "resolved by <@U2>" in slack_api.message(root.ts).text
-    assert "No open incidents" in (await commands.command("status", "U2") or "")
+    assert "No open incidents" in await chat.status_text()
 
 
 async def test_a_diagnosis_submitted_into_the_thread_becomes_the_latest(
@@ -342,9 +364,8 @@ async def test_a_diagnosis_submitted_into_the_thread_becomes_the_latest(
     assert latest is not None and latest.diagnosis_id == asked.id
     assert latest.cause == "upstream_refused"
     # Re-run in the thread: the new run is the latest from the start.
-    commands = AlertCommands(incidents)
     root_ts = str(incident.root_ts)
-    assert await commands.action("rerun", user="U2", channel=CHANNEL, root_ts=root_ts) == ""
+    assert await press(alert_chat(incidents, slack_api), "rerun", "U2", root_ts) == []
     rerun = carrier.requests[-1]
     latest = await incidents.store.get(incident.id)
     assert latest is not None and latest.diagnosis_id == rerun.id != asked.id
@@ -377,7 +398,6 @@ async def test_resolved_in_a_grouped_thread_resolves_every_site(
     [root] = slack_api.roots()
     assert "*6 sites failing at once*" in root.text
     assert "the same failure refused (all)" in root.text
-    commands = AlertCommands(incidents)
-    assert await commands.action("resolve", user="U9", channel=CHANNEL, root_ts=root.ts) == ""
+    assert await press(alert_chat(incidents, slack_api), "resolve", "U9", root.ts) == []
     assert await incidents.list_open() == []
     assert "*Now:* 0 failing, 0 recovered, 6 resolved" in slack_api.message(root.ts).text

@@ -15,12 +15,12 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import AlertPolicy, Incidents
+from bot.alerts.incidents import Incidents
 from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
-from bot.config import BotConfig
+from bot.config import AlertPolicy, BotConfig
 from bot.pipeline import DiagnosisRequest
-from bot.slack.client import make_web_client
+from bot.slack_client import make_web_client
 from checks.settings import Settings, Site
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import SlackStandIn

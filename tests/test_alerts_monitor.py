@@ -16,8 +16,9 @@ from bot.alerts.notifier import SlackNotifier
 from bot.alerts.sink import IncidentVerdicts
 from bot.alerts.store import IncidentStore
 from bot.pipeline import InProcessCarrier
-from bot.slack.client import make_web_client
-from bot.slack.sink import build_sink
+from bot.slack.sink import SlackSink
+from bot.slack_client import make_web_client
+from bot.state import BotState, open_store
 from checks.settings import Site
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_slack import SlackStandIn
@@ -96,8 +97,9 @@ async def test_diagnosis_lands_in_the_alert_thread_and_the_verdict_on_its_root(
     incidents = Incidents(
         IncidentStore(redis), SlackNotifier(make_web_client(config)), settings, FAST
     )
-    carrier = InProcessCarrier(settings, IncidentVerdicts(build_sink(config), incidents))
-    incidents.carrier = carrier
+    worker_sink = SlackSink(make_web_client(config), BotState(open_store(config.redis_url)))
+    carrier = InProcessCarrier(settings, IncidentVerdicts(worker_sink, incidents))
+    incidents.posts.carrier = carrier  # the verdicts go back to these incidents
     app.stop()
     await probe(incidents, site, 2)
     await incidents.settle()

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bot.shell import run_shell
+from bot.assemble.terminal import run_shell
 from checks.settings import Settings
 from checks.steps import all_steps
 

@@ -490,39 +490,50 @@ async def test_a_slow_resolver_does_not_hold_the_ack(
 
 
 class _AlertSide:
-    """Stands in for bot.alerts' AlertCommands (tested with its own lab): records the hooks."""
+    """Stands in for bot.alerts' AlertChat (tested with its own lab): another kind of thread
+    (bot.threads.ThreadKind) and a `/502 mute` command, recording what reaches it."""
 
-    def __init__(self, alert_root: str) -> None:
-        self.alert_root = alert_root
-        self.incidents = self
+    def __init__(self) -> None:
+        self.alert_root = ""
+        self.carrier: Any = None
         self.actions: list[str] = []
 
-    async def command(self, text: str, user: str) -> str | None:
-        if text == "status":
-            return "alerts: shop is down"
-        return "muted shop" if text.startswith("mute") else None
+    async def owner(self, channel: str, ts: str) -> Any:
+        return self if ts == self.alert_root else None
 
-    async def action(self, name: str, *, user: str, channel: str, root_ts: str) -> str | None:
-        if root_ts != self.alert_root:
-            return None
-        self.actions.append(name)
-        return ""
+    async def status_text(self) -> str:
+        return "alerts: shop is down"
 
-    async def incident_for_url(self, url: str) -> dict[str, str] | None:
-        return {"root_ts": self.alert_root}
+    async def divert(self, ctx: Any, *, user: str, reply: Any) -> bool:
+        origin = {"kind": "slack", "channel": CHANNEL, "root_ts": self.alert_root, "user": user}
+        await self.carrier.submit(bot.pipeline.DiagnosisRequest.new(ctx, origin=origin))
+        return True
 
-    @staticmethod
-    def origin(incident: dict[str, str]) -> dict[str, str]:
-        return {"kind": "slack", "channel": CHANNEL, "root_ts": incident["root_ts"]}
+    async def mute(self, words: list[str], user: str) -> str:
+        return "muted shop"
+
+    async def take(self, user: str, reply: Any) -> None:
+        self.actions.append("take")
+
+    async def resolve(self, user: str, reply: Any) -> None:
+        self.actions.append("resolve")
+
+    async def rerun(self, user: str, reply: Any, step: str | None = None) -> None:
+        self.actions.append("rerun")
+
+    async def escalate(self, user: str, reply: Any) -> None:
+        self.actions.append("escalate")
 
 
 async def test_alert_hooks_come_first(
     slack_bot: Callable[..., Any], failing_site: str, test_steps: Any
 ) -> None:
-    bot: BotUnderTest = await slack_bot(settings())
+    alerts = _AlertSide()
+    bot: BotUnderTest = await slack_bot(
+        settings(), other_threads=[alerts], commands={"mute": alerts.mute}
+    )
     alert_root = await bot.runtime.client.chat_postMessage(channel=CHANNEL, text="alert: shop")
-    alerts = _AlertSide(str(alert_root["ts"]))
-    bot.runtime.chatops.alerts = alerts
+    alerts.alert_root, alerts.carrier = str(alert_root["ts"]), bot.runtime.carrier
     assert (await bot.command("mute shop 1h")).json()["text"] == "muted shop"
     status = (await bot.command("status")).json()["text"]
     assert "No open incidents." in status and "alerts: shop is down" in status

@@ -8,8 +8,9 @@ import json
 import aiohttp
 import pytest
 
+from bot.assemble.web import run
 from bot.config import BotConfig
-from bot.slack.server import EVENTS_PATH, HEALTH_PATH, run
+from bot.slack.server import EVENTS_PATH, HEALTH_PATH
 from checks.settings import Settings
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackStandIn, sign
 from tests.lab.process import free_port

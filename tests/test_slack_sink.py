@@ -10,9 +10,9 @@ from typing import Any
 from bot.config import BotConfig
 from bot.pipeline import DiagnosisRequest
 from bot.render.slack_blocks import ordered_names
-from bot.slack.client import make_web_client
 from bot.slack.sink import SlackSink, remember_request
-from bot.state import BotState, Incident, MemoryStore
+from bot.slack_client import make_web_client
+from bot.state import BotState, DiagnosisThread, MemoryStore
 from checks.model import Cause, Diagnosis, Finding, Status, StepResult
 from checks.verdict import decide
 from tests.lab.fixtures_slack import SlackStandIn
@@ -30,10 +30,10 @@ async def _thread(slack: SlackStandIn, state: BotState) -> tuple[DiagnosisReques
         origin={"kind": "slack", "channel": "C1", "root_ts": root["ts"], "user": "U1"},
         created_at=time.time(),
     )
-    incident = Incident(
+    incident = DiagnosisThread(
         "C1", root["ts"], "shop", "https://shop.example.com/", "U1", time.time(), current="diag1"
     )
-    await state.save_incident(incident)
+    await state.save_thread(incident)
     await remember_request(state, request)
     return request, str(root["ts"])
 
@@ -87,7 +87,7 @@ async def test_out_of_order_twice_and_from_two_workers(slack_api: SlackStandIn) 
     assert [m.text.split(":")[0] for m in thread] == [*ordered_names(STEPS), "verdict"]
     root = slack_api.message(root_ts)
     assert "upstream_refused" in str(root.blocks) and "❌" in str(root.blocks)
-    incident = await state.incident("C1", root_ts)
+    incident = await state.thread("C1", root_ts)
     assert incident is not None and incident.cause == "upstream_refused"
 
 
@@ -112,8 +112,8 @@ async def test_a_post_whose_ts_was_never_recorded_is_found_not_repeated(
 ) -> None:
     """A worker killed after Slack took the reply but before the ts was stored: the intent it
     left makes the next try look the message up instead of posting it a second time."""
-    from bot.slack.client import post_once
     from bot.slack.sink import INTENT_SUFFIX
+    from bot.slack_client import post_once
 
     state = BotState(MemoryStore())
     request, root_ts = await _thread(slack_api, state)

@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from bot.assemble.web import run
 from bot.config import BotConfig, load_config
-from bot.slack.server import HEALTH_PATH, run
+from bot.slack.server import HEALTH_PATH
 from checks.settings import Settings
 from checks.steps import step_names
 from tests.lab.fixtures_slack import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bot.state import BotState, Incident, MemoryStore, RedisStore, StateStore
+from bot.state import BotState, DiagnosisThread, MemoryStore, RedisStore, StateStore
 from checks.model import Status, StepResult
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
 
@@ -44,13 +44,13 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
 
 async def test_incidents_results_and_ledger(store: StateStore) -> None:
     state = BotState(store)
-    incident = Incident("C1", "1.1", "shop", "https://shop/", "U1", 100.0, current="d1")
-    await state.save_incident(incident)
-    assert [i.root_ts for i in await state.open_incidents()] == ["1.1"]
+    incident = DiagnosisThread("C1", "1.1", "shop", "https://shop/", "U1", 100.0, current="d1")
+    await state.save_thread(incident)
+    assert [i.root_ts for i in await state.open_threads()] == ["1.1"]
     incident.resolved_by, incident.resolved_at = "U2", 200.0
-    await state.save_incident(incident)
-    assert await state.open_incidents() == []
-    loaded = await state.incident("C1", "1.1")
+    await state.save_thread(incident)
+    assert await state.open_threads() == []
+    loaded = await state.thread("C1", "1.1")
     assert loaded is not None and loaded.resolved_by == "U2"
 
     await state.record_result("d1", StepResult("dns", Status.WARN, "odd"))

@@ -8,10 +8,9 @@ next due time is its interval ± 10 %, so fifty sites do not all fire in the sam
 A probe is one quick GET (``checks.http_probe.fetch``, cache busted) at the address
 ``checks.runner.prepare`` resolved and vetted; its result feeds ``Incidents.observe``.
 
-Wiring (the queue's worker): add ``MONITOR_FUNCTIONS`` to the worker's functions,
-``monitor_cron_jobs()`` to its cron jobs, and put an ``Incidents`` in the worker context
-under ``"alerts"`` (``await install_alerts(ctx, config, settings, carrier)`` from a
-startup hook).
+The worker assembly (bot.assemble.worker) adds ``MONITOR_FUNCTIONS`` and
+``monitor_cron_jobs()`` to the default queue's workers and puts an ``Incidents`` in their
+context under ``"alerts"``.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from saq import CronJob, Queue
 
+from bot import storage
 from bot.alerts.incidents import Incidents, ProbeOutcome
 from checks.guard import TargetRefused
 from checks.http_probe import cache_busted, fetch
@@ -34,7 +34,7 @@ from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
 
-DUE_KEY = "badgateway:alerts:monitor:due"
+DUE_KEY = storage.key("alert", "monitor", "due")
 JITTER = 0.1  # ± share of the interval
 TICK_CRON = "* * * * * */5"  # croniter's sixth field is seconds: every 5 s
 

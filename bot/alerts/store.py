@@ -4,23 +4,24 @@ Everything about an incident lives here, not in a process: the incident itself (
 index "site → its current incident", each site's run of consecutive probe results, mutes,
 the incidents waiting to be posted (the storm hold) and the active storm. Several processes
 (the web process taking webhooks, workers probing) change the same site, so each change to
-a site happens under that site's Redis lock.
+a site happens under that site's Redis lock. Keys, locks and records follow bot.storage:
+``bgw:alert:incident:{id}``, ``bgw:alert:current:{site}``, ``bgw:alert:lock:{site}``…
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
-PREFIX = "badgateway:alerts:"
+from bot import storage
+
 INCIDENT_TTL_S = 30 * 24 * 3600  # closed incidents stay readable for a month
 
 OPEN = "open"
@@ -62,15 +63,6 @@ class Incident:
     def new(cls, site: str, url: str, channel: str | None, **kw: Any) -> Incident:
         return cls(id=uuid.uuid4().hex[:12], site=site, url=url, channel=channel, **kw)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> Incident:
-        raw = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
 
 @dataclass
 class Storm:
@@ -83,13 +75,6 @@ class Storm:
     sites: list[str] = field(default_factory=list)
     incidents: list[str] = field(default_factory=list)
     shared: list[str] = field(default_factory=list)  # what the sites have in common
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> Storm:
-        return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -109,6 +94,10 @@ class Streak:
 
 
 T = TypeVar("T")
+
+
+def _key(*parts: str) -> str:
+    return storage.key("alert", *parts)
 
 
 async def _done(result: Awaitable[T] | T) -> T:
@@ -135,68 +124,69 @@ class IncidentStore:
         self.redis = redis
         self._take_pending = redis.register_script(_TAKE_PENDING)
 
-    @asynccontextmanager
-    async def site_lock(self, site: str) -> AsyncIterator[None]:
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    def site_lock(self, site: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Serialise changes to one site across processes (webhooks vs. probes)."""
-        async with self.redis.lock(f"{PREFIX}lock:{site}", timeout=60, blocking_timeout=60):
-            yield
+        return storage.redis_lock(self.redis, _key("lock", "site", site), wait_s=60)
 
     # -- incidents -------------------------------------------------------------------
     async def save(self, incident: Incident) -> None:
         await self.redis.set(
-            f"{PREFIX}incident:{incident.id}", incident.to_json(), ex=INCIDENT_TTL_S
+            _key("incident", incident.id), storage.dump(incident), ex=INCIDENT_TTL_S
         )
         if incident.root_ts and incident.channel and incident.own_root:
             await self.redis.set(
-                f"{PREFIX}thread:{incident.channel}:{incident.root_ts}",
+                _key("thread", incident.channel, incident.root_ts),
                 incident.id,
                 ex=INCIDENT_TTL_S,
             )
 
     async def get(self, incident_id: str) -> Incident | None:
-        text = await self.redis.get(f"{PREFIX}incident:{incident_id}")
-        return Incident.from_json(text) if text else None
+        text = await self.redis.get(_key("incident", incident_id))
+        return storage.load(Incident, text) if text else None
 
     async def current(self, site: str) -> Incident | None:
         """The site's open (or recently recovered) incident, if any."""
-        incident_id = await self.redis.get(f"{PREFIX}current:{site}")
+        incident_id = await self.redis.get(_key("current", site))
         return await self.get(incident_id) if incident_id else None
 
     async def set_current(self, incident: Incident, ttl_s: float | None = None) -> None:
-        key = f"{PREFIX}current:{incident.site}"
+        key = _key("current", incident.site)
         if ttl_s is None:
             await self.redis.set(key, incident.id)
         else:
             await self.redis.set(key, incident.id, px=max(1, int(ttl_s * 1000)))
-        await _done(self.redis.sadd(f"{PREFIX}active", incident.id))
+        await _done(self.redis.sadd(_key("active"), incident.id))
 
     async def clear_current(self, incident: Incident) -> None:
-        key = f"{PREFIX}current:{incident.site}"
+        key = _key("current", incident.site)
         if await self.redis.get(key) == incident.id:
             await self.redis.delete(key)
-        await _done(self.redis.srem(f"{PREFIX}active", incident.id))
+        await _done(self.redis.srem(_key("active"), incident.id))
 
     async def active(self) -> list[Incident]:
         """Incidents still tied to their site (open or recovered within the flap window)."""
         found: list[Incident] = []
-        for incident_id in sorted(await _done(self.redis.smembers(f"{PREFIX}active"))):
+        for incident_id in sorted(await _done(self.redis.smembers(_key("active")))):
             incident = await self.get(incident_id)
             if (
                 incident is None
-                or await self.redis.get(f"{PREFIX}current:{incident.site}") != incident.id
+                or await self.redis.get(_key("current", incident.site)) != incident.id
             ):
-                await _done(self.redis.srem(f"{PREFIX}active", incident_id))  # flap window over
+                await _done(self.redis.srem(_key("active"), incident_id))  # flap window over
                 continue
             found.append(incident)
         return sorted(found, key=lambda i: i.opened_at)
 
     async def by_thread(self, channel: str, ts: str) -> Incident | None:
-        incident_id = await self.redis.get(f"{PREFIX}thread:{channel}:{ts}")
+        incident_id = await self.redis.get(_key("thread", channel, ts))
         return await self.get(incident_id) if incident_id else None
 
     # -- probe streaks -----------------------------------------------------------------
     async def record_probe(self, site: str, ok: bool, now: float) -> Streak:
-        key = f"{PREFIX}streak:{site}"
+        key = _key("streak", site)
         if ok:
             await _done(self.redis.hset(key, mapping={"failures": "0", "first_failure_at": ""}))
             await _done(self.redis.hincrby(key, "successes", 1))
@@ -216,66 +206,62 @@ class IncidentStore:
     # -- mutes -----------------------------------------------------------------------------
     async def mute(self, site: str, seconds: float, by: str | None, now: float) -> Mute:
         mute = Mute(site, now + seconds, by)
-        value = json.dumps({"until": mute.until, "by": by})
-        await self.redis.set(f"{PREFIX}mute:{site}", value, px=max(1, int(seconds * 1000)))
+        await self.redis.set(_key("mute", site), storage.dump(mute), px=max(1, int(seconds * 1000)))
         return mute
 
     async def unmute(self, site: str) -> bool:
-        return bool(await self.redis.delete(f"{PREFIX}mute:{site}"))
+        return bool(await self.redis.delete(_key("mute", site)))
 
     async def muted(self, site: str) -> Mute | None:
-        text = await self.redis.get(f"{PREFIX}mute:{site}")
+        text = await self.redis.get(_key("mute", site))
         if not text:
             return None
-        raw = json.loads(text)
-        return Mute(site, float(raw["until"]), raw.get("by"))
+        return storage.load(Mute, text)
 
     async def mutes(self) -> list[Mute]:
         found: list[Mute] = []
-        async for key in self.redis.scan_iter(match=f"{PREFIX}mute:*"):
-            mute = await self.muted(key.removeprefix(f"{PREFIX}mute:"))
+        async for key in self.redis.scan_iter(match=_key("mute", "*")):
+            mute = await self.muted(key.removeprefix(_key("mute", "")))
             if mute:
                 found.append(mute)
         return sorted(found, key=lambda m: m.site)
 
     # -- the storm hold ----------------------------------------------------------------
     async def add_pending(self, incident_id: str, now: float) -> None:
-        await self.redis.zadd(f"{PREFIX}pending", {incident_id: now}, nx=True)
+        await self.redis.zadd(_key("pending"), {incident_id: now}, nx=True)
 
     async def take_pending(self, older_than: float) -> list[str]:
-        taken = await self._take_pending(keys=[f"{PREFIX}pending"], args=[older_than])
+        taken = await self._take_pending(keys=[_key("pending")], args=[older_than])
         return [str(t) for t in taken]
 
     async def drop_pending(self, incident_id: str) -> None:
-        await self.redis.zrem(f"{PREFIX}pending", incident_id)
+        await self.redis.zrem(_key("pending"), incident_id)
 
     async def pending_count(self) -> int:
-        return int(await self.redis.zcard(f"{PREFIX}pending"))
+        return int(await self.redis.zcard(_key("pending")))
 
     async def active_storm(self) -> Storm | None:
-        storm_id = await self.redis.get(f"{PREFIX}storm:active")
+        storm_id = await self.redis.get(_key("storm", "active"))
         if not storm_id:
             return None
-        text = await self.redis.get(f"{PREFIX}storm:{storm_id}")
-        return Storm.from_json(text) if text else None
+        text = await self.redis.get(_key("storm", storm_id))
+        return storage.load(Storm, text) if text else None
 
     async def save_storm(self, storm: Storm, window_s: float) -> None:
-        await self.redis.set(f"{PREFIX}storm:{storm.id}", storm.to_json(), ex=INCIDENT_TTL_S)
-        await self.redis.set(f"{PREFIX}storm:active", storm.id, px=max(1, int(window_s * 1000)))
+        await self.redis.set(_key("storm", storm.id), storage.dump(storm), ex=INCIDENT_TTL_S)
+        await self.redis.set(_key("storm", "active"), storm.id, px=max(1, int(window_s * 1000)))
 
     async def index_storm_thread(self, storm: Storm) -> None:
-        key = f"{PREFIX}storm-thread:{storm.channel}:{storm.root_ts}"
+        key = _key("storm-thread", storm.channel, storm.root_ts)
         await self.redis.set(key, storm.id, ex=INCIDENT_TTL_S)
 
     async def storm_by_thread(self, channel: str, ts: str) -> Storm | None:
-        storm_id = await self.redis.get(f"{PREFIX}storm-thread:{channel}:{ts}")
+        storm_id = await self.redis.get(_key("storm-thread", channel, ts))
         return await self.get_storm(storm_id) if storm_id else None
 
     async def get_storm(self, storm_id: str) -> Storm | None:
-        text = await self.redis.get(f"{PREFIX}storm:{storm_id}")
-        return Storm.from_json(text) if text else None
+        text = await self.redis.get(_key("storm", storm_id))
+        return storage.load(Storm, text) if text else None
 
-    @asynccontextmanager
-    async def storm_lock(self) -> AsyncIterator[None]:
-        async with self.redis.lock(f"{PREFIX}lock:storm", timeout=120, blocking_timeout=120):
-            yield
+    def storm_lock(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return storage.redis_lock(self.redis, _key("lock", "storm"), wait_s=120)

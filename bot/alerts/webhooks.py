@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,9 +22,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot import bounded_json
-from bot.alerts.incidents import AlertPolicy, Incidents, ProbeOutcome, site_for_url
+from bot.alerts.incidents import Incidents, ProbeOutcome, site_for_url
 from bot.alerts.monitor import site_facts
-from bot.config import BotConfig
+from bot.config import AlertPolicy, BotConfig
 from bot.malformed_http import quiet_malformed_requests
 from checks.settings import Settings, Site, one_line
 from checks.target import BadTarget, parse_target
@@ -42,6 +43,9 @@ class ParsedAlert:
     site: Site
     firing: bool
     summary: str
+
+
+AlertParser = Callable[[Any, Settings], list[ParsedAlert]]  # a webhook's body -> its alerts
 
 
 def _shown(value: str, limit: int = 100) -> str:
@@ -210,7 +214,7 @@ def add_alert_routes(
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    async def handle(request: web.Request, parse: Any, source: str) -> web.Response:
+    async def handle(request: web.Request, parse: AlertParser, source: str) -> web.Response:
         if not token:
             return _refuse(503, "alert webhooks are off: ALERTS_TOKEN is not set")
         if not _authorised(request, token):

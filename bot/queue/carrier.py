@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.config import BotConfig
 from bot.pipeline import DiagnosisRequest
-from bot.queue.jobs import diagnosis_job
+from bot.queue.job_kinds import diagnosis_job
 from bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import QueueTuning, connect_redis

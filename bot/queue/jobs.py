@@ -1,4 +1,4 @@
-"""The job kinds and what runs them in a worker.
+"""What the job kinds (bot.queue.job_kinds) do in a worker.
 
 ``bgw.diagnose`` (key: the request id, so a request is queued once) fans out one
 ``bgw.step`` job per step (key: ``{id}:{step}``) and returns at once, so steps run in
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -31,7 +30,18 @@ from typing import Any
 from saq.job import Job, Status
 
 from bot.pipeline import DiagnosisRequest, ResultSink, combine, failed_step_result
-from bot.queue.saq_queue import DEFAULT_QUEUE, SWEPT_ERROR, QueueHub
+from bot.queue.job_kinds import (
+    DIAGNOSE_JOB,
+    PART_JOB,
+    PARTS_DUE_JOB,
+    STEP_JOB,
+    failure_reason,
+    part_job,
+    part_queue,
+    parts_due_job,
+    step_job,
+)
+from bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
 from bot.queue.store import DiagnosisStore, now_ms
 from bot.queue.tuning import QueueTuning
 from checks.context import ProbeContext
@@ -42,13 +52,6 @@ from checks.steps import Step, step_named
 from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
-
-DIAGNOSE_JOB = "bgw.diagnose"
-STEP_JOB = "bgw.step"
-PART_JOB = "bgw.part"
-PARTS_DUE_JOB = "bgw.parts_due"
-SAQ_JOB_TTL_S = 3600  # how long SAQ keeps a finished job's record (for `status` and the UI)
-
 
 # How often a step that waits for another step's result (logs waits for reload's requests)
 # looks for it in the store.
@@ -85,80 +88,6 @@ class ConclusionPending(RuntimeError):
     """Another finisher holds the conclusion lease; retry so that a dead one is replaced."""
 
 
-def job_options(settings: Settings, tuning: QueueTuning) -> dict[str, Any]:
-    """SAQ job options chosen on purpose: its defaults (10 s timeout, one try, no heartbeat)
-    would leave a dead worker's job ABORTED for good."""
-    return {
-        "timeout": tuning.job_timeout_s(settings),
-        "heartbeat": tuning.heartbeat_s,
-        "retries": tuning.retries,
-        "retry_delay": tuning.retry_delay_s,
-        "retry_backoff": tuning.retry_delay_cap_s,
-        "ttl": SAQ_JOB_TTL_S,
-    }
-
-
-def diagnosis_job(request: DiagnosisRequest, settings: Settings, tuning: QueueTuning) -> Job:
-    return Job(
-        function=DIAGNOSE_JOB,
-        kwargs={"request": request.to_dict()},
-        key=request.id,
-        **job_options(settings, tuning),
-    )
-
-
-def step_job(request: DiagnosisRequest, step: str, settings: Settings, tuning: QueueTuning) -> Job:
-    return Job(
-        function=STEP_JOB,
-        kwargs={"request": request.to_dict(), "step": step},
-        key=f"{request.id}:{step}",
-        **job_options(settings, tuning),
-    )
-
-
-def part_queue(step: str, place: str) -> str:
-    """The queue of ``step``'s part for ``place``, as the step declares it (``logs@web-1``: a
-    worker on that host serves it, ``badgateway worker --queues default,logs@web-1``); a part
-    that may run anywhere goes to the default queue."""
-    declared = step_named(step)
-    parts = declared.parts if declared is not None else None
-    return (parts.queue_at(place) if parts is not None else None) or DEFAULT_QUEUE
-
-
-def part_job(
-    request: DiagnosisRequest, step: str, place: str, settings: Settings, tuning: QueueTuning
-) -> Job:
-    return Job(
-        function=PART_JOB,
-        kwargs={"request": request.to_dict(), "step": step, "place": place},
-        key=f"{request.id}:{step}@{place or '*'}",
-        **job_options(settings, tuning),
-    )
-
-
-def parts_due_job(
-    request: DiagnosisRequest, step: str, settings: Settings, tuning: QueueTuning
-) -> Job:
-    return Job(
-        function=PARTS_DUE_JOB,
-        kwargs={"request": request.to_dict(), "step": step},
-        key=f"{request.id}:{step}:due",
-        scheduled=math.ceil(time.time() + tuning.host_wait_s),
-        **job_options(settings, tuning),
-    )
-
-
-def failure_reason(job: Job) -> str:
-    """One line for the thread: why the job's last try ended."""
-    error = (job.error or "").strip()
-    if error.startswith(SWEPT_ERROR):
-        return f"its worker stopped answering (no heartbeat for {job.heartbeat} s)"
-    last = error.splitlines()[-1].strip() if error else "unknown error"
-    if last.endswith("TimeoutError") or last == "cancelled":
-        return f"it did not finish within its {job.timeout} s timeout"
-    return last[:300]
-
-
 class JobRunner:
     """The job functions a worker registers with SAQ, with what they need to run."""
 
@@ -167,14 +96,15 @@ class JobRunner:
         settings: Settings,
         sink: ResultSink,
         store: DiagnosisStore,
-        hub: QueueHub,
         tuning: QueueTuning,
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.store = store
-        self.hub = hub
         self.tuning = tuning
+        # Every queue this runner enqueues into or serves; a job that fails for good is
+        # shown in its thread (``dead_letter``).
+        self.hub = QueueHub(store.redis, tuning, on_final_failure=self.dead_letter)
 
     def functions(self) -> list[tuple[str, Any]]:
         return [

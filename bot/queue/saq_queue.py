@@ -23,6 +23,7 @@ from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
+from bot import storage
 from bot.queue.tuning import QueueTuning
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,7 @@ class DiagnosisQueue(RedisQueue):
                 log.exception("could not record the dead letter for job %s", job.key)
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        lock_ms = max(1, int(float(lock) * 1000))
-        if not await self.redis.set(self._sweep, 1, nx=True, px=lock_ms):
+        if not await storage.claim(self.redis, self._sweep, float(lock)):
             return []  # another worker swept within this interval
         job_ids = await cast("Awaitable[list[bytes]]", self.redis.lrange(self._active, 0, -1))
         if not job_ids:
@@ -105,7 +105,7 @@ class DiagnosisQueue(RedisQueue):
 
     @property
     def _suspects(self) -> str:
-        return f"bgw:sweep_suspects:{self.name}"
+        return storage.key("sweep_suspects", self.name)
 
     async def _queued_too_long(self, job_id: bytes) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -158,22 +158,20 @@ class DiagnosisQueue(RedisQueue):
 class QueueHub:
     """One SAQ queue object per queue name, all on one Redis client (one connection pool)."""
 
-    def __init__(self, redis: Redis, tuning: QueueTuning) -> None:
+    def __init__(
+        self, redis: Redis, tuning: QueueTuning, on_final_failure: FinalFailureHook | None = None
+    ) -> None:
         self.redis = redis
         self.tuning = tuning
-        self.on_final_failure: FinalFailureHook | None = None
+        self.on_final_failure = on_final_failure
         self._queues: dict[str, DiagnosisQueue] = {}
 
     def get(self, name: str) -> DiagnosisQueue:
         queue = self._queues.get(name)
         if queue is None:
-            queue = DiagnosisQueue(self.redis, name, self.tuning, self._final_failure)
+            queue = DiagnosisQueue(self.redis, name, self.tuning, self.on_final_failure)
             self._queues[name] = queue
         return queue
-
-    async def _final_failure(self, job: Job) -> None:
-        if self.on_final_failure is not None:
-            await self.on_final_failure(job)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -10,7 +10,7 @@ Per diagnosis id:
   bgw:diag:{id}:concluded   set once the sink has the verdict (which waits until every
                             step is delivered, so the verdict is the last reply)
 Plus ``bgw:queues`` (every queue name seen, for `status`), ``bgw:stats:jobs`` (recent job
-timings) and ``bgw:stats:dead_letters``.
+timings) and ``bgw:stats:dead_letters``. Keys are built by bot.storage.key.
 """
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from bot import storage
 from checks.model import StepResult
 
-QUEUES_KEY = "bgw:queues"
-JOB_STATS_KEY = "bgw:stats:jobs"
-DEAD_LETTERS_KEY = "bgw:stats:dead_letters"
+QUEUES_KEY = storage.key("queues")
+JOB_STATS_KEY = storage.key("stats", "jobs")
+DEAD_LETTERS_KEY = storage.key("stats", "dead_letters")
 JOB_STATS_KEPT = 1000
 
 
 def _key(diagnosis_id: str, part: str) -> str:
-    return f"bgw:diag:{diagnosis_id}:{part}"
+    return storage.key("diag", diagnosis_id, part)
 
 
 def _text(value: bytes | str) -> str:
@@ -128,10 +129,7 @@ class DiagnosisStore:
 
     async def claim_conclusion(self, diagnosis_id: str, lease_s: float) -> bool:
         """At most one finisher per lease; if it dies, the lease runs out and a retry takes over."""
-        claimed = await self.redis.set(
-            _key(diagnosis_id, "concluding"), "1", nx=True, px=max(1, int(lease_s * 1000))
-        )
-        return bool(claimed)
+        return await storage.claim(self.redis, _key(diagnosis_id, "concluding"), lease_s)
 
     async def mark_concluded(self, diagnosis_id: str) -> None:
         await self.redis.set(_key(diagnosis_id, "concluded"), "1", ex=self.keep_s)

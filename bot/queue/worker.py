@@ -5,6 +5,7 @@ Run as many as the load needs, anywhere that reaches Redis (and the sites): each
 logs, run one with ``--queues default,logs@<host>`` (or only ``logs@<host>``) so that the log
 step of that site runs where the files are.
 
+The worker process is put together (its sink, site monitoring) by bot.assemble.worker.
 SIGTERM (or Ctrl-C): the worker stops taking jobs, finishes the ones it holds (each is
 bounded by its timeout), and exits 0; a job it cannot finish in time is handed back to the
 queue. SIGKILL or a crash: its jobs are re-run elsewhere once their heartbeat goes stale.
@@ -13,77 +14,38 @@ queue. SIGKILL or a crash: its jobs are re-run elsewhere once their heartbeat go
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
-from saq import Worker
+from saq import CronJob, Worker
 from saq.types import PartialTimersDict
 
 from bot.config import BotConfig
-from bot.pipeline import DiagnosisRequest, ResultSink
+from bot.pipeline import ResultSink
 from bot.queue.jobs import JobRunner
-from bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
+from bot.queue.saq_queue import DEFAULT_QUEUE
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import QueueTuning, connect_redis
-from checks.model import Diagnosis, StepResult
 from checks.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SINK_ENV = "BADGATEWAY_SINK"  # "module:factory"; factory(config) -> ResultSink
 NAME_ENV = "BADGATEWAY_WORKER_NAME"
 
 
-class LoggingSink:
-    """Where results go when no Slack token is set: the worker's log."""
+@dataclass(frozen=True)
+class DefaultQueueJobs:
+    """Jobs of another feature that the default queue's workers also run (site monitoring):
+    its functions, its cron jobs, and a startup hook that puts what they use in SAQ's ctx."""
 
-    async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
-        log.warning("diagnosis %s: step %s: %s", request.id, result.name, result.summary)
-
-    async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
-        verdict = diagnosis.verdict
-        log.warning("diagnosis %s: %s: %s", request.id, verdict.cause.value, verdict.summary)
-
-
-def make_sink(config: BotConfig) -> ResultSink:
-    """The sink a worker feeds: $BADGATEWAY_SINK if set (tests, other chat tools), the Slack
-    thread when a bot token is set, else the log."""
-    dotted = os.environ.get(SINK_ENV, "").strip()
-    if dotted:
-        module_name, _, attr = dotted.partition(":")
-        factory: Callable[[BotConfig], ResultSink] = getattr(
-            importlib.import_module(module_name), attr or "build_sink"
-        )
-        return factory(config)
-    if config.slack_bot_token:
-        from bot.slack.sink import build_sink
-
-        return build_sink(config)
-    return LoggingSink()
-
-
-def _build_alerts(config: BotConfig, settings: Settings, queues: list[str]) -> Any:
-    """Site monitoring runs on the default queue's workers when there are sites to watch
-    and a Slack token to post alerts with; None otherwise."""
-    if DEFAULT_QUEUE not in queues or not settings.sites or not config.slack_bot_token:
-        return None
-    from bot.alerts.runtime import build_incidents
-    from bot.queue.carrier import QueueCarrier
-
-    # An incident's diagnosis goes through the queue like any other.
-    return build_incidents(config, settings, QueueCarrier(config, settings))
-
-
-def _alerts_startup(alerts: Any) -> Any:
-    async def startup(ctx: dict[str, Any]) -> None:
-        ctx["alerts"] = alerts  # what bot.alerts.monitor's jobs use
-
-    return startup
+    functions: Sequence[Any]
+    cron_jobs: Sequence[CronJob[Any]]
+    startup: Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def worker_name() -> str:
@@ -92,28 +54,22 @@ def worker_name() -> str:
     return name.replace(":", "-")
 
 
-def run_worker(config: BotConfig, settings: Settings, queues: list[str]) -> int:
-    """Blocking: work the given queues until SIGTERM/SIGINT. Returns the exit code."""
-    if not config.redis_url:
-        raise ValueError("run_worker needs config.redis_url")
-    return asyncio.run(_work(config, settings, queues or ["default"]))
-
-
-async def _work(config: BotConfig, settings: Settings, queues: list[str]) -> int:
+async def work(
+    config: BotConfig,
+    settings: Settings,
+    queues: list[str],
+    sink: ResultSink,
+    *,
+    extra_jobs: DefaultQueueJobs | None = None,
+) -> int:
+    """Work the given queues until SIGTERM/SIGINT, feeding ``sink``. Returns the exit code."""
     tuning = QueueTuning.from_env()
-    sink = make_sink(config)
-    alerts = _build_alerts(config, settings, queues)
-    if alerts is not None:
-        from bot.alerts.sink import IncidentVerdicts
-
-        sink = IncidentVerdicts(sink, alerts)  # verdicts also reach the alert's root message
     concurrency = config.worker_concurrency
     # Each idle consumer holds one connection in BLMOVE; running jobs need a few more.
     redis = connect_redis(str(config.redis_url), concurrency * len(queues) * 2 + 20, tuning)
-    hub = QueueHub(redis, tuning)
     store = DiagnosisStore(redis, tuning.keep_s)
-    runner = JobRunner(settings, sink, store, hub, tuning)
-    hub.on_final_failure = runner.dead_letter
+    runner = JobRunner(settings, sink, store, tuning)
+    hub = runner.hub
     name = worker_name()
     metadata: dict[str, Any] = {"name": name, "queues": queues, "pid": os.getpid()}
     workers: list[Worker[Any]] = []
@@ -122,12 +78,10 @@ async def _work(config: BotConfig, settings: Settings, queues: list[str]) -> int
         await queue.connect()
         functions: list[Any] = list(runner.functions())
         extra: dict[str, Any] = {}
-        if alerts is not None and queue_name == DEFAULT_QUEUE:
-            from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
-
-            functions += MONITOR_FUNCTIONS
-            extra["cron_jobs"] = monitor_cron_jobs()
-            extra["startup"] = _alerts_startup(alerts)
+        if extra_jobs is not None and queue_name == DEFAULT_QUEUE:
+            functions += extra_jobs.functions
+            extra["cron_jobs"] = list(extra_jobs.cron_jobs)
+            extra["startup"] = extra_jobs.startup
         worker: Worker[Any] = Worker(
             queue,
             functions,
@@ -179,11 +133,6 @@ async def _work(config: BotConfig, settings: Settings, queues: list[str]) -> int
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        closer = getattr(getattr(sink, "inner", sink), "aclose", None)
-        if closer is not None:
-            await closer()
-        if alerts is not None:
-            await alerts.store.redis.aclose()
         await hub.close()
     log.warning("worker %s stopped", name)
     return 0

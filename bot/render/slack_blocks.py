@@ -9,17 +9,16 @@ ends with "…and N more" instead of being rejected by the API.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bot.render.evidence import step_evidence
-from bot.render.mentions import channel_mention, escape_mrkdwn, user_mention
+from bot.render.mentions import escape_mrkdwn, user_mention
+from bot.render.wording import cut, escape, on_it, slack_date_time
 from checks import steps as step_registry
 from checks.causes import CATALOGUE
 from checks.model import Cause, Diagnosis, Status, StepResult, Verdict
 from checks.redact import redact
-from checks.settings import Settings
 
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
 MAX_BLOCKS = 50
@@ -58,15 +57,6 @@ _FALLBACK_TITLES = {
     "logs": "Logs",
     "host": "Host",
 }
-
-
-def escape(text: str) -> str:
-    """Redact, then escape for mrkdwn so site text cannot ping, link or format."""
-    return escape_mrkdwn(redact(str(text)))
-
-
-def cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
 def step_title(name: str) -> str:
@@ -124,12 +114,6 @@ def fit(message: Message) -> Message:
     return {**message, "text": cut(message.get("text") or "", 3000), "blocks": blocks}
 
 
-def _when(ts: float) -> str:
-    """A Slack date token (shown in each reader's time zone) with a UTC fallback."""
-    fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
-    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{fallback}>"
-
-
 # Root message ------------------------------------------------------------------------------
 def root_message(
     *,
@@ -166,9 +150,9 @@ def root_message(
     if rerun_count:
         notes.append(f"re-run {rerun_count}×")
     if taken_by:
-        notes.append(f"🙋 {user_mention(taken_by)} is on it")
+        notes.append(on_it(taken_by))
     if resolved_by and resolved_at:
-        notes.append(f"✔️ resolved by {user_mention(resolved_by)} {_when(resolved_at)}")
+        notes.append(f"✔️ resolved by {user_mention(resolved_by)} {slack_date_time(resolved_at)}")
     if notes:
         blocks.append(context(" · ".join(notes)))
     status = f"verdict {verdict.cause.value}" if verdict else "running"
@@ -351,51 +335,6 @@ def escalation_message(diagnosis: Diagnosis, user: str) -> Message:
 def notice(text: str) -> Message:
     """A short thread note (who took it, who resolved it); ``text`` is already safe mrkdwn."""
     return fit({"text": text, "blocks": [section(text)]})
-
-
-# Ephemeral texts -----------------------------------------------------------------------------
-def help_text() -> str:
-    names = ", ".join(step_registry.step_names()) or "reload, dns, firewall, logs, host"
-    return "\n".join(
-        [
-            "*badgateway* says why a site answers 502 Bad Gateway.",
-            "• `/502 shop.example.com` — diagnose a host, a URL or a site's name",
-            "• `/502 sites` — the configured sites",
-            "• `/502 status` — open incidents",
-            "• In a diagnosis thread: `@badgateway rerun`, `@badgateway rerun dns`, "
-            "`@badgateway help`",
-            f"Checks, in order: {names}.",
-        ]
-    )
-
-
-def sites_text(settings: Settings) -> str:
-    if not settings.sites:
-        return "No sites are configured; `/502 HOST` works for any host the settings allow."
-    lines = ["*Configured sites*"]
-    for site in settings.sites[:40]:
-        channel = f" → {escape(site.channel)}" if site.channel else ""
-        lines.append(f"• `{escape(site.name)}` {escape(site.url)}{channel}")
-    if len(settings.sites) > 40:
-        lines.append(f"…and {len(settings.sites) - 40} more")
-    return cut("\n".join(lines), MAX_SECTION_TEXT)
-
-
-def status_text(incidents: Sequence[Any]) -> str:
-    """``incidents``: bot.state.Incident records that are still open."""
-    if not incidents:
-        return "No open incidents."
-    lines = [f"*Open incidents* ({len(incidents)})"]
-    for incident in incidents[:20]:
-        cause = f"`{incident.cause}`" if incident.cause else "running"
-        owner = f", {user_mention(incident.taken_by)} on it" if incident.taken_by else ""
-        lines.append(
-            f"• {escape(incident.target)} in {channel_mention(incident.channel)} — {cause}{owner}, "
-            f"asked by {user_mention(incident.requester)} {_when(incident.created_at)}"
-        )
-    if len(incidents) > 20:
-        lines.append(f"…and {len(incidents) - 20} more")
-    return cut("\n".join(lines), MAX_SECTION_TEXT)
 
 
 # Limits check ------------------------------------------------------------------------------

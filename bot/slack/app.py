@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -24,55 +23,19 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.carriers import build_carrier
 from bot.config import BotConfig
-from bot.pipeline import Carrier
 from bot.render.slack_blocks import ACTIONS
 from bot.slack import payloads
 from bot.slack.chatops import ChatOps, Command
-from bot.slack.client import make_web_client, slack_error
 from bot.slack.payloads import PayloadProblem, PrivateRoute
 from bot.slack.private import PrivateReplies, could_not_read
-from bot.slack.sink import SlackSink
-from bot.state import BotState, StateStore, open_store
-from checks.settings import Settings
+from bot.slack_client import slack_error
+from bot.state import BotState
 
 log = logging.getLogger(__name__)
 
 _ACTION_NAMES = {action_id: name for name, (action_id, _label) in ACTIONS.items()}
 FAILED_TEXT = "⚠️ badgateway failed to handle this; its log says why. Try again in a moment."
-
-
-@dataclass
-class SlackRuntime:
-    """Everything `badgateway serve` runs, built once and closed once."""
-
-    config: BotConfig
-    settings: Settings
-    client: AsyncWebClient
-    state: BotState
-    sink: SlackSink
-    carrier: Carrier
-    chatops: ChatOps
-    app: AsyncApp
-    replies: PrivateReplies
-
-    async def close(self) -> None:
-        await self.carrier.close()
-        await self.state.store.close()
-
-
-def build_runtime(
-    config: BotConfig, settings: Settings, *, store: StateStore | None = None
-) -> SlackRuntime:
-    client = make_web_client(config)
-    state = BotState(store or open_store(config.redis_url))
-    sink = SlackSink(client, state)
-    carrier = build_carrier(config, settings, sink)
-    chatops = ChatOps(client, state, carrier, settings)
-    replies = PrivateReplies(client)
-    app = build_app(config, chatops, state, client, replies)
-    return SlackRuntime(config, settings, client, state, sink, carrier, chatops, app, replies)
 
 
 async def _safely(what: str, work: Awaitable[None]) -> None:

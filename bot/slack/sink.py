@@ -14,11 +14,10 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import BotConfig
-from bot.pipeline import DiagnosisRequest, ResultSink
+from bot.pipeline import DiagnosisRequest
 from bot.render import slack_blocks as blocks
-from bot.slack.client import find_posted, make_web_client, post_once, update
-from bot.state import VERDICT_FIELD, BotState, Incident, open_store
+from bot.slack_client import find_posted, post_once, update
+from bot.state import VERDICT_FIELD, BotState, DiagnosisThread
 from checks.model import Diagnosis, StepResult
 
 log = logging.getLogger(__name__)
@@ -31,28 +30,28 @@ def _where(request: DiagnosisRequest) -> tuple[str, str]:
     return str(request.origin["channel"]), str(request.origin["root_ts"])
 
 
-async def root_view(state: BotState, incident: Incident) -> dict[str, Any]:
-    """The root message for an incident as it stands: its current diagnosis' checklist."""
-    request_doc = await state.request_doc(incident.current)
+async def root_view(state: BotState, thread: DiagnosisThread) -> dict[str, Any]:
+    """The root message of a `/502` thread as it stands: its current diagnosis' checklist."""
+    request_doc = await state.request_doc(thread.current)
     steps: list[str] = list(request_doc.get("steps") or [])
     results: dict[str, StepResult] = {}
     for kept in request_doc.get("previous") or []:
         results[kept["name"]] = StepResult.from_dict(kept)
         steps.append(kept["name"])
-    results.update(await state.results(incident.current))
-    doc = await state.diagnosis_doc(incident.current)
+    results.update(await state.results(thread.current))
+    doc = await state.diagnosis_doc(thread.current)
     verdict = Diagnosis.from_dict(doc).verdict if doc else None
     return blocks.root_message(
-        target=incident.target,
-        url=incident.url,
-        requester=incident.requester,
+        target=thread.target,
+        url=thread.url,
+        requester=thread.requester,
         steps=steps,
         results=results,
         verdict=verdict,
-        taken_by=incident.taken_by,
-        resolved_by=incident.resolved_by,
-        resolved_at=incident.resolved_at,
-        rerun_count=max(0, incident.runs - 1),
+        taken_by=thread.taken_by,
+        resolved_by=thread.resolved_by,
+        resolved_at=thread.resolved_at,
+        rerun_count=max(0, thread.runs - 1),
     )
 
 
@@ -61,12 +60,12 @@ async def remember_request(state: BotState, request: DiagnosisRequest) -> None:
     await state.record_request(request.id, {"steps": request.steps, "previous": request.previous})
 
 
-async def refresh_root(client: AsyncWebClient, state: BotState, incident: Incident) -> None:
+async def refresh_root(client: AsyncWebClient, state: BotState, thread: DiagnosisThread) -> None:
     await update(
         client,
-        channel=incident.channel,
-        ts=incident.root_ts,
-        message=await root_view(state, incident),
+        channel=thread.channel,
+        ts=thread.root_ts,
+        message=await root_view(state, thread),
     )
 
 
@@ -96,8 +95,8 @@ class SlackSink:
                 if result.name in request.steps and result.name not in known:
                     await self.state.record_result(request.id, result)
             await self._post_ready(request, redelivered=None, final=True)
-            incident = await self.state.incident(channel, root_ts)
-            resolved = bool(incident and incident.resolved_at)
+            thread = await self.state.thread(channel, root_ts)
+            resolved = bool(thread and thread.resolved_at)
             message = blocks.verdict_message(diagnosis, root_ts, resolved=resolved)
             posted = await self.state.posted(request.id)
             if VERDICT_FIELD in posted:
@@ -107,9 +106,9 @@ class SlackSink:
             else:
                 await self._post_part(request, VERDICT_FIELD, message, posted)
             await self.state.record_diagnosis(request.id, diagnosis.to_dict())
-            if incident is not None and incident.current == request.id:
-                incident.cause = diagnosis.verdict.cause.value
-                await self.state.save_incident(incident)
+            if thread is not None and thread.current == request.id:
+                thread.cause = diagnosis.verdict.cause.value
+                await self.state.save_thread(thread)
             await self._refresh_root(request)
 
     async def _post_ready(
@@ -155,12 +154,7 @@ class SlackSink:
 
     async def _refresh_root(self, request: DiagnosisRequest) -> None:
         channel, root_ts = _where(request)
-        incident = await self.state.incident(channel, root_ts)
-        if incident is None or incident.current != request.id:
+        thread = await self.state.thread(channel, root_ts)
+        if thread is None or thread.current != request.id:
             return  # an older run finishing late: the root shows the newest one
-        await refresh_root(self.client, self.state, incident)
-
-
-def build_sink(config: BotConfig) -> ResultSink:
-    """The sink a worker process posts with: Slack client from the config, state in Redis."""
-    return SlackSink(make_web_client(config), BotState(open_store(config.redis_url)))
+        await refresh_root(self.client, self.state, thread)

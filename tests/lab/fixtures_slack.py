@@ -620,7 +620,7 @@ class BotUnderTest:
     """The real Bolt app served over HTTP on loopback, posting to the Slack stand-in."""
 
     url: str
-    runtime: Any  # bot.slack.app.SlackRuntime
+    runtime: Any  # bot.assemble.web.WebProcess
     slack: SlackStandIn
     signer: SlackSigner
 
@@ -661,23 +661,24 @@ class BotUnderTest:
 async def slack_bot(
     slack_api: SlackStandIn,
 ) -> AsyncIterator[Callable[..., Any]]:
-    """Factory: ``bot = await slack_bot(settings)`` serves the real app against ``slack_api``."""
+    """Factory: ``bot = await slack_bot(settings)`` serves the real app against ``slack_api``;
+    keyword arguments go to ``bot.assemble.web.build_web`` (other kinds of thread…)."""
     from aiohttp import web as aioweb
 
+    from bot.assemble.web import build_web
     from bot.config import BotConfig
-    from bot.slack.app import build_runtime
-    from bot.slack.server import EVENTS_PATH, build_web_app
+    from bot.slack.server import EVENTS_PATH
 
     started: list[tuple[Any, aioweb.AppRunner]] = []
 
-    async def start(settings: Any) -> BotUnderTest:
+    async def start(settings: Any, **extra: Any) -> BotUnderTest:
         config = BotConfig(
             slack_bot_token="xoxb-test-token",
             slack_signing_secret=SIGNING_SECRET,
             slack_api_url=slack_api.base_url,
         )
-        runtime = build_runtime(config, settings)
-        runner = aioweb.AppRunner(build_web_app(runtime))
+        runtime = build_web(config, settings, **extra)
+        runner = aioweb.AppRunner(runtime.web_app())
         await runner.setup()
         site = aioweb.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

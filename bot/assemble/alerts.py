@@ -1,4 +1,4 @@
-"""Building the alerting side from the bot's config: one ``Incidents`` per process.
+"""The alerting side built from the configuration: one ``Incidents`` per process.
 
 The web process (webhooks, `/502 status`, buttons) and every worker (scheduled probes) each
 build their own ``Incidents`` over the same Redis; they share nothing else.
@@ -7,16 +7,15 @@ build their own ``Incidents`` over the same Redis; they share nothing else.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import AlertPolicy, Incidents
+from bot.alerts.incidents import Incidents
 from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
-from bot.config import BotConfig, ConfigError
+from bot.config import AlertPolicy, BotConfig, ConfigError
 from bot.pipeline import Carrier
-from bot.slack.client import make_web_client
+from bot.slack_client import make_web_client
 from checks.settings import Settings
 
 
@@ -31,26 +30,7 @@ def build_incidents(
     state must outlive the process and be shared by the web process and the workers."""
     if not config.redis_url:
         raise ConfigError("REDIS_URL is not set: automatic alerts keep their incidents in Redis")
-    try:
-        policy = AlertPolicy.from_env(env)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    policy = AlertPolicy.from_env(env)
     redis = Redis.from_url(config.redis_url, decode_responses=True)
     notifier = SlackNotifier(make_web_client(config)) if config.slack_bot_token else None
     return Incidents(IncidentStore(redis), notifier, settings, policy, carrier)
-
-
-async def install_alerts(
-    ctx: dict[str, Any], config: BotConfig, settings: Settings, carrier: Carrier | None
-) -> Incidents:
-    """For a SAQ worker's startup hook: ``ctx["alerts"]`` is what the monitor jobs use."""
-    incidents = build_incidents(config, settings, carrier)
-    ctx["alerts"] = incidents
-    return incidents
-
-
-async def close_alerts(ctx: dict[str, Any]) -> None:
-    """For the worker's shutdown hook."""
-    incidents = ctx.pop("alerts", None)
-    if isinstance(incidents, Incidents):
-        await incidents.store.redis.aclose()

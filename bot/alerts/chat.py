@@ -1,0 +1,163 @@
+"""Alerts in Slack's chat: an alert's thread as a ``ThreadKind`` (its verdict buttons), its
+part of `/502 status`, `/502 mute SITE 1h` and `/502 unmute SITE`, and `/502 URL` for a site
+that is alerting (the diagnosis goes into the alert's thread, not a second root).
+
+In a grouped alert's thread a button acts on every site of the group. The Slack side
+(bot.slack.chatops) routes to these through bot.threads; it never imports this package.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.alerts import messages
+from bot.alerts.incidents import Incidents, parse_duration
+from bot.alerts.store import OPEN, Incident
+from bot.pipeline import Carrier, DiagnosisRequest
+from bot.render.mentions import is_user_id
+from bot.render.slack_blocks import escalation_message
+from bot.render.wording import escape
+from bot.slack_client import post_once
+from bot.state import BotState
+from bot.threads import CommandHandler, Reply
+from checks.context import ProbeContext
+from checks.model import Diagnosis
+
+DEFAULT_MUTE = "1h"
+USAGE = "Write `/502 mute SITE 1h` (s, m, h or d), `/502 unmute SITE`."
+UNKNOWN_PRESSER = "badgateway could not tell who pressed this button; nothing was changed."
+STILL_RUNNING = "The diagnosis is still running; escalate once the verdict is in."
+DIVERTED = "This site has an open alert; the diagnosis is in its thread."
+
+
+class AlertChat:
+    """``state``: where the Slack sink keeps each diagnosis (what *Escalate* posts)."""
+
+    def __init__(
+        self,
+        incidents: Incidents,
+        state: BotState,
+        client: AsyncWebClient,
+        carrier: Carrier | None,
+    ) -> None:
+        self.incidents = incidents
+        self.state = state
+        self.client = client
+        self.carrier = carrier
+
+    # ThreadKind ------------------------------------------------------------------------------
+    async def owner(self, channel: str, ts: str) -> AlertThreadOwner | None:
+        incidents = await self.incidents.incidents_for_thread(channel, ts)
+        return AlertThreadOwner(self, incidents, channel, ts) if incidents else None
+
+    async def status_text(self) -> str:
+        return await self.incidents.status_text()
+
+    async def divert(self, ctx: ProbeContext, *, user: str, reply: Reply) -> bool:
+        incident = await self.incidents.incident_for_url(ctx.target.url)
+        if incident is None or self.carrier is None:
+            return False
+        origin = {**Incidents.origin(incident), "user": user}
+        await self.carrier.submit(DiagnosisRequest.new(ctx, origin=origin))
+        await reply(DIVERTED)
+        return True
+
+    # `/502 mute SITE 1h`, `/502 unmute SITE` ---------------------------------------------------
+    def commands(self) -> dict[str, CommandHandler]:
+        return {"mute": self.mute, "unmute": self.unmute}
+
+    async def _unknown(self, site: str) -> str | None:
+        if self.incidents.settings.site_named(site) is not None:
+            return None
+        if await self.incidents.incident_for_site(site) is not None:
+            return None
+        return f"There is no site named {escape(site)} (see `/502 sites`). {USAGE}"
+
+    async def mute(self, words: list[str], user: str) -> str:
+        if len(words) not in (2, 3):
+            return USAGE
+        site = words[1]
+        unknown = await self._unknown(site)
+        if unknown:
+            return unknown
+        try:
+            seconds = parse_duration(words[2] if len(words) == 3 else DEFAULT_MUTE)
+        except ValueError as exc:
+            return f"{escape(str(exc))}. {USAGE}"
+        # The muter is shown as a mention in every alert: only a Slack user id may be one.
+        mute = await self.incidents.mute(site, seconds, user if is_user_id(user) else None)
+        return messages.muted_text(mute)
+
+    async def unmute(self, words: list[str], user: str) -> str:
+        if len(words) != 2:
+            return USAGE
+        site = words[1]
+        unknown = await self._unknown(site)
+        if unknown:
+            return unknown
+        return messages.unmuted_text(site, await self.incidents.unmute(site))
+
+    # What the buttons do ---------------------------------------------------------------------
+    async def escalate(
+        self, incidents: list[Incident], *, user: str, channel: str, root_ts: str, reply: Reply
+    ) -> None:
+        """Post the provider-ready summary of each site's latest diagnosis in the thread."""
+        docs = [
+            doc
+            for incident in incidents
+            if incident.diagnosis_id
+            and (doc := await self.state.diagnosis_doc(incident.diagnosis_id)) is not None
+        ]
+        if not docs:
+            await reply(STILL_RUNNING)
+            return
+        for doc in docs:
+            await post_once(
+                self.client,
+                channel=channel,
+                thread_ts=root_ts,
+                key=f"escalate:{uuid.uuid4().hex}",
+                message=escalation_message(Diagnosis.from_dict(doc), user),
+            )
+
+
+class AlertThreadOwner:
+    """A ``ThreadOwner``: the buttons of an alert's thread (every site of a grouped alert).
+    The alert notes mention the presser, so only a Slack user id may press."""
+
+    def __init__(self, chat: AlertChat, incidents: list[Incident], channel: str, ts: str) -> None:
+        self.chat = chat
+        self.incidents = incidents
+        self.channel = channel
+        self.ts = ts
+
+    async def _presser_known(self, user: str, reply: Reply) -> bool:
+        if is_user_id(user):  # the Slack app checks it; the shell's user is one too
+            return True
+        await reply(UNKNOWN_PRESSER)
+        return False
+
+    async def take(self, user: str, reply: Reply) -> None:
+        if await self._presser_known(user, reply):
+            for incident in self.incidents:
+                await self.chat.incidents.take(incident.id, user)
+
+    async def resolve(self, user: str, reply: Reply) -> None:
+        if await self._presser_known(user, reply):
+            for incident in self.incidents:
+                await self.chat.incidents.resolve(incident.id, user)
+
+    async def rerun(self, user: str, reply: Reply, step: str | None = None) -> None:
+        """The whole diagnosis again (an alert's thread has no one-check re-run)."""
+        if await self._presser_known(user, reply):
+            still = [i for i in self.incidents if i.state == OPEN] or self.incidents[:1]
+            for incident in still:
+                await self.chat.incidents.rediagnose(incident.id, user)
+
+    async def escalate(self, user: str, reply: Reply) -> None:
+        if await self._presser_known(user, reply):
+            await self.chat.escalate(
+                self.incidents, user=user, channel=self.channel, root_ts=self.ts, reply=reply
+            )

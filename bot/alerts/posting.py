@@ -1,0 +1,233 @@
+"""Posting alerts: the storm hold, a site's alert alone or many in one grouped alert, the
+diagnosis into the alert's thread, and keeping root messages and notes up to date.
+
+A new incident is not posted at once: it waits ``storm_hold_s`` so that sites failing
+together are posted together, as one grouped alert when there are many (bot.alerts.storm).
+A Slack failure (after the client's retries) is logged and never undoes a state change;
+an alert that could not be posted goes back to the hold and the next flush tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+
+from bot.alerts import messages
+from bot.alerts.notifier import SlackNotifier
+from bot.alerts.store import OPEN, Incident, IncidentStore, Storm
+from bot.alerts.storm import is_storm, shared_facts
+from bot.config import AlertPolicy
+from bot.pipeline import Carrier, DiagnosisRequest
+from checks.context import ProbeContext
+from checks.guard import TargetRefused
+from checks.runner import prepare
+from checks.settings import Settings
+from checks.target import BadTarget
+
+log = logging.getLogger(__name__)
+
+# What a Slack call raises once the client's own retries are spent.
+SLACK_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
+
+
+def diagnosis_origin(incident: Incident) -> dict[str, Any]:
+    """Where the Slack sink posts the diagnosis: the alert's (or the storm's) thread."""
+    return {
+        "kind": "slack",
+        "channel": incident.channel,
+        "root_ts": incident.root_ts,
+        "thread_ts": incident.root_ts,
+        "incident": incident.id,
+        "site": incident.site,
+        "storm": incident.storm_id,
+        "root_owner": "incident",  # the alert owns the root message; the sink only replies
+    }
+
+
+class AlertPosts:
+    def __init__(
+        self,
+        store: IncidentStore,
+        notifier: SlackNotifier | None,
+        settings: Settings,
+        policy: AlertPolicy,
+        carrier: Carrier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.settings = settings
+        self.policy = policy
+        self.carrier = carrier
+        self.clock = clock
+
+    # -- the storm hold ------------------------------------------------------------------------
+    async def settle(self) -> int:
+        """Wait the storm hold, then post what is pending. Returns how many were posted."""
+        if await self.store.pending_count() == 0:
+            return 0
+        await asyncio.sleep(self.policy.storm_hold_s)
+        return await self.flush()
+
+    async def flush(self, *, force: bool = False) -> int:
+        """Post every pending incident once the oldest has waited the storm hold: alone,
+        or all in one grouped alert when there are many (or a storm is under way)."""
+        now = self.clock()
+        ids = await self.store.take_pending(
+            float("inf") if force else now - self.policy.storm_hold_s
+        )
+        batch = [
+            i
+            for i in [await self.store.get(x) for x in ids]
+            if i and i.state == OPEN and not i.root_ts
+        ]
+        if not batch:
+            return 0
+        async with self.store.storm_lock():
+            storm = await self.store.active_storm()
+            if storm is None and is_storm(len(batch), self.policy.storm_threshold):
+                try:
+                    storm = await self._start_storm(batch, now)
+                except SLACK_ERRORS as exc:
+                    log.error("posting the grouped alert failed: %s", exc)
+                    for incident in batch:  # the next flush tries again
+                        await self.store.add_pending(incident.id, now)
+                    return 0
+            if storm is not None:
+                await self._join_storm(storm, batch, now)
+            else:
+                for incident in batch:
+                    await self._post_alone(incident, now)
+        for incident in batch:
+            await self.diagnose(incident.id)
+        return len(batch)
+
+    # -- one alert, or a grouped one -----------------------------------------------------------
+    async def _post_alone(self, incident: Incident, now: float) -> None:
+        if self.notifier is None or not incident.channel:
+            log.warning("incident %s (%s) has no channel to post to", incident.id, incident.site)
+            return
+        mute = await self.store.muted(incident.site)
+        try:
+            ts = await self.notifier.post(
+                incident.channel,
+                messages.root_text(incident, mute, now),
+                key=f"incident:{incident.id}:root",
+            )
+        except SLACK_ERRORS as exc:
+            log.error("posting the alert for %s failed: %s", incident.site, exc)
+            await self.store.add_pending(incident.id, now)  # the next flush tries again
+            return
+        async with self.store.site_lock(incident.site):
+            fresh = await self.store.get(incident.id) or incident
+            fresh.root_ts, fresh.own_root = ts, True
+            await self.store.save(fresh)
+
+    async def _start_storm(self, batch: list[Incident], now: float) -> Storm | None:
+        channels = Counter(i.channel for i in batch if i.channel)
+        channel = self.settings.default_channel or (
+            channels.most_common(1)[0][0] if channels else None
+        )
+        if self.notifier is None or channel is None:
+            return None
+        storm = Storm(id=f"storm-{batch[0].id}", channel=channel, root_ts="", opened_at=now)
+        storm.sites = [i.site for i in batch]
+        storm.shared = shared_facts([i.facts for i in batch])
+        storm.root_ts = await self.notifier.post(
+            channel, messages.storm_text(storm, now), key=f"{storm.id}:root"
+        )
+        storm.sites = []  # _join_storm adds them (and saves)
+        await self.store.index_storm_thread(storm)
+        log.warning("storm %s: %d sites failing at once", storm.id, len(batch))
+        return storm
+
+    async def _join_storm(self, storm: Storm, batch: list[Incident], now: float) -> None:
+        newcomers = [i for i in batch if i.site not in storm.sites]
+        storm.sites += [i.site for i in batch if i.site not in storm.sites]
+        storm.incidents += [i.id for i in batch]
+        all_facts = [i.facts for i in [await self.store.get(x) for x in storm.incidents] if i]
+        storm.shared = shared_facts(all_facts)
+        await self.store.save_storm(storm, self.policy.storm_window_s)
+        for incident in batch:
+            async with self.store.site_lock(incident.site):
+                fresh = await self.store.get(incident.id) or incident
+                fresh.channel, fresh.root_ts = storm.channel, storm.root_ts
+                fresh.own_root, fresh.storm_id = False, storm.id
+                await self.store.save(fresh)
+        if self.notifier is None:
+            return
+        await self._safe(
+            self.notifier.update(storm.channel, storm.root_ts, messages.storm_text(storm, now))
+        )
+        if newcomers and len(storm.incidents) > len(batch):  # joined a storm already posted
+            note = messages.also_failing_note(newcomers)
+            await self._safe(self.notifier.post(storm.channel, note, storm.root_ts))
+
+    # -- the diagnosis in the alert's thread ----------------------------------------------------
+    async def diagnose(self, incident_id: str) -> None:
+        """Run the full diagnosis into the incident's thread through the carrier."""
+        incident = await self.store.get(incident_id)
+        if incident is None or not incident.root_ts or self.carrier is None:
+            return
+        try:
+            if incident.context:
+                ctx = ProbeContext.from_dict(incident.context, self.settings)
+            else:
+                ctx = await prepare(incident.url, self.settings)
+        except (TargetRefused, BadTarget) as exc:
+            incident.diagnosis = f"not diagnosed: {exc}"
+            await self.store.save(incident)
+            await self.refresh_root(incident, storm=False)
+            return
+        request = DiagnosisRequest.new(ctx, origin=diagnosis_origin(incident))
+        incident.diagnosis, incident.diagnosis_id = "diagnosing", request.id
+        incident.diagnosis_requested_at = request.created_at
+        incident.cause = incident.cause_summary = None
+        await self.store.save(incident)
+        await self.carrier.submit(request)
+        await self.refresh_root(incident, storm=False)
+
+    # -- keeping the thread up to date ---------------------------------------------------------
+    async def note(self, incident: Incident, note: str) -> None:
+        if self.notifier is not None and incident.channel and incident.root_ts:
+            await self._safe(self.notifier.post(incident.channel, note, incident.root_ts))
+
+    async def refresh_root(self, incident: Incident, *, storm: bool = True) -> None:
+        """Rewrite the alert's root; a storm member's change of state (not its diagnosis:
+        fifty of those would flood chat.update) rewrites the grouped root instead."""
+        if storm and not incident.own_root and incident.storm_id:
+            await self._refresh_storm(incident.storm_id)
+            return
+        if (
+            self.notifier is None
+            or not incident.own_root
+            or not incident.channel
+            or not incident.root_ts
+        ):
+            return
+        mute = await self.store.muted(incident.site)
+        root = messages.root_text(incident, mute, self.clock())
+        await self._safe(self.notifier.update(incident.channel, incident.root_ts, root))
+
+    async def _refresh_storm(self, storm_id: str) -> None:
+        storm = await self.store.get_storm(storm_id)
+        if storm is None or self.notifier is None:
+            return
+        members = [i for i in [await self.store.get(x) for x in storm.incidents] if i]
+        root = messages.storm_now_text(storm, members, self.clock())
+        await self._safe(self.notifier.update(storm.channel, storm.root_ts, root))
+
+    @staticmethod
+    async def _safe(call: Awaitable[Any]) -> None:
+        """A Slack failure (after the client's retries) must not undo a state change."""
+        try:
+            await call
+        except SLACK_ERRORS as exc:
+            log.error("Slack call failed: %s", exc)

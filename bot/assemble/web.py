@@ -1,0 +1,158 @@
+"""`badgateway serve`: the web process, put together from the configuration.
+
+The Slack app (Bolt, over HTTP or Socket Mode), the diagnosis carrier (in-process tasks, or
+the Redis queue when ``REDIS_URL`` is set) and the state. With Redis, the alerting side joins
+in: its threads and `/502 mute|unmute|status` reach the Slack app through bot.threads, and
+the alert webhooks are mounted on the same server. Without Redis there are no alerts
+(incidents must outlive the process). Stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.alerts.chat import AlertChat
+from bot.alerts.incidents import Incidents
+from bot.alerts.webhooks import add_alert_routes
+from bot.assemble.alerts import build_incidents
+from bot.config import BotConfig
+from bot.pipeline import Carrier, InProcessCarrier, ResultSink
+from bot.queue.carrier import QueueCarrier
+from bot.slack.app import build_app
+from bot.slack.chatops import ChatOps
+from bot.slack.diagnosis_threads import DiagnosisThreads
+from bot.slack.private import PrivateReplies
+from bot.slack.server import (
+    EVENTS_PATH,
+    build_web_app,
+    check_token,
+    socket_mode_handler,
+    socket_mode_url,
+    until_connected,
+)
+from bot.slack.sink import SlackSink
+from bot.slack_client import make_web_client
+from bot.state import BotState, StateStore, open_store
+from bot.threads import CommandHandler, ThreadKind
+from checks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WebProcess:
+    """Everything `badgateway serve` runs, built once and closed once."""
+
+    config: BotConfig
+    settings: Settings
+    client: AsyncWebClient
+    state: BotState
+    carrier: Carrier
+    chatops: ChatOps
+    app: AsyncApp
+    replies: PrivateReplies
+    incidents: Incidents | None = None
+
+    def web_app(self) -> web.Application:
+        """The aiohttp application: Slack's endpoint (unless Socket Mode), health, webhooks."""
+        served = build_web_app(
+            self.config, self.app, self.replies, events=not self.config.socket_mode
+        )
+        if self.incidents is not None:
+            add_alert_routes(served, self.config, self.settings, self.incidents)
+        return served
+
+    async def close(self) -> None:
+        await self.carrier.close()
+        await self.state.store.close()
+        if self.incidents is not None:
+            await self.incidents.close()
+
+
+def build_carrier(config: BotConfig, settings: Settings, sink: ResultSink) -> Carrier:
+    """The queue (``REDIS_URL`` set) or in-process asyncio tasks (unset). With the queue the
+    workers post with their own sink (bot.assemble.worker), sharing the state through Redis."""
+    if config.redis_url:
+        return QueueCarrier(config, settings)
+    return InProcessCarrier(settings, sink)
+
+
+def build_web(
+    config: BotConfig,
+    settings: Settings,
+    *,
+    store: StateStore | None = None,
+    other_threads: Sequence[ThreadKind] = (),
+    commands: Mapping[str, CommandHandler] | None = None,
+) -> WebProcess:
+    """``other_threads`` and ``commands``: kinds of thread and `/502` words besides the
+    alerting side's (tests stand in for it with them)."""
+    client = make_web_client(config)
+    state = BotState(store or open_store(config.redis_url))
+    carrier = build_carrier(config, settings, SlackSink(client, state))
+    kinds, words = list(other_threads), dict(commands or {})
+    incidents = None
+    if config.redis_url:
+        incidents = build_incidents(config, settings, carrier)
+        alert_chat = AlertChat(incidents, state, client, carrier)
+        kinds.append(alert_chat)
+        words.update(alert_chat.commands())
+    diagnoses = DiagnosisThreads(client, state, carrier, settings)
+    chatops = ChatOps(client, settings, diagnoses, other_threads=kinds, commands=words)
+    replies = PrivateReplies(client)
+    app = build_app(config, chatops, state, client, replies)
+    return WebProcess(config, settings, client, state, carrier, chatops, app, replies, incidents)
+
+
+async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None = None) -> int:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT when no ``stop`` is given)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+    process = build_web(config, settings)
+    problem = await check_token(process.chatops, config)
+    socket_url = ""
+    if problem is None and config.socket_mode:
+        socket_url, problem = await socket_mode_url(process.client, config)
+    if problem:
+        await process.close()
+        print(f"badgateway: {problem}", file=sys.stderr)
+        return 2
+    runner = web.AppRunner(process.web_app())
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", config.port)
+    await site.start()
+    socket_handler = None
+    try:
+        if config.socket_mode:
+            socket_handler = socket_mode_handler(process.app, config, socket_url)
+            if await until_connected(socket_handler, stop):
+                log.warning("badgateway: connected over Socket Mode; health on :%d", config.port)
+        else:
+            log.warning("badgateway: listening on :%d%s", config.port, EVENTS_PATH)
+        await stop.wait()
+    finally:
+        if socket_handler is not None:
+            await socket_handler.close_async()  # type: ignore[no-untyped-call]
+        await runner.cleanup()
+        await process.close()
+    return 0
+
+
+def serve(config: BotConfig, settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    logging.getLogger("bot").setLevel(logging.INFO)
+    return asyncio.run(run(config, settings))

@@ -1,0 +1,90 @@
+"""`badgateway worker`: a worker process, put together from the configuration.
+
+Where results go (the sink): ``$BADGATEWAY_SINK`` if set (``module:factory``; tests, other
+chat tools), the Slack thread when a bot token is set, else the log. On the default queue,
+with sites to watch and a Slack token to post alerts with, the worker also monitors the sites
+(bot.alerts.monitor) and tells the alerting side each verdict of an alert's diagnosis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+from bot.alerts.incidents import Incidents
+from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
+from bot.alerts.sink import IncidentVerdicts
+from bot.assemble.alerts import build_incidents
+from bot.config import BotConfig
+from bot.pipeline import LoggingSink, ResultSink
+from bot.queue.carrier import QueueCarrier
+from bot.queue.saq_queue import DEFAULT_QUEUE
+from bot.queue.worker import DefaultQueueJobs, work
+from bot.slack.sink import SlackSink
+from bot.slack_client import make_web_client
+from bot.state import BotState, open_store
+from checks.settings import Settings
+
+SINK_ENV = "BADGATEWAY_SINK"  # "module:factory"; factory(config) -> ResultSink
+
+
+def make_sink(config: BotConfig) -> ResultSink:
+    """The sink a worker feeds (see the module's docstring for which)."""
+    dotted = os.environ.get(SINK_ENV, "").strip()
+    if dotted:
+        module_name, _, attr = dotted.partition(":")
+        factory: Callable[[BotConfig], ResultSink] = getattr(
+            importlib.import_module(module_name), attr or "build_sink"
+        )
+        return factory(config)
+    if config.slack_bot_token:
+        return SlackSink(make_web_client(config), BotState(open_store(config.redis_url)))
+    return LoggingSink()
+
+
+def monitoring(config: BotConfig, settings: Settings, queues: list[str]) -> Incidents | None:
+    """The alerting side when this worker monitors the sites, else None."""
+    if DEFAULT_QUEUE not in queues or not settings.sites or not config.slack_bot_token:
+        return None
+    # An incident's diagnosis goes through the queue like any other.
+    return build_incidents(config, settings, QueueCarrier(config, settings))
+
+
+def monitor_jobs(incidents: Incidents) -> DefaultQueueJobs:
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["alerts"] = incidents  # what bot.alerts.monitor's jobs use
+
+    return DefaultQueueJobs(MONITOR_FUNCTIONS, monitor_cron_jobs(), startup)
+
+
+def run_worker(config: BotConfig, settings: Settings, queues: list[str]) -> int:
+    """Blocking: work the given queues until SIGTERM/SIGINT. Returns the exit code."""
+    if not config.redis_url:
+        raise ValueError("run_worker needs config.redis_url")
+    return asyncio.run(_run(config, settings, queues or ["default"]))
+
+
+async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
+    sink = make_sink(config)
+    incidents = monitoring(config, settings, queues)
+    try:
+        if incidents is None:
+            return await work(config, settings, queues, sink)
+        # Verdicts of alerts' diagnoses also reach the alert's root message.
+        return await work(
+            config,
+            settings,
+            queues,
+            IncidentVerdicts(sink, incidents),
+            extra_jobs=monitor_jobs(incidents),
+        )
+    finally:
+        # A sink from $BADGATEWAY_SINK may or may not hold connections to close.
+        closer = getattr(sink, "aclose", None)
+        if closer is not None:
+            await closer()
+        if incidents is not None:
+            await incidents.close()

@@ -1,0 +1,102 @@
+"""The job kinds of a diagnosis: their names, keys, queues and SAQ options, and why a job
+that ended for good failed.
+
+``bgw.diagnose`` (key: the request id, so a request is queued once), ``bgw.step`` (key:
+``{id}:{step}``), ``bgw.part`` (key: ``{id}:{step}@{place}``, on the queue of the machine
+that holds the part's input: ``part_queue``) and ``bgw.parts_due`` (key: ``{id}:{step}:due``,
+scheduled ``host_wait_s`` later). What each job does is bot.queue.jobs.JobRunner.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from saq.job import Job
+
+from bot.pipeline import DiagnosisRequest
+from bot.queue.saq_queue import DEFAULT_QUEUE, SWEPT_ERROR
+from bot.queue.tuning import QueueTuning
+from checks.settings import Settings
+from checks.steps import step_named
+
+DIAGNOSE_JOB = "bgw.diagnose"
+STEP_JOB = "bgw.step"
+PART_JOB = "bgw.part"
+PARTS_DUE_JOB = "bgw.parts_due"
+SAQ_JOB_TTL_S = 3600  # how long SAQ keeps a finished job's record (for `status` and the UI)
+
+
+def job_options(settings: Settings, tuning: QueueTuning) -> dict[str, Any]:
+    """SAQ job options chosen on purpose: its defaults (10 s timeout, one try, no heartbeat)
+    would leave a dead worker's job ABORTED for good."""
+    return {
+        "timeout": tuning.job_timeout_s(settings),
+        "heartbeat": tuning.heartbeat_s,
+        "retries": tuning.retries,
+        "retry_delay": tuning.retry_delay_s,
+        "retry_backoff": tuning.retry_delay_cap_s,
+        "ttl": SAQ_JOB_TTL_S,
+    }
+
+
+def diagnosis_job(request: DiagnosisRequest, settings: Settings, tuning: QueueTuning) -> Job:
+    return Job(
+        function=DIAGNOSE_JOB,
+        kwargs={"request": request.to_dict()},
+        key=request.id,
+        **job_options(settings, tuning),
+    )
+
+
+def step_job(request: DiagnosisRequest, step: str, settings: Settings, tuning: QueueTuning) -> Job:
+    return Job(
+        function=STEP_JOB,
+        kwargs={"request": request.to_dict(), "step": step},
+        key=f"{request.id}:{step}",
+        **job_options(settings, tuning),
+    )
+
+
+def part_queue(step: str, place: str) -> str:
+    """The queue of ``step``'s part for ``place``, as the step declares it (``logs@web-1``: a
+    worker on that host serves it, ``badgateway worker --queues default,logs@web-1``); a part
+    that may run anywhere goes to the default queue."""
+    declared = step_named(step)
+    parts = declared.parts if declared is not None else None
+    return (parts.queue_at(place) if parts is not None else None) or DEFAULT_QUEUE
+
+
+def part_job(
+    request: DiagnosisRequest, step: str, place: str, settings: Settings, tuning: QueueTuning
+) -> Job:
+    return Job(
+        function=PART_JOB,
+        kwargs={"request": request.to_dict(), "step": step, "place": place},
+        key=f"{request.id}:{step}@{place or '*'}",
+        **job_options(settings, tuning),
+    )
+
+
+def parts_due_job(
+    request: DiagnosisRequest, step: str, settings: Settings, tuning: QueueTuning
+) -> Job:
+    return Job(
+        function=PARTS_DUE_JOB,
+        kwargs={"request": request.to_dict(), "step": step},
+        key=f"{request.id}:{step}:due",
+        scheduled=math.ceil(time.time() + tuning.host_wait_s),
+        **job_options(settings, tuning),
+    )
+
+
+def failure_reason(job: Job) -> str:
+    """One line for the thread: why the job's last try ended."""
+    error = (job.error or "").strip()
+    if error.startswith(SWEPT_ERROR):
+        return f"its worker stopped answering (no heartbeat for {job.heartbeat} s)"
+    last = error.splitlines()[-1].strip() if error else "unknown error"
+    if last.endswith("TimeoutError") or last == "cancelled":
+        return f"it did not finish within its {job.timeout} s timeout"
+    return last[:300]

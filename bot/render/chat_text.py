@@ -1,0 +1,60 @@
+"""The private answers of `/502`: help, the configured sites, the open `/502` threads.
+
+Plain mrkdwn texts (not Block Kit): Slack shows them only to the person who asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.render.mentions import channel_mention, user_mention
+from bot.render.slack_blocks import MAX_SECTION_TEXT
+from bot.render.wording import at_most, cut, escape, slack_date_time
+from bot.state import DiagnosisThread
+from checks import steps as step_registry
+from checks.settings import Settings
+
+SITES_SHOWN = 40
+THREADS_SHOWN = 20
+
+
+def help_text() -> str:
+    names = ", ".join(step_registry.step_names()) or "reload, dns, firewall, logs, host"
+    return "\n".join(
+        [
+            "*badgateway* says why a site answers 502 Bad Gateway.",
+            "• `/502 shop.example.com` — diagnose a host, a URL or a site's name",
+            "• `/502 sites` — the configured sites",
+            "• `/502 status` — open incidents",
+            "• In a diagnosis thread: `@badgateway rerun`, `@badgateway rerun dns`, "
+            "`@badgateway help`",
+            f"Checks, in order: {names}.",
+        ]
+    )
+
+
+def sites_text(settings: Settings) -> str:
+    if not settings.sites:
+        return "No sites are configured; `/502 HOST` works for any host the settings allow."
+    rows = []
+    for site in settings.sites:
+        channel = f" → {escape(site.channel)}" if site.channel else ""
+        rows.append(f"• `{escape(site.name)}` {escape(site.url)}{channel}")
+    lines = ["*Configured sites*", *at_most(rows, SITES_SHOWN)]
+    return cut("\n".join(lines), MAX_SECTION_TEXT)
+
+
+def status_text(threads: Sequence[DiagnosisThread]) -> str:
+    """The `/502` threads still open, oldest first."""
+    if not threads:
+        return "No open incidents."
+    rows = []
+    for thread in threads:
+        cause = f"`{thread.cause}`" if thread.cause else "running"
+        owner = f", {user_mention(thread.taken_by)} on it" if thread.taken_by else ""
+        rows.append(
+            f"• {escape(thread.target)} in {channel_mention(thread.channel)} — {cause}{owner}, "
+            f"asked by {user_mention(thread.requester)} {slack_date_time(thread.created_at)}"
+        )
+    lines = [f"*Open incidents* ({len(threads)})", *at_most(rows, THREADS_SHOWN)]
+    return cut("\n".join(lines), MAX_SECTION_TEXT)

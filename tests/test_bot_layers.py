@@ -1,0 +1,127 @@
+"""bot/'s import structure: no cycle between its parts, no import inside a function, and only
+the assemblies (and the CLI above them) import the assemblies.
+
+A part is a subpackage (bot.slack, bot.alerts, bot.queue, bot.render, bot.assemble) or a
+top-level module (bot.config, bot.state, …). Modules are read with ``ast``, not imported.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+BOT = Path(__file__).resolve().parents[1] / "bot"
+
+# module -> why it may import inside a function. Only optional dependencies belong here;
+# the bot has none today.
+FUNCTION_IMPORTS_ALLOWED: dict[str, str] = {}
+
+
+def _modules() -> dict[str, ast.Module]:
+    found: dict[str, ast.Module] = {}
+    for path in sorted(BOT.rglob("*.py")):
+        parts = path.relative_to(BOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return found
+
+
+def _part(module: str) -> str:
+    """bot.slack.chatops -> bot.slack; bot.config -> bot.config."""
+    pieces = module.split(".")
+    return ".".join(pieces[:2])
+
+
+def _imported(node: ast.Import | ast.ImportFrom, known: set[str]) -> list[str]:
+    """The bot modules an import statement names (``from bot import storage`` included)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == "bot"]
+    if node.level or not node.module or node.module.split(".")[0] != "bot":
+        return []
+    names = [f"{node.module}.{a.name}" for a in node.names]
+    return [n for n in names if n in known] or [node.module]
+
+
+def _top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Imports run when the module loads: at module level, also inside if/try blocks."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    todo: list[ast.stmt] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If | ast.Try):
+            todo += node.body + node.orelse + getattr(node, "finalbody", [])
+            for handler in getattr(node, "handlers", []):
+                todo += handler.body
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    edges: dict[str, set[str]] = {}
+    for name, tree in modules.items():
+        for node in _top_level_imports(tree):
+            for target in _imported(node, known):
+                if _part(target) != _part(name):
+                    edges.setdefault(_part(name), set()).add(_part(target))
+    return edges
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One cycle in ``edges`` as a path, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(edges):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_import_cycle_between_the_parts_of_bot() -> None:
+    edges = _graph()
+    assert {"bot.slack", "bot.alerts", "bot.queue"} <= set(edges)  # the graph is read
+    assert _cycle(edges) is None, " -> ".join(_cycle(edges) or [])
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+def test_features_do_not_import_each_other_or_the_assemblies() -> None:
+    edges = _graph()
+    features = {"bot.slack", "bot.alerts", "bot.queue"}
+    for feature in features:
+        assert not edges.get(feature, set()) & (features - {feature}), feature
+    importers = {part for part, targets in edges.items() if "bot.assemble" in targets}
+    assert importers <= {"bot.cli"}, importers
+
+
+def test_no_import_inside_a_function() -> None:
+    found: list[str] = []
+    for name, tree in _modules().items():
+        if name in FUNCTION_IMPORTS_ALLOWED:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                found += [
+                    f"{name}:{sub.lineno}"
+                    for sub in ast.walk(node)
+                    if isinstance(sub, ast.Import | ast.ImportFrom)
+                ]
+    assert found == []

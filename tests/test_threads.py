@@ -1,0 +1,68 @@
+"""bot.threads: one owner lookup over every kind of thread, status and divert in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.threads import Reply, ThreadOwner, Threads
+from checks.context import ProbeContext
+from checks.settings import Settings
+from checks.target import parse_target
+
+
+@dataclass
+class _Owner:
+    kind: str
+    ts: str
+    pressed: list[str] = field(default_factory=list)
+
+    async def take(self, user: str, reply: Reply) -> None:
+        self.pressed.append(f"take {user}")
+
+    async def resolve(self, user: str, reply: Reply) -> None:
+        self.pressed.append(f"resolve {user}")
+
+    async def rerun(self, user: str, reply: Reply, step: str | None = None) -> None:
+        self.pressed.append(f"rerun {user} {step}")
+
+    async def escalate(self, user: str, reply: Reply) -> None:
+        self.pressed.append(f"escalate {user}")
+
+
+class _Kind:
+    def __init__(self, name: str, roots: set[str], diverts: bool = False) -> None:
+        self.name, self.roots, self.diverts = name, roots, diverts
+
+    async def owner(self, channel: str, ts: str) -> ThreadOwner | None:
+        return _Owner(self.name, ts) if ts in self.roots else None
+
+    async def status_text(self) -> str:
+        return f"{self.name}: fine"
+
+    async def divert(self, ctx: ProbeContext, *, user: str, reply: Reply) -> bool:
+        return self.diverts
+
+
+async def _nothing(_: str) -> None:
+    return None
+
+
+def _kind_of(owner: ThreadOwner | None) -> tuple[str, str] | None:
+    return (owner.kind, owner.ts) if isinstance(owner, _Owner) else None
+
+
+async def test_owner_asks_each_kind_in_turn() -> None:
+    threads = Threads([_Kind("diagnoses", {"1.1"}), _Kind("alerts", {"2.2"})])
+    assert _kind_of(await threads.owner("C1", "1.1")) == ("diagnoses", "1.1")
+    assert _kind_of(await threads.owner("C1", "2.2")) == ("alerts", "2.2")
+    assert await threads.owner("C1", "3.3") is None
+
+
+async def test_status_joins_every_kind_and_divert_takes_the_first_yes() -> None:
+    settings = Settings()
+    ctx = ProbeContext(parse_target("shop.example", settings), settings)
+    threads = Threads([_Kind("diagnoses", set()), _Kind("alerts", set(), diverts=True)])
+    assert await threads.status_text() == "diagnoses: fine\n\nalerts: fine"
+    assert await threads.divert(ctx, user="U1", reply=_nothing) is True
+    only_diagnoses = Threads([_Kind("diagnoses", set())])
+    assert await only_diagnoses.divert(ctx, user="U1", reply=_nothing) is False
