@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.config import BotConfig
-from bot.slack.client import make_web_client, post_once
+from bot.slack_client import make_web_client, post_once
 from tests.lab.fixtures_slack import SlackStandIn
 from tests.lab.slack_limits import Limit, Scope, SlackLimits
 
