@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.lab.fixtures_netns",
     "tests.lab.fixtures_redis",
     "tests.lab.fixtures_slack",
+    "tests.lab.alerts",
 ]
 
 _ALLOWED = [

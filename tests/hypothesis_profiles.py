@@ -31,3 +31,14 @@ def active() -> settings:
     """The ``long`` profile when it was asked for, else ``ci``: a test decorated with this
     keeps the profile's example count instead of Hypothesis' default of 100."""
     return settings.get_profile(LONG if settings.get_current_profile_name() == LONG else CI)
+
+
+CHEAP = 5.0  # in-process examples cost well under a millisecond: five times the profile's
+ONE_PROCESS_EACH = 0.1  # a subprocess each (about 0.3 s): a tenth
+
+
+def examples(times: float) -> settings:
+    """The active profile (``ci``, or ``long`` when asked for) with ``times`` its example
+    count, so that ``long`` runs more of every property, cheap or not."""
+    profile = active()
+    return settings(profile, max_examples=max(3, round(profile.max_examples * times)))

@@ -4,14 +4,18 @@ probes; and what to print when a verdict is not the expected one."""
 
 from __future__ import annotations
 
+import json
 from ipaddress import ip_network
 from pathlib import Path
 
 import httpx
 
-from checks.model import Diagnosis
+from checks.context import ProbeContext
+from checks.model import Diagnosis, StepResult
 from checks.runner import diagnose
 from checks.settings import LogSource, Settings, Site
+from checks.steps.logs import run
+from checks.target import parse_target
 
 
 def get(url: str) -> int | None:
@@ -56,3 +60,25 @@ def explain(diagnosis: Diagnosis) -> str:
         lines.append(f"  {step.name} {step.status}: {step.summary}")
         lines += [f"    {f.code} {f.severity} {f.cause} w{int(f.weight)}" for f in step.findings]
     return "\n".join(lines)
+
+
+async def run_diagnosis(url: str, logs: list[Path], upstreams: tuple[str, ...] = ()) -> Diagnosis:
+    diagnosis = await diagnose_lab(url, logs, upstreams)
+    logs_step = next(s for s in diagnosis.steps if s.name == "logs")
+    assert logs_step.status.value in ("fail", "warn"), logs_step.summary
+    return diagnosis
+
+
+async def run_logs(
+    *logs: LogSource, window_s: float = 300, site: bool = True, url: str = "http://127.0.0.1:1/"
+) -> StepResult:
+    """The logs step alone, for a site at ``url`` (its lines are told from other sites' by
+    the Host they name, or nginx's server_name "lab", the site's name here)."""
+    sites = (Site(name="lab", url=url, logs=logs),) if site else ()
+    settings = Settings(
+        allow_networks=(ip_network("127.0.0.0/8"),), sites=sites, log_window_s=window_s
+    )
+    ctx = ProbeContext(target=parse_target(url, settings), settings=settings)
+    result = await run(ctx)
+    json.dumps(result.to_dict())  # everything a step returns is JSON
+    return result

@@ -60,9 +60,9 @@ from checks.model import Diagnosis, Finding, Status, StepResult
 from checks.runner import prepare
 from checks.settings import Settings, load_settings
 from checks.steps import ANYWHERE, Parts, Step
+from tests.lab import REPO
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
 
-REPO = Path(__file__).resolve().parents[2]
 CALLS_KEY = "lab:calls"
 REJECTED_KEY = "lab:rejected"
 LAB_QUEUE_ENV = {

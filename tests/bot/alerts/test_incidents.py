@@ -4,7 +4,7 @@ a real redis-server holding the state, and the local Slack Web API stand-in."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -18,45 +18,19 @@ from bot.slack_client import make_web_client
 from bot.state import BotState, MemoryStore
 from checks.runner import prepare
 from checks.settings import Settings, Site
-from tests.lab.fixtures_proxies import Proxy
-from tests.lab.fixtures_slack import SlackStandIn
-from tests.lab.fixtures_upstreams import Upstream
-from tests.test_alerts_lab import (
+from tests.lab.alerts import (
     CHANNEL,
+    App,
     RecordingCarrier,
     bot_config,
     lab_settings,
     make_incidents,
     posted,
-    redis,  # noqa: F401 - fixture
-    redis_url,  # noqa: F401 - fixture
+    probe,
 )
-
-
-class App:
-    """An upstream app that can be stopped and started again on the same port."""
-
-    def __init__(self) -> None:
-        self.server: Upstream | None = Upstream("ok").start()
-        self.port = self.server.port
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def start(self) -> None:
-        if self.server is None:
-            self.server = Upstream("ok", port=self.port).start()
-
-
-@pytest.fixture
-def app() -> Iterator[App]:
-    server = App()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.lab.fixtures_proxies import Proxy
+from tests.lab.fixtures_slack import SlackStandIn
+from tests.lab.fixtures_upstreams import Upstream
 
 
 @pytest.fixture
@@ -86,13 +60,8 @@ async def press(chat: AlertChat, button: str, user: str, root_ts: str) -> list[s
     return answers
 
 
-async def probe(incidents: Incidents, site: Site, times: int = 1) -> None:
-    for _ in range(times):
-        await incidents.observe(site, await probe_site(site, incidents.settings))
-
-
 async def test_k_failures_open_one_alert_and_k_successes_recover(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
     shop: tuple[Site, App],
 ) -> None:
@@ -138,7 +107,7 @@ async def test_k_failures_open_one_alert_and_k_successes_recover(
 
 
 async def test_flapping_stays_one_incident(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
     shop: tuple[Site, App],
 ) -> None:
@@ -164,8 +133,8 @@ async def test_flapping_stays_one_incident(
 
 
 async def test_restart_mid_incident_keeps_it(
-    redis: Redis,  # noqa: F811
-    redis_url: str,  # noqa: F811
+    redis: Redis,
+    redis_url: str,
     slack_api: SlackStandIn,
     shop: tuple[Site, App],
 ) -> None:
@@ -195,7 +164,7 @@ async def test_restart_mid_incident_keeps_it(
 
 
 async def test_mute_silences_a_site_and_shows_in_status(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
     shop: tuple[Site, App],
 ) -> None:
@@ -217,7 +186,7 @@ async def test_mute_silences_a_site_and_shows_in_status(
 
 
 async def test_take_and_resolve_update_the_root(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
     shop: tuple[Site, App],
 ) -> None:
@@ -246,7 +215,7 @@ async def test_take_and_resolve_update_the_root(
 
 
 async def test_storm_of_50_sites_gives_one_grouped_alert(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
     nginx_proxy: Callable[..., Proxy],
 ) -> None:
@@ -296,7 +265,7 @@ async def test_storm_of_50_sites_gives_one_grouped_alert(
 
 
 async def test_slack_commands_and_buttons_act_on_alert_threads(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
     shop: tuple[Site, App],
 ) -> None:
@@ -329,7 +298,7 @@ async def test_slack_commands_and_buttons_act_on_alert_threads(
 
 
 async def test_a_diagnosis_submitted_into_the_thread_becomes_the_latest(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
     shop: tuple[Site, App],
 ) -> None:
@@ -381,7 +350,7 @@ def test_parse_duration() -> None:
 
 
 async def test_resolved_in_a_grouped_thread_resolves_every_site(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
 ) -> None:
     dead = Upstream("refused").start()

@@ -42,11 +42,10 @@ from checks.runner import diagnose
 from checks.settings import LogSource
 from checks.verdict import decide
 from tests.lab.certs import LabCerts, PlainHttpServer, TlsServer
-from tests.lab.diagnosis import explain, lab_settings
+from tests.lab.diagnosis import explain, lab_settings, run_logs
 from tests.lab.fixtures_dns import DnsLab
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_upstreams import Upstream
-from tests.test_logs_step import run_logs
 
 PATH = "/shop/cart?item=7&_bgw=t3st.1"  # a query string, and a badgateway mark in it
 MARK = "t3st.1"

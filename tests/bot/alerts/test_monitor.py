@@ -20,27 +20,26 @@ from bot.slack.sink import SlackSink
 from bot.slack_client import make_web_client
 from bot.state import BotState, open_store
 from checks.settings import Site
-from tests.lab.fixtures_proxies import Proxy
-from tests.lab.fixtures_slack import SlackStandIn
-from tests.test_alerts_incidents import App, app, probe  # noqa: F401 - fixture
-from tests.test_alerts_lab import (
+from tests.lab.alerts import (
     CHANNEL,
     FAST,
+    App,
     RecordingCarrier,
     bot_config,
     lab_settings,
     make_incidents,
-    redis,  # noqa: F401 - fixture
-    redis_url,  # noqa: F401 - fixture
+    probe,
     until,
 )
+from tests.lab.fixtures_proxies import Proxy
+from tests.lab.fixtures_slack import SlackStandIn
 
 
 async def test_workers_probe_each_site_on_its_schedule(
-    redis: Redis,  # noqa: F811
-    redis_url: str,  # noqa: F811
+    redis: Redis,
+    redis_url: str,
     slack_api: SlackStandIn,
-    app: App,  # noqa: F811
+    app: App,
     nginx_proxy: Callable[..., Proxy],
 ) -> None:
     proxy = nginx_proxy(f"127.0.0.1:{app.port}")
@@ -84,10 +83,10 @@ async def test_workers_probe_each_site_on_its_schedule(
 
 
 async def test_diagnosis_lands_in_the_alert_thread_and_the_verdict_on_its_root(
-    redis: Redis,  # noqa: F811
-    redis_url: str,  # noqa: F811
+    redis: Redis,
+    redis_url: str,
     slack_api: SlackStandIn,
-    app: App,  # noqa: F811
+    app: App,
     nginx_proxy: Callable[..., Proxy],
 ) -> None:
     proxy = nginx_proxy(f"127.0.0.1:{app.port}")

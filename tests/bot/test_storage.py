@@ -1,4 +1,4 @@
-"""bot.storage: one key scheme and one record format (the lock: tests/test_state_lock.py)."""
+"""bot.storage: one key scheme and one record format (the lock: tests/bot/test_state_lock.py)."""
 
 from __future__ import annotations
 

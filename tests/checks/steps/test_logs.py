@@ -20,12 +20,13 @@ import httpx
 
 from checks.context import ProbeContext
 from checks.logscan import TAIL_BYTES
-from checks.model import Cause, Status, StepResult, Weight
+from checks.model import Cause, Status, Weight
 from checks.runner import assemble_parts, part_places, run_part
 from checks.settings import LogSource, Settings, Site
 from checks.steps import step_named
 from checks.steps.logs import run
 from checks.target import parse_target
+from tests.lab.diagnosis import run_logs
 from tests.lab.fixtures_proxies import Proxy
 
 
@@ -34,21 +35,6 @@ def get(url: str) -> int | None:
         return httpx.get(url, timeout=6).status_code
     except httpx.HTTPError:
         return None
-
-
-async def run_logs(
-    *logs: LogSource, window_s: float = 300, site: bool = True, url: str = "http://127.0.0.1:1/"
-) -> StepResult:
-    """The logs step alone, for a site at ``url`` (its lines are told from other sites' by
-    the Host they name, or nginx's server_name "lab", the site's name here)."""
-    sites = (Site(name="lab", url=url, logs=logs),) if site else ()
-    settings = Settings(
-        allow_networks=(ip_network("127.0.0.0/8"),), sites=sites, log_window_s=window_s
-    )
-    ctx = ProbeContext(target=parse_target(url, settings), settings=settings)
-    result = await run(ctx)
-    json.dumps(result.to_dict())  # everything a step returns is JSON
-    return result
 
 
 def test_registered() -> None:

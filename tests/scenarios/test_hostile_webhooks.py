@@ -5,7 +5,7 @@ The requests are written as raw bytes on a socket, so header values can hold wha
 client library would send (a byte that is not UTF-8, 9 KiB of token). The bot is the real
 aiohttp app with the real routes; state is a real redis-server; Slack is the local stand-in.
 The issue's inputs are a regression corpus; Hypothesis adds its own (as many as
-tests/test_hostile_inputs.py's ``examples`` says).
+tests/scenarios/test_hostile_inputs.py's ``examples`` says).
 """
 
 from __future__ import annotations
@@ -25,13 +25,9 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from bot.malformed_http import quiet_malformed_requests
+from tests.hypothesis_profiles import CHEAP, examples
+from tests.lab.alerts import ALERTS_TOKEN, Bot, serve_webhooks
 from tests.lab.fixtures_slack import SlackStandIn
-from tests.test_alerts_lab import (
-    redis,  # noqa: F401 - fixture
-    redis_url,  # noqa: F401 - fixture
-)
-from tests.test_alerts_webhooks import ALERTS_TOKEN, Bot, serve_webhooks
-from tests.test_hostile_inputs import CHEAP, examples
 
 PATHS = ("/alerts", "/alerts/alertmanager")
 TOKEN = ALERTS_TOKEN.encode()
@@ -101,7 +97,7 @@ def assert_one_clear_reason(answer: Answer) -> str:
 
 
 @pytest_asyncio.fixture
-async def bot(redis: Redis, slack_api: SlackStandIn) -> AsyncIterator[Bot]:  # noqa: F811
+async def bot(redis: Redis, slack_api: SlackStandIn) -> AsyncIterator[Bot]:
     """No diagnosis: it would look up the random host names Hypothesis writes into URLs (the
     diagnosis is tested elsewhere)."""
     async for served in serve_webhooks(redis, slack_api, ALERTS_TOKEN, diagnose=False):
@@ -202,7 +198,7 @@ CORPUS: list[tuple[str, str, dict[str, Any], int, str]] = [
 async def test_the_issues_inputs_get_a_4xx_with_one_reason(
     bot: Bot,
     slack_api: SlackStandIn,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     logs: pytest.LogCaptureFixture,
     path: str,
     how: dict[str, Any],
@@ -287,7 +283,7 @@ extra_headers = st.lists(
 async def test_unauthenticated_requests_are_refused_before_the_body_is_read(
     bot: Bot,
     slack_api: SlackStandIn,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     logs: pytest.LogCaptureFixture,
     path: str,
     authorization: bytes | None,

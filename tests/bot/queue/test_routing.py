@@ -12,7 +12,8 @@ from typing import Any, cast
 
 import httpx
 
-from tests.lab.fixtures_redis import REPO, QueueLab, step_calls
+from tests.lab import REPO
+from tests.lab.fixtures_redis import QueueLab, step_calls
 from tests.lab.process import ManagedProcess, free_port, wait_for_port
 
 

@@ -18,24 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from checks.guard import parse_ip
 from checks.settings import Settings, SettingsError, Site, load_settings, parse_settings
 from checks.target import BadTarget, Target, parse_target
-from tests.hypothesis_profiles import active
+from tests.hypothesis_profiles import CHEAP, ONE_PROCESS_EACH, examples
+from tests.lab import REPO
 
 CLI_TIMEOUT_S = 30
-CHEAP = 5.0  # in-process examples cost well under a millisecond: five times the profile's
-ONE_PROCESS_EACH = 0.1  # a subprocess each (about 0.3 s): a tenth
-
-
-def examples(times: float) -> settings:
-    """The active profile (``ci``, or ``long`` when asked for) with ``times`` its example
-    count, so that ``long`` runs more of every property, cheap or not."""
-    profile = active()
-    return settings(profile, max_examples=max(3, round(profile.max_examples * times)))
 
 
 def assert_one_line(message: str) -> None:
@@ -51,7 +43,7 @@ def load_bytes(data: bytes) -> Settings:
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("BADGATEWAY_SITES", None)
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],

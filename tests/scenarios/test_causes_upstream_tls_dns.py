@@ -23,11 +23,9 @@ from checks.model import Cause, Status, StepResult, Weight
 from checks.settings import LogSource
 from checks.verdict import decide
 from tests.lab.certs import LabCerts, TlsServer
-from tests.lab.diagnosis import explain, get
+from tests.lab.diagnosis import explain, get, run_diagnosis, run_logs
 from tests.lab.fixtures_dns import DnsLab
 from tests.lab.fixtures_proxies import Proxy
-from tests.test_causes_behind_proxy import run_diagnosis
-from tests.test_logs_step import run_logs
 
 
 async def claimed_from_log(proxy: Proxy, cause: Cause, upstream: str) -> StepResult:

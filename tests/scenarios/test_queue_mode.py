@@ -34,13 +34,13 @@ from redis.asyncio import Redis
 from bot.alerts.store import IncidentStore
 from bot.state import BotState, open_store
 from checks.steps import step_names
+from tests.lab import REPO
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_redis import LAB_QUEUE_ENV, RedisServer
 from tests.lab.fixtures_slack import SIGNING_SECRET, Message, SlackSigner, SlackStandIn, sign
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import ManagedProcess, free_port
 
-REPO = Path(__file__).resolve().parents[1]
 OPS = "C0OPS0001"  # where people type /502
 ALERTS = "C0ALERTS01"  # the alerting site's channel
 ALERTS_TOKEN = "alerts-token-integration"

@@ -8,22 +8,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from checks.model import Cause, Diagnosis
-from tests.lab.diagnosis import diagnose_lab, explain, get, own_log_evidence
+from checks.model import Cause
+from tests.lab.diagnosis import explain, get, own_log_evidence, run_diagnosis
 from tests.lab.fixtures_proxies import PhpFpm, Proxy
-
-
-async def run_diagnosis(url: str, logs: list[Path], upstreams: tuple[str, ...] = ()) -> Diagnosis:
-    diagnosis = await diagnose_lab(url, logs, upstreams)
-    logs_step = next(s for s in diagnosis.steps if s.name == "logs")
-    assert logs_step.status.value in ("fail", "warn"), logs_step.summary
-    return diagnosis
-
 
 CASES: list[tuple[str, str, dict[str, Any], Cause, str]] = [
     ("nginx", "refused", {}, Cause.UPSTREAM_REFUSED, r"Connection refused"),

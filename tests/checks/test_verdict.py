@@ -4,11 +4,10 @@ These test the ordering logic only (which layer wins, which evidence is stronger
 end-to-end tests (test_causes_*.py) prove each cause against real servers.
 """
 
-from pathlib import Path
-
 from checks.causes import CATALOGUE, render_markdown
 from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.verdict import decide
+from tests.lab import REPO
 
 
 def step(name: str, *findings: Finding) -> StepResult:
@@ -111,7 +110,7 @@ def test_errored_steps_are_named_in_the_summary() -> None:
 
 def test_every_cause_is_documented_and_the_docs_are_current() -> None:
     assert set(CATALOGUE) == set(Cause)
-    with open(Path(__file__).parents[1] / "docs" / "causes.md", encoding="utf-8") as fh:
+    with open(REPO / "docs" / "causes.md", encoding="utf-8") as fh:
         assert fh.read() == render_markdown(), (
             "regenerate: python -m checks.causes > docs/causes.md"
         )

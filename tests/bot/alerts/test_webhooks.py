@@ -3,94 +3,20 @@ bearer tokens, bad and oversize bodies; state in a real redis-server, Slack the 
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest_asyncio
-from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import Incidents
-from bot.alerts.webhooks import add_alert_routes
-from checks.settings import Site
-from tests.lab.fixtures_slack import SlackStandIn
-from tests.test_alerts_lab import (
+from tests.lab.alerts import (
+    ALERTS_TOKEN,
     CHANNEL,
-    RecordingCarrier,
-    bot_config,
-    lab_settings,
-    make_incidents,
-    redis,  # noqa: F401 - fixture
-    redis_url,  # noqa: F401 - fixture
+    Bot,
+    serve_webhooks,
     until,
 )
-
-ALERTS_TOKEN = "alerts-secret-7f3a"
-SHOP = Site("shop", "http://127.0.0.1:9/", channel="C0SHOP")
-
-Post = Callable[..., Awaitable[tuple[int, Any]]]
-
-
-class Bot:
-    def __init__(self, incidents: Incidents, base: str, carrier: RecordingCarrier) -> None:
-        self.incidents = incidents
-        self.base = base
-        self.carrier = carrier
-
-    async def post(
-        self,
-        path: str,
-        body: Any,
-        token: str | None = ALERTS_TOKEN,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        sent = dict(headers or {})
-        if token is not None:
-            sent["Authorization"] = f"Bearer {token}"
-        data = raw if raw is not None else json.dumps(body).encode()
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(self.base + path, data=data, headers=sent) as response,
-        ):
-            text = await response.text()
-            try:
-                return response.status, json.loads(text)
-            except json.JSONDecodeError:
-                return response.status, text
-
-
-async def serve_webhooks(
-    redis: Redis,  # noqa: F811
-    slack: SlackStandIn,
-    token: str | None,
-    *,
-    diagnose: bool = True,
-) -> AsyncIterator[Bot]:
-    """The webhooks on a real aiohttp server; without ``diagnose`` an accepted alert opens its
-    incident and posts, but its carrier is never asked to run a diagnosis."""
-    settings = lab_settings(SHOP)
-    carrier = RecordingCarrier()
-    incidents = make_incidents(redis, slack, settings, carrier if diagnose else None)
-    app = web.Application()
-    add_alert_routes(app, bot_config(slack, alerts_token=token), settings, incidents)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield Bot(incidents, f"http://127.0.0.1:{port}", carrier)
-    finally:
-        await runner.cleanup()
-
-
-@pytest_asyncio.fixture
-async def bot(redis: Redis, slack_api: SlackStandIn) -> AsyncIterator[Bot]:  # noqa: F811
-    async for served in serve_webhooks(redis, slack_api, ALERTS_TOKEN):
-        yield served
+from tests.lab.fixtures_slack import SlackStandIn
 
 
 def alertmanager(status: str, *alerts: dict[str, Any]) -> dict[str, Any]:
@@ -174,14 +100,14 @@ async def test_generic_alert_for_an_unknown_url_goes_to_the_default_channel(
     assert await bot.incidents.list_open() == []
 
 
-async def _snapshot(redis: Redis) -> dict[str, Any]:  # noqa: F811
+async def _snapshot(redis: Redis) -> dict[str, Any]:
     return {key: await redis.dump(key) for key in sorted(await redis.keys("*"))}
 
 
 async def test_refused_requests_change_nothing(
     bot: Bot,
     slack_api: SlackStandIn,
-    redis: Redis,  # noqa: F811
+    redis: Redis,
 ) -> None:
     # Something already there, to show it stays exactly as it was.
     status, _ = await bot.post("/alerts", {"site": "shop", "status": "firing", "summary": "x"})
@@ -255,7 +181,7 @@ async def test_refused_requests_change_nothing(
 
 
 async def test_without_alerts_token_webhooks_are_off(
-    redis: Redis,  # noqa: F811
+    redis: Redis,
     slack_api: SlackStandIn,
 ) -> None:
     async for served in serve_webhooks(redis, slack_api, None):

@@ -8,9 +8,10 @@ top-level module (bot.config, bot.state, …). Modules are read with ``ast``, no
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-BOT = Path(__file__).resolve().parents[1] / "bot"
+from tests.lab import REPO
+
+BOT = REPO / "bot"
 
 # module -> why it may import inside a function. Only optional dependencies belong here;
 # the bot has none today.
