@@ -20,6 +20,7 @@ from checks.context import ProbeContext
 from checks.model import Cause, Finding, Status, StepResult, Weight
 from checks.readable import ms_text
 from checks.steps import Step
+from checks.tls_findings import tls_findings
 from checks.tls_inspect import TlsDict, TlsReport, inspect_tls
 from checks.upstream_findings import upstream_findings
 from checks.upstream_probe import UpstreamAttemptDict, UpstreamReport, probe_upstreams
@@ -184,7 +185,7 @@ async def run(ctx: ProbeContext) -> StepResult:
         if tls is not None:
             row["tls_verified"] = tls.verified
             tls_reports.append(tls)
-            findings.extend(tls.findings(show_address=many))
+            findings.extend(tls_findings(tls, show_address=many))
         edge_rows.append(row)
 
     details: FirewallDetails = {"edge": edge_rows, "tls": {}, "upstreams": []}

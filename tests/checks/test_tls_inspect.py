@@ -8,14 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from checks.model import Cause, Status
-from checks.tls_inspect import (
+from checks.certificate import (
     CertificateFacts,
     certificate_facts,
     decode_certificate,
-    inspect_tls,
     matches_host,
 )
+from checks.model import Cause, Status
+from checks.tls_findings import tls_findings
+from checks.tls_inspect import inspect_tls
 from tests.lab.certs import LabCerts, PlainHttpServer, TlsServer
 
 TIMEOUT_S = 2.0
@@ -51,7 +52,7 @@ async def test_valid_certificate_is_verified_and_described(
     assert {"localhost", "site.test"} <= set(cert.dns_names)
     assert {"127.0.0.1", "::1"} <= set(cert.ip_addresses)
     assert cert.not_after is not None and cert.not_after.startswith(tls_certs.valid.day)
-    [finding] = report.findings()
+    [finding] = tls_findings(report)
     assert finding.code == "tls_ok" and finding.severity is Status.OK
 
 
@@ -77,7 +78,7 @@ async def test_expired_certificate_names_the_day_it_expired(
     )
     assert report.verify_error == "certificate has expired"
     assert report.days_left is not None and report.days_left < 0
-    [finding] = report.findings()
+    [finding] = tls_findings(report)
     assert finding.cause is Cause.TLS_ERROR and finding.severity is Status.FAIL
 
 
@@ -129,7 +130,7 @@ async def test_expiring_soon_is_a_warning_without_a_cause(
         "127.0.0.1", servers["expiring"].port, "localhost", TIMEOUT_S, str(tls_certs.ca)
     )
     assert report.verified and report.days_left in (4, 5)
-    [finding] = report.findings()
+    [finding] = tls_findings(report)
     assert finding.code == "tls_expiring"
     assert finding.severity is Status.WARN and finding.cause is None
     assert tls_certs.expiring.day in finding.message
@@ -151,7 +152,7 @@ async def test_a_port_that_never_answers_the_hello_times_out() -> None:
         port = listener.getsockname()[1]
         report = await inspect_tls("127.0.0.1", port, "localhost", 0.5, None)
     assert [p.kind for p in report.problems] == ["handshake_timeout"]
-    [finding] = report.findings()
+    [finding] = tls_findings(report)
     assert finding.cause is Cause.TLS_ERROR
 
 
