@@ -431,6 +431,11 @@ async def test_mentions_in_the_thread_and_retried_events(
     await bot.send(bot.signer.app_mention(f"<@{BOT_USER_ID}> help", thread_ts=root_ts))
     await slack.wait_for(lambda: len(slack.messages) == count + 1, what="help reply")
     assert "/502" in slack.messages[-1].text and slack.messages[-1].thread_ts == root_ts
+    # The thread already holds a diagnosis: no hint to start one.
+    assert "Start a diagnosis" not in slack.messages[-1].text
+    await bot.send(bot.signer.app_mention(f"<@{BOT_USER_ID}> help", thread_ts=None))  # channel
+    await slack.wait_for(lambda: len(slack.messages) == count + 2, what="channel help reply")
+    assert "Start a diagnosis with `/502 TARGET`" in slack.messages[-1].text
     assert len(slack.calls_of("auth.test", ok_only=True)) >= 1
 
 
@@ -552,3 +557,10 @@ async def test_alert_hooks_come_first(
     # `@badgateway rerun` in the alert's thread goes to the alerting side too.
     await bot.send(bot.signer.app_mention(f"<@{BOT_USER_ID}> rerun", thread_ts=alerts.alert_root))
     await bot.slack.wait_for(lambda: alerts.actions == ["take", "rerun"], what="mention hook")
+    # Help in the alert's thread: like a `/502` thread, it already has a diagnosis, so no hint
+    # to start one (before issue 10 only `/502` threads dropped the hint).
+    count = len(bot.slack.messages)
+    await bot.send(bot.signer.app_mention(f"<@{BOT_USER_ID}> help", thread_ts=alerts.alert_root))
+    await bot.slack.wait_for(lambda: len(bot.slack.messages) == count + 1, what="help reply")
+    assert bot.slack.messages[-1].thread_ts == alerts.alert_root
+    assert "Start a diagnosis" not in bot.slack.messages[-1].text
