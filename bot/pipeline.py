@@ -1,6 +1,7 @@
 """How a diagnosis travels: a request, a carrier that runs its steps, a sink that shows results.
 
-One code path for the work (``checks.runner.run_step`` per step, ``conclude`` at the end) and
+One code path for the work (``checks.runner``: ``run_steps`` in one process, ``run_step`` per
+queue job; ``conclude`` at the end) and
 two ways to carry it: ``InProcessCarrier`` here (no Redis: the CLI shell, small installs) and
 the SAQ-backed carrier in ``bot.queue`` (workers on other machines).
 

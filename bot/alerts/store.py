@@ -5,7 +5,8 @@ index "site → its current incident", each site's run of consecutive probe resu
 the incidents waiting to be posted (the storm hold) and the active storm. Several processes
 (the web process taking webhooks, workers probing) change the same site, so each change to
 a site happens under that site's Redis lock. Keys, locks and records follow bot.storage:
-``bgw:alert:incident:{id}``, ``bgw:alert:current:{site}``, ``bgw:alert:lock:{site}``…
+``bgw:alert:incident:{id}``, ``bgw:alert:current:{site}``, ``bgw:alert:lock:site:{site}``,
+``bgw:alert:lock:storm``…
 """
 
 from __future__ import annotations

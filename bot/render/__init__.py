@@ -1,1 +1,2 @@
-"""Renderers: the same findings and verdict shown in Slack blocks, a terminal, or JSON."""
+"""Renderers: the same findings and verdict shown in Slack blocks or a terminal (``--json``
+prints ``Diagnosis.to_dict()`` as it is)."""

@@ -4,7 +4,7 @@ Escaping (secrets redacted, then mrkdwn's control characters escaped), cutting t
 durations, the date tokens Slack shows in each reader's time zone, links to threads, and the
 phrases both kinds of thread use (who is on it). Mentions and Slack ids are in
 bot.render.mentions; what a whole message says is in the modules that build it
-(slack_blocks, chat_text, alert_text).
+(slack_blocks and chat_text here, bot.alerts.messages for alerts).
 """
 
 from __future__ import annotations

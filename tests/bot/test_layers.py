@@ -1,8 +1,9 @@
-"""bot/'s import structure: no cycle between its parts, no import inside a function, and only
-the assemblies (and the CLI above them) import the assemblies.
+"""bot/'s import structure: parts in rows, each importing only rows below it; no cycle; no
+import inside a function; and checks/ never imports bot/.
 
 A part is a subpackage (bot.slack, bot.alerts, bot.queue, bot.render, bot.assemble) or a
 top-level module (bot.config, bot.state, …). Modules are read with ``ast``, not imported.
+docs/architecture.md shows the rows.
 """
 
 from __future__ import annotations
@@ -12,6 +13,28 @@ import ast
 from tests.lab import REPO
 
 BOT = REPO / "bot"
+
+# The rows of bot/: a part may import parts of higher-numbered rows only (so never a part of its
+# own row, which keeps the features apart). A new part gets a row here, on purpose.
+ROWS: dict[str, int] = {
+    "bot.cli": 1,
+    "bot.assemble": 2,
+    "bot.shell": 3,
+    "bot.slack": 4,
+    "bot.alerts": 4,
+    "bot.queue": 4,
+    "bot.render": 5,
+    "bot.state": 6,
+    "bot.slack_client": 6,
+    "bot.pipeline": 6,
+    "bot.threads": 6,
+    "bot.bounded_json": 6,
+    "bot.malformed_http": 6,
+    "bot.demo": 6,
+    "bot.storage": 7,
+    "bot.config": 7,
+    "bot": 8,  # the package's own __init__: a docstring
+}
 
 # module -> why it may import inside a function. Only optional dependencies belong here;
 # the bot has none today.
@@ -111,6 +134,32 @@ def test_features_do_not_import_each_other_or_the_assemblies() -> None:
         assert not edges.get(feature, set()) & (features - {feature}), feature
     importers = {part for part, targets in edges.items() if "bot.assemble" in targets}
     assert importers <= {"bot.cli"}, importers
+
+
+def test_every_part_imports_only_rows_below_it() -> None:
+    parts = {_part(name) for name in _modules()}
+    assert parts <= set(ROWS), f"give these parts a row in ROWS: {sorted(parts - set(ROWS))}"
+    upward = [
+        f"{part} (row {ROWS[part]}) imports {target} (row {ROWS[target]})"
+        for part, targets in _graph().items()
+        for target in targets
+        if ROWS[target] <= ROWS[part]
+    ]
+    assert upward == []
+
+
+def test_checks_never_imports_bot() -> None:
+    found = []
+    for path in sorted((REPO / "checks").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] == "bot"]
+    assert found == []
 
 
 def test_no_import_inside_a_function() -> None:
