@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypedDict
-from urllib.parse import urlsplit
 
 from checks.clock import ms_since
 from checks.connect import (
@@ -40,6 +39,7 @@ from checks.connect import (
 )
 from checks.resolve import system_addresses
 from checks.socket_access import SocketAccess, SocketAccessDict, socket_access
+from checks.upstream_spec import Upstream, UpstreamKind, parse_upstream
 
 # Response heads larger than this fail behind any proxy left at its defaults: nginx's
 # proxy_buffer_size is one memory page (4 KiB on x86-64, 8 KiB on some platforms),
@@ -59,15 +59,6 @@ _TOKEN = re.compile(
 )  # per upstream name; a proxy tries them in turn
 
 
-class UpstreamKind(StrEnum):
-    """How an upstream is written, which decides how deep it is probed."""
-
-    TCP = "tcp"  # host:port: connect only
-    HTTP = "http"
-    HTTPS = "https"
-    UNIX = "unix"  # unix:/path: connect only
-
-
 class HttpOutcome(StrEnum):
     """How an upstream's answer to ``GET /`` came out."""
 
@@ -77,49 +68,6 @@ class HttpOutcome(StrEnum):
     INVALID = "invalid"
     TOO_BIG = "too_big"
     TLS_FAILED = "tls_failed"
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """One ``upstreams`` entry of a site, parsed."""
-
-    spec: str
-    kind: UpstreamKind
-    host: str = ""
-    port: int = 0
-    path: str = ""  # unix socket path
-
-    @property
-    def label(self) -> str:
-        if self.kind is UpstreamKind.UNIX:
-            return f"unix:{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-def parse_upstream(spec: str) -> Upstream:
-    """'host:port', 'http://host:port', 'https://host:port', 'unix:/path'. Raises ValueError."""
-    text = spec.strip()
-    if text.startswith("unix:"):
-        path = text[5:]
-        if not path.startswith("/"):
-            raise ValueError(f"{spec!r}: a unix socket is written unix:/absolute/path")
-        return Upstream(spec, UpstreamKind.UNIX, path=path)
-    if "://" in text:
-        parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{spec!r}: expected http://host:port or https://host:port")
-        default = 443 if parts.scheme == "https" else 80
-        kind = UpstreamKind.HTTPS if parts.scheme == "https" else UpstreamKind.HTTP
-        return Upstream(spec, kind, parts.hostname, parts.port or default)
-    parts = urlsplit("//" + text)
-    if not parts.hostname:
-        raise ValueError(f"{spec!r}: expected host:port")
-    try:
-        port = parts.port or 80  # nginx's own default for a server without a port
-    except ValueError:
-        raise ValueError(f"{spec!r}: the port is not a number from 1 to 65535") from None
-    return Upstream(spec, UpstreamKind.TCP, parts.hostname, port)
 
 
 class HttpAnswerDict(TypedDict):

@@ -18,13 +18,8 @@ from checks.runner import prepare, run_step
 from checks.settings import Settings, Site
 from checks.steps.firewall import STEP
 from checks.upstream_findings import upstream_findings
-from checks.upstream_probe import (
-    HEADER_LIMIT_FAIL,
-    Upstream,
-    UpstreamAttempt,
-    UpstreamKind,
-    parse_upstream,
-)
+from checks.upstream_probe import HEADER_LIMIT_FAIL, UpstreamAttempt
+from checks.upstream_spec import Upstream, UpstreamKind, parse_upstream
 from tests.lab.certs import LabCerts, PlainHttpServer, TlsServer
 from tests.lab.fixtures_netns import NetnsListener
 from tests.lab.fixtures_upstreams import Upstream as App
