@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.alerts.chat import AlertChat
-from bot.alerts.incidents import Incidents, parse_duration
+from bot.alerts.incidents import AlertSignal, Incidents, parse_duration
 from bot.alerts.monitor import probe_site
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED
 from bot.pipeline import DiagnosisRequest
@@ -370,3 +370,46 @@ async def test_resolved_in_a_grouped_thread_resolves_every_site(
     assert await press(alert_chat(incidents, slack_api), "resolve", "U9", root.ts) == []
     assert await incidents.list_open() == []
     assert "*Now:* 0 failing, 0 recovered, 6 resolved" in slack_api.message(root.ts).text
+
+
+async def test_firing_alerts_outlive_a_restart_and_probes_close_on_any_resolve(
+    redis: Redis,
+    redis_url: str,
+    slack_api: SlackStandIn,
+    shop: tuple[Site, App],
+) -> None:
+    site, app = shop
+    settings = lab_settings(site)
+    a, b = AlertSignal("alertmanager:a", True, "a fires"), AlertSignal("alertmanager:b", True, "b")
+    before = make_incidents(redis, slack_api, settings, RecordingCarrier())
+    opened = await before.alerts_seen(site, "alertmanager", [a, b])
+    assert opened is not None and opened.firing == {
+        "alertmanager:a": "a fires",
+        "alertmanager:b": "b",
+    }
+    await before.flush(force=True)
+
+    # Another process takes the next notification: it knows which alerts fire.
+    fresh_redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        after = make_incidents(fresh_redis, slack_api, settings, RecordingCarrier())
+        resolved_a = AlertSignal(a.key, False, a.text)
+        still = await after.alerts_seen(site, "alertmanager", [resolved_a, b])
+        assert still is not None and still.state == OPEN and list(still.firing) == [b.key]
+        # A resolved alert it never saw fire changes nothing while b fires.
+        stray = AlertSignal("alertmanager:c", False, "c")
+        assert (await after.alerts_seen(site, "alertmanager", [stray])) is not None
+        assert [i.id for i in await after.list_open()] == [opened.id]
+    finally:
+        await fresh_redis.aclose()
+
+    # An incident the probes opened tracks no alert: a resolved alert closes it, as before.
+    app.stop()
+    probed = lab_settings(Site("probed", site.url, channel=CHANNEL))
+    incidents = make_incidents(redis, slack_api, probed, RecordingCarrier())
+    await probe(incidents, probed.sites[0], 2)
+    assert (await incidents.store.current("probed")) is not None
+    closed = await incidents.alerts_seen(
+        probed.sites[0], "webhook", [AlertSignal("webhook", False, "")]
+    )
+    assert closed is not None and closed.state == RESOLVED
