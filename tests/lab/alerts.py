@@ -9,6 +9,7 @@ The Slack Web API stand-in is ``tests.lab.fixtures_slack``'s ``slack_api``; ngin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import time
@@ -117,6 +118,19 @@ def make_incidents(
     """A fresh bot-side object over the given Redis: what a restarted process builds."""
     notifier = SlackNotifier(make_web_client(bot_config(slack)))
     return Incidents(IncidentStore(redis), notifier, settings, policy, carrier)
+
+
+@contextlib.asynccontextmanager
+async def another_process(
+    redis_url: str, slack: SlackStandIn, settings: Settings
+) -> AsyncIterator[Incidents]:
+    """What a restarted (or a second) process builds: its own Redis connection and objects
+    over the same Redis."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield make_incidents(client, slack, settings, RecordingCarrier())
+    finally:
+        await client.aclose()
 
 
 async def until(condition: Callable[[], bool], within_s: float = 5.0, what: str = "") -> None:
