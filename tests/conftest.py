@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.lab.fixtures_redis",
     "tests.lab.fixtures_slack",
     "tests.lab.alerts",
+    "tests.lab.alertmanager",
 ]
 
 _ALLOWED = [

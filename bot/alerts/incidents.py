@@ -8,8 +8,10 @@ The state machine, per site:
 - K passing probes in a row (``successes_to_recover``) mark it **recovered**; "recovered
   after 12 min" goes into its thread. If the site fails again within ``flap_window_s``, the
   same incident reopens (flapping stays one incident).
-- A resolved alert, or a person pressing *Resolved*, closes it.
-- Alerts for a site with an incident go into that incident's thread, never a new root.
+- A person pressing *Resolved* closes it; so does the last of its alerts resolving (an
+  incident tracks which alerts fire for it: one of four resolving leaves it open).
+- Alerts for a site with an incident go into that incident's thread, never a new root; an
+  alert already known is not announced again (Alertmanager repeats a group's every alert).
 
 Nothing lives in the process: a new ``Incidents`` over the same Redis carries on.
 What people do in Slack (bot.alerts.chat) calls ``take``, ``resolve``, ``rediagnose``,
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +37,16 @@ from bot.pipeline import Carrier
 from checks.settings import Settings, Site, default_port
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlertSignal:
+    """One alert as its sender shows it now. ``key`` is the same in every notification that
+    carries the alert (its source and Alertmanager fingerprint, else its labels)."""
+
+    key: str
+    firing: bool
+    text: str  # what it says: its summary, description or name
 
 
 @dataclass(frozen=True)
@@ -143,34 +155,54 @@ class Incidents:
             since = streak.first_failure_at or now
             return await self._open(site, outcome.what, "monitor", since, outcome, now)
 
-    async def alert_firing(
-        self, site: Site, what: str, source: str, outcome: ProbeOutcome | None = None
+    async def alerts_seen(
+        self,
+        site: Site,
+        source: str,
+        alerts: Sequence[AlertSignal],
+        outcome: ProbeOutcome | None = None,
     ) -> Incident | None:
-        """An alert from Alertmanager or the generic webhook: open, or add to the thread."""
+        """What a sender says now about some of ``site``'s alerts: open, note, or close.
+
+        Alertmanager sends a group's every alert in every notification, so only changes are
+        announced (an alert firing that was not, one that stopped): one thread note and one
+        root update per notification, none when nothing changed. The incident resolves when
+        none of the alerts it tracks fires any more."""
         now = self.clock()
+        firing = {a.key: a.text for a in alerts if a.firing}
+        stopped = [a.key for a in alerts if not a.firing]
         async with self.store.site_lock(site.name):
             incident = await self.store.current(site.name)
             muted = await self.store.muted(site.name)
-            if incident is not None and incident.state == OPEN:
-                incident.alerts += 1
-                await self.store.save(incident)
-                if not muted:
-                    await self.posts.note(incident, messages.another_alert_note(source, what))
-                await self.posts.refresh_root(incident)
-                return incident
-            if incident is not None and incident.state == RECOVERED:
-                await self._reopen(incident, what, now)
-                return incident
-            if muted:
-                return None
-            return await self._open(site, what, source, now, outcome, now)
-
-    async def alert_resolved(self, site: Site, source: str) -> Incident | None:
-        async with self.store.site_lock(site.name):
-            incident = await self.store.current(site.name)
             if incident is None or incident.state == RESOLVED:
-                return None
-            await self._close(incident, None, f"the {source} alert resolved")
+                if not firing or muted:
+                    return None
+                what = next(iter(firing.values()))
+                return await self._open(site, what, source, now, outcome, now, firing)
+            tracked = len(incident.firing)
+            started = {k: text for k, text in firing.items() if k not in incident.firing}
+            ended = [incident.firing.pop(k) for k in stopped if k in incident.firing]
+            incident.firing.update(started)
+            incident.alerts += len(started)
+            # An incident that tracks no alert (opened by the probes, or before alerts were
+            # tracked) closes on any resolved alert, as it always has.
+            if stopped and not incident.firing and (ended or not tracked):
+                which = "the" if incident.alerts <= 1 else "its last"
+                why = f"{which} {source} alert resolved"
+                await self._close(incident, None, why)
+                return incident
+            if started and incident.state == RECOVERED:
+                await self._reopen(incident, next(iter(started.values())), now)
+                return incident
+            if not started and not ended:
+                return incident  # a repeat of what is known: nothing to say
+            await self.store.save(incident)
+            if not muted:
+                note = messages.alerts_changed_note(
+                    source, list(started.values()), ended, len(incident.firing)
+                )
+                await self.posts.note(incident, note)
+            await self.posts.refresh_root(incident)
             return incident
 
     async def _open(
@@ -181,6 +213,7 @@ class Incidents:
         since: float,
         outcome: ProbeOutcome | None,
         now: float,
+        firing: dict[str, str] | None = None,
     ) -> Incident:
         incident = Incident.new(
             site.name,
@@ -192,6 +225,8 @@ class Incidents:
             source=source,
             facts=dict(outcome.facts) if outcome else {},
             context=outcome.context if outcome else None,
+            firing=dict(firing or {}),
+            alerts=max(1, len(firing or {})),
         )
         await self.store.save(incident)
         await self.store.set_current(incident)

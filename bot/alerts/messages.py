@@ -13,9 +13,12 @@ from collections.abc import Sequence
 
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
 from bot.render.mentions import user_mention
-from bot.render.wording import at_most, duration, escape, on_it, slack_time, thread_link
+from bot.render.wording import at_most, cut, duration, escape, on_it, slack_time, thread_link
 
 SITES_SHOWN = 40  # sites named in a storm's root message before "…and N more"
+ALERTS_SHOWN = 5  # firing alerts named on an incident's root before "…and N more"
+NOTED_SHOWN = 10  # alerts named in one thread note before "…and N more"
+ALERT_TEXT_CHARS = 200  # an alert's text as the root and the notes quote it
 STATUS_LINES = 20  # open incidents listed by `/502 status` before "…and N more"
 
 
@@ -46,8 +49,11 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
         lines.append(f"*Diagnosis:* {escape(incident.diagnosis)}")
     if incident.taken_by:
         lines.append(f"*Taken by* {user_mention(incident.taken_by)}")
+    firing = _firing_line(incident)
+    if firing:
+        lines.append(firing)
     extra = []
-    if incident.alerts > 1:
+    if incident.alerts > 1 and not firing:
         extra.append(f"{incident.alerts} alerts")
     if incident.flaps:
         extra.append(f"flapping: failed again {incident.flaps}×")
@@ -57,6 +63,22 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
         by = f" by {user_mention(mute.by)}" if mute.by else ""
         lines.append(f":mute: Muted{by} until {slack_time(mute.until)}")
     return "\n".join(lines)
+
+
+def _listed(texts: Sequence[str], limit: int) -> str:
+    """Alert texts, escaped and cut, joined on one line; "…and N more" past ``limit``."""
+    shown = [escape(cut(t, ALERT_TEXT_CHARS)) for t in texts[:limit]]
+    more = f" …and {len(texts) - limit} more" if len(texts) > limit else ""
+    return " · ".join(shown) + more
+
+
+def _firing_line(incident: Incident) -> str | None:
+    """The alerts firing now, once the incident has had more than one (else "What failed"
+    already says it)."""
+    if incident.state == RESOLVED or not incident.firing or incident.alerts <= 1:
+        return None
+    texts = list(incident.firing.values())
+    return f"*Alerts firing:* {len(texts)} of {incident.alerts} — {_listed(texts, ALERTS_SHOWN)}"
 
 
 def storm_text(storm: Storm, now: float) -> str:
@@ -91,6 +113,27 @@ def storm_now_text(storm: Storm, members: Sequence[Incident], now: float) -> str
 # Thread notes ------------------------------------------------------------------------------
 def another_alert_note(source: str, what: str) -> str:
     return f":rotating_light: Another alert ({source}): {escape(what)}"
+
+
+def alerts_changed_note(
+    source: str, started: Sequence[str], ended: Sequence[str], still_firing: int
+) -> str:
+    """One note for what one notification changed: alerts that began, alerts that ended."""
+    lines: list[str] = []
+    if len(started) == 1:
+        lines.append(another_alert_note(source, cut(started[0], ALERT_TEXT_CHARS)))
+    elif started:
+        lines.append(
+            f":rotating_light: {len(started)} more alerts ({source}): "
+            + _listed(started, NOTED_SHOWN)
+        )
+    if ended:
+        what = "Alert" if len(ended) == 1 else f"{len(ended)} alerts"
+        lines.append(
+            f":large_green_circle: {what} resolved ({source}): {_listed(ended, NOTED_SHOWN)}"
+            f" — {still_firing} still firing"
+        )
+    return "\n".join(lines)
 
 
 def failing_again_note(incident: Incident, what: str) -> str:

@@ -1,12 +1,12 @@
 """Incident state in Redis: what must survive a restart of the bot or a worker.
 
-Everything about an incident lives here, not in a process: the incident itself (JSON), the
-index "site → its current incident", each site's run of consecutive probe results, mutes,
-the incidents waiting to be posted (the storm hold) and the active storm. Several processes
-(the web process taking webhooks, workers probing) change the same site, so each change to
-a site happens under that site's Redis lock. Keys, locks and records follow bot.storage:
-``bgw:alert:incident:{id}``, ``bgw:alert:current:{site}``, ``bgw:alert:lock:site:{site}``,
-``bgw:alert:lock:storm``…
+Everything about an incident lives here, not in a process: the incident itself (JSON, with
+the alerts firing for it), the index "site → its current incident", each site's run of
+consecutive probe results, mutes, the incidents waiting to be posted (the storm hold) and the
+active storm. Several processes (the web process taking webhooks, workers probing) change the
+same site, so each change to a site happens under that site's Redis lock. Keys, locks and
+records follow bot.storage: ``bgw:alert:incident:{id}``, ``bgw:alert:current:{site}``,
+``bgw:alert:lock:site:{site}``, ``bgw:alert:lock:storm``…
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ class Incident:
     what_failed: str = ""
     source: str = "monitor"  # monitor | alertmanager | webhook
     alerts: int = 1  # alerts and failing probes folded into this incident
+    # The alerts firing now, by identity (source and Alertmanager fingerprint, else labels)
+    # -> their text. Kept in the incident's record, so every change to it happens with the
+    # state change it causes, under the site's lock, in one write; it resolves when empty.
+    firing: dict[str, str] = field(default_factory=dict)
     flaps: int = 0  # times it failed again after recovering
     diagnosis: str = "pending"  # pending | diagnosing | diagnosed | not diagnosed
     cause: str | None = None

@@ -4,25 +4,32 @@
 app's aiohttp server. Every request needs ``Authorization: Bearer $ALERTS_TOKEN``, compared
 as bytes in constant time before the body is read. What is refused changes nothing: 401 for
 a missing or wrong token, 413 for a body over the size cap, 400 with one short reason for a
-malformed body (bounded JSON; the whole body, every field and URL, is checked before any
-alert in it is acted on), 503 when ALERTS_TOKEN is not configured. The schemas are in
-docs/alerts.md.
+malformed body (bounded JSON; the whole body's shape is checked before any alert in it is
+acted on), 503 when ALERTS_TOKEN is not configured.
+
+A well-formed alert the bot cannot map to a site (no site label or URL, an unknown site, a
+URL it cannot diagnose) is skipped, named in the 202's ``skipped`` and logged: it is never a
+reason to drop the other alerts of its Alertmanager group, which Alertmanager would resend
+every ``group_interval``. Only a body of which nothing can be used is refused (400, with the
+reasons). The schemas are in docs/alerts.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from bot import bounded_json
-from bot.alerts.incidents import Incidents, ProbeOutcome, site_for_url
+from bot.alerts.incidents import AlertSignal, Incidents, ProbeOutcome, site_for_url
 from bot.alerts.monitor import site_facts
 from bot.config import AlertPolicy, BotConfig
 from bot.malformed_http import quiet_malformed_requests
@@ -38,14 +45,30 @@ class BadAlert(ValueError):
     """The body is not a valid alert; the message is the 400's reason."""
 
 
+class Unmapped(BadAlert):
+    """A well-formed alert that names no site the bot can diagnose: skipped, not refused."""
+
+
 @dataclass(frozen=True)
 class ParsedAlert:
+    where: str  # "alerts[2]": how the answer and the log name it
     site: Site
-    firing: bool
-    summary: str
+    signal: AlertSignal
 
 
-AlertParser = Callable[[Any, Settings], list[ParsedAlert]]  # a webhook's body -> its alerts
+@dataclass(frozen=True)
+class Skipped:
+    where: str
+    reason: str  # starts with ``where``
+
+
+@dataclass
+class ParsedBody:
+    accepted: list[ParsedAlert] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+AlertParser = Callable[[Any, Settings], ParsedBody]  # a webhook's body -> its alerts
 
 
 def _shown(value: str, limit: int = 100) -> str:
@@ -59,14 +82,14 @@ def _checked_url(url: str, where: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
     except ValueError as exc:  # "Invalid IPv6 URL" for //[::1 or http://]/
-        raise BadAlert(f"{where}: 'url' is not a URL ({exc}): {_shown(url)}") from None
+        raise Unmapped(f"{where}: 'url' is not a URL ({exc}): {_shown(url)}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadAlert(f"{where}: 'url' must be an http(s) URL, got {_shown(url)}")
+        raise Unmapped(f"{where}: 'url' must be an http(s) URL, got {_shown(url)}")
     try:
         # The alert's diagnosis starts from this URL: refuse here what it would refuse.
         parse_target(url, Settings())
     except BadTarget as exc:
-        raise BadAlert(f"{where}: 'url' {_shown(url)} cannot be diagnosed: {exc}") from None
+        raise Unmapped(f"{where}: 'url' {_shown(url)} cannot be diagnosed: {exc}") from None
     return url
 
 
@@ -80,10 +103,10 @@ def _site(name: Any, url: Any, settings: Settings, where: str) -> Site:
         if site is not None:
             return site
         if not url:
-            raise BadAlert(f"{where}: unknown site {_shown(name)} and no 'url' to diagnose")
+            raise Unmapped(f"{where}: unknown site {_shown(name)} and no 'url' to diagnose")
     if url:
         return site_for_url(_checked_url(url, where), settings)
-    raise BadAlert(f"{where}: needs 'site' (a configured site's name) or 'url'")
+    raise Unmapped(f"{where}: needs 'site' (a configured site's name) or 'url'")
 
 
 def _status(value: Any, where: str) -> bool:
@@ -92,15 +115,24 @@ def _status(value: Any, where: str) -> bool:
     return bool(value == "firing")
 
 
-def parse_generic(body: Any, settings: Settings) -> list[ParsedAlert]:
-    """``{"site" | "url", "status": "firing" | "resolved", "summary"?}``."""
+def parse_generic(body: Any, settings: Settings) -> ParsedBody:
+    """``{"site" | "url", "status": "firing" | "resolved", "summary"?}``: one alert per site
+    and sender, so a sender repeating "firing" is not announced again."""
     if not isinstance(body, dict):
         raise BadAlert("the body must be a JSON object")
     summary = body.get("summary", "")
     if not isinstance(summary, str):
         raise BadAlert("'summary' must be a string")
-    site = _site(body.get("site"), body.get("url"), settings, "alert")
-    return [ParsedAlert(site, _status(body.get("status"), "alert"), summary[:500] or "alert")]
+    firing = _status(body.get("status"), "alert")
+    parsed = ParsedBody()
+    try:
+        site = _site(body.get("site"), body.get("url"), settings, "alert")
+    except Unmapped as exc:
+        parsed.skipped.append(Skipped("alert", str(exc)))
+        return parsed
+    signal = AlertSignal("webhook", firing, summary[:500] or "alert")
+    parsed.accepted.append(ParsedAlert("alert", site, signal))
+    return parsed
 
 
 def _labelled_url(labels: dict[str, Any], annotations: dict[str, Any]) -> str | None:
@@ -110,9 +142,20 @@ def _labelled_url(labels: dict[str, Any], annotations: dict[str, Any]) -> str | 
     return None
 
 
-def parse_alertmanager(body: Any, settings: Settings) -> list[ParsedAlert]:
+def _alert_key(alert: dict[str, Any], labels: dict[str, Any]) -> str:
+    """The alert's identity across notifications: Alertmanager's fingerprint (a hash of its
+    labels), else a hash of its own labels (a sender that leaves the fingerprint out)."""
+    fingerprint = alert.get("fingerprint")
+    if isinstance(fingerprint, str) and fingerprint:
+        return f"alertmanager:{fingerprint[:64]}"
+    text = json.dumps(labels, sort_keys=True, ensure_ascii=True)
+    return "alertmanager:labels:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_alertmanager(body: Any, settings: Settings) -> ParsedBody:
     """Alertmanager's webhook (version 4). An alert names its site by the ``site`` label, or
-    by a URL in the ``url`` label/annotation or a blackbox-style ``instance`` label."""
+    by a URL in the ``url`` label/annotation or a blackbox-style ``instance`` label; one
+    that names none the bot can use is skipped, not a reason to refuse the others."""
     if not isinstance(body, dict):
         raise BadAlert("the body must be a JSON object")
     if str(body.get("version", "")) != "4":
@@ -123,20 +166,25 @@ def parse_alertmanager(body: Any, settings: Settings) -> list[ParsedAlert]:
     common = body.get("commonLabels") or {}
     if not isinstance(common, dict):
         raise BadAlert("'commonLabels' must be an object")
-    parsed: list[ParsedAlert] = []
-    for n, alert in enumerate(alerts, 1):
-        where = f"alerts[{n - 1}]"
+    parsed = ParsedBody()
+    for n, alert in enumerate(alerts):
+        where = f"alerts[{n}]"
         if not isinstance(alert, dict):
             raise BadAlert(f"{where}: expected an object")
-        labels, annotations = alert.get("labels") or {}, alert.get("annotations") or {}
-        if not isinstance(labels, dict) or not isinstance(annotations, dict):
+        own, annotations = alert.get("labels") or {}, alert.get("annotations") or {}
+        if not isinstance(own, dict) or not isinstance(annotations, dict):
             raise BadAlert(f"{where}: 'labels' and 'annotations' must be objects")
-        labels = {**common, **labels}
+        firing = _status(alert.get("status"), where)
+        labels = {**common, **own}
         name = labels.get("site")
         url = _labelled_url(labels, annotations)
-        if not name and not url:
-            raise BadAlert(f"{where}: no 'site' label and no URL in 'url' or 'instance'")
-        site = _site(name, url, settings, where)
+        try:
+            if not name and not url:
+                raise Unmapped(f"{where}: no 'site' label and no URL in 'url' or 'instance'")
+            site = _site(name, url, settings, where)
+        except Unmapped as exc:
+            parsed.skipped.append(Skipped(where, str(exc)))
+            continue
         summary = next(
             (
                 str(v)
@@ -149,8 +197,13 @@ def parse_alertmanager(body: Any, settings: Settings) -> list[ParsedAlert]:
             ),
             "alert",
         )
-        parsed.append(ParsedAlert(site, _status(alert.get("status"), where), summary[:500]))
+        signal = AlertSignal(_alert_key(alert, own), firing, summary[:500])
+        parsed.accepted.append(ParsedAlert(where, site, signal))
     return parsed
+
+
+def _status_name(signal: AlertSignal) -> str:
+    return "firing" if signal.firing else "resolved"
 
 
 def _authorised(request: web.Request, token: bytes) -> bool:
@@ -227,20 +280,35 @@ def add_alert_routes(
         except bounded_json.JsonRejected as exc:
             return _refuse(400, f"body: {exc}")
         try:
-            alerts: list[ParsedAlert] = parse(body, settings)
+            parsed = parse(body, settings)
         except BadAlert as exc:
             return _refuse(400, str(exc))
+        if not parsed.accepted:  # nothing to act on: the sender is told why
+            return _refuse(400, "; ".join(s.reason for s in parsed.skipped))
+        for skipped in parsed.skipped:
+            log.warning("%s: skipped %s", source, one_line(skipped.reason))
+        by_site: dict[str, list[ParsedAlert]] = {}
+        for alert in parsed.accepted:
+            by_site.setdefault(alert.site.name, []).append(alert)
         touched: list[str] = []
-        for alert in alerts:
-            if alert.firing:
-                outcome = ProbeOutcome(False, alert.summary, site_facts(alert.site, (), {}))
-                incident = await incidents.alert_firing(alert.site, alert.summary, source, outcome)
-            else:
-                incident = await incidents.alert_resolved(alert.site, source)
+        for alerts in by_site.values():
+            site, first = alerts[0].site, alerts[0].signal
+            outcome = ProbeOutcome(False, first.text, site_facts(site, (), {}))
+            signals = [a.signal for a in alerts]
+            incident = await incidents.alerts_seen(site, source, signals, outcome)
             if incident is not None:
                 touched.append(incident.id)
         await settle_later()
-        return _reply(202, accepted=len(alerts), incidents=touched)
+        return _reply(
+            202,
+            accepted=len(parsed.accepted),
+            alerts=[
+                {"alert": a.where, "site": a.site.name, "status": _status_name(a.signal)}
+                for a in parsed.accepted
+            ],
+            skipped=[{"alert": s.where, "reason": one_line(s.reason)} for s in parsed.skipped],
+            incidents=touched,
+        )
 
     async def alertmanager(request: web.Request) -> web.Response:
         return await handle(request, parse_alertmanager, "alertmanager")

@@ -9,10 +9,12 @@ The Slack Web API stand-in is ``tests.lab.fixtures_slack``'s ``slack_api``; ngin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -118,6 +120,19 @@ def make_incidents(
     return Incidents(IncidentStore(redis), notifier, settings, policy, carrier)
 
 
+@contextlib.asynccontextmanager
+async def another_process(
+    redis_url: str, slack: SlackStandIn, settings: Settings
+) -> AsyncIterator[Incidents]:
+    """What a restarted (or a second) process builds: its own Redis connection and objects
+    over the same Redis."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield make_incidents(client, slack, settings, RecordingCarrier())
+    finally:
+        await client.aclose()
+
+
 async def until(condition: Callable[[], bool], within_s: float = 5.0, what: str = "") -> None:
     """Wait for something another task does (a webhook's background post)."""
     deadline = time.monotonic() + within_s
@@ -167,13 +182,34 @@ ALERTS_TOKEN = "alerts-secret-7f3a"
 SHOP = Site("shop", "http://127.0.0.1:9/", channel="C0SHOP")
 
 Post = Callable[..., Awaitable[tuple[int, Any]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One webhook request the bot answered, and what it said back."""
+
+    path: str
+    status: int
+    answer: Any  # the JSON answered: for a 202, the alerts taken and skipped
 
 
 class Bot:
-    def __init__(self, incidents: Incidents, base: str, carrier: RecordingCarrier) -> None:
+    def __init__(
+        self,
+        incidents: Incidents,
+        base: str,
+        carrier: RecordingCarrier,
+        received: list[Received] | None = None,
+    ) -> None:
         self.incidents = incidents
         self.base = base
         self.carrier = carrier
+        # Every answer, as the sender (Alertmanager) saw it: filled in by the server.
+        self.received = received if received is not None else []
+
+    def answered(self, path: str = "/alerts/alertmanager") -> list[Received]:
+        return [r for r in self.received if r.path == path]
 
     async def post(
         self,
@@ -210,7 +246,19 @@ async def serve_webhooks(
     settings = lab_settings(SHOP)
     carrier = RecordingCarrier()
     incidents = make_incidents(redis, slack, settings, carrier if diagnose else None)
-    app = web.Application()
+    received: list[Received] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The answer only: reading the body here would take it from the handler (which
+        # must refuse a wrong token before reading it).
+        response = await handler(request)
+        if isinstance(response, web.Response) and isinstance(response.body, bytes):
+            answer = json.loads(response.body) if response.body else None
+            received.append(Received(request.path, response.status, answer))
+        return response
+
+    app = web.Application(middlewares=[record])
     add_alert_routes(app, bot_config(slack, alerts_token=token), settings, incidents)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -218,7 +266,7 @@ async def serve_webhooks(
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield Bot(incidents, f"http://127.0.0.1:{port}", carrier)
+        yield Bot(incidents, f"http://127.0.0.1:{port}", carrier, received)
     finally:
         await runner.cleanup()
 

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.alerts.chat import AlertChat
-from bot.alerts.incidents import Incidents, parse_duration
+from bot.alerts.incidents import AlertSignal, Incidents, parse_duration
 from bot.alerts.monitor import probe_site
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED
 from bot.pipeline import DiagnosisRequest
@@ -22,6 +22,7 @@ from tests.lab.alerts import (
     CHANNEL,
     App,
     RecordingCarrier,
+    another_process,
     bot_config,
     lab_settings,
     make_incidents,
@@ -147,9 +148,7 @@ async def test_restart_mid_incident_keeps_it(
     assert opened is not None and opened.root_ts
 
     # A new process: new connection, new objects, same Redis.
-    fresh_redis = Redis.from_url(redis_url, decode_responses=True)
-    try:
-        after = make_incidents(fresh_redis, slack_api, lab_settings(site), RecordingCarrier())
+    async with another_process(redis_url, slack_api, lab_settings(site)) as after:
         await probe(after, site, 3)
         await after.settle()
         assert len(slack_api.roots()) == 1
@@ -159,8 +158,6 @@ async def test_restart_mid_incident_keeps_it(
         await probe(after, site, 2)
         thread = slack_api.thread(opened.root_ts)
         assert [m for m in thread if "recovered after" in m.text]
-    finally:
-        await fresh_redis.aclose()
 
 
 async def test_mute_silences_a_site_and_shows_in_status(
@@ -370,3 +367,34 @@ async def test_resolved_in_a_grouped_thread_resolves_every_site(
     assert await press(alert_chat(incidents, slack_api), "resolve", "U9", root.ts) == []
     assert await incidents.list_open() == []
     assert "*Now:* 0 failing, 0 recovered, 6 resolved" in slack_api.message(root.ts).text
+
+
+async def test_firing_alerts_outlive_a_restart_and_probes_close_on_any_resolve(
+    redis: Redis, redis_url: str, slack_api: SlackStandIn, shop: tuple[Site, App]
+) -> None:
+    settings = lab_settings(shop[0])
+    a, b = AlertSignal("alertmanager:a", True, "a fires"), AlertSignal("alertmanager:b", True, "b")
+    first = make_incidents(redis, slack_api, settings, RecordingCarrier())
+    opened = await first.alerts_seen(shop[0], "alertmanager", [a, b])
+    assert opened is not None and opened.firing == {a.key: "a fires", b.key: "b"}
+    await first.flush(force=True)
+
+    # Another process takes the next notification: it knows which alerts fire.
+    async with another_process(redis_url, slack_api, settings) as second:
+        resolved_a = AlertSignal(a.key, False, a.text)
+        still = await second.alerts_seen(shop[0], "alertmanager", [resolved_a, b])
+        assert still is not None and still.state == OPEN and list(still.firing) == [b.key]
+        # A resolved alert it never saw fire changes nothing while b fires.
+        stray = AlertSignal("alertmanager:c", False, "c")
+        assert (await second.alerts_seen(shop[0], "alertmanager", [stray])) is not None
+        assert [i.id for i in await second.list_open()] == [opened.id]
+
+    # An incident the probes opened tracks no alert: a resolved alert closes it, as before.
+    shop[1].stop()
+    probed = Site("probed", shop[0].url, channel=CHANNEL)
+    incidents = make_incidents(redis, slack_api, lab_settings(probed), RecordingCarrier())
+    await probe(incidents, probed, 2)
+    assert (await incidents.store.current("probed")) is not None
+    resolved = AlertSignal("webhook", False, "")
+    closed = await incidents.alerts_seen(probed, "webhook", [resolved])
+    assert closed is not None and closed.state == RESOLVED

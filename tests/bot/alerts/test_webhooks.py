@@ -1,5 +1,7 @@
-"""Alert webhooks over real HTTP: Alertmanager v4 and the generic JSON, with right and wrong
-bearer tokens, bad and oversize bodies; state in a real redis-server, Slack the stand-in."""
+"""Alert webhooks over real HTTP: Alertmanager v4 (payloads recorded from Alertmanager 0.25)
+and the generic JSON, with right and wrong bearer tokens, bad and oversize bodies; state in a
+real redis-server, Slack the stand-in. tests/bot/alerts/test_alertmanager.py runs the real
+Alertmanager."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
 
 from tests.lab.alerts import (
@@ -18,66 +21,179 @@ from tests.lab.alerts import (
 )
 from tests.lab.fixtures_slack import SlackStandIn
 
+# Recorded from Alertmanager 0.25 (group_by: [site], blackbox_exporter style labels): every
+# notification carries the group's every alert, each with its fingerprint.
+PROBE_FAILED = {"alertname": "ProbeFailed", "job": "blackbox", "site": "shop"}
 
-def alertmanager(status: str, *alerts: dict[str, Any]) -> dict[str, Any]:
+
+def alertmanager(status: str, *alerts: dict[str, Any], site: str | None = "shop") -> dict[str, Any]:
+    """A notification for the group ``site`` (None: the alerts without a site label)."""
     return {
-        "version": "4",
-        "groupKey": '{}:{alertname="SiteDown"}',
-        "truncatedAlerts": 0,
-        "status": status,
         "receiver": "badgateway",
-        "groupLabels": {"alertname": "SiteDown"},
-        "commonLabels": {"alertname": "SiteDown"},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.invalid",
+        "status": status,
         "alerts": list(alerts),
+        "groupLabels": {"site": site} if site else {},
+        "commonLabels": {"job": "blackbox", "site": site} if site else {},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "version": "4",
+        "groupKey": f'{{}}:{{site="{site or ""}"}}',
+        "truncatedAlerts": 0,
     }
 
 
 def am_alert(
-    status: str, labels: dict[str, str], summary: str = "shop returns 502"
+    status: str,
+    labels: dict[str, str],
+    summary: str = "shop returns 502",
+    fingerprint: str = "15edac4e5a828ef5",
 ) -> dict[str, Any]:
     return {
         "status": status,
         "labels": {"alertname": "SiteDown", **labels},
         "annotations": {"summary": summary},
-        "startsAt": "2026-01-01T00:00:00Z",
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://prometheus.invalid/graph",
-        "fingerprint": "abc123",
+        "startsAt": "2026-12-01T17:48:41.54196995Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-12-01T17:50:02.1Z",
+        "generatorURL": "",
+        "fingerprint": fingerprint,
     }
 
 
-async def test_alertmanager_alerts_for_one_site_share_one_thread(
-    bot: Bot, slack_api: SlackStandIn
-) -> None:
-    status, body = await bot.post(
-        "/alerts/alertmanager", alertmanager("firing", am_alert("firing", {"site": "shop"}))
-    )
-    assert status == 202 and body["accepted"] == 1
+def probes(*states: str) -> list[dict[str, Any]]:
+    """One blackbox alert per state, for the same site: ``probes("firing", "resolved")``."""
+    return [
+        am_alert(state, {**PROBE_FAILED, "probe": f"p{n}"}, f"probe {n} fails", f"fp{n:014d}")
+        for n, state in enumerate(states)
+    ]
+
+
+def updates(slack: SlackStandIn) -> int:
+    return len(slack.calls_of("chat.update"))
+
+
+async def test_a_group_sent_again_is_announced_once(bot: Bot, slack_api: SlackStandIn) -> None:
+    status, body = await bot.post("/alerts/alertmanager", alertmanager("firing", *probes("firing")))
+    assert status == 202 and body["accepted"] == 1 and body["skipped"] == []
+    assert body["alerts"] == [{"alert": "alerts[0]", "site": "shop", "status": "firing"}]
     await until(lambda: len(slack_api.roots()) == 1, within_s=5, what="the alert")
     root = slack_api.roots()[0]
     assert root.channel == "C0SHOP" and "*shop* is failing" in root.text
-    assert "shop returns 502" in root.text
-
-    for n in range(3):
-        payload = alertmanager("firing", am_alert("firing", {"site": "shop"}, f"still down <{n}>"))
-        status, _ = await bot.post("/alerts/alertmanager", payload)
-        assert status == 202
-    assert len(slack_api.roots()) == 1
-    notes = [m.text for m in slack_api.thread(root.ts)]
-    assert len(notes) == 3 and all("Another alert (alertmanager)" in t for t in notes)
-    assert "still down &lt;2&gt;" in notes[2]  # escaped for mrkdwn
-    assert "4 alerts" in slack_api.message(root.ts).text
+    assert "probe 0 fails" in root.text
     await until(lambda: len(bot.carrier.requests) == 1, within_s=5, what="diagnosis")
     assert bot.carrier.requests[0].origin["root_ts"] == root.ts
+    posts, changes = len(slack_api.messages), updates(slack_api)
 
+    # Alertmanager repeats the group (repeat_interval, or another group member changing).
+    for _ in range(3):
+        status, _ = await bot.post(
+            "/alerts/alertmanager", alertmanager("firing", *probes("firing"))
+        )
+        assert status == 202
+    assert (len(slack_api.messages), updates(slack_api)) == (posts, changes)
+
+    # A second alert joins the group: announced once, however often the group comes again.
+    for _ in range(3):
+        payload = alertmanager("firing", *probes("firing", "firing"))
+        status, body = await bot.post("/alerts/alertmanager", payload)
+        assert status == 202 and body["accepted"] == 2
+    notes = [m.text for m in slack_api.thread(root.ts)]
+    assert notes == [":rotating_light: Another alert (alertmanager): probe 1 fails"]
+    assert updates(slack_api) == changes + 1
+    assert (
+        "*Alerts firing:* 2 of 2 — probe 0 fails · probe 1 fails" in slack_api.message(root.ts).text
+    )
+    assert len(bot.carrier.requests) == 1  # the diagnosis runs once, not per notification
+
+
+async def test_a_partial_resolve_keeps_the_incident_open(bot: Bot, slack_api: SlackStandIn) -> None:
     status, _ = await bot.post(
-        "/alerts/alertmanager", alertmanager("resolved", am_alert("resolved", {"site": "shop"}))
+        "/alerts/alertmanager", alertmanager("firing", *probes("firing", "firing", "firing"))
     )
     assert status == 202
-    assert "resolved (the alertmanager alert resolved) after" in slack_api.thread(root.ts)[-1].text
+    await until(lambda: len(slack_api.roots()) == 1, within_s=5, what="the alert")
+    root = slack_api.roots()[0]
+    assert "*Alerts firing:* 3 of 3" in slack_api.message(root.ts).text
+
+    # One of the three stops firing: the site is still down.
+    for _ in range(2):
+        payload = alertmanager("firing", *probes("resolved", "firing", "firing"))
+        status, _ = await bot.post("/alerts/alertmanager", payload)
+        assert status == 202
+    notes = [m.text for m in slack_api.thread(root.ts)]
+    assert notes == [
+        ":large_green_circle: Alert resolved (alertmanager): probe 0 fails — 2 still firing"
+    ]
+    assert [i.site for i in await bot.incidents.list_open()] == ["shop"]
+    shown = slack_api.message(root.ts).text
+    assert "*shop* is failing" in shown
+    assert "*Alerts firing:* 2 of 3 — probe 1 fails · probe 2 fails" in shown
+
+    # The last ones resolve: now the incident does.
+    for _ in range(2):
+        payload = alertmanager("resolved", *probes("resolved", "resolved", "resolved"))
+        status, _ = await bot.post("/alerts/alertmanager", payload)
+        assert status == 202
+    notes = [m.text for m in slack_api.thread(root.ts)]
+    assert len(notes) == 2
+    assert "resolved (its last alertmanager alert resolved) after" in notes[1]
     assert ":white_check_mark: *shop* resolved" in slack_api.message(root.ts).text
+    assert await bot.incidents.list_open() == []
+
+
+async def test_an_alert_the_bot_cannot_map_is_skipped_not_a_reason_to_refuse(
+    bot: Bot, slack_api: SlackStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    # group_by: [site] puts the alerts without a site label in one group; a hand-made one
+    # with an unknown site joins them here to show both reasons.
+    node_down = am_alert("firing", {"alertname": "NodeDown", "instance": "node1:9100"}, "node1")
+    nosuch = am_alert("firing", {"site": "nosuch"}, "nosuch is down", "fp-nosuch")
+    blackbox = am_alert(
+        "firing",
+        {"alertname": "ProbeFailed", "instance": "http://127.0.0.1:9/health", "job": "blackbox"},
+        "probe of /health fails",
+        "fp-blackbox",
+    )
+    payload = alertmanager("firing", node_down, nosuch, blackbox, site=None)
+    status, body = await bot.post("/alerts/alertmanager", payload)
+    assert status == 202, body
+    assert body["accepted"] == 1
+    assert body["alerts"] == [{"alert": "alerts[2]", "site": "shop", "status": "firing"}]
+    assert body["skipped"] == [
+        {
+            "alert": "alerts[0]",
+            "reason": "alerts[0]: no 'site' label and no URL in 'url' or 'instance'",
+        },
+        {
+            "alert": "alerts[1]",
+            "reason": "alerts[1]: unknown site 'nosuch' and no 'url' to diagnose",
+        },
+    ]
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert skipped == [
+        "alertmanager: skipped alerts[0]: no 'site' label and no URL in 'url' or 'instance'",
+        "alertmanager: skipped alerts[1]: unknown site 'nosuch' and no 'url' to diagnose",
+    ]
+    # The blackbox alert's instance URL is shop's scheme, address and port.
+    await until(lambda: len(slack_api.roots()) == 1, within_s=5, what="the alert")
+    root = slack_api.roots()[0]
+    assert root.channel == "C0SHOP" and "probe of /health fails" in root.text
+    assert [i.site for i in await bot.incidents.list_open()] == ["shop"]
+
+
+async def test_a_generic_sender_repeating_firing_is_announced_once(
+    bot: Bot, slack_api: SlackStandIn
+) -> None:
+    for _ in range(3):
+        status, _ = await bot.post("/alerts", {"site": "shop", "status": "firing", "summary": "x"})
+        assert status == 202
+    await until(lambda: len(slack_api.roots()) == 1, within_s=5, what="the alert")
+    assert slack_api.thread(slack_api.roots()[0].ts) == []
+    status, _ = await bot.post("/alerts", {"site": "shop", "status": "resolved"})
+    assert status == 202
+    assert (
+        "resolved (the webhook alert resolved)"
+        in slack_api.thread(slack_api.roots()[0].ts)[-1].text
+    )
     assert await bot.incidents.list_open() == []
 
 
@@ -135,16 +251,23 @@ async def test_refused_requests_change_nothing(
         ("/alerts", {"body": {"url": "ftp://x/", "status": "firing"}}, 400, "http(s) URL"),
         ("/alerts/alertmanager", {"body": {"version": "3", "alerts": []}}, 400, "version"),
         ("/alerts/alertmanager", {"body": alertmanager("firing")}, 400, "non-empty list"),
-        # One bad alert in a group: none of the group is acted on.
+        # A malformed alert in a group: none of the group is acted on.
+        (
+            "/alerts/alertmanager",
+            {"body": alertmanager("firing", *probes("firing"), am_alert("burning", {}))},
+            400,
+            "alerts[1]: 'status' must be",
+        ),
+        # Well-formed, but not one alert the bot can map: nothing to act on, and why.
         (
             "/alerts/alertmanager",
             {
                 "body": alertmanager(
-                    "firing", am_alert("firing", {"site": "shop"}), am_alert("firing", {})
+                    "firing", am_alert("firing", {}), am_alert("firing", {}), site=None
                 )
             },
             400,
-            "alerts[1]: no 'site' label",
+            "alerts[0]: no 'site' label and no URL in 'url' or 'instance'; alerts[1]: no",
         ),
         (
             "/alerts",
