@@ -238,12 +238,16 @@ def _reply(status: int, **fields: Any) -> web.Response:
     return web.json_response(fields, status=status)
 
 
-def _refuse(status: int, reason: str) -> web.Response:
+def _reason(reason: str) -> str:
     """One short printable line: reasons quote what was sent, which may be anything."""
     text = one_line(reason)
     if len(text) > MAX_REASON_CHARS:
         text = text[: MAX_REASON_CHARS - 1] + "…"
-    return _reply(status, error=text)
+    return text
+
+
+def _refuse(status: int, reason: str) -> web.Response:
+    return _reply(status, error=_reason(reason))
 
 
 def add_alert_routes(
@@ -283,10 +287,12 @@ def add_alert_routes(
             parsed = parse(body, settings)
         except BadAlert as exc:
             return _refuse(400, str(exc))
-        if not parsed.accepted:  # nothing to act on: the sender is told why
-            return _refuse(400, "; ".join(s.reason for s in parsed.skipped))
         for skipped in parsed.skipped:
-            log.warning("%s: skipped %s", source, one_line(skipped.reason))
+            log.warning("%s: skipped %s", source, _reason(skipped.reason))
+        if not parsed.accepted and source != "alertmanager":  # a person or script: say why
+            return _refuse(400, "; ".join(s.reason for s in parsed.skipped))
+        # Alertmanager resends a group on any non-2xx answer, every group_interval, for ever:
+        # alerts it cannot map are named in a 2xx answer (and the log), never refused.
         by_site: dict[str, list[ParsedAlert]] = {}
         for alert in parsed.accepted:
             by_site.setdefault(alert.site.name, []).append(alert)
@@ -306,7 +312,7 @@ def add_alert_routes(
                 {"alert": a.where, "site": a.site.name, "status": _status_name(a.signal)}
                 for a in parsed.accepted
             ],
-            skipped=[{"alert": s.where, "reason": one_line(s.reason)} for s in parsed.skipped],
+            skipped=[{"alert": s.where, "reason": _reason(s.reason)} for s in parsed.skipped],
             incidents=touched,
         )
 
