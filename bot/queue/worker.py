@@ -28,7 +28,6 @@ from saq.types import PartialTimersDict
 from bot.config import BotConfig
 from bot.pipeline import ResultSink
 from bot.queue.jobs import JobRunner
-from bot.queue.saq_queue import DEFAULT_QUEUE
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import QueueTuning, connect_redis
 from checks.settings import Settings
@@ -39,10 +38,17 @@ NAME_ENV = "BADGATEWAY_WORKER_NAME"
 
 
 @dataclass(frozen=True)
-class DefaultQueueJobs:
-    """Jobs of another feature that the default queue's workers also run (site monitoring):
-    its functions, its cron jobs, and a startup hook that puts what they use in SAQ's ctx."""
+class FeatureJobs:
+    """Jobs of another feature (site monitoring) that this worker also runs, on a queue of
+    their own: its name, its functions, its cron jobs, and a startup hook that puts what they
+    use in SAQ's ctx.
 
+    A queue of their own because SAQ fails a job whose function its worker did not register
+    (``KeyError: 'monitor_tick'``): on a shared queue, a worker without the feature (another
+    sites file, no alerts) would take the feature's cron jobs and fail them. Only workers that
+    register these functions take from this queue."""
+
+    queue: str
     functions: Sequence[Any]
     cron_jobs: Sequence[CronJob[Any]]
     startup: Callable[[dict[str, Any]], Awaitable[None]]
@@ -60,11 +66,14 @@ async def work(
     queues: list[str],
     sink: ResultSink,
     *,
-    extra_jobs: DefaultQueueJobs | None = None,
+    extra_jobs: FeatureJobs | None = None,
 ) -> int:
-    """Work the given queues until SIGTERM/SIGINT, feeding ``sink``. Returns the exit code."""
+    """Work the given queues (and ``extra_jobs``' own) until SIGTERM/SIGINT, feeding ``sink``.
+    Returns the exit code."""
     tuning = QueueTuning.from_env()
     concurrency = config.worker_concurrency
+    if extra_jobs is not None and extra_jobs.queue not in queues:
+        queues = [*queues, extra_jobs.queue]
     # Each idle consumer holds one connection in BLMOVE; running jobs need a few more.
     redis = connect_redis(str(config.redis_url), concurrency * len(queues) * 2 + 20, tuning)
     store = DiagnosisStore(redis, tuning.keep_s)
@@ -78,8 +87,8 @@ async def work(
         await queue.connect()
         functions: list[Any] = list(runner.functions())
         extra: dict[str, Any] = {}
-        if extra_jobs is not None and queue_name == DEFAULT_QUEUE:
-            functions += extra_jobs.functions
+        if extra_jobs is not None and queue_name == extra_jobs.queue:
+            functions = list(extra_jobs.functions)
             extra["cron_jobs"] = list(extra_jobs.cron_jobs)
             extra["startup"] = extra_jobs.startup
         worker: Worker[Any] = Worker(
