@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,6 +28,7 @@ from saq.types import PartialTimersDict
 
 from bot.config import BotConfig
 from bot.pipeline import ResultSink
+from bot.queue.health import REDIS_DOWN, redis_down
 from bot.queue.jobs import JobRunner
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import QueueTuning, connect_redis
@@ -35,6 +37,32 @@ from checks.settings import Settings
 log = logging.getLogger(__name__)
 
 NAME_ENV = "BADGATEWAY_WORKER_NAME"
+OUTAGE_REPEAT_S = 10.0  # while Redis is down, say so at most this often
+
+
+class RedisOutageLog(logging.Filter):
+    """SAQ logs a whole traceback each time one of its upkeep loops (sweep, schedule, worker
+    info) meets a Redis that is gone, every second or so while it is down. The worker rides
+    the outage out and carries on once Redis is back, so those become one warning line, at
+    most every ``OUTAGE_REPEAT_S``; any other error keeps its traceback."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._said_at = -OUTAGE_REPEAT_S
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, REDIS_DOWN):
+            return True
+        now = time.monotonic()
+        if now - self._said_at < OUTAGE_REPEAT_S:
+            return False
+        self._said_at = now
+        record.msg, record.args = "%s; waiting for it to come back", (redis_down(self.url, exc),)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 @dataclass(frozen=True)
@@ -135,6 +163,8 @@ async def work(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
+    outage_log = RedisOutageLog(str(config.redis_url))
+    logging.getLogger("saq").addFilter(outage_log)
     try:
         await store.note_queues(*queues)
         log.warning("worker %s taking jobs from %s", name, ", ".join(queues))
@@ -142,6 +172,7 @@ async def work(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        logging.getLogger("saq").removeFilter(outage_log)
         await hub.close()
     log.warning("worker %s stopped", name)
     return 0

@@ -252,3 +252,21 @@ async def test_workers_with_and_without_monitoring_never_fail_each_other(
         assert worker.process.proc.poll() is None, worker.output()
         assert "Error processing job" not in worker.output(), worker.output()
         assert "KeyError" not in worker.output(), worker.output()
+
+
+async def test_worker_outlives_a_long_redis_outage_in_one_line(queue_bot: QueueBot) -> None:
+    # Few retries, so that the outage outlasts them within a second (20 by default: ~10 s).
+    worker = await queue_bot.start_worker("patient", BADGATEWAY_QUEUE_REDIS_RETRIES="2")
+    redis_server, slack = queue_bot.lab.redis_server, queue_bot.slack
+    await asyncio.to_thread(redis_server.stop)
+    await slack.wait_for(lambda: "cannot reach Redis" in worker.output(), 10, "the worker's line")
+    await asyncio.to_thread(redis_server.start)
+    await queue_bot.until_ready(200)
+    assert (await queue_bot.bot.command(queue_bot.target(), channel=OPS)).status == 200
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 1, 5, "the root")
+    root_ts = slack.roots(OPS)[0].ts
+    await slack.wait_for(functools.partial(queue_bot.verdicts, root_ts), 20, "the verdict")
+    output = worker.output()
+    assert worker.process.proc.poll() is None and "Traceback" not in output, output
+    outage_lines = [line for line in output.splitlines() if "cannot reach Redis" in line]
+    assert len(outage_lines) == 1 and "waiting for it to come back" in outage_lines[0], output
