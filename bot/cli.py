@@ -2,7 +2,7 @@
 
 Parses the arguments, reads the settings and hands over to the process's assembly
 (bot.assemble). Bad input (a target, the sites file, a setting) ends in one line on stderr
-and exit 2.
+and exit 2; Redis out of reach (`worker`, `status`) in one line and exit 1.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from collections.abc import Sequence
 
 from bot.assemble import terminal, web, worker
 from bot.config import ConfigError, load_config
+from bot.queue.health import REDIS_DOWN, RedisUnreachable, redis_down
+from bot.queue.tuning import TuningError
 from checks.guard import TargetRefused
 from checks.settings import SettingsError, load_settings, one_line
 from checks.target import BadTarget
 
 EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 1  # something the command needs (Redis) is not there now
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,10 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     # one_line: a message quoting input must stay the one line it promises to be.
     print(f"badgateway: {one_line(message)}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,12 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config()
         if not config.redis_url:
             return _fail("REDIS_URL is not set: workers and status need the Redis queue")
-        if args.command == "worker":
-            queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-            return worker.run_worker(config, load_settings(args.sites), queues)
-        if args.command == "status":
-            return terminal.run_status(config, as_json=args.json)
-    except (ConfigError, SettingsError, BadTarget, TargetRefused) as exc:
+        try:
+            if args.command == "worker":
+                queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+                return worker.run_worker(config, load_settings(args.sites), queues)
+            if args.command == "status":
+                return terminal.run_status(config, as_json=args.json)
+        except RedisUnreachable as exc:
+            return _fail(str(exc), EXIT_UNAVAILABLE)
+        except REDIS_DOWN as exc:  # gone for longer than the clients' retries ride out
+            return _fail(redis_down(config.redis_url, exc), EXIT_UNAVAILABLE)
+    except (ConfigError, SettingsError, TuningError, BadTarget, TargetRefused) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -24,6 +24,7 @@ from checks.settings import one_line
 MAX_DOTENV_BYTES = 1024 * 1024
 _PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() also takes "²", which int() refuses
 _COUNT = re.compile(r"[0-9]{1,9}")
+_SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,3})?")
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
@@ -46,6 +47,8 @@ class BotConfig:
     port: int = 3000
     alerts_token: str | None = None
     worker_concurrency: int = 50
+    # Queue mode: a diagnosis no worker has taken after this long says so on its root message.
+    worker_wait_s: float = 20.0
 
     @property
     def socket_mode(self) -> bool:
@@ -108,6 +111,9 @@ def load_config(
     conc_text = get("BADGATEWAY_WORKER_CONCURRENCY") or "50"
     if not _COUNT.fullmatch(conc_text) or int(conc_text) < 1:
         raise ConfigError(f"BADGATEWAY_WORKER_CONCURRENCY must be a positive number: {conc_text!r}")
+    wait_text = get("BADGATEWAY_WORKER_WAIT_S") or "20"
+    if not _SECONDS.fullmatch(wait_text) or float(wait_text) <= 0:
+        raise ConfigError(f"BADGATEWAY_WORKER_WAIT_S must be a number of seconds: {wait_text!r}")
     return BotConfig(
         slack_bot_token=bot_token,
         slack_signing_secret=secret,
@@ -118,6 +124,7 @@ def load_config(
         port=int(port_text),
         alerts_token=get("ALERTS_TOKEN"),
         worker_concurrency=int(conc_text),
+        worker_wait_s=float(wait_text),
     )
 
 

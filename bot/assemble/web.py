@@ -5,6 +5,11 @@ the Redis queue when ``REDIS_URL`` is set) and the state. With Redis, the alerti
 in: its threads and `/502 mute|unmute|status` reach the Slack app through bot.threads, and
 the alert webhooks are mounted on the same server. Without Redis there are no alerts
 (incidents must outlive the process). Stops cleanly on SIGTERM/SIGINT.
+
+With Redis the process also says when it cannot work (bot.queue.health): `/readyz` fails
+while Redis is out of reach or no worker heartbeats, `/502` answers one private line instead
+of starting what it cannot finish, and a root whose diagnosis no worker takes says so
+(bot.slack.waiting). Its clients reconnect by themselves once Redis is back.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from bot.alerts.webhooks import add_alert_routes
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig
 from bot.pipeline import Carrier, InProcessCarrier, ResultSink
-from bot.queue.carrier import QueueCarrier
+from bot.queue.carrier import QueueCarrier, Unclaimed
+from bot.queue.health import QueueHealth
 from bot.slack.app import build_app
 from bot.slack.chatops import ChatOps
 from bot.slack.diagnosis_threads import DiagnosisThreads
@@ -41,6 +47,7 @@ from bot.slack.server import (
     until_connected,
 )
 from bot.slack.sink import SlackSink
+from bot.slack.waiting import WaitingRoots
 from bot.slack_client import make_web_client
 from bot.state import BotState, StateStore, open_store
 from bot.threads import CommandHandler, ThreadKind
@@ -62,11 +69,16 @@ class WebProcess:
     app: AsyncApp
     replies: PrivateReplies
     incidents: Incidents | None = None
+    health: QueueHealth | None = None  # with Redis: is it there, is a worker taking jobs
 
     def web_app(self) -> web.Application:
         """The aiohttp application: Slack's endpoint (unless Socket Mode), health, webhooks."""
         served = build_web_app(
-            self.config, self.app, self.replies, events=not self.config.socket_mode
+            self.config,
+            self.app,
+            self.replies,
+            events=not self.config.socket_mode,
+            ready=self.health.not_ready if self.health is not None else None,
         )
         if self.incidents is not None:
             add_alert_routes(served, self.config, self.settings, self.incidents)
@@ -77,13 +89,18 @@ class WebProcess:
         await self.state.store.close()
         if self.incidents is not None:
             await self.incidents.close()
+        if self.health is not None:
+            await self.health.close()
 
 
-def build_carrier(config: BotConfig, settings: Settings, sink: ResultSink) -> Carrier:
+def build_carrier(
+    config: BotConfig, settings: Settings, sink: ResultSink, on_unclaimed: Unclaimed | None = None
+) -> Carrier:
     """The queue (``REDIS_URL`` set) or in-process asyncio tasks (unset). With the queue the
-    workers post with their own sink (bot.assemble.worker), sharing the state through Redis."""
+    workers post with their own sink (bot.assemble.worker), sharing the state through Redis,
+    and a diagnosis no worker takes in time goes to ``on_unclaimed``."""
     if config.redis_url:
-        return QueueCarrier(config, settings)
+        return QueueCarrier(config, settings, on_unclaimed=on_unclaimed)
     return InProcessCarrier(settings, sink)
 
 
@@ -99,19 +116,30 @@ def build_web(
     alerting side's (tests stand in for it with them)."""
     client = make_web_client(config)
     state = BotState(store or open_store(config.redis_url))
-    carrier = build_carrier(config, settings, SlackSink(client, state))
+    waiting = WaitingRoots(client, state)
+    carrier = build_carrier(config, settings, SlackSink(client, state), waiting.show)
     kinds, words = list(other_threads), dict(commands or {})
     incidents = None
+    health = QueueHealth(config.redis_url) if config.redis_url else None
     if config.redis_url:
         incidents = build_incidents(config, settings, carrier)
         alert_chat = AlertChat(incidents, state, client, carrier)
         kinds.append(alert_chat)
         words.update(alert_chat.commands())
     diagnoses = DiagnosisThreads(client, state, carrier, settings)
-    chatops = ChatOps(client, settings, diagnoses, other_threads=kinds, commands=words)
+    chatops = ChatOps(
+        client,
+        settings,
+        diagnoses,
+        other_threads=kinds,
+        commands=words,
+        unavailable=health.unreachable if health is not None else None,
+    )
     replies = PrivateReplies(client)
     app = build_app(config, chatops, state, client, replies)
-    return WebProcess(config, settings, client, state, carrier, chatops, app, replies, incidents)
+    return WebProcess(
+        config, settings, client, state, carrier, chatops, app, replies, incidents, health
+    )
 
 
 async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None = None) -> int:

@@ -1,9 +1,15 @@
 """`badgateway worker`: a worker process, put together from the configuration.
 
 Where results go (the sink): ``$BADGATEWAY_SINK`` if set (``module:factory``; tests, other
-chat tools), the Slack thread when a bot token is set, else the log. On the default queue,
-with sites to watch and a Slack token to post alerts with, the worker also monitors the sites
-(bot.alerts.monitor) and tells the alerting side each verdict of an alert's diagnosis.
+chat tools; ``bot.assemble.worker:log_sink`` only logs them), else the Slack thread. Without
+either the worker refuses to start (ConfigError, one line): a worker that quietly wrote every
+diagnosis to its own log would leave every `/502` thread waiting. So does a worker that cannot
+reach Redis (RedisUnreachable, one line).
+
+On the default queue, with sites to watch and a Slack token to post alerts with, the worker
+also monitors the sites (bot.alerts.monitor), on a queue of its own (``MONITOR_QUEUE``) that
+only monitoring workers take from, and tells the alerting side each verdict of an alert's
+diagnosis.
 """
 
 from __future__ import annotations
@@ -18,17 +24,28 @@ from bot.alerts.incidents import Incidents
 from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
 from bot.alerts.sink import IncidentVerdicts
 from bot.assemble.alerts import build_incidents
-from bot.config import BotConfig
+from bot.config import BotConfig, ConfigError
 from bot.pipeline import LoggingSink, ResultSink
 from bot.queue.carrier import QueueCarrier
+from bot.queue.health import require_redis
 from bot.queue.saq_queue import DEFAULT_QUEUE
-from bot.queue.worker import DefaultQueueJobs, work
+from bot.queue.worker import FeatureJobs, work
 from bot.slack.sink import SlackSink
 from bot.slack_client import make_web_client
 from bot.state import BotState, open_store
 from checks.settings import Settings
 
 SINK_ENV = "BADGATEWAY_SINK"  # "module:factory"; factory(config) -> ResultSink
+MONITOR_QUEUE = "monitor"  # the monitoring jobs' own queue (see FeatureJobs)
+NO_TOKEN = (
+    "SLACK_BOT_TOKEN is not set: a worker posts each diagnosis into its Slack thread with it "
+    "(to only log results instead, set BADGATEWAY_SINK=bot.assemble.worker:log_sink)"
+)
+
+
+def log_sink(config: BotConfig) -> ResultSink:
+    """A ``$BADGATEWAY_SINK`` factory for a worker that only logs its results (trying it out)."""
+    return LoggingSink()
 
 
 def make_sink(config: BotConfig) -> ResultSink:
@@ -40,9 +57,11 @@ def make_sink(config: BotConfig) -> ResultSink:
             importlib.import_module(module_name), attr or "build_sink"
         )
         return factory(config)
-    if config.slack_bot_token:
-        return SlackSink(make_web_client(config), BotState(open_store(config.redis_url)))
-    return LoggingSink()
+    if not config.slack_bot_token:
+        raise ConfigError(NO_TOKEN)
+    if not config.slack_bot_token.startswith("xoxb-"):
+        raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
+    return SlackSink(make_web_client(config), BotState(open_store(config.redis_url)))
 
 
 def monitoring(config: BotConfig, settings: Settings, queues: list[str]) -> Incidents | None:
@@ -53,24 +72,27 @@ def monitoring(config: BotConfig, settings: Settings, queues: list[str]) -> Inci
     return build_incidents(config, settings, QueueCarrier(config, settings))
 
 
-def monitor_jobs(incidents: Incidents) -> DefaultQueueJobs:
+def monitor_jobs(incidents: Incidents) -> FeatureJobs:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["alerts"] = incidents  # what bot.alerts.monitor's jobs use
 
-    return DefaultQueueJobs(MONITOR_FUNCTIONS, monitor_cron_jobs(), startup)
+    return FeatureJobs(MONITOR_QUEUE, MONITOR_FUNCTIONS, monitor_cron_jobs(), startup)
 
 
 def run_worker(config: BotConfig, settings: Settings, queues: list[str]) -> int:
-    """Blocking: work the given queues until SIGTERM/SIGINT. Returns the exit code."""
+    """Blocking: work the given queues until SIGTERM/SIGINT. Returns the exit code.
+    Raises ConfigError without a way to deliver results, RedisUnreachable without Redis."""
     if not config.redis_url:
         raise ValueError("run_worker needs config.redis_url")
-    return asyncio.run(_run(config, settings, queues or ["default"]))
+    return asyncio.run(_run(config, settings, queues or [DEFAULT_QUEUE]))
 
 
 async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
-    sink = make_sink(config)
-    incidents = monitoring(config, settings, queues)
+    sink = make_sink(config)  # before anything connects: a worker that cannot post stops here
+    incidents = None
     try:
+        await require_redis(str(config.redis_url))
+        incidents = monitoring(config, settings, queues)
         if incidents is None:
             return await work(config, settings, queues, sink)
         # Verdicts of alerts' diagnoses also reach the alert's root message.

@@ -90,20 +90,32 @@ class QueueTuning:
         )
 
 
-def connect_redis(url: str, max_connections: int, tuning: QueueTuning) -> Redis:
+def connect_redis(
+    url: str,
+    max_connections: int,
+    tuning: QueueTuning,
+    *,
+    retries: int | None = None,
+    connect_timeout_s: float = 5.0,
+) -> Redis:
     """A client whose commands ride out a Redis restart: reconnect and retry with backoff.
 
     The pool blocks (rather than failing) when all ``max_connections`` are busy, because
     hundreds of jobs share one client and each idle SAQ consumer holds a connection in BLMOVE.
+    ``retries=0`` and a short ``connect_timeout_s`` make a probe that answers at once whether
+    Redis is there (bot.queue.health) instead of riding the outage out.
     """
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=30,
-        socket_connect_timeout=5,
+        socket_connect_timeout=connect_timeout_s,
         socket_keepalive=True,
         health_check_interval=30,
         # Retries connection errors and timeouts (redis-py's defaults) with a short backoff.
-        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), tuning.redis_retries),
+        retry=Retry(
+            ExponentialWithJitterBackoff(cap=0.5, base=0.05),
+            tuning.redis_retries if retries is None else retries,
+        ),
     )
     return Redis(connection_pool=pool)

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,8 +28,8 @@ from saq.types import PartialTimersDict
 
 from bot.config import BotConfig
 from bot.pipeline import ResultSink
+from bot.queue.health import REDIS_DOWN, redis_down
 from bot.queue.jobs import JobRunner
-from bot.queue.saq_queue import DEFAULT_QUEUE
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import QueueTuning, connect_redis
 from checks.settings import Settings
@@ -36,13 +37,46 @@ from checks.settings import Settings
 log = logging.getLogger(__name__)
 
 NAME_ENV = "BADGATEWAY_WORKER_NAME"
+OUTAGE_REPEAT_S = 10.0  # while Redis is down, say so at most this often
+
+
+class RedisOutageLog(logging.Filter):
+    """SAQ logs a whole traceback each time one of its upkeep loops (sweep, schedule, worker
+    info) meets a Redis that is gone, every second or so while it is down. The worker rides
+    the outage out and carries on once Redis is back, so those become one warning line, at
+    most every ``OUTAGE_REPEAT_S``; any other error keeps its traceback."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._said_at = -OUTAGE_REPEAT_S
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, REDIS_DOWN):
+            return True
+        now = time.monotonic()
+        if now - self._said_at < OUTAGE_REPEAT_S:
+            return False
+        self._said_at = now
+        record.msg, record.args = "%s; waiting for it to come back", (redis_down(self.url, exc),)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 @dataclass(frozen=True)
-class DefaultQueueJobs:
-    """Jobs of another feature that the default queue's workers also run (site monitoring):
-    its functions, its cron jobs, and a startup hook that puts what they use in SAQ's ctx."""
+class FeatureJobs:
+    """Jobs of another feature (site monitoring) that this worker also runs, on a queue of
+    their own: its name, its functions, its cron jobs, and a startup hook that puts what they
+    use in SAQ's ctx.
 
+    A queue of their own because SAQ fails a job whose function its worker did not register
+    (``KeyError: 'monitor_tick'``): on a shared queue, a worker without the feature (another
+    sites file, no alerts) would take the feature's cron jobs and fail them. Only workers that
+    register these functions take from this queue."""
+
+    queue: str
     functions: Sequence[Any]
     cron_jobs: Sequence[CronJob[Any]]
     startup: Callable[[dict[str, Any]], Awaitable[None]]
@@ -60,11 +94,14 @@ async def work(
     queues: list[str],
     sink: ResultSink,
     *,
-    extra_jobs: DefaultQueueJobs | None = None,
+    extra_jobs: FeatureJobs | None = None,
 ) -> int:
-    """Work the given queues until SIGTERM/SIGINT, feeding ``sink``. Returns the exit code."""
+    """Work the given queues (and ``extra_jobs``' own) until SIGTERM/SIGINT, feeding ``sink``.
+    Returns the exit code."""
     tuning = QueueTuning.from_env()
     concurrency = config.worker_concurrency
+    if extra_jobs is not None and extra_jobs.queue not in queues:
+        queues = [*queues, extra_jobs.queue]
     # Each idle consumer holds one connection in BLMOVE; running jobs need a few more.
     redis = connect_redis(str(config.redis_url), concurrency * len(queues) * 2 + 20, tuning)
     store = DiagnosisStore(redis, tuning.keep_s)
@@ -78,8 +115,8 @@ async def work(
         await queue.connect()
         functions: list[Any] = list(runner.functions())
         extra: dict[str, Any] = {}
-        if extra_jobs is not None and queue_name == DEFAULT_QUEUE:
-            functions += extra_jobs.functions
+        if extra_jobs is not None and queue_name == extra_jobs.queue:
+            functions = list(extra_jobs.functions)
             extra["cron_jobs"] = list(extra_jobs.cron_jobs)
             extra["startup"] = extra_jobs.startup
         worker: Worker[Any] = Worker(
@@ -126,6 +163,8 @@ async def work(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
+    outage_log = RedisOutageLog(str(config.redis_url))
+    logging.getLogger("saq").addFilter(outage_log)
     try:
         await store.note_queues(*queues)
         log.warning("worker %s taking jobs from %s", name, ", ".join(queues))
@@ -133,6 +172,7 @@ async def work(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        logging.getLogger("saq").removeFilter(outage_log)
         await hub.close()
     log.warning("worker %s stopped", name)
     return 0

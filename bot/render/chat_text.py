@@ -1,6 +1,8 @@
-"""The private answers of `/502`: help, the configured sites, the open `/502` threads.
+"""The private answers of `/502`: help, the configured sites, the open `/502` threads, and
+what the bot says when it cannot work (Redis out of reach or not configured, no worker).
 
-Plain mrkdwn texts (not Block Kit): Slack shows them only to the person who asked.
+Plain mrkdwn texts (not Block Kit): Slack shows them only to the person who asked (the
+"waiting for a worker" line goes on a root message, as one context line).
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from collections.abc import Sequence
 
 from bot.render.mentions import channel_mention, user_mention
 from bot.render.slack_blocks import MAX_SECTION_TEXT
-from bot.render.wording import at_most, cut, escape, slack_date_time
+from bot.render.wording import at_most, cut, escape, slack_date_time, slack_time
 from bot.state import DiagnosisThread
 from checks import steps as step_registry
 from checks.settings import Settings
 
 SITES_SHOWN = 40
 THREADS_SHOWN = 20
+
+
+# `/502` words of the alerting side, which lives in Redis: without it they are not targets.
+REDIS_COMMANDS = ("mute", "unmute")
 
 
 def help_text() -> str:
@@ -26,11 +32,40 @@ def help_text() -> str:
             "• `/502 shop.example.com` — diagnose a host, a URL or a site's name",
             "• `/502 sites` — the configured sites",
             "• `/502 status` — open incidents",
+            "• `/502 mute SITE 1h` (s, m, h or d) — no automatic alerts for a site for that long",
+            "• `/502 unmute SITE` — alerts for the site again",
+            "• `/502 help` — this text",
             "• In a diagnosis thread: `@badgateway rerun`, `@badgateway rerun dns`, "
             "`@badgateway help`",
             f"Checks, in order: {names}.",
         ]
     )
+
+
+def needs_redis_text(word: str) -> str:
+    """`/502 mute` where the bot runs without Redis (no REDIS_URL): no alerts to mute."""
+    return (
+        f"⚠️ `/502 {escape(word)}` needs Redis: automatic alerts and mutes are kept there, and "
+        "this badgateway runs without it (`REDIS_URL` is not set). `/502 TARGET` works."
+    )
+
+
+def unavailable_text(problem: str) -> str:
+    """The one line a user gets when the bot's Redis is out of reach: nothing was done."""
+    return (
+        f"⚠️ badgateway cannot work right now: {escape(problem)}. Nothing was run or changed; "
+        "try again in a minute, and tell whoever runs badgateway if it goes on."
+    )
+
+
+def waiting_for_worker_text(since: float) -> str:
+    """A root's line while no worker has taken its diagnosis."""
+    return f"⏳ Waiting for a worker since {slack_time(since)}; is `badgateway worker` running?"
+
+
+def waiting_root_fallback(target: str) -> str:
+    """The notification text of a root waiting for a worker."""
+    return f"502 diagnosis for {escape(target)}: waiting for a worker"
 
 
 def sites_text(settings: Settings) -> str:

@@ -33,6 +33,9 @@ from checks.target import BadTarget, parse_target
 log = logging.getLogger(__name__)
 
 Ack = Callable[[str | None], Awaitable[None]]  # acknowledge, optionally with a private text
+# None when the bot can work now; else why not, in one line (bot.queue.health)
+Unavailable = Callable[[], Awaitable[str | None]]
+NO_REDIS_WORDS = ("help", "sites", "")  # answered from the settings alone
 
 VET_WAIT_S = 1.5  # how long `/502` waits for DNS before acknowledging (Slack allows 3 s)
 _LINK = re.compile(r"^<([^|>]+)(?:\|[^>]*)?>$")
@@ -74,12 +77,14 @@ class ChatOps:
         *,
         other_threads: Sequence[ThreadKind] = (),
         commands: Mapping[str, CommandHandler] | None = None,
+        unavailable: Unavailable | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.diagnoses = diagnoses
         self.threads = Threads([diagnoses, *other_threads])
         self.commands = dict(commands or {})
+        self._unavailable = unavailable
         self._bot_user_id: str | None = None
         self._group_members: dict[str, tuple[float, set[str]]] = {}
         self._channel_names: dict[str, str] = {}
@@ -145,6 +150,13 @@ class ChatOps:
                 self._channel_names[channel] = ""
         return self._channel_names[channel]
 
+    async def unavailable(self) -> str | None:
+        """Why the bot cannot work now (its Redis out of reach), in one private line; or None."""
+        if self._unavailable is None:
+            return None
+        problem = await self._unavailable()
+        return chat_text.unavailable_text(problem) if problem else None
+
     # /502 ---------------------------------------------------------------------------------
     async def command(self, cmd: Command, ack: Ack, reply: Reply) -> None:
         refusal = await self.refusal(cmd.user, cmd.channel, cmd.channel_name)
@@ -154,7 +166,14 @@ class ChatOps:
         text = unwrap_link(cmd.text)
         word = text.lower()
         words = text.split()
-        handler = self.commands.get(words[0].lower()) if words else None
+        first = words[0].lower() if words else ""
+        handler = self.commands.get(first)
+        if handler is None and first in chat_text.REDIS_COMMANDS:
+            await ack(chat_text.needs_redis_text(first))
+            return
+        if word not in NO_REDIS_WORDS and (problem := await self.unavailable()):
+            await ack(problem)
+            return
         if handler is not None:
             await ack(await handler(words, cmd.user))
             return
@@ -209,7 +228,7 @@ class ChatOps:
         channel_name: str = "",
     ) -> None:
         """A verdict button: rerun, take, escalate or resolve, on whatever thread it is in."""
-        refusal = await self.refusal(user, channel, channel_name)
+        refusal = await self.refusal(user, channel, channel_name) or await self.unavailable()
         if refusal:
             await reply(refusal)
             return
@@ -234,7 +253,7 @@ class ChatOps:
                 channel=channel, user=user, text=message, thread_ts=thread_ts
             )
 
-        refusal = await self.refusal(user, channel)
+        refusal = await self.refusal(user, channel) or await self.unavailable()
         if refusal:
             await private(refusal)
             return

@@ -1,5 +1,10 @@
-"""The Slack app's HTTP side: ``/slack/events`` and ``/healthz`` on aiohttp, or, when
-``SLACK_APP_TOKEN`` is set, Socket Mode (no inbound port: teams behind firewalls).
+"""The Slack app's HTTP side: ``/slack/events``, ``/healthz`` and ``/readyz`` on aiohttp, or,
+when ``SLACK_APP_TOKEN`` is set, Socket Mode (no inbound port: teams behind firewalls).
+
+``/healthz`` answers 200 while the process is alive. ``/readyz`` answers 200 when the bot can
+do work now and 503 with the reason in one line of JSON when it cannot (in queue mode: Redis
+out of reach, or no worker heartbeating); what "ready" means is the ``ready`` callable the
+assembly gives (bot.assemble.web).
 
 Slash commands, interactivity (buttons) and events all arrive at ``/slack/events``; point the
 three URLs of the app manifest there. The web process is put together, started and stopped by
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -31,12 +37,21 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+
+Readiness = Callable[[], Awaitable[str | None]]  # None: ready; else why not, in one line
 
 
 def build_web_app(
-    config: BotConfig, app: AsyncApp, replies: PrivateReplies, *, events: bool = True
+    config: BotConfig,
+    app: AsyncApp,
+    replies: PrivateReplies,
+    *,
+    events: bool = True,
+    ready: Readiness | None = None,
 ) -> web.Application:
-    """The aiohttp application: Slack's endpoint (unless in Socket Mode) and a health check."""
+    """The aiohttp application: Slack's endpoint (unless in Socket Mode), liveness and
+    readiness (always ready when no ``ready`` is given: the process does the work itself)."""
     quiet_malformed_requests()
 
     secret = config.slack_signing_secret or ""
@@ -59,8 +74,15 @@ def build_web_app(
     async def health(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
+    async def readiness(_request: web.Request) -> web.Response:
+        problem = await ready() if ready is not None else None
+        if problem:
+            return web.json_response({"ok": False, "reason": problem}, status=503)
+        return web.json_response({"ok": True})
+
     web_app = web.Application()
     web_app.router.add_get(HEALTH_PATH, health)
+    web_app.router.add_get(READY_PATH, readiness)
     if events:
         web_app.router.add_post(EVENTS_PATH, slack_events)
     return web_app

@@ -1,22 +1,29 @@
-"""`badgateway diagnose` as a user runs it: exit codes, stderr lines, the JSON document."""
+"""`badgateway` as a user runs it: exit codes, stderr lines, the JSON document; `status` and
+`worker` when Redis is out of reach or the worker could not post its results."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.lab import REPO
+from tests.lab.fixtures_redis import RedisServer
 from tests.lab.process import free_port
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         env=env,
+        cwd=cwd,
         check=False,
     )
 
@@ -68,3 +75,36 @@ def test_json_document_shape(tmp_path: Path) -> None:
         assert s["status"] in {"ok", "warn", "fail", "skipped", "error"}
         assert set(s) >= {"name", "status", "summary", "findings", "duration_ms"}
     assert isinstance(doc["duration_ms"], int)
+
+
+def _queue_env(tmp_path: Path, redis_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a queue command: only what the test gives (no token, no sink)."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "BADGATEWAY_"))}
+    return {**kept, "PYTHONPATH": str(REPO), "REDIS_URL": redis_url, **settings}
+
+
+@pytest.mark.parametrize("command", ["status", "worker"])
+def test_queue_command_without_redis_says_so_in_one_line_and_exits_1(
+    command: str, tmp_path: Path
+) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # nothing listens there
+    env = _queue_env(tmp_path, url, SLACK_BOT_TOKEN="xoxb-cli")
+    done = run_cli(command, env=env, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach Redis at 127.0.0.1:" in lines[0], done.stderr
+    assert "hunter2" not in done.stderr and done.stdout == ""
+
+
+def test_worker_without_a_way_to_post_refuses_to_start(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    done = run_cli("worker", env=_queue_env(tmp_path, redis_server.url), cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SLACK_BOT_TOKEN is not set" in lines[0], done.stderr
+    client = redis_server.client()
+    try:
+        assert client.keys("saq:*") == []  # it never became a worker
+    finally:
+        client.close()

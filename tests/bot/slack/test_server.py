@@ -10,7 +10,7 @@ import pytest
 
 from bot.assemble.web import run
 from bot.config import BotConfig
-from bot.slack.server import EVENTS_PATH, HEALTH_PATH
+from bot.slack.server import EVENTS_PATH, HEALTH_PATH, READY_PATH
 from checks.settings import Settings
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackStandIn, sign
 from tests.lab.process import free_port
@@ -41,6 +41,8 @@ async def test_serve_answers_health_and_slack_then_stops(slack_api: SlackStandIn
                 await asyncio.sleep(0.05)
         else:
             pytest.fail("serve did not start")
+        async with session.get(base + READY_PATH) as response:  # no queue: it does the work
+            assert response.status == 200 and (await response.json()) == {"ok": True}
         body = json.dumps({"type": "url_verification", "challenge": "abc123", "token": "t"})
         headers = {"Content-Type": "application/json", **sign(SIGNING_SECRET, body)}
         async with session.post(base + EVENTS_PATH, data=body, headers=headers) as response:

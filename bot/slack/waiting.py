@@ -1,0 +1,58 @@
+"""A `/502` root whose diagnosis no worker has taken yet says so.
+
+In queue mode the web process posts the root and enqueues the diagnosis; when no worker has
+taken it after ``BADGATEWAY_WORKER_WAIT_S`` the carrier (bot.queue.carrier) calls
+``WaitingRoots.show``, which adds one line to the root: "waiting for a worker since 12:03; is
+`badgateway worker` running?". Nothing else changes: once a worker comes, its first result
+redraws the root as usual (bot.slack.sink), the line goes, and the diagnosis completes in the
+same thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.pipeline import DiagnosisRequest
+from bot.render import chat_text
+from bot.render import slack_blocks as blocks
+from bot.slack.sink import root_view
+from bot.slack_client import slack_error, update
+from bot.state import BotState
+
+log = logging.getLogger(__name__)
+
+
+class WaitingRoots:
+    def __init__(self, client: AsyncWebClient, state: BotState) -> None:
+        self.client = client
+        self.state = state
+
+    async def show(self, request: DiagnosisRequest, since: float) -> None:
+        """Say on the request's root that it waits for a worker (a `/502` thread's only)."""
+        origin = request.origin
+        if origin.get("kind") != "slack" or not origin.get("root_ts"):
+            return
+        channel, root_ts = str(origin["channel"]), str(origin["root_ts"])
+        # Under the thread's lock, as the sink redraws it: a result shown meanwhile wins.
+        async with self.state.thread_lock(channel, root_ts):
+            thread = await self.state.thread(channel, root_ts)
+            if thread is None or thread.current != request.id:
+                return  # re-run since: the root shows the newer diagnosis
+            if await self.state.results(request.id):
+                return  # a worker got to it after all
+            view = await root_view(self.state, thread)
+            waiting = blocks.context(chat_text.waiting_for_worker_text(since))
+            message = {
+                "text": chat_text.waiting_root_fallback(thread.target),
+                "blocks": [*view["blocks"], waiting],
+            }
+            try:
+                await update(self.client, channel=channel, ts=root_ts, message=blocks.fit(message))
+            except (SlackApiError, aiohttp.ClientError) as exc:
+                log.warning(
+                    "could not say %s waits for a worker: %s", thread.key, slack_error(exc) or exc
+                )

@@ -1,0 +1,272 @@
+"""The bot in queue mode says when it cannot work, and works again by itself.
+
+The real web app (Bolt over HTTP, in this process, on loopback) with a real redis-server that
+the tests stop and start, real `badgateway worker` processes posting into the Slack stand-in,
+and the engine's own checks against a loopback HTTP server. No worker: the root says it waits
+for one, `/readyz` fails, and a worker that comes finishes the diagnosis in the same thread.
+Redis down at start or mid-run: one private line, nothing posted, no traceback, and nothing
+lost once it is back. Workers configured differently run side by side without failing each
+other's jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from bot.assemble.web import WebProcess, build_web
+from bot.config import BotConfig
+from bot.queue.store import DiagnosisStore
+from bot.queue.tuning import connect_redis
+from bot.slack.server import EVENTS_PATH, READY_PATH
+from checks.settings import load_settings
+from checks.steps import step_names
+from tests.lab.fixtures_redis import (
+    LAB_QUEUE_ENV,
+    LAB_TUNING,
+    LabWorker,
+    QueueLab,
+    RedisServer,
+    SleepyHTTPServer,
+)
+from tests.lab.fixtures_slack import SIGNING_SECRET, BotUnderTest, SlackSigner, SlackStandIn
+
+OPS = "C0OPS0001"
+TOKEN = "xoxb-cannot-work"
+STEPS = step_names()
+WAIT_S = 1.0  # BADGATEWAY_WORKER_WAIT_S in these tests
+
+
+@dataclass
+class QueueBot:
+    """The web process in queue mode, its workers (a QueueLab's) and the Slack stand-in."""
+
+    bot: BotUnderTest
+    base: str  # http://127.0.0.1:PORT
+    lab: QueueLab
+    slack: SlackStandIn
+
+    def target(self, delay_s: float = 0.0) -> str:
+        # The trailing "/" keeps the delay apart from the checks' cache-busting query.
+        return self.lab.http.url(delay_s) + "/"
+
+    async def start_worker(self, name: str, **env: str) -> LabWorker:
+        """A worker posting into Slack (no lab sink), started in a thread: the stand-in
+        answers from this loop meanwhile."""
+        worker_env = {"BADGATEWAY_SINK": "", "SLACK_BOT_TOKEN": TOKEN, **env}
+        worker_env.setdefault("SLACK_API_URL", self.slack.base_url)
+        return await asyncio.to_thread(self.lab.start_worker, name, "default", 10, worker_env)
+
+    async def ready(self) -> tuple[int, dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.base + READY_PATH) as response,
+        ):
+            return response.status, await response.json()
+
+    async def until_ready(self, status: int, within_s: float = 10.0) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + within_s
+        while True:
+            code, body = await self.ready()
+            if code == status:
+                return body
+            assert asyncio.get_running_loop().time() < deadline, (code, body)
+            await asyncio.sleep(0.1)
+
+    def verdicts(self, root_ts: str) -> list[str]:
+        return [m.text for m in self.slack.thread(root_ts) if m.text.startswith("verdict:")]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name}\n{w.output()[-3000:]}" for w in self.lab.workers)
+
+
+def _sites(path: Path, site_url: str | None = None) -> Path:
+    """Loopback allowed, one quick attempt per probe; a monitored site when ``site_url``."""
+    text = (
+        '[settings]\nallow_networks = ["127.0.0.0/8"]\ntimeout_s = 3\nreload_attempts = 1\n'
+        f'reload_spacing_s = 0\ndiagnosis_budget_s = 6\ndefault_channel = "{OPS}"\n'
+    )
+    if site_url:
+        text += f'\n[[site]]\nname = "shop"\nurl = "{site_url}"\ninterval_s = 3600\n'
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest_asyncio.fixture
+async def queue_bot(
+    slack_api: SlackStandIn,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[QueueBot]:
+    for name, value in LAB_QUEUE_ENV.items():  # the web process's queue timings, as the lab's
+        monkeypatch.setenv(name, value)
+    http = SleepyHTTPServer()
+    sites = _sites(tmp_path / "sites.toml")
+    settings = load_settings(sites)
+    lab = QueueLab(redis_server, http, tmp_path, sites, settings)
+    config = BotConfig(
+        slack_bot_token=TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=slack_api.base_url,
+        redis_url=redis_server.url,
+        worker_wait_s=WAIT_S,
+    )
+    process: WebProcess = build_web(config, settings)
+    runner = web.AppRunner(process.web_app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    signer = SlackSigner(SIGNING_SECRET, slack_api.response_url)
+    bot = BotUnderTest(f"http://127.0.0.1:{port}{EVENTS_PATH}", process, slack_api, signer)
+    try:
+        yield QueueBot(bot, f"http://127.0.0.1:{port}", lab, slack_api)
+    finally:
+        await runner.cleanup()
+        await process.close()
+        await asyncio.to_thread(lab.close)
+        http.close()
+
+
+def _no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    logged = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not logged, [r.getMessage() for r in logged]
+
+
+async def test_no_worker_root_says_it_waits_then_a_worker_completes_the_thread(
+    queue_bot: QueueBot,
+) -> None:
+    slack = queue_bot.slack
+    code, body = await queue_bot.ready()
+    assert code == 503 and "is `badgateway worker` running?" in body["reason"], body
+
+    sent = await queue_bot.bot.command(queue_bot.target(), channel=OPS)
+    assert sent.status == 200
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 1, 5, "the root")
+    root = slack.roots(OPS)[0]
+    assert "running" in root.text  # not waiting yet: BADGATEWAY_WORKER_WAIT_S has not passed
+    await slack.wait_for(lambda: "waiting for a worker" in root.text, WAIT_S + 5, "waiting")
+    shown = json.dumps(root.blocks, ensure_ascii=False)
+    assert "Waiting for a worker since <!date^" in shown and "`badgateway worker`" in shown
+
+    await queue_bot.start_worker("late")
+    assert await queue_bot.until_ready(200) == {"ok": True}
+    await slack.wait_for(lambda: queue_bot.verdicts(root.ts), 20, "the verdict")
+    names = [m.text.split(":")[0] for m in slack.thread(root.ts)]
+    assert names == [*STEPS, "verdict"], queue_bot.logs()
+    await slack.wait_for(lambda: "verdict healthy" in root.text, 5, "the root's verdict")
+    assert "Waiting for a worker" not in json.dumps(root.blocks, ensure_ascii=False)
+    assert len(slack.roots()) == 1
+
+
+async def test_redis_down_at_start_and_mid_run_one_line_nothing_lost(
+    queue_bot: QueueBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack, redis_server = queue_bot.slack, queue_bot.lab.redis_server
+    await queue_bot.start_worker("steady")
+    await asyncio.to_thread(redis_server.stop)
+    # Redis down from the start of these requests: one private line each, nothing posted.
+    for text in (queue_bot.target(), "mute shop 1h", "status"):
+        sent = await queue_bot.bot.command(text, channel=OPS)
+        answer = sent.json()
+        assert sent.status == 200 and sent.elapsed_s < 3, sent
+        assert answer["response_type"] == "ephemeral"
+        assert "cannot reach Redis at 127.0.0.1:" in answer["text"], answer
+        assert "Nothing was run or changed" in answer["text"]
+    code, body = await queue_bot.ready()
+    assert code == 503 and body["reason"].startswith("cannot reach Redis"), body
+    assert not slack.calls_of("chat.postMessage")
+
+    # Back: the same web process works again by itself.
+    await asyncio.to_thread(redis_server.start)
+    await queue_bot.until_ready(200)
+    slow = queue_bot.target(1.5)
+    assert (await queue_bot.bot.command(slow, channel=OPS)).status == 200
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 1, 5, "the first root")
+    first = slack.roots(OPS)[0]
+    await asyncio.to_thread(queue_bot.lab.http.wait_for_requests, 1, "/sleep/1.5")
+
+    # Mid-run: Redis goes while the worker probes; a /502 meanwhile gets the line.
+    await asyncio.to_thread(redis_server.stop)
+    during = (await queue_bot.bot.command(queue_bot.target(), channel=OPS)).json()
+    assert "cannot reach Redis" in during["text"], during
+    # The probe answers while Redis is down: the worker must keep its result until it is back.
+    http = queue_bot.lab.http
+    await slack.wait_for(lambda: http.in_flight == 0, 5, "the slow probe's answer")
+    await asyncio.to_thread(redis_server.start)
+    back = asyncio.get_running_loop().time()
+    assert (await queue_bot.bot.command(queue_bot.target(), channel=OPS)).status == 200
+
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 2, 5, "the root after the outage")
+    roots = slack.roots(OPS)
+    for root_ts in [root.ts for root in roots]:
+        await slack.wait_for(functools.partial(queue_bot.verdicts, root_ts), 30, "each verdict")
+    print(f"\nRedis back: both verdicts in {asyncio.get_running_loop().time() - back:.2f} s")
+    for root in roots:  # every step of each diagnosis once, in runbook order
+        names = [m.text.split(":")[0] for m in slack.thread(root.ts)]
+        assert names == [*STEPS, "verdict"], (names, queue_bot.logs())
+    assert first in roots
+    _no_tracebacks(caplog)
+
+
+async def test_workers_with_and_without_monitoring_never_fail_each_other(
+    queue_bot: QueueBot, tmp_path: Path
+) -> None:
+    monitored = _sites(tmp_path / "monitored.toml", queue_bot.target())
+    plain = await queue_bot.start_worker("plain")  # no site to watch: no monitoring
+    watcher = await queue_bot.start_worker("watcher", BADGATEWAY_SITES=str(monitored))
+    redis = connect_redis(queue_bot.lab.redis_server.url, 4, LAB_TUNING)
+    store = DiagnosisStore(redis, LAB_TUNING.keep_s)
+
+    async def monitor_ticks() -> list[dict[str, Any]]:
+        return [e for e in await store.recent_jobs() if e.get("function") == "monitor_tick"]
+
+    try:
+        # The cron job runs every 5 s; both workers take diagnoses meanwhile.
+        sent = await queue_bot.bot.command(queue_bot.target(), channel=OPS)
+        assert sent.status == 200
+        deadline = asyncio.get_running_loop().time() + 12
+        while not await monitor_ticks():
+            assert asyncio.get_running_loop().time() < deadline, queue_bot.logs()
+            await asyncio.sleep(0.1)
+        ticks = await monitor_ticks()
+        assert all(t["status"] == "complete" for t in ticks), ticks
+        assert all(t["queue"] == "monitor" for t in ticks), ticks
+        root = queue_bot.slack.roots(OPS)[0]
+        await queue_bot.slack.wait_for(lambda: queue_bot.verdicts(root.ts), 20, "the verdict")
+    finally:
+        await redis.aclose()
+    for worker in (plain, watcher):
+        assert worker.process.proc.poll() is None, worker.output()
+        assert "Error processing job" not in worker.output(), worker.output()
+        assert "KeyError" not in worker.output(), worker.output()
+
+
+async def test_worker_outlives_a_long_redis_outage_in_one_line(queue_bot: QueueBot) -> None:
+    # Few retries, so that the outage outlasts them within a second (20 by default: ~10 s).
+    worker = await queue_bot.start_worker("patient", BADGATEWAY_QUEUE_REDIS_RETRIES="2")
+    redis_server, slack = queue_bot.lab.redis_server, queue_bot.slack
+    await asyncio.to_thread(redis_server.stop)
+    await slack.wait_for(lambda: "cannot reach Redis" in worker.output(), 10, "the worker's line")
+    await asyncio.to_thread(redis_server.start)
+    await queue_bot.until_ready(200)
+    assert (await queue_bot.bot.command(queue_bot.target(), channel=OPS)).status == 200
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 1, 5, "the root")
+    root_ts = slack.roots(OPS)[0].ts
+    await slack.wait_for(functools.partial(queue_bot.verdicts, root_ts), 20, "the verdict")
+    output = worker.output()
+    assert worker.process.proc.poll() is None and "Traceback" not in output, output
+    outage_lines = [line for line in output.splitlines() if "cannot reach Redis" in line]
+    assert len(outage_lines) == 1 and "waiting for it to come back" in outage_lines[0], output
