@@ -2,13 +2,17 @@
 part of `/502 status`, `/502 mute SITE 1h` and `/502 unmute SITE`, and `/502 URL` for a site
 that is alerting (the diagnosis goes into the alert's thread, not a second root).
 
-In a grouped alert's thread a button acts on every site of the group. The Slack side
-(bot.slack.chatops) routes to these through bot.threads; it never imports this package.
+In a grouped alert's thread a button acts on every site of the group, and
+`@badgateway show SITE` posts that site's full diagnosis (its checks, then the verdict): in
+the thread, or as a thread of its own in the site's channel when it has one (linked from the
+grouped thread). The Slack side (bot.slack.chatops) routes to these through bot.threads; it
+never imports this package.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -16,9 +20,9 @@ from bot.alerts import messages
 from bot.alerts.incidents import Incidents, parse_duration
 from bot.alerts.store import OPEN, Incident
 from bot.pipeline import Carrier, DiagnosisRequest
+from bot.render import slack_blocks as blocks
 from bot.render.mentions import is_user_id
-from bot.render.slack_blocks import escalation_message
-from bot.render.wording import escape
+from bot.render.wording import escape, thread_link
 from bot.slack_client import post_once
 from bot.state import BotState
 from bot.threads import CommandHandler, Reply
@@ -104,12 +108,7 @@ class AlertChat:
         self, incidents: list[Incident], *, user: str, channel: str, root_ts: str, reply: Reply
     ) -> None:
         """Post the provider-ready summary of each site's latest diagnosis in the thread."""
-        docs = [
-            doc
-            for incident in incidents
-            if incident.diagnosis_id
-            and (doc := await self.state.diagnosis_doc(incident.diagnosis_id)) is not None
-        ]
+        docs = [doc for incident in incidents if (doc := await self.latest(incident)) is not None]
         if not docs:
             await reply(STILL_RUNNING)
             return
@@ -119,7 +118,66 @@ class AlertChat:
                 channel=channel,
                 thread_ts=root_ts,
                 key=f"escalate:{uuid.uuid4().hex}",
-                message=escalation_message(Diagnosis.from_dict(doc), user),
+                message=blocks.escalation_message(Diagnosis.from_dict(doc), user),
+            )
+
+    async def latest(self, incident: Incident) -> dict[str, Any] | None:
+        """The incident's latest diagnosis: as the Slack sink kept it, or (a storm's site,
+        not posted) as the alerting side kept it."""
+        if incident.diagnosis_id:
+            doc = await self.state.diagnosis_doc(incident.diagnosis_id)
+            if doc is not None:
+                return doc
+        return await self.incidents.store.diagnosis(incident.id)
+
+    async def show(self, incident: Incident, *, channel: str, root_ts: str, reply: Reply) -> None:
+        """Post a storm site's full diagnosis: its checks in runbook order, then the verdict
+        (without buttons: in a grouped thread they would act on every site)."""
+        doc = await self.latest(incident)
+        if doc is None:
+            await reply(f"{escape(incident.site)}: {STILL_RUNNING}")
+            return
+        diagnosis = Diagnosis.from_dict(doc)
+        intro = messages.show_intro(incident, diagnosis.started_at)
+        site = self.incidents.settings.site_named(incident.site)
+        where, thread = channel, root_ts
+        if site is not None and site.channel and site.channel != channel:
+            # The site's own channel: the diagnosis is a thread there, linked from here.
+            where = site.channel
+            thread = await post_once(
+                self.client,
+                channel=where,
+                key=f"show:{uuid.uuid4().hex}",
+                message=blocks.notice(intro),
+            )
+            link = f"<{thread_link(where, thread)}|its thread in <#{where}>>"
+            note = messages.shown_elsewhere(incident, link)
+            await post_once(
+                self.client,
+                channel=channel,
+                thread_ts=root_ts,
+                key=f"show:{uuid.uuid4().hex}",
+                message=blocks.notice(note),
+            )
+        else:
+            await post_once(
+                self.client,
+                channel=where,
+                thread_ts=thread,
+                key=f"show:{uuid.uuid4().hex}",
+                message=blocks.notice(intro),
+            )
+        shown = {r.name: r for r in diagnosis.steps}
+        parts = [blocks.step_message(shown[n]) for n in blocks.ordered_names(shown)]
+        verdict = blocks.verdict_message(diagnosis, thread)
+        verdict["blocks"] = [b for b in verdict["blocks"] if b.get("type") != "actions"]
+        for part in [*parts, verdict]:
+            await post_once(
+                self.client,
+                channel=where,
+                thread_ts=thread,
+                key=f"show:{uuid.uuid4().hex}",
+                message=part,
             )
 
 
@@ -161,3 +219,11 @@ class AlertThreadOwner:
             await self.chat.escalate(
                 self.incidents, user=user, channel=self.channel, root_ts=self.ts, reply=reply
             )
+
+    async def show(self, site: str, user: str, reply: Reply) -> None:
+        """`@badgateway show SITE`: one site's full diagnosis (a grouped alert's thread)."""
+        found = [i for i in self.incidents if i.site == site]
+        if not found:
+            await reply(messages.not_in_storm(site))
+            return
+        await self.chat.show(found[0], channel=self.channel, root_ts=self.ts, reply=reply)

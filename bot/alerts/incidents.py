@@ -122,6 +122,7 @@ class Incidents:
         return await self.posts.flush(force=force)
 
     async def close(self) -> None:
+        await self.posts.drain()  # a storm's last rewrite is shown before the process ends
         await self.store.close()
 
     # -- what opens, moves and closes incidents ------------------------------------------
@@ -282,13 +283,15 @@ class Incidents:
         *,
         diagnosis_id: str | None = None,
         requested_at: float | None = None,
+        doc: dict[str, Any] | None = None,
     ) -> None:
         """The verdict arrived (called by ``bot.alerts.sink``): show it on the root.
 
         With ``diagnosis_id`` that diagnosis becomes the incident's latest (what *Escalate*
         posts), also when it was not started here: `/502 SITE` and the Slack app's re-runs
         submit into an alert's thread too. A run older than the latest, finishing late,
-        changes nothing."""
+        changes nothing. ``doc`` (the whole diagnosis) is kept for `show SITE`: a grouped
+        alert's sites show only their cause until someone asks."""
         incident = await self.store.get(incident_id)
         if incident is None:
             return
@@ -301,7 +304,9 @@ class Incidents:
                 incident.diagnosis_id, incident.diagnosis_requested_at = diagnosis_id, requested_at
             incident.diagnosis, incident.cause, incident.cause_summary = "diagnosed", cause, summary
             await self.store.save(incident)
-        await self.posts.refresh_root(incident, storm=False)
+            if doc is not None:
+                await self.store.save_diagnosis(incident.id, doc)
+        await self.posts.refresh_root(incident)
 
     # -- what people do (the Slack app calls these) -------------------------------------------
     async def list_open(self) -> list[Incident]:

@@ -9,13 +9,18 @@ a site is escaped (bot.render.wording) before it is posted.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
 from bot.render.mentions import user_mention
+from bot.render.slack_blocks import Message, context, fit, section, sections
 from bot.render.wording import at_most, cut, duration, escape, on_it, slack_time, thread_link
 
-SITES_SHOWN = 40  # sites named in a storm's root message before "…and N more"
+TABLE_ROWS = 400  # a storm's table rows before "…and N more" (blocks cut it sooner)
+TABLE_BLOCKS = 45  # of Block Kit's 50 blocks, the head and the table's sections
+GROUP_NAMES = 30  # sites named in a cause group's reply before "…and N more"
+SHOW_HINT = "A site's full diagnosis: mention me in this thread with `show SITE`."
 ALERTS_SHOWN = 5  # firing alerts named on an incident's root before "…and N more"
 NOTED_SHOWN = 10  # alerts named in one thread note before "…and N more"
 ALERT_TEXT_CHARS = 200  # an alert's text as the root and the notes quote it
@@ -82,32 +87,93 @@ def _firing_line(incident: Incident) -> str | None:
 
 
 def storm_text(storm: Storm, now: float) -> str:
-    shown = ", ".join(escape(s) for s in storm.sites[:SITES_SHOWN])
-    more = len(storm.sites) - SITES_SHOWN
-    if more > 0:
-        shown += f" …and {more} more"
-    lines = [
+    """The grouped root's first words: how many sites, since when."""
+    return (
         f":thunder_cloud_and_rain: *{len(storm.sites)} sites failing at once* since "
-        f"{slack_time(storm.opened_at)} ({duration(now - storm.opened_at)})",
+        f"{slack_time(storm.opened_at)} ({duration(now - storm.opened_at)})"
+    )
+
+
+def _row(incident: Incident) -> str:
+    """One line of a storm's table: site · cause · since."""
+    if incident.state == RESOLVED:
+        cause = ":white_check_mark: resolved"
+    elif incident.state == RECOVERED:
+        cause = ":large_green_circle: recovered"
+    elif incident.diagnosis == "diagnosed" and incident.cause:
+        cause = f"`{escape(incident.cause)}`"
+    elif incident.diagnosis.startswith("not diagnosed"):
+        cause = "not diagnosed"
+    else:
+        cause = ":hourglass_flowing_sand: diagnosing"
+    since = time.strftime("%H:%M:%S", time.gmtime(incident.since))
+    return f"*{escape(incident.site)}* · {cause} · since {since}"
+
+
+def accounted_for(incident: Incident) -> bool:
+    """The site's cause is known (or known not to come): the storm's table is final for it."""
+    return incident.diagnosis != "diagnosing" and incident.diagnosis != "pending"
+
+
+def storm_message(storm: Storm, members: Sequence[Incident], now: float) -> Message:
+    """A grouped alert's root: the sites' table (site · cause · since), rewritten as their
+    diagnoses finish; "…and N more" past what Block Kit holds."""
+    done = sum(1 for i in members if accounted_for(i))
+    states = {s: sum(1 for i in members if i.state == s) for s in (OPEN, RECOVERED, RESOLVED)}
+    head = [
+        storm_text(storm, now),
+        f"*Diagnosed:* {done} of {len(members)} · *Now:* {states[OPEN]} failing, "
+        f"{states[RECOVERED]} recovered, {states[RESOLVED]} resolved",
     ]
     if storm.shared:
-        lines.append("*What they share:* " + "; ".join(escape(s) for s in storm.shared))
-    else:
-        lines.append("*What they share:* nothing obvious (different upstreams and addresses)")
-    lines.append(f"*Sites:* {shown}")
-    lines.append("Each site's diagnosis follows in this thread.")
-    return "\n".join(lines)
+        head.append("*What they share:* " + "; ".join(escape(s) for s in storm.shared))
+    ordered = sorted(members, key=lambda i: (i.cause or "~", i.site))
+    rows = at_most([_row(i) for i in ordered], TABLE_ROWS)
+    blocks = [section("\n".join(head)), *sections(rows)]
+    if len(blocks) > TABLE_BLOCKS:
+        shown = sum(b["text"]["text"].count("\n") + 1 for b in blocks[1:TABLE_BLOCKS])
+        blocks = [*blocks[:TABLE_BLOCKS], section(f"…and {len(ordered) - shown} more")]
+    blocks.append(context(SHOW_HINT))
+    text = f":thunder_cloud_and_rain: {len(members)} sites failing at once: {done} diagnosed"
+    return fit({"text": text, "blocks": blocks})
 
 
 def storm_now_text(storm: Storm, members: Sequence[Incident], now: float) -> str:
-    """The grouped root once its sites move: how many still fail."""
-    states = {
-        state: sum(1 for i in members if i.state == state) for state in (OPEN, RECOVERED, RESOLVED)
-    }
-    return storm_text(storm, now) + (
-        f"\n*Now:* {states[OPEN]} failing, {states[RECOVERED]} recovered, "
-        f"{states[RESOLVED]} resolved"
+    """The grouped root as plain text (what the message's blocks say)."""
+    message = storm_message(storm, members, now)
+    return "\n".join(b["text"]["text"] for b in message["blocks"] if b.get("type") == "section")
+
+
+def shared_reply(storm: Storm) -> str:
+    """The storm thread's first reply: what the sites have in common."""
+    if storm.shared:
+        return ":link: *What they share:* " + "; ".join(escape(s) for s in storm.shared)
+    return ":link: *What they share:* nothing obvious (different upstreams and addresses)"
+
+
+def group_reply(cause: str, group: Sequence[Incident], summary: str | None) -> str:
+    """One reply per cause: how many sites, which, and what the cause means."""
+    names = [escape(i.site) for i in sorted(group, key=lambda i: i.site)]
+    shown = ", ".join(names[:GROUP_NAMES]) + (
+        f" …and {len(names) - GROUP_NAMES} more" if len(names) > GROUP_NAMES else ""
     )
+    what = f"\n{escape(cut(summary, ALERT_TEXT_CHARS))}" if summary else ""
+    sites = "site" if len(names) == 1 else "sites"
+    return f":mag: *`{escape(cause)}`* — {len(names)} {sites}: {shown}{what}\n_{SHOW_HINT}_"
+
+
+def show_intro(incident: Incident, diagnosed_at: str) -> str:
+    """Above a storm member's full diagnosis posted on demand."""
+    return f":mag_right: *{escape(incident.site)}*: its full diagnosis ({escape(diagnosed_at)})"
+
+
+def shown_elsewhere(incident: Incident, link: str) -> str:
+    """In the grouped thread, where a site's diagnosis went (its own channel)."""
+    return f":mag_right: *{escape(incident.site)}*: its full diagnosis is in {link}"
+
+
+def not_in_storm(site: str) -> str:
+    return f"{escape(site)} is not one of this grouped alert's sites."
 
 
 # Thread notes ------------------------------------------------------------------------------

@@ -56,7 +56,9 @@ async def probe_site(site: Site, settings: Settings) -> ProbeOutcome:
     """One quick GET of the site. A 5xx, a timeout, a refused connection or a DNS failure
     is a failure; anything else (even a 404) means the site answers."""
     try:
-        ctx = await prepare(site.url, settings)
+        # By name: the context (kept to diagnose with) then names this site, not the first
+        # one at the same address.
+        ctx = await prepare(site.name, settings)
     except (TargetRefused, BadTarget) as exc:
         return ProbeOutcome(False, f"not probed: {exc}", site_facts(site, (), {}))
     if ctx.resolve_error:

@@ -34,12 +34,23 @@ class SlackNotifier:
     ) -> str:
         """Post; returns the message's ts. ``key`` names the message for ``post_once``."""
         message = {"text": text, "blocks": _blocks(text)}
+        return await self.post_message(channel, message, thread_ts, key)
+
+    async def post_message(
+        self,
+        channel: str,
+        message: dict[str, Any],
+        thread_ts: str | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Post a message already in blocks (a storm's table, a step's reply)."""
         key = key or f"alert:{uuid.uuid4().hex}"
         return await post_once(
             self.client, channel=channel, key=key, message=message, thread_ts=thread_ts
         )
 
     async def update(self, channel: str, ts: str, text: str) -> None:
-        await update(
-            self.client, channel=channel, ts=ts, message={"text": text, "blocks": _blocks(text)}
-        )
+        await self.update_message(channel, ts, {"text": text, "blocks": _blocks(text)})
+
+    async def update_message(self, channel: str, ts: str, message: dict[str, Any]) -> None:
+        await update(self.client, channel=channel, ts=ts, message=message)

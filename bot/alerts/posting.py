@@ -10,6 +10,7 @@ an alert that could not be posted goes back to the hold and the next flush tries
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -25,13 +26,17 @@ from bot.alerts.store import OPEN, Incident, IncidentStore, Storm
 from bot.alerts.storm import is_storm, shared_facts
 from bot.config import AlertPolicy
 from bot.pipeline import Carrier, DiagnosisRequest
+from checks.causes import CATALOGUE
 from checks.context import ProbeContext
 from checks.guard import TargetRefused
+from checks.model import Cause
 from checks.runner import prepare
 from checks.settings import Settings
 from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
+
+STORM_REFRESH_S = 2.0  # a storm's root and group replies are rewritten at most this often
 
 # What a Slack call raises once the client's own retries are spent.
 SLACK_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
@@ -67,6 +72,8 @@ class AlertPosts:
         self.policy = policy
         self.carrier = carrier
         self.clock = clock
+        self._dirty: set[str] = set()  # storms whose table changed since it was last shown
+        self._pacers: dict[str, asyncio.Task[None]] = {}
 
     # -- the storm hold ------------------------------------------------------------------------
     async def settle(self) -> int:
@@ -140,12 +147,17 @@ class AlertPosts:
         storm = Storm(id=f"storm-{batch[0].id}", channel=channel, root_ts="", opened_at=now)
         storm.sites = [i.site for i in batch]
         storm.shared = shared_facts([i.facts for i in batch])
-        storm.root_ts = await self.notifier.post(
-            channel, messages.storm_text(storm, now), key=f"{storm.id}:root"
+        storm.root_ts = await self.notifier.post_message(
+            channel, messages.storm_message(storm, batch, now), key=f"{storm.id}:root"
         )
         storm.sites = []  # _join_storm adds them (and saves)
         await self.store.index_storm_thread(storm)
         log.warning("storm %s: %d sites failing at once", storm.id, len(batch))
+        # What they share is the thread's first reply; the causes follow as groups form.
+        shared = messages.shared_reply(storm)
+        await self._safe(
+            self.notifier.post(channel, shared, storm.root_ts, key=f"{storm.id}:shared")
+        )
         return storm
 
     async def _join_storm(self, storm: Storm, batch: list[Incident], now: float) -> None:
@@ -163,9 +175,7 @@ class AlertPosts:
                 await self.store.save(fresh)
         if self.notifier is None:
             return
-        await self._safe(
-            self.notifier.update(storm.channel, storm.root_ts, messages.storm_text(storm, now))
-        )
+        self.storm_changed(storm.id)
         if newcomers and len(storm.incidents) > len(batch):  # joined a storm already posted
             note = messages.also_failing_note(newcomers)
             await self._safe(self.notifier.post(storm.channel, note, storm.root_ts))
@@ -180,7 +190,9 @@ class AlertPosts:
             if incident.context:
                 ctx = ProbeContext.from_dict(incident.context, self.settings)
             else:
-                ctx = await prepare(incident.url, self.settings)
+                # The site by its name: sites sharing an address (ports, paths) stay apart.
+                known = self.settings.site_named(incident.site) is not None
+                ctx = await prepare(incident.site if known else incident.url, self.settings)
         except (TargetRefused, BadTarget) as exc:
             incident.diagnosis = f"not diagnosed: {exc}"
             await self.store.save(incident)
@@ -200,10 +212,10 @@ class AlertPosts:
             await self._safe(self.notifier.post(incident.channel, note, incident.root_ts))
 
     async def refresh_root(self, incident: Incident, *, storm: bool = True) -> None:
-        """Rewrite the alert's root; a storm member's change of state (not its diagnosis:
-        fifty of those would flood chat.update) rewrites the grouped root instead."""
+        """Rewrite the alert's root; a storm member's change (its state, its verdict) rewrites
+        the grouped root instead, paced (``storm_changed``)."""
         if storm and not incident.own_root and incident.storm_id:
-            await self._refresh_storm(incident.storm_id)
+            self.storm_changed(incident.storm_id)
             return
         if (
             self.notifier is None
@@ -216,18 +228,89 @@ class AlertPosts:
         root = messages.root_text(incident, mute, self.clock())
         await self._safe(self.notifier.update(incident.channel, incident.root_ts, root))
 
-    async def _refresh_storm(self, storm_id: str) -> None:
+    # -- a storm's root and group replies, paced ----------------------------------------------
+    def storm_changed(self, storm_id: str) -> None:
+        """Something on the storm's table changed: rewrite it soon. chat.update is Tier 3
+        (about 50 a minute for the whole workspace), so a storm's root and group replies are
+        rewritten at most once per ``STORM_REFRESH_S`` across every process (a slot in Redis),
+        showing the latest state; changes in between wait for the next slot."""
+        self._dirty.add(storm_id)
+        if storm_id not in self._pacers:
+            self._pacers[storm_id] = asyncio.create_task(
+                self._pace(storm_id), name=f"storm-refresh-{storm_id}"
+            )
+
+    async def _pace(self, storm_id: str) -> None:
+        try:
+            while storm_id in self._dirty:  # no await between this test and leaving
+                wait_s = await self.store.claim_storm_slot(storm_id, STORM_REFRESH_S)
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                    continue
+                self._dirty.discard(storm_id)
+                if not await self._refresh_storm(storm_id):
+                    self._dirty.add(storm_id)  # a Slack call failed: the next slot tries again
+        finally:
+            del self._pacers[storm_id]
+
+    async def drain(self) -> None:
+        """Wait until every pending storm rewrite is done (a process stopping, the tests)."""
+        while self._pacers:
+            await asyncio.gather(*list(self._pacers.values()), return_exceptions=True)
+
+    async def _refresh_storm(self, storm_id: str) -> bool:
+        """Rewrite the storm's table and its cause groups' replies (one per cause, posted when
+        the group forms, rewritten when it grows). False when a Slack call failed."""
         storm = await self.store.get_storm(storm_id)
         if storm is None or self.notifier is None:
-            return
-        members = [i for i in [await self.store.get(x) for x in storm.incidents] if i]
-        root = messages.storm_now_text(storm, members, self.clock())
-        await self._safe(self.notifier.update(storm.channel, storm.root_ts, root))
+            return True
+        async with self.store.storm_refresh_lock(storm_id):
+            members = [i for i in [await self.store.get(x) for x in storm.incidents] if i]
+            root = messages.storm_message(storm, members, self.clock())
+            ok = await self._safe(self.notifier.update_message(storm.channel, storm.root_ts, root))
+            shown = await self.store.storm_groups(storm_id)
+            for cause, group in cause_groups(members):
+                text = messages.group_reply(cause, group, cause_title(cause))
+                digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+                ts, was = shown.get(cause, ("", ""))
+                if ts and was == digest:
+                    continue
+                try:
+                    if ts:
+                        await self.notifier.update(storm.channel, ts, text)
+                    else:
+                        key = f"{storm_id}:group:{cause}"
+                        ts = await self.notifier.post(storm.channel, text, storm.root_ts, key=key)
+                except SLACK_ERRORS as exc:
+                    log.error("storm %s: the %s group's reply failed: %s", storm_id, cause, exc)
+                    ok = False
+                    continue
+                await self.store.save_storm_group(storm_id, cause, ts, digest)
+        return ok
 
     @staticmethod
-    async def _safe(call: Awaitable[Any]) -> None:
+    async def _safe(call: Awaitable[Any]) -> bool:
         """A Slack failure (after the client's retries) must not undo a state change."""
         try:
             await call
         except SLACK_ERRORS as exc:
             log.error("Slack call failed: %s", exc)
+            return False
+        return True
+
+
+def cause_groups(members: list[Incident]) -> list[tuple[str, list[Incident]]]:
+    """The diagnosed sites still failing, by cause: the largest group first."""
+    groups: dict[str, list[Incident]] = {}
+    for incident in members:
+        if incident.state == OPEN and incident.diagnosis == "diagnosed" and incident.cause:
+            groups.setdefault(incident.cause, []).append(incident)
+    return sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+
+
+def cause_title(cause: str) -> str | None:
+    """What a cause means, in a few words (docs/causes.md has the rest)."""
+    try:
+        return CATALOGUE[Cause(cause)].title
+    except ValueError:
+        return None

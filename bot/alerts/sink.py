@@ -2,6 +2,10 @@
 
 The Slack sink posts an incident's diagnosis into the alert's thread; this wrapper also
 tells ``Incidents`` the verdict, so the alert's root message reads "diagnosed: cause".
+A grouped alert's (storm's) sites are the exception: two hundred full diagnoses in one
+thread are 1,200 posts no one reads, at Slack's one post a second. Their diagnoses are not
+posted; each verdict goes onto the storm's table and the whole diagnosis is kept for
+`show SITE` (bot.alerts.chat). A diagnosis someone asked for (`/502 SITE`) is posted.
 Wrap the sink the carrier (in-process or the queue's workers) delivers to:
 ``IncidentVerdicts(SlackSink(...), incidents)``.
 """
@@ -23,11 +27,13 @@ class IncidentVerdicts:
         self.incidents = incidents
 
     async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
-        await self.inner.step_finished(request, result)
+        if not quiet(request):
+            await self.inner.step_finished(request, result)
 
     async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
         try:
-            await self.inner.diagnosis_finished(request, diagnosis)
+            if not quiet(request):
+                await self.inner.diagnosis_finished(request, diagnosis)
         finally:
             incident_id = request.origin.get("incident")
             if incident_id:
@@ -38,4 +44,10 @@ class IncidentVerdicts:
                     verdict.summary,
                     diagnosis_id=request.id,
                     requested_at=request.created_at,
+                    doc=diagnosis.to_dict(),
                 )
+
+
+def quiet(request: DiagnosisRequest) -> bool:
+    """A storm site's own diagnosis, which no person asked for: kept, not posted."""
+    return bool(request.origin.get("storm")) and not request.origin.get("user")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import time
 import uuid
 from collections.abc import Awaitable
@@ -270,3 +271,45 @@ class IncidentStore:
 
     def storm_lock(self) -> contextlib.AbstractAsyncContextManager[None]:
         return storage.redis_lock(self.redis, _key("lock", "storm"), wait_s=120)
+
+    # A grouped alert's thread keeps one reply per cause group, updated as the group grows
+    # (bot.alerts.posting). Kept apart from the storm's record: the refresher writes them
+    # while a flush may be adding sites to the record.
+    def storm_refresh_lock(self, storm_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while one process rewrites a storm's root and group replies."""
+        return storage.redis_lock(self.redis, _key("lock", "storm-refresh", storm_id), wait_s=60)
+
+    async def claim_storm_slot(self, storm_id: str, interval_s: float) -> float:
+        """Take the storm's next update slot (one per ``interval_s``, across processes):
+        0 when taken, else the seconds until it is free."""
+        key = _key("storm-slot", storm_id)
+        if await self.redis.set(key, "1", px=max(1, int(interval_s * 1000)), nx=True):
+            return 0.0
+        left_ms = int(await self.redis.pttl(key))
+        return max(0.01, left_ms / 1000) if left_ms > 0 else 0.01
+
+    async def storm_groups(self, storm_id: str) -> dict[str, tuple[str, str]]:
+        """cause -> (the group reply's ts, the text it shows now)."""
+        raw = await _done(self.redis.hgetall(_key("storm-groups", storm_id)))
+        groups: dict[str, tuple[str, str]] = {}
+        for cause, text in raw.items():
+            ts, _, shown = str(text).partition(" ")
+            groups[str(cause)] = (ts, shown)
+        return groups
+
+    async def save_storm_group(self, storm_id: str, cause: str, ts: str, shown: str) -> None:
+        key = _key("storm-groups", storm_id)
+        await _done(self.redis.hset(key, cause, f"{ts} {shown}"))
+        await self.redis.expire(key, INCIDENT_TTL_S)
+
+    # A storm member's diagnosis is kept here, not posted: `show SITE` posts it on demand.
+    async def save_diagnosis(self, incident_id: str, doc: dict[str, Any]) -> None:
+        key = _key("diagnosis", incident_id)
+        await self.redis.set(key, json.dumps(doc), ex=INCIDENT_TTL_S)
+
+    async def diagnosis(self, incident_id: str) -> dict[str, Any] | None:
+        text = await self.redis.get(_key("diagnosis", incident_id))
+        if not text:
+            return None
+        doc = json.loads(text)
+        return doc if isinstance(doc, dict) else None

@@ -88,7 +88,7 @@ def context(*texts: str) -> dict[str, Any]:
     return {"type": "context", "elements": elements}
 
 
-def _sections(lines: Sequence[str], limit: int = MAX_SECTION_TEXT) -> list[dict[str, Any]]:
+def sections(lines: Sequence[str], limit: int = MAX_SECTION_TEXT) -> list[dict[str, Any]]:
     """Pack lines into as few sections as fit the text limit."""
     blocks: list[dict[str, Any]] = []
     chunk = ""
@@ -139,7 +139,7 @@ def root_message(
     blocks: list[dict[str, Any]] = [
         header(f"502 diagnosis: {cut(target, 120)}"),
         section(f"*Target:* {escape(url)}\n*Asked by:* {user_mention(requester)}"),
-        *_sections(lines or ["_no checks are installed_"]),
+        *sections(lines or ["_no checks are installed_"]),
     ]
     if verdict is not None:
         info = CATALOGUE[verdict.cause]
@@ -175,7 +175,7 @@ def step_message(result: StepResult) -> Message:
         findings.append(f"{MARKS[finding.severity]} {escape(finding.message)}{times}")
     if len(result.findings) > MAX_ROWS:
         findings.append(f"…and {len(result.findings) - MAX_ROWS} more")
-    blocks += _sections(findings)
+    blocks += sections(findings)
     readable = step_evidence(result)
     if readable is None:
         evidence = evidence_lines(result.details)
@@ -185,7 +185,7 @@ def step_message(result: StepResult) -> Message:
             for line in readable
         ]
     if evidence:
-        blocks += _sections(["*Evidence*", *evidence])
+        blocks += sections(["*Evidence*", *evidence])
     blocks.append(context(f"{result.status.value} · {result.duration_ms} ms"))
     return fit({"text": f"{result.name}: {escape(result.summary)}", "blocks": blocks})
 
@@ -287,7 +287,7 @@ def verdict_message(diagnosis: Diagnosis, root_ts: str, *, resolved: bool = Fals
     ]
     if verdict.next_steps:
         steps = [f"{n}. {escape(text)}" for n, text in enumerate(verdict.next_steps[:8], 1)]
-        blocks += _sections(["*Next steps*", *steps])
+        blocks += sections(["*Next steps*", *steps])
     took = f"{diagnosis.duration_ms / 1000:.1f} s"
     blocks.append(
         context(f"cause `{verdict.cause.value}` · {len(diagnosis.steps)} checks · {took}")

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -41,6 +42,13 @@ VET_WAIT_S = 1.5  # how long `/502` waits for DNS before acknowledging (Slack al
 _LINK = re.compile(r"^<([^|>]+)(?:\|[^>]*)?>$")
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 NO_RECORD_TEXT = "I no longer have a record of this diagnosis; run `/502` again."
+
+
+@runtime_checkable
+class ShowsSites(Protocol):
+    """A thread owner with many sites (a grouped alert): `@badgateway show SITE`."""
+
+    async def show(self, site: str, user: str, reply: Reply) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -246,7 +254,8 @@ class ChatOps:
     async def mention(
         self, *, text: str, user: str, channel: str, ts: str, thread_ts: str | None
     ) -> None:
-        """`@badgateway rerun`, `rerun dns` or `help`, in a thread the bot keeps."""
+        """`@badgateway rerun`, `rerun dns`, `show SITE` (a grouped alert's) or `help`, in a
+        thread the bot keeps."""
 
         async def private(message: str) -> None:
             await self.client.chat_postEphemeral(
@@ -263,6 +272,9 @@ class ChatOps:
         if words[:1] == ["rerun"] and owner is not None:
             step = words[1].lower() if len(words) > 1 else None
             await owner.rerun(user, private, step)  # an alert's thread re-runs it all
+            return
+        if words[:1] == ["show"] and len(words) == 2 and isinstance(owner, ShowsSites):
+            await owner.show(unwrap_link(words[1]), user, private)
             return
         hint = (
             ""

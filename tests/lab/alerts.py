@@ -33,7 +33,7 @@ from bot.pipeline import DiagnosisRequest
 from bot.slack_client import make_web_client
 from checks.settings import Settings, Site
 from tests.lab.fixtures_redis import RedisServer
-from tests.lab.fixtures_slack import SlackStandIn
+from tests.lab.fixtures_slack import Message, SlackStandIn
 from tests.lab.fixtures_upstreams import Upstream
 
 CHANNEL = "C0ALERTS"
@@ -145,6 +145,17 @@ async def until(condition: Callable[[], bool], within_s: float = 5.0, what: str 
 def posted(slack: SlackStandIn) -> list[str]:
     """Every chat.postMessage text, in order."""
     return [str(c.params.get("text")) for c in slack.calls_of("chat.postMessage")]
+
+
+def shown(message: Message) -> str:
+    """What a message shows: its blocks' texts (a storm's table lives there, not in the
+    fallback text)."""
+    texts: list[str] = []
+    for block in message.blocks:
+        if isinstance(block.get("text"), dict):
+            texts.append(str(block["text"].get("text", "")))
+        texts += [str(e.get("text", "")) for e in block.get("elements") or [] if "text" in e]
+    return "\n".join(texts)
 
 
 class App:
