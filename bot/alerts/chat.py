@@ -131,54 +131,28 @@ class AlertChat:
         return await self.incidents.store.diagnosis(incident.id)
 
     async def show(self, incident: Incident, *, channel: str, root_ts: str, reply: Reply) -> None:
-        """Post a storm site's full diagnosis: its checks in runbook order, then the verdict
-        (without buttons: in a grouped thread they would act on every site)."""
+        """Post a storm site's full diagnosis as one message (its checks in runbook order,
+        then the verdict). One post, not seven: a grouped thread is where Slack's one post a
+        second per channel bites."""
         doc = await self.latest(incident)
         if doc is None:
             await reply(f"{escape(incident.site)}: {STILL_RUNNING}")
             return
-        diagnosis = Diagnosis.from_dict(doc)
-        intro = messages.show_intro(incident, diagnosis.started_at)
+        message = messages.site_diagnosis(incident, Diagnosis.from_dict(doc))
         site = self.incidents.settings.site_named(incident.site)
-        where, thread = channel, root_ts
-        if site is not None and site.channel and site.channel != channel:
-            # The site's own channel: the diagnosis is a thread there, linked from here.
-            where = site.channel
-            thread = await post_once(
-                self.client,
-                channel=where,
-                key=f"show:{uuid.uuid4().hex}",
-                message=blocks.notice(intro),
-            )
-            link = f"<{thread_link(where, thread)}|its thread in <#{where}>>"
-            note = messages.shown_elsewhere(incident, link)
-            await post_once(
-                self.client,
-                channel=channel,
-                thread_ts=root_ts,
-                key=f"show:{uuid.uuid4().hex}",
-                message=blocks.notice(note),
-            )
-        else:
-            await post_once(
-                self.client,
-                channel=where,
-                thread_ts=thread,
-                key=f"show:{uuid.uuid4().hex}",
-                message=blocks.notice(intro),
-            )
-        shown = {r.name: r for r in diagnosis.steps}
-        parts = [blocks.step_message(shown[n]) for n in blocks.ordered_names(shown)]
-        verdict = blocks.verdict_message(diagnosis, thread)
-        verdict["blocks"] = [b for b in verdict["blocks"] if b.get("type") != "actions"]
-        for part in [*parts, verdict]:
-            await post_once(
-                self.client,
-                channel=where,
-                thread_ts=thread,
-                key=f"show:{uuid.uuid4().hex}",
-                message=part,
-            )
+        if site is None or not site.channel or site.channel == channel:
+            await self._post(channel, message, root_ts)
+            return
+        # The site's own channel: the diagnosis is a message there, linked from the storm.
+        ts = await self._post(site.channel, message, None)
+        link = f"<{thread_link(site.channel, ts)}|<#{site.channel}>>"
+        await self._post(channel, blocks.notice(messages.shown_elsewhere(incident, link)), root_ts)
+
+    async def _post(self, channel: str, message: blocks.Message, thread_ts: str | None) -> str:
+        key = f"show:{uuid.uuid4().hex}"
+        return await post_once(
+            self.client, channel=channel, thread_ts=thread_ts, key=key, message=message
+        )
 
 
 class AlertThreadOwner:

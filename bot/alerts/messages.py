@@ -14,8 +14,18 @@ from collections.abc import Sequence
 
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
 from bot.render.mentions import user_mention
-from bot.render.slack_blocks import Message, context, fit, section, sections
+from bot.render.slack_blocks import (
+    Message,
+    context,
+    fit,
+    ordered_names,
+    section,
+    sections,
+    step_message,
+    verdict_message,
+)
 from bot.render.wording import at_most, cut, duration, escape, on_it, slack_time, thread_link
+from checks.model import Diagnosis
 
 TABLE_ROWS = 400  # a storm's table rows before "…and N more" (blocks cut it sooner)
 TABLE_BLOCKS = 45  # of Block Kit's 50 blocks, the head and the table's sections
@@ -162,9 +172,16 @@ def group_reply(cause: str, group: Sequence[Incident], summary: str | None) -> s
     return f":mag: *`{escape(cause)}`* — {len(names)} {sites}: {shown}{what}\n_{SHOW_HINT}_"
 
 
-def show_intro(incident: Incident, diagnosed_at: str) -> str:
-    """Above a storm member's full diagnosis posted on demand."""
-    return f":mag_right: *{escape(incident.site)}*: its full diagnosis ({escape(diagnosed_at)})"
+def site_diagnosis(incident: Incident, diagnosis: Diagnosis) -> Message:
+    """A storm site's whole diagnosis in one message: which site, each check, the verdict
+    (its buttons left out: in a grouped thread they would act on every site)."""
+    by_name = {r.name: r for r in diagnosis.steps}
+    parts = [step_message(by_name[n]) for n in ordered_names(by_name)]
+    verdict = verdict_message(diagnosis, "")
+    head = f":mag_right: *{escape(incident.site)}*: its full diagnosis ({escape(incident.url)})"
+    body = [b for part in [*parts, verdict] for b in part["blocks"] if b.get("type") != "actions"]
+    text = f"{escape(incident.site)}: {verdict['text']}"
+    return fit({"text": text, "blocks": [section(head), *body]})
 
 
 def shown_elsewhere(incident: Incident, link: str) -> str:

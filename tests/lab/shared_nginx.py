@@ -54,10 +54,11 @@ def start_shared_nginx(
         for name, address in upstreams.items()
     )
     error_log = directory / "error.log"
+    # Each listening port takes a connection slot: a storm's hundreds of sites need room.
     conf = f"""worker_processes 1;
 error_log {error_log} warn;
 pid {directory}/nginx.pid;
-events {{ worker_connections 64; }}
+events {{ worker_connections {64 + 2 * len(ports)}; }}
 http {{
     access_log {directory}/access.log;
     {temp}
