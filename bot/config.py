@@ -46,6 +46,7 @@ class BotConfig:
     port: int = 3000
     alerts_token: str | None = None
     worker_concurrency: int = 50
+    share_window_s: float = 30.0  # a `/502` this soon after a site's run ends shares it
 
     @property
     def socket_mode(self) -> bool:
@@ -108,6 +109,13 @@ def load_config(
     conc_text = get("BADGATEWAY_WORKER_CONCURRENCY") or "50"
     if not _COUNT.fullmatch(conc_text) or int(conc_text) < 1:
         raise ConfigError(f"BADGATEWAY_WORKER_CONCURRENCY must be a positive number: {conc_text!r}")
+    window_text = get("BADGATEWAY_SHARE_WINDOW_S") or "30"
+    try:
+        share_window_s = float(window_text)
+    except ValueError:
+        share_window_s = -1.0
+    if not 0 <= share_window_s < 86400:
+        raise ConfigError(f"BADGATEWAY_SHARE_WINDOW_S must be seconds (0-86399): {window_text!r}")
     return BotConfig(
         slack_bot_token=bot_token,
         slack_signing_secret=secret,
@@ -118,6 +126,7 @@ def load_config(
         port=int(port_text),
         alerts_token=get("ALERTS_TOKEN"),
         worker_concurrency=int(conc_text),
+        share_window_s=share_window_s,
     )
 
 

@@ -43,10 +43,12 @@ from bot.slack.server import (
 from bot.slack.sink import SlackSink
 from bot.slack_client import make_web_client
 from bot.state import BotState, StateStore, open_store
-from bot.threads import CommandHandler, ThreadKind
+from bot.threads import CommandHandler, ThreadKind, ThreadLink, ThreadLinks
+from checks.context import ProbeContext
 from checks.settings import Settings
 
 log = logging.getLogger(__name__)
+ROOTS_SETTLE_S = 30.0  # how long a stopping web process waits for its roots' last updates
 
 
 @dataclass
@@ -74,9 +76,25 @@ class WebProcess:
 
     async def close(self) -> None:
         await self.carrier.close()
+        await self.chatops.diagnoses.sink.roots.settle(ROOTS_SETTLE_S)  # the last root updates
+        await self.chatops.diagnoses.sink.roots.close()
         await self.state.store.close()
         if self.incidents is not None:
             await self.incidents.close()
+
+
+class AlertThreads:
+    """A ``ThreadLinks``: the thread of a site's open alert, which a `/502` root links to.
+    (Wiring until bot.alerts.chat.AlertChat answers ``open_thread`` itself.)"""
+
+    def __init__(self, incidents: Incidents) -> None:
+        self.incidents = incidents
+
+    async def open_thread(self, ctx: ProbeContext) -> ThreadLink | None:
+        incident = await self.incidents.incident_for_url(ctx.target.url)
+        if incident is None or not incident.channel or not incident.root_ts:
+            return None
+        return ThreadLink(incident.channel, incident.root_ts)
 
 
 def build_carrier(config: BotConfig, settings: Settings, sink: ResultSink) -> Carrier:
@@ -94,20 +112,31 @@ def build_web(
     store: StateStore | None = None,
     other_threads: Sequence[ThreadKind] = (),
     commands: Mapping[str, CommandHandler] | None = None,
+    links: Sequence[ThreadLinks] = (),
 ) -> WebProcess:
-    """``other_threads`` and ``commands``: kinds of thread and `/502` words besides the
-    alerting side's (tests stand in for it with them)."""
+    """``other_threads``, ``commands`` and ``links``: kinds of thread, `/502` words and open
+    threads a `/502` root links to, besides the alerting side's (tests stand in for it)."""
     client = make_web_client(config)
     state = BotState(store or open_store(config.redis_url))
-    carrier = build_carrier(config, settings, SlackSink(client, state))
-    kinds, words = list(other_threads), dict(commands or {})
+    sink = SlackSink(client, state)
+    carrier = build_carrier(config, settings, sink)
+    kinds, words, linked = list(other_threads), dict(commands or {}), list(links)
     incidents = None
     if config.redis_url:
         incidents = build_incidents(config, settings, carrier)
         alert_chat = AlertChat(incidents, state, client, carrier)
         kinds.append(alert_chat)
         words.update(alert_chat.commands())
-    diagnoses = DiagnosisThreads(client, state, carrier, settings)
+        linked.append(AlertThreads(incidents))
+    diagnoses = DiagnosisThreads(
+        client,
+        state,
+        carrier,
+        settings,
+        sink=sink,
+        links=linked,
+        share_window_s=config.share_window_s,
+    )
     chatops = ChatOps(client, settings, diagnoses, other_threads=kinds, commands=words)
     replies = PrivateReplies(client)
     app = build_app(config, chatops, state, client, replies)

@@ -193,9 +193,8 @@ class ChatOps:
                 return
         if not acked:
             await ack(None)
-        # A site that already has a thread (an open alert): the diagnosis goes there.
-        if not await self.threads.divert(ctx, user=cmd.user, reply=reply):
-            await self.diagnoses.start(ctx, user=cmd.user, channel=cmd.channel, reply=reply)
+        # Answered where it was typed, always (an open alert's thread is linked from there).
+        await self.diagnoses.start(ctx, user=cmd.user, channel=cmd.channel, reply=reply)
 
     # Buttons -------------------------------------------------------------------------------
     async def action(
