@@ -147,6 +147,7 @@ class DiagnosisThreads:
                 key=f"root:{uuid.uuid4().hex}",
                 message=first_view,
             )
+            self.sink.roots.posted(thread.channel, ts, first_view)
             return thread.channel, ts
         except SlackApiError as exc:
             if slack_error(exc) not in NOT_JOINED_ERRORS:
@@ -158,6 +159,7 @@ class DiagnosisThreads:
             ts = await post_once(
                 self.client, channel=dm, key=f"root:{uuid.uuid4().hex}", message=first_view
             )
+            self.sink.roots.posted(dm, ts, first_view)
         except (SlackApiError, aiohttp.ClientError, KeyError, TypeError) as exc:
             log.warning("could not open a direct message with %s: %s", user, exc)
             await reply(INVITE_TEXT)
@@ -185,17 +187,19 @@ class DiagnosisThreads:
             doc["total"] = int(doc["total"]) + 1
             ttl = self.share_window_s + 60
             if not doc["ts"]:
+                note = blocks.notice(_asked_text(doc))
                 try:
                     doc["ts"] = await post_once(
                         self.client,
                         channel=alert.channel,
                         thread_ts=alert.ts,
                         key=f"asked:{uuid.uuid4().hex}",
-                        message=blocks.notice(_asked_text(doc)),
+                        message=note,
                     )
                 except (SlackApiError, aiohttp.ClientError) as exc:
                     log.warning("could not post the note in the alert's thread: %s", exc)
                     return
+                self.sink.roots.posted(alert.channel, str(doc["ts"]), note)
                 await self.state.record_asked(alert.channel, alert.ts, doc, ttl)
                 return
             await self.state.record_asked(alert.channel, alert.ts, doc, ttl)

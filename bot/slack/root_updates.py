@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -66,7 +67,8 @@ class _Budget:
 
 @dataclass
 class _Root:
-    render: Render
+    render: Render | None = None
+    last_view: str = ""  # what the root shows now, as JSON: the same view is not sent again
     wanted: int = 0  # how many times this root was asked for
     sent: int = 0  # ``wanted`` as it was when the last update began
     last_sent: float = 0.0
@@ -93,12 +95,14 @@ class RootUpdates:
         """For a chat without Slack's limits (the terminal shell): still latest-wins."""
         return cls(client, per_root_s=0.0, per_minute=60_000.0, burst=1000)
 
+    def posted(self, channel: str, ts: str, view: dict[str, Any]) -> None:
+        """A root was just posted showing ``view``: its first update waits its spacing."""
+        root = self._root(channel, ts)
+        root.last_sent, root.last_view = time.monotonic(), _fingerprint(view)
+
     def want(self, channel: str, ts: str, render: Render) -> None:
         """Show ``render``'s view on the root soon (coalesced with every other ask)."""
-        root = self._roots.get((channel, ts))
-        if root is None:
-            self._forget_idle()
-            root = self._roots[(channel, ts)] = _Root(render)
+        root = self._root(channel, ts)
         root.render = render
         root.wanted += 1
         if root.task is None or root.task.done():
@@ -117,6 +121,13 @@ class RootUpdates:
                 with contextlib.suppress(asyncio.CancelledError):
                     await root.task
 
+    def _root(self, channel: str, ts: str) -> _Root:
+        root = self._roots.get((channel, ts))
+        if root is None:
+            self._forget_idle()
+            root = self._roots[(channel, ts)] = _Root()
+        return root
+
     def _forget_idle(self) -> None:
         """Drop roots that are up to date and past their spacing: one entry per live root."""
         if len(self._roots) < IDLE_KEPT:
@@ -133,13 +144,9 @@ class RootUpdates:
             wait = root.last_sent + self.per_root_s - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await self.budget.take()
             asked = root.wanted
             try:
-                view = await root.render()
-                if view is not None:
-                    self.sent += 1
-                    await update(self.client, channel=channel, ts=ts, message=view)
+                await self._send(channel, ts, root)
             except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
                 tries += 1
                 root.last_sent = time.monotonic()
@@ -149,4 +156,22 @@ class RootUpdates:
                     continue
                 log.warning("updating root %s/%s failed %d times; gave up", channel, ts, tries)
             tries = 0
-            root.sent, root.last_sent = asked, time.monotonic()
+            root.sent = asked
+
+    async def _send(self, channel: str, ts: str, root: _Root) -> None:
+        """Update the root if its view changed, when the budget allows (rendered again then:
+        whatever happened while it waited is shown too)."""
+        if root.render is None or (view := await root.render()) is None:
+            return
+        if _fingerprint(view) == root.last_view:
+            return
+        await self.budget.take()
+        view = await root.render() or view
+        self.sent += 1
+        root.last_sent = time.monotonic()
+        await update(self.client, channel=channel, ts=ts, message=view)
+        root.last_view = _fingerprint(view)
+
+
+def _fingerprint(view: dict[str, Any]) -> str:
+    return json.dumps(view, sort_keys=True, default=str)
