@@ -9,7 +9,10 @@ message anyway, and a blind retry would post it twice. So the SDK does not retry
 ``post_once`` tags every message with metadata naming what it is, and after an ambiguous
 failure looks for the tagged message in the channel or thread before posting again.
 
-A post still refused with 429 after the SDK's retries (a storm: many threads share the
+Posts are paced in each process to Slack's posting limits (``PostPace``: about one a second
+per channel with a short burst, and the workspace's per-minute limit), so a storm of posts to
+many threads mostly waits its turn here instead of collecting 429s. A post still refused
+with 429 after the SDK's retries (a storm: many threads share the
 workspace's posting limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
 tries again, for up to ``RATE_LIMITED_FOR_S`` — a refused post was not posted, so this is safe.
 """
@@ -20,6 +23,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from typing import Any
 
 import aiohttp
@@ -95,6 +99,66 @@ def make_web_client(config: BotConfig) -> AsyncWebClient:
     )
 
 
+class TokenBucket:
+    """``per_minute`` calls at most, ``burst`` at once; waiters are served in turn."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+        self.turn = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self.turn:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1.0:
+                    self.tokens -= 1.0
+                    return
+                await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+    def idle(self, now: float) -> bool:
+        return not self.turn.locked() and now - self.updated > 60.0 / self.rate * self.burst
+
+
+class PostPace:
+    """chat.postMessage's limits as this process keeps them (a little under Slack's: other
+    processes post too, and the 429s that remain are honoured)."""
+
+    CHANNEL_PER_MINUTE, CHANNEL_BURST = 60.0, 3
+    WORKSPACE_PER_MINUTE, WORKSPACE_BURST = 280.0, 20
+
+    def __init__(self) -> None:
+        self.workspace = TokenBucket(self.WORKSPACE_PER_MINUTE, self.WORKSPACE_BURST)
+        self.channels: dict[str, TokenBucket] = {}
+
+    async def take(self, channel: str) -> None:
+        bucket = self.channels.get(channel)
+        if bucket is None:
+            if len(self.channels) > 500:  # forget channels that have been quiet a while
+                now = time.monotonic()
+                self.channels = {c: b for c, b in self.channels.items() if not b.idle(now)}
+            bucket = self.channels[channel] = TokenBucket(
+                self.CHANNEL_PER_MINUTE, self.CHANNEL_BURST
+            )
+        await bucket.take()
+        await self.workspace.take()
+
+
+_PACES: weakref.WeakKeyDictionary[AsyncWebClient, PostPace] = weakref.WeakKeyDictionary()
+
+
+def post_pace(client: AsyncWebClient) -> PostPace:
+    """The pace of posts made with ``client`` (one per client, so one per workspace token)."""
+    pace = _PACES.get(client)
+    if pace is None:
+        pace = _PACES[client] = PostPace()
+    return pace
+
+
 def _retry_after(exc: BaseException) -> float | None:
     """The Retry-After seconds of a 429, else None."""
     if not isinstance(exc, SlackApiError) or exc.response is None:
@@ -159,6 +223,7 @@ async def post_once(
     limited_until = time.monotonic() + RATE_LIMITED_FOR_S
     while attempt < POST_ATTEMPTS:
         attempt += 1
+        await post_pace(client).take(channel)
         try:
             response = await client.chat_postMessage(
                 channel=channel,

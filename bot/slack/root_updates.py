@@ -4,8 +4,10 @@ Slack allows ``chat.update`` about 50 times a minute for the whole workspace (Ti
 diagnosis shown in fifty threads changes fifty roots after every step. So an update is never
 sent as it is asked for: ``RootUpdates.want(channel, ts, render)`` marks the root as stale and
 one task per stale root renders its view when it may send (``render`` reads the state then, so
-whatever happened meanwhile is in it) — at most once per ``per_root_s`` per root, and for the
-whole process no faster than the workspace's budget (a token bucket). A root asked for again
+whatever happened meanwhile is in it) — at most once per ``per_root_s`` per root (longer
+when many roots wait for mere progress: the budget is kept for final states and people's
+buttons), for the whole process no faster than the workspace's budget (a token bucket), and
+never to show what it already shows. A root asked for again
 while it waits is still one update: nothing queues beyond one entry per root.
 
 A 429 is honoured by the client (bot.slack_client: Retry-After, then retry); an update that
@@ -22,14 +24,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack_client import update
+from bot.slack_client import TokenBucket, update
 
 log = logging.getLogger(__name__)
 
@@ -43,36 +45,16 @@ RETRY_DELAY_S = 2.0
 IDLE_KEPT = 200  # roots remembered (for their spacing) before idle ones are dropped
 
 
-class _Budget:
-    """A token bucket shared by every root of this process; waiters are served in turn."""
-
-    def __init__(self, per_minute: float, burst: int) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.updated = time.monotonic()
-        self.turn = asyncio.Lock()
-
-    async def take(self) -> None:
-        async with self.turn:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1.0:
-                    self.tokens -= 1.0
-                    return
-                await asyncio.sleep((1.0 - self.tokens) / self.rate)
-
-
 @dataclass
 class _Root:
     render: Render | None = None
     last_view: str = ""  # what the root shows now, as JSON: the same view is not sent again
+    progress_only: bool = True  # every ask since the last update was mere progress
     wanted: int = 0  # how many times this root was asked for
     sent: int = 0  # ``wanted`` as it was when the last update began
     last_sent: float = 0.0
     task: asyncio.Task[None] | None = None
+    asked: asyncio.Event = field(default_factory=asyncio.Event)  # wakes a waiting task
 
 
 class RootUpdates:
@@ -86,7 +68,7 @@ class RootUpdates:
     ) -> None:
         self.client = client
         self.per_root_s = per_root_s
-        self.budget = _Budget(per_minute, burst)
+        self.budget = TokenBucket(per_minute, burst)
         self._roots: dict[tuple[str, str], _Root] = {}
         self.sent = 0  # chat.update calls made (for the benchmark)
 
@@ -100,10 +82,16 @@ class RootUpdates:
         root = self._root(channel, ts)
         root.last_sent, root.last_view = time.monotonic(), _fingerprint(view)
 
-    def want(self, channel: str, ts: str, render: Render) -> None:
-        """Show ``render``'s view on the root soon (coalesced with every other ask)."""
+    def want(self, channel: str, ts: str, render: Render, *, progress: bool = False) -> None:
+        """Show ``render``'s view on the root soon (coalesced with every other ask).
+
+        ``progress``: a step of a running diagnosis, which waits its turn among the other
+        roots; anything else (the verdict, a person's button) goes out after ``per_root_s``.
+        """
         root = self._root(channel, ts)
         root.render = render
+        root.progress_only = root.progress_only and progress
+        root.asked.set()  # a waiting root may now be due sooner (no longer mere progress)
         root.wanted += 1
         if root.task is None or root.task.done():
             root.task = asyncio.create_task(self._keep_up(channel, ts, root))
@@ -121,6 +109,13 @@ class RootUpdates:
                 with contextlib.suppress(asyncio.CancelledError):
                     await root.task
 
+    def _spacing(self) -> float:
+        """How long a root waits between progress updates: ``per_root_s``, or longer when
+        many roots are waiting, so that the budget goes to final states rather than to some
+        roots' every step."""
+        # Every root seen lately counts (one just posted will want its final state soon).
+        return max(self.per_root_s, len(self._roots) / self.budget.rate)
+
     def _root(self, channel: str, ts: str) -> _Root:
         root = self._roots.get((channel, ts))
         if root is None:
@@ -131,7 +126,7 @@ class RootUpdates:
     def _forget_idle(self) -> None:
         """Drop roots that are up to date and past their spacing: one entry per live root."""
         if len(self._roots) < IDLE_KEPT:
-            return
+            return  # few: kept (they count towards the spacing of progress for a while)
         now = time.monotonic()
         for where, root in list(self._roots.items()):
             idle = root.task is None or root.task.done()
@@ -141,10 +136,15 @@ class RootUpdates:
     async def _keep_up(self, channel: str, ts: str, root: _Root) -> None:
         tries = 0
         while root.sent < root.wanted:
-            wait = root.last_sent + self.per_root_s - time.monotonic()
+            spacing = self._spacing() if root.progress_only else self.per_root_s
+            wait = root.last_sent + spacing - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                root.asked.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(root.asked.wait(), wait)
+                continue  # due now, or asked again: the spacing is judged again
             asked = root.wanted
+            root.progress_only = True  # what is asked from now on is judged again
             try:
                 await self._send(channel, ts, root)
             except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:

@@ -92,15 +92,16 @@ class SlackSink:
         await self.roots.close()
         await self.state.store.close()
 
-    def refresh_root(self, thread: DiagnosisThread) -> None:
-        """Show the thread's state on its root soon (coalesced; see RootUpdates)."""
+    def refresh_root(self, thread: DiagnosisThread, *, progress: bool = False) -> None:
+        """Show the thread's state on its root soon (coalesced; see RootUpdates).
+        ``progress``: only a step of a running diagnosis changed."""
         channel, root_ts = thread.channel, thread.root_ts
 
         async def render() -> dict[str, Any] | None:
             current = await self.state.thread(channel, root_ts)
             return None if current is None else await root_view(self.state, current)
 
-        self.roots.want(channel, root_ts, render)
+        self.roots.want(channel, root_ts, render, progress=progress)
 
     async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
         before = (await self.state.results(request.id)).get(result.name)
@@ -119,15 +120,27 @@ class SlackSink:
                 await self.state.record_result(request.id, result)
         # Recorded before the sharers are read: a thread joining now catches up by itself.
         await self.state.record_diagnosis(request.id, diagnosis.to_dict())
+        # The roots show the verdict as soon as it is known: under Tier 3 their updates take
+        # about as long as the threads' posts, so they start now rather than after them.
+        for channel, root_ts in await self._threads(request):
+            thread = await self.state.thread(channel, root_ts)
+            if thread is not None and thread.current == request.id:
+                self.refresh_root(thread)
         await self._each_thread(request, redelivered=None, diagnosis=diagnosis)
         flight = request.origin.get("flight")
         if flight:
             await self.state.land_flight(str(flight), request.id)
 
+    async def _threads(self, request: DiagnosisRequest) -> list[tuple[str, str]]:
+        """Every thread showing the request's run: its origin's, if any, and its sharers."""
+        return list(
+            dict.fromkeys([*_origin_thread(request), *await self.state.sharers(request.id)])
+        )
+
     async def _each_thread(
         self, request: DiagnosisRequest, *, redelivered: str | None, diagnosis: Diagnosis | None
     ) -> None:
-        threads = dict.fromkeys([*_origin_thread(request), *await self.state.sharers(request.id)])
+        threads = await self._threads(request)
 
         async def one(channel: str, root_ts: str) -> None:
             async with self._at_once:
@@ -181,7 +194,8 @@ class SlackSink:
                     thread.cause = cause
                     await self.state.save_thread(thread)
         if thread is not None and thread.current == diagnosis_id:
-            self.refresh_root(thread)  # an older run finishing late leaves the root alone
+            # An older run finishing late leaves the root alone.
+            self.refresh_root(thread, progress=diagnosis is None)
 
     async def _post_ready(
         self,
