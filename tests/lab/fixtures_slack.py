@@ -717,6 +717,21 @@ async def slack_bot(
             await runtime.close()
 
 
+def loopback_settings() -> Any:
+    """Settings for the Slack tests' loopback sites: quick, one reload attempt."""
+    import ipaddress
+
+    from checks.settings import Settings
+
+    return Settings(
+        allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        reload_attempts=1,
+        reload_spacing_s=0,
+        timeout_s=2,
+        diagnosis_budget_s=8,
+    )
+
+
 @pytest_asyncio.fixture
 async def failing_site() -> AsyncIterator[str]:
     """A site on loopback for the Slack tests: answers 502 with nginx's page; yields its URL.

@@ -25,7 +25,7 @@ from bot.threads import ThreadLink
 from checks.context import ProbeContext
 from checks.model import Finding, Status, StepResult
 from checks.steps import Step
-from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn
+from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn, loopback_settings
 from tests.lab.slack_limits import SlackLimits
 
 CHANNELS = [f"C0ASK{n:04d}" for n in range(8)]
@@ -61,20 +61,6 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> Probes:
     return counted
 
 
-def _settings() -> Any:
-    import ipaddress
-
-    from checks.settings import Settings
-
-    return Settings(
-        allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-        reload_attempts=1,
-        reload_spacing_s=0,
-        timeout_s=2,
-        diagnosis_budget_s=8,
-    )
-
-
 def _names(slack: SlackStandIn, root_ts: str) -> list[str]:
     return [m.text.split(":")[0] for m in slack.thread(root_ts)]
 
@@ -97,6 +83,13 @@ async def _ask_everywhere(bot: BotUnderTest, target: str, channels: list[str]) -
     await bot.settle()
 
 
+async def _limited(slack_bot: Callable[..., Any], **extra: Any) -> BotUnderTest:
+    """The bot, against a stand-in that enforces Slack's rate limits from now on."""
+    bot: BotUnderTest = await slack_bot(loopback_settings(), **extra)
+    bot.slack.limits = SlackLimits()
+    return bot
+
+
 def _assert_posted_once(slack: SlackStandIn) -> None:
     keys = [(m.channel, m.metadata["event_payload"]["key"]) for m in slack.messages if m.metadata]
     assert len(keys) == len(set(keys)), "a message was posted twice"
@@ -105,9 +98,8 @@ def _assert_posted_once(slack: SlackStandIn) -> None:
 async def test_one_site_asked_from_many_channels_is_diagnosed_once(
     slack_bot: Callable[..., Any], failing_site: str, probes: Probes
 ) -> None:
-    bot: BotUnderTest = await slack_bot(_settings())
+    bot = await _limited(slack_bot)
     slack = bot.slack
-    slack.limits = SlackLimits()
     await _ask_everywhere(bot, failing_site, CHANNELS)
 
     assert probes.runs == dict.fromkeys(STEP_NAMES, 1)  # one diagnosis for everyone
@@ -120,7 +112,7 @@ async def test_one_site_asked_from_many_channels_is_diagnosed_once(
     assert len(replies) == len(CHANNELS) * (len(STEP_NAMES) + 1)
     assert len({k.split(":")[0] for k in replies}) == 1
     _assert_posted_once(slack)
-    assert slack.limits.unhonoured == 0
+    assert slack.limits is not None and slack.limits.unhonoured == 0
     # Root updates are a budget: at most a couple per root (posted with every step pending,
     # then the final state), never one per step per root.
     updates = len(slack.calls_of("chat.update"))
@@ -138,10 +130,9 @@ async def test_with_an_open_alert_roots_link_to_it_and_it_gets_one_note(
             return ThreadLink(ALERTS, self.ts)
 
     alert = OpenAlert()
-    bot: BotUnderTest = await slack_bot(_settings(), links=[alert])
+    bot = await _limited(slack_bot, links=[alert])
     slack = bot.slack
     alert.ts = str((await bot.runtime.client.chat_postMessage(channel=ALERTS, text="alert"))["ts"])
-    slack.limits = SlackLimits()
     await _ask_everywhere(bot, failing_site, CHANNELS)
 
     assert probes.runs == dict.fromkeys(STEP_NAMES, 1)
@@ -157,15 +148,14 @@ async def test_with_an_open_alert_roots_link_to_it_and_it_gets_one_note(
     (note,) = slack.thread(alert.ts)
     assert all(f"<@U0ASK{i:04d}>" in note.text for i in range(len(CHANNELS)))
     _assert_posted_once(slack)
-    assert slack.limits.unhonoured == 0
+    assert slack.limits is not None and slack.limits.unhonoured == 0
 
 
 async def test_rerun_is_fresh_and_later_askers_share_it(
     slack_bot: Callable[..., Any], failing_site: str, probes: Probes
 ) -> None:
-    bot: BotUnderTest = await slack_bot(_settings())
+    bot = await _limited(slack_bot)
     slack = bot.slack
-    slack.limits = SlackLimits()
     await _ask_everywhere(bot, failing_site, CHANNELS[:2])
     assert probes.runs["first"] == 1
     # Within the window: shares the finished run (caught up at once), no new probe.
@@ -192,4 +182,4 @@ async def test_rerun_is_fresh_and_later_askers_share_it(
     await _ask_everywhere(bot, failing_site, CHANNELS[4:5])
     assert probes.runs["first"] == 3
     _assert_posted_once(slack)
-    assert slack.limits.unhonoured == 0
+    assert slack.limits is not None and slack.limits.unhonoured == 0
