@@ -184,15 +184,19 @@ class InProcessCarrier:
                 )
             )
 
-        results = await run_steps(ctx, steps, on_step=forward)
-        diagnosis = combine(request, results, self.settings)
-        # The verdict is known now; the sink posts it in each thread after that thread's steps
-        # (a step not shown yet is shown first), so it need not wait for the deliveries.
-        await self._deliver(
-            f"diagnosis {request.id} verdict",
-            lambda: self.sink.diagnosis_finished(request, diagnosis),
-        )
-        await asyncio.gather(*deliveries)
+        try:
+            results = await run_steps(ctx, steps, on_step=forward)
+            diagnosis = combine(request, results, self.settings)
+            # The verdict is known now; the sink posts it in each thread after that thread's
+            # steps (a step not shown yet is shown first), so it need not wait for them.
+            await self._deliver(
+                f"diagnosis {request.id} verdict",
+                lambda: self.sink.diagnosis_finished(request, diagnosis),
+            )
+            await asyncio.gather(*deliveries)
+        finally:  # cancelled (close): no delivery outlives its run
+            for delivery in deliveries:
+                delivery.cancel()
 
     async def drain(self) -> None:
         while self._tasks:

@@ -317,7 +317,9 @@ async def test_slash_command_runs_on_workers_into_one_thread_and_reruns_there(
     assert verdict.text.startswith("verdict: upstream_refused"), bot.logs()
     await bot.until(lambda: "verdict upstream_refused" in root.text, "the root's verdict")
     updates_before = root_updates(slack, root.ts)
-    assert updates_before >= len(STEPS)  # live: at least once per step, then the verdict
+    # Updated as results came, coalesced (issue 11): at least once, never more than once per
+    # step and the verdict (each worker process keeps its own spacing).
+    assert 1 <= updates_before <= len(STEPS) + 1
 
     # Re-run, pressed on the verdict: a new verdict in the same thread, never a second root.
     rerun = bot.signer.block_action(
