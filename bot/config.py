@@ -49,6 +49,7 @@ class BotConfig:
     worker_concurrency: int = 50
     # Queue mode: a diagnosis no worker has taken after this long says so on its root message.
     worker_wait_s: float = 20.0
+    share_window_s: float = 30.0  # a `/502` this soon after a site's run ends shares it
 
     @property
     def socket_mode(self) -> bool:
@@ -114,6 +115,13 @@ def load_config(
     wait_text = get("BADGATEWAY_WORKER_WAIT_S") or "20"
     if not _SECONDS.fullmatch(wait_text) or float(wait_text) <= 0:
         raise ConfigError(f"BADGATEWAY_WORKER_WAIT_S must be a number of seconds: {wait_text!r}")
+    window_text = get("BADGATEWAY_SHARE_WINDOW_S") or "30"
+    try:
+        share_window_s = float(window_text)
+    except ValueError:
+        share_window_s = -1.0
+    if not 0 <= share_window_s < 86400:
+        raise ConfigError(f"BADGATEWAY_SHARE_WINDOW_S must be seconds (0-86399): {window_text!r}")
     return BotConfig(
         slack_bot_token=bot_token,
         slack_signing_secret=secret,
@@ -125,6 +133,7 @@ def load_config(
         alerts_token=get("ALERTS_TOKEN"),
         worker_concurrency=int(conc_text),
         worker_wait_s=float(wait_text),
+        share_window_s=share_window_s,
     )
 
 

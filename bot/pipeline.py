@@ -7,6 +7,8 @@ the SAQ-backed carrier in ``bot.queue`` (workers on other machines).
 
 Delivery may be at-least-once (a queue re-runs a job whose worker died), so a sink must be
 idempotent: the same step result for the same request may arrive twice and must show once.
+It must also take a step result that arrives after the verdict (in-process, step results are
+delivered beside the run, and the verdict as soon as it is known).
 """
 
 from __future__ import annotations
@@ -169,18 +171,33 @@ class InProcessCarrier:
         ctx = ProbeContext.from_dict(request.context, self.settings)
         steps = [s for s in (step_named(n) for n in request.steps) if s is not None]
 
+        deliveries: list[asyncio.Task[None]] = []
+
         async def forward(result: StepResult) -> None:
-            await self._deliver(
-                f"diagnosis {request.id} step {result.name}",
-                lambda: self.sink.step_finished(request, result),
+            # Delivered beside the probes, not in their way: showing a step in many threads
+            # under Slack's limits may take longer than the whole diagnosis.
+            deliveries.append(
+                asyncio.create_task(
+                    self._deliver(
+                        f"diagnosis {request.id} step {result.name}",
+                        lambda: self.sink.step_finished(request, result),
+                    )
+                )
             )
 
-        results = await run_steps(ctx, steps, on_step=forward)
-        diagnosis = combine(request, results, self.settings)
-        await self._deliver(
-            f"diagnosis {request.id} verdict",
-            lambda: self.sink.diagnosis_finished(request, diagnosis),
-        )
+        try:
+            results = await run_steps(ctx, steps, on_step=forward)
+            diagnosis = combine(request, results, self.settings)
+            # The verdict is known now; the sink posts it in each thread after that thread's
+            # steps (a step not shown yet is shown first), so it need not wait for them.
+            await self._deliver(
+                f"diagnosis {request.id} verdict",
+                lambda: self.sink.diagnosis_finished(request, diagnosis),
+            )
+            await asyncio.gather(*deliveries)
+        finally:  # cancelled (close): no delivery outlives its run
+            for delivery in deliveries:
+                delivery.cancel()
 
     async def drain(self) -> None:
         while self._tasks:

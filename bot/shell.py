@@ -174,6 +174,7 @@ class Shell:
     async def _finish(self) -> None:
         """Wait for the diagnosis started (if any); show the root if it changed."""
         await self.carrier.drain()
+        await self.chatops.diagnoses.sink.roots.settle()  # root updates are coalesced
         if self.slack.root_updates != self._updates_before:
             self.slack.show_root()
 

@@ -8,12 +8,22 @@ A 5xx or a dropped connection on ``chat.postMessage`` is ambiguous: Slack may ha
 message anyway, and a blind retry would post it twice. So the SDK does not retry that method;
 ``post_once`` tags every message with metadata naming what it is, and after an ambiguous
 failure looks for the tagged message in the channel or thread before posting again.
+
+Posts are paced in each process to Slack's posting limits (``PostPace``: about one a second
+per channel with a short burst, and the workspace's per-minute limit), so a storm of posts to
+many threads mostly waits its turn here instead of collecting 429s. A post still refused
+with 429 after the SDK's retries (a storm: many threads share the
+workspace's posting limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
+tries again, for up to ``RATE_LIMITED_FOR_S`` — a refused post was not posted, so this is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
+import weakref
 from typing import Any
 
 import aiohttp
@@ -37,6 +47,7 @@ RATE_LIMIT_RETRIES = 8
 SERVER_ERROR_RETRIES = 3
 CONNECTION_RETRIES = 3
 POST_ATTEMPTS = 4
+RATE_LIMITED_FOR_S = 600.0  # how long a post keeps waiting out 429s before it gives up
 METADATA_EVENT = "badgateway_post"
 NOT_RETRIED_BY_SDK = ("chat.postMessage",)  # not idempotent: post_once handles it
 
@@ -88,6 +99,81 @@ def make_web_client(config: BotConfig) -> AsyncWebClient:
     )
 
 
+class TokenBucket:
+    """``per_minute`` calls at most, ``burst`` at once; waiters are served in turn."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+        self.turn = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self.turn:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1.0:
+                    self.tokens -= 1.0
+                    return
+                await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+    def idle(self, now: float) -> bool:
+        return not self.turn.locked() and now - self.updated > 60.0 / self.rate * self.burst
+
+
+class PostPace:
+    """chat.postMessage's limits as this process keeps them (a little under Slack's: other
+    processes post too, and the 429s that remain are honoured)."""
+
+    CHANNEL_PER_MINUTE, CHANNEL_BURST = 60.0, 3
+    WORKSPACE_PER_MINUTE, WORKSPACE_BURST = 280.0, 20
+
+    def __init__(self) -> None:
+        self.workspace = TokenBucket(self.WORKSPACE_PER_MINUTE, self.WORKSPACE_BURST)
+        self.channels: dict[str, TokenBucket] = {}
+
+    async def take(self, channel: str) -> None:
+        bucket = self.channels.get(channel)
+        if bucket is None:
+            if len(self.channels) > 500:  # forget channels that have been quiet a while
+                now = time.monotonic()
+                self.channels = {c: b for c, b in self.channels.items() if not b.idle(now)}
+            bucket = self.channels[channel] = TokenBucket(
+                self.CHANNEL_PER_MINUTE, self.CHANNEL_BURST
+            )
+        await bucket.take()
+        await self.workspace.take()
+
+
+_PACES: weakref.WeakKeyDictionary[AsyncWebClient, PostPace] = weakref.WeakKeyDictionary()
+
+
+def post_pace(client: AsyncWebClient) -> PostPace:
+    """The pace of posts made with ``client`` (one per client, so one per workspace token)."""
+    pace = _PACES.get(client)
+    if pace is None:
+        pace = _PACES[client] = PostPace()
+    return pace
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The Retry-After seconds of a 429, else None."""
+    if not isinstance(exc, SlackApiError) or exc.response is None:
+        return None
+    if int(getattr(exc.response, "status_code", 200) or 200) != 429:
+        return None
+    headers = getattr(exc.response, "headers", None) or {}
+    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), "1")
+    value = raw[0] if isinstance(raw, list) else raw
+    try:
+        return max(1.0, float(value))
+    except ValueError:
+        return 1.0
+
+
 def _ambiguous(exc: BaseException) -> bool:
     """True when a failed post may still have been posted."""
     if isinstance(exc, SlackApiError):
@@ -133,7 +219,11 @@ async def post_once(
     """
     metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
     delay = 0.5
-    for attempt in range(1, POST_ATTEMPTS + 1):
+    attempt = 0
+    limited_until = time.monotonic() + RATE_LIMITED_FOR_S
+    while attempt < POST_ATTEMPTS:
+        attempt += 1
+        await post_pace(client).take(channel)
         try:
             response = await client.chat_postMessage(
                 channel=channel,
@@ -146,6 +236,11 @@ async def post_once(
             )
             return str(response["ts"])
         except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
+            wait_s = _retry_after(exc)
+            if wait_s is not None and time.monotonic() + wait_s < limited_until:
+                attempt -= 1  # refused, so not posted: not an attempt
+                await asyncio.sleep(wait_s + random.random())
+                continue
             if not _ambiguous(exc) or attempt == POST_ATTEMPTS:
                 raise
             log.warning("posting %s failed (%s); checking whether Slack has it", key, exc)

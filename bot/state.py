@@ -8,9 +8,16 @@ its step results and the ts of every message posted for it, so that a step deliv
 handled are remembered by ``event_id``, and a lock per thread keeps two workers from racing on
 the same messages.
 
+One diagnosis may be shown in many threads (single-flight: everyone who asks about a site while
+it is being diagnosed, or shortly after, shares that run). A site's run is its ``Flight``; the
+threads that show a diagnosis are its sharers, and what was posted is kept per thread.
+
 Keys (bot.storage's scheme): ``bgw:thread:{channel}:{root_ts}``, ``bgw:threads:open``,
-``bgw:slack:diag:{id}:{results,ts,request,diagnosis}``, ``bgw:event:{event_id}`` and
-``bgw:lock:thread:{channel}:{root_ts}`` (the queue's own ``bgw:diag:*`` keys are separate).
+``bgw:slack:diag:{id}:{results,request,diagnosis,sharers}``,
+``bgw:slack:diag:{id}:ts:{channel}:{root_ts}`` (what was posted in one thread),
+``bgw:flight:{url}`` (a site's current run), ``bgw:asked:{channel}:{ts}`` (the note in an
+alert's thread), ``bgw:event:{event_id}``, ``bgw:lock:thread:{channel}:{root_ts}`` and
+``bgw:lock:flight:{url}`` (the queue's own ``bgw:diag:*`` keys are separate).
 
 Two stores with one protocol: ``MemoryStore`` (one process: the shell, in-process serve) and
 ``RedisStore`` (web and workers on several machines).
@@ -36,6 +43,10 @@ DIAGNOSIS_TTL_S = 7 * 24 * 3600.0
 EVENT_TTL_S = 3600.0  # Slack retries an event for a few minutes at most
 VERDICT_FIELD = "_verdict"  # the verdict's ts lives beside the steps' ts
 OPEN_KEY = storage.key("threads", "open")
+# How long a running flight is trusted without news: a run whose carrier died does not keep
+# every later request waiting on it for ever.
+FLIGHT_RUNNING_TTL_S = 300.0
+FLIGHT_DONE_TTL_S = 3600.0  # a finished flight is kept this long; the window decides its use
 
 
 class StateStore(Protocol):
@@ -172,6 +183,10 @@ class RedisStore:
         await self.redis.aclose()
 
 
+def _posted_key(diagnosis_id: str, channel: str, root_ts: str) -> str:
+    return storage.key("slack", "diag", diagnosis_id, "ts", channel, root_ts)
+
+
 def open_store(redis_url: str | None) -> StateStore:
     return RedisStore(redis_url) if redis_url else MemoryStore()
 
@@ -186,6 +201,7 @@ class DiagnosisThread:
     url: str
     requester: str
     created_at: float
+    link: str = ""  # the permalink of the alert's thread, when the site has an open alert
     current: str = ""  # id of the diagnosis the root message shows
     cause: str | None = None  # the current diagnosis' verdict, once known
     runs: int = 1  # 1 + the number of re-runs in this thread
@@ -208,6 +224,26 @@ class DiagnosisThread:
 
 def thread_key(channel: str, root_ts: str) -> str:
     return f"{channel}:{root_ts}"
+
+
+@dataclass
+class Flight:
+    """A site's diagnosis that later requests share: which one, since when, done when."""
+
+    diagnosis_id: str
+    started_at: float
+    finished_at: float | None = None
+
+    def shareable(self, now: float, window_s: float) -> bool:
+        """Running, or finished no longer than ``window_s`` ago."""
+        return self.finished_at is None or now - self.finished_at <= window_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return storage.as_record(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Flight:
+        return storage.from_record(cls, d)
 
 
 class BotState:
@@ -260,14 +296,61 @@ class BotState:
             DIAGNOSIS_TTL_S,
         )
 
-    async def posted(self, diagnosis_id: str) -> dict[str, str]:
-        """Message ts per step name (and VERDICT_FIELD for the verdict)."""
-        return await self.store.hash_get_all(storage.key("slack", "diag", diagnosis_id, "ts"))
+    async def posted(self, diagnosis_id: str, channel: str, root_ts: str) -> dict[str, str]:
+        """Message ts per step name (and VERDICT_FIELD for the verdict) in one thread."""
+        return await self.store.hash_get_all(_posted_key(diagnosis_id, channel, root_ts))
 
-    async def record_posted(self, diagnosis_id: str, part: str, ts: str) -> None:
+    async def record_posted(
+        self, diagnosis_id: str, channel: str, root_ts: str, part: str, ts: str
+    ) -> None:
         await self.store.hash_set(
-            storage.key("slack", "diag", diagnosis_id, "ts"), part, ts, DIAGNOSIS_TTL_S
+            _posted_key(diagnosis_id, channel, root_ts), part, ts, DIAGNOSIS_TTL_S
         )
+
+    async def sharers(self, diagnosis_id: str) -> list[tuple[str, str]]:
+        """The threads (channel, root_ts) that show this diagnosis, in no particular order."""
+        raw = await self.store.hash_get_all(storage.key("slack", "diag", diagnosis_id, "sharers"))
+        return [(channel, root_ts) for channel, _, root_ts in (k.partition(":") for k in raw)]
+
+    async def add_sharer(self, diagnosis_id: str, channel: str, root_ts: str) -> None:
+        await self.store.hash_set(
+            storage.key("slack", "diag", diagnosis_id, "sharers"),
+            thread_key(channel, root_ts),
+            "1",
+            DIAGNOSIS_TTL_S,
+        )
+
+    # Flights (single-flight per site) -------------------------------------------------------
+    def flight_lock(self, url: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a request joins or starts the site's flight, by whichever process."""
+        return self.store.lock(storage.key("lock", "flight", url), timeout_s=30.0)
+
+    async def flight(self, url: str) -> Flight | None:
+        raw = await self.store.get_json(storage.key("flight", url))
+        return Flight.from_dict(raw) if isinstance(raw, dict) else None
+
+    async def save_flight(self, url: str, flight: Flight) -> None:
+        ttl = FLIGHT_RUNNING_TTL_S if flight.finished_at is None else FLIGHT_DONE_TTL_S
+        await self.store.set_json(storage.key("flight", url), flight.to_dict(), ttl)
+
+    async def land_flight(self, url: str, diagnosis_id: str) -> None:
+        """The diagnosis is over: the window for sharing it starts now (if it is the site's)."""
+        async with self.flight_lock(url):
+            flight = await self.flight(url)
+            if flight is not None and flight.diagnosis_id == diagnosis_id:
+                flight.finished_at = flight.finished_at or time.time()
+                await self.save_flight(url, flight)
+
+    # The note in an alert's thread ----------------------------------------------------------
+    def asked_lock(self, channel: str, ts: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.store.lock(storage.key("lock", "asked", channel, ts), timeout_s=30.0)
+
+    async def asked(self, channel: str, ts: str) -> dict[str, Any] | None:
+        raw = await self.store.get_json(storage.key("asked", channel, ts))
+        return raw if isinstance(raw, dict) else None
+
+    async def record_asked(self, channel: str, ts: str, doc: dict[str, Any], ttl_s: float) -> None:
+        await self.store.set_json(storage.key("asked", channel, ts), doc, ttl_s)
 
     async def diagnosis_doc(self, diagnosis_id: str) -> dict[str, Any] | None:
         raw = await self.store.get_json(storage.key("slack", "diag", diagnosis_id, "diagnosis"))

@@ -5,14 +5,18 @@ bot.state.DiagnosisThread) and an alert's thread (bot.alerts.chat, recorded as
 bot.alerts.store.Incident). Each is a ``ThreadKind``; ``Threads`` holds them all, and
 ``Threads.owner(channel, ts)`` is the one lookup the verdict's buttons and mentions go
 through: the ``ThreadOwner`` it returns does ``take``, ``resolve``, ``rerun`` and ``escalate``
-for its kind. ``/502 status`` is every kind's ``status_text``, in order; a `/502` for a site
-that already has a thread of some kind goes there (``divert``). A feature may add command
-words to `/502` (``CommandHandler``).
+for its kind. ``/502 status`` is every kind's ``status_text``, in order. A feature may add
+command words to `/502` (``CommandHandler``).
+
+A `/502` is always answered where it was typed. When its site already has a thread of another
+kind (an open alert), that thread is found through ``ThreadLinks.open_thread``: the `/502`
+root links to it, and it gets a short note — never a copy of the diagnosis.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from checks.context import ProbeContext
@@ -43,8 +47,18 @@ class ThreadKind(Protocol):
         """This kind's open threads, for `/502 status`."""
         ...
 
-    async def divert(self, ctx: ProbeContext, *, user: str, reply: Reply) -> bool:
-        """Take a `/502` into a thread of this kind already open for its site; True if taken."""
+
+@dataclass(frozen=True)
+class ThreadLink:
+    """A thread already open for a site (an alert's), that a `/502` root links to."""
+
+    channel: str
+    ts: str
+
+
+class ThreadLinks(Protocol):
+    async def open_thread(self, ctx: ProbeContext) -> ThreadLink | None:
+        """The thread of this kind open for the target's site, if there is one."""
         ...
 
 
@@ -64,8 +78,11 @@ class Threads:
     async def status_text(self) -> str:
         return "\n\n".join([await kind.status_text() for kind in self.kinds])
 
-    async def divert(self, ctx: ProbeContext, *, user: str, reply: Reply) -> bool:
-        for kind in self.kinds:
-            if await kind.divert(ctx, user=user, reply=reply):
-                return True
-        return False
+
+async def open_thread(links: Sequence[ThreadLinks], ctx: ProbeContext) -> ThreadLink | None:
+    """The first open thread any of ``links`` knows for the target's site."""
+    for source in links:
+        found = await source.open_thread(ctx)
+        if found is not None:
+            return found
+    return None

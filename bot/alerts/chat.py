@@ -1,6 +1,6 @@
 """Alerts in Slack's chat: an alert's thread as a ``ThreadKind`` (its verdict buttons), its
-part of `/502 status`, `/502 mute SITE 1h` and `/502 unmute SITE`, and `/502 URL` for a site
-that is alerting (the diagnosis goes into the alert's thread, not a second root).
+part of `/502 status`, `/502 mute SITE 1h` and `/502 unmute SITE`, and the open alert's
+thread that a `/502` root for an alerting site links to (a ``ThreadLinks``).
 
 In a grouped alert's thread a button acts on every site of the group, and
 `@badgateway show SITE` posts that site's full diagnosis (its checks, then the verdict): in
@@ -19,13 +19,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.alerts import messages
 from bot.alerts.incidents import Incidents, parse_duration
 from bot.alerts.store import OPEN, Incident
-from bot.pipeline import Carrier, DiagnosisRequest
+from bot.pipeline import Carrier
 from bot.render import slack_blocks as blocks
 from bot.render.mentions import is_user_id
 from bot.render.wording import escape, thread_link
 from bot.slack_client import post_once
 from bot.state import BotState
-from bot.threads import CommandHandler, Reply
+from bot.threads import CommandHandler, Reply, ThreadLink
 from checks.context import ProbeContext
 from checks.model import Diagnosis
 
@@ -33,7 +33,6 @@ DEFAULT_MUTE = "1h"
 USAGE = "Write `/502 mute SITE 1h` (s, m, h or d), `/502 unmute SITE`."
 UNKNOWN_PRESSER = "badgateway could not tell who pressed this button; nothing was changed."
 STILL_RUNNING = "The diagnosis is still running; escalate once the verdict is in."
-DIVERTED = "This site has an open alert; the diagnosis is in its thread."
 
 
 class AlertChat:
@@ -59,14 +58,12 @@ class AlertChat:
     async def status_text(self) -> str:
         return await self.incidents.status_text()
 
-    async def divert(self, ctx: ProbeContext, *, user: str, reply: Reply) -> bool:
+    # ThreadLinks: a `/502` root for an alerting site links to the alert's thread -------------
+    async def open_thread(self, ctx: ProbeContext) -> ThreadLink | None:
         incident = await self.incidents.incident_for_url(ctx.target.url)
-        if incident is None or self.carrier is None:
-            return False
-        origin = {**Incidents.origin(incident), "user": user}
-        await self.carrier.submit(DiagnosisRequest.new(ctx, origin=origin))
-        await reply(DIVERTED)
-        return True
+        if incident is None or not incident.channel or not incident.root_ts:
+            return None
+        return ThreadLink(incident.channel, incident.root_ts)
 
     # `/502 mute SITE 1h`, `/502 unmute SITE` ---------------------------------------------------
     def commands(self) -> dict[str, CommandHandler]:

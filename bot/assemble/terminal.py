@@ -23,6 +23,7 @@ from bot.render.terminal import TerminalReport
 from bot.shell import Shell, TerminalSlack
 from bot.slack.chatops import ChatOps
 from bot.slack.diagnosis_threads import DiagnosisThreads
+from bot.slack.root_updates import RootUpdates
 from bot.slack.sink import SlackSink
 from bot.state import BotState, MemoryStore
 from checks.runner import diagnose, prepare
@@ -70,8 +71,11 @@ def build_shell(settings: Settings, out: TextIO) -> Shell:
     slack = TerminalSlack(out)
     client = cast(AsyncWebClient, slack)
     state = BotState(MemoryStore())
-    carrier = InProcessCarrier(settings, SlackSink(client, state))
-    chatops = ChatOps(client, settings, DiagnosisThreads(client, state, carrier, settings))
+    sink = SlackSink(client, state, RootUpdates.unpaced(client))
+    carrier = InProcessCarrier(settings, sink)
+    chatops = ChatOps(
+        client, settings, DiagnosisThreads(client, state, carrier, settings, sink=sink)
+    )
     return Shell(chatops, carrier, slack, out)
 
 

@@ -50,10 +50,11 @@ from bot.slack.sink import SlackSink
 from bot.slack.waiting import WaitingRoots
 from bot.slack_client import make_web_client
 from bot.state import BotState, StateStore, open_store
-from bot.threads import CommandHandler, ThreadKind
+from bot.threads import CommandHandler, ThreadKind, ThreadLinks
 from checks.settings import Settings
 
 log = logging.getLogger(__name__)
+ROOTS_SETTLE_S = 30.0  # how long a stopping web process waits for its roots' last updates
 
 
 @dataclass
@@ -86,6 +87,8 @@ class WebProcess:
 
     async def close(self) -> None:
         await self.carrier.close()
+        await self.chatops.diagnoses.sink.roots.settle(ROOTS_SETTLE_S)  # the last root updates
+        await self.chatops.diagnoses.sink.roots.close()
         await self.state.store.close()
         if self.incidents is not None:
             await self.incidents.close()
@@ -111,14 +114,16 @@ def build_web(
     store: StateStore | None = None,
     other_threads: Sequence[ThreadKind] = (),
     commands: Mapping[str, CommandHandler] | None = None,
+    links: Sequence[ThreadLinks] = (),
 ) -> WebProcess:
-    """``other_threads`` and ``commands``: kinds of thread and `/502` words besides the
-    alerting side's (tests stand in for it with them)."""
+    """``other_threads``, ``commands`` and ``links``: kinds of thread, `/502` words and open
+    threads a `/502` root links to, besides the alerting side's (tests stand in for it)."""
     client = make_web_client(config)
     state = BotState(store or open_store(config.redis_url))
     waiting = WaitingRoots(client, state)
-    carrier = build_carrier(config, settings, SlackSink(client, state), waiting.show)
-    kinds, words = list(other_threads), dict(commands or {})
+    sink = SlackSink(client, state)
+    carrier = build_carrier(config, settings, sink, waiting.show)
+    kinds, words, linked = list(other_threads), dict(commands or {}), list(links)
     incidents = None
     health = QueueHealth(config.redis_url) if config.redis_url else None
     if config.redis_url:
@@ -126,7 +131,16 @@ def build_web(
         alert_chat = AlertChat(incidents, state, client, carrier)
         kinds.append(alert_chat)
         words.update(alert_chat.commands())
-    diagnoses = DiagnosisThreads(client, state, carrier, settings)
+        linked.append(alert_chat)
+    diagnoses = DiagnosisThreads(
+        client,
+        state,
+        carrier,
+        settings,
+        sink=sink,
+        links=linked,
+        share_window_s=config.share_window_s,
+    )
     chatops = ChatOps(
         client,
         settings,

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.render.evidence import step_evidence
 from bot.render.mentions import escape_mrkdwn, user_mention
-from bot.render.wording import cut, escape, on_it, slack_date_time
+from bot.render.wording import alert_link, cut, escape, on_it, slack_date_time
 from checks import steps as step_registry
 from checks.causes import CATALOGUE
 from checks.model import Cause, Diagnosis, Status, StepResult, Verdict
@@ -127,7 +127,9 @@ def root_message(
     resolved_by: str | None = None,
     resolved_at: float | None = None,
     rerun_count: int = 0,
+    link: str = "",
 ) -> Message:
+    """``link``: the permalink of the site's open alert's thread, shown near the top."""
     lines = []
     for name in ordered_names(steps):
         result = results.get(name)
@@ -139,6 +141,7 @@ def root_message(
     blocks: list[dict[str, Any]] = [
         header(f"502 diagnosis: {cut(target, 120)}"),
         section(f"*Target:* {escape(url)}\n*Asked by:* {user_mention(requester)}"),
+        *([section(alert_link(link))] if link else []),
         *sections(lines or ["_no checks are installed_"]),
     ]
     if verdict is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from bot.render.mentions import escape_mrkdwn, user_mention
+from bot.render.mentions import channel_mention, escape_mrkdwn, user_mention
 from checks.redact import redact
 
 ON_IT = "🙋"  # Unicode, not :raising_hand:, so the terminal shell shows it too
@@ -65,3 +65,22 @@ def thread_link(channel: str, ts: str) -> str:
 def on_it(user: str) -> str:
     """'🙋 @user is on it': a person took the thread (a `/502` or an alert)."""
     return f"{ON_IT} {user_mention(user)} is on it"
+
+
+def alert_link(permalink: str) -> str:
+    """What a `/502` root says when its site has an open alert: where the alert is."""
+    return f"🚨 This site has an open alert: <{permalink}|see the alert's thread>."
+
+
+ASKERS_SHOWN = 20
+
+
+def asked_note(askers: list[tuple[str, str]], total: int) -> str:
+    """The one note in an alert's thread naming who asked about its site with `/502`, and
+    where: ``askers`` (user, channel) pairs, the newest ``ASKERS_SHOWN`` at most."""
+    shown = [
+        f"{user_mention(user)} in {channel_mention(channel)}"
+        for user, channel in askers[-ASKERS_SHOWN:]
+    ]
+    more = f", …and {total - len(shown)} more" if total > len(shown) else ""
+    return f"👀 Asked with `/502` (each has its thread there): {', '.join(shown)}{more}."

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -220,9 +221,14 @@ class ChatOps:
                 return
         if not acked:
             await ack(None)
-        # A site that already has a thread (an open alert): the diagnosis goes there.
-        if not await self.threads.divert(ctx, user=cmd.user, reply=reply):
+        # Answered where it was typed, always (an open alert's thread is linked from there).
+        try:
             await self.diagnoses.start(ctx, user=cmd.user, channel=cmd.channel, reply=reply)
+        except (RedisError, OSError) as exc:  # Redis went away after the check above
+            log.warning("a /502 for %s found Redis gone: %s", ctx.target.url, exc)
+            await reply(
+                chat_text.unavailable_text(f"Redis stopped answering ({type(exc).__name__})")
+            )
 
     # Buttons -------------------------------------------------------------------------------
     async def action(

@@ -1,9 +1,15 @@
 """`/502` threads: starting one, and what its verdict's buttons do (a ``ThreadKind``).
 
-``start`` posts the root message and hands the diagnosis to the carrier; the owner of a
-thread (``DiagnosisThreads.owner``) re-runs it (whole or one check), marks who took it or
-resolved it, and posts the provider-ready summary. Each change is made under the thread's
-lock and shown on the root message and as a short note in the thread.
+``start`` answers a `/502` where it was typed: a root message in that channel (or, when the
+bot cannot post there, in a direct message to the asker), always. The diagnosis behind it is
+the site's flight (bot.state.Flight): one run per site at a time — a request while one runs,
+or within ``share_window_s`` after it, shares that run, and its thread is shown the run's
+results (bot.slack.sink). A site with an open alert (bot.threads.ThreadLinks): the root links
+to the alert's thread, and that thread gets one note per window naming who asked from where.
+
+The owner of a thread (``DiagnosisThreads.owner``) re-runs it (a fresh run, whole or one
+check), marks who took it or resolved it, and posts the provider-ready summary. Each change is
+made under the thread's lock and shown on the root message and as a short note in the thread.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -20,11 +27,11 @@ from bot.pipeline import Carrier, DiagnosisRequest
 from bot.render import chat_text
 from bot.render import slack_blocks as blocks
 from bot.render.mentions import user_mention
-from bot.render.wording import escape, on_it
-from bot.slack.sink import refresh_root, remember_request
+from bot.render.wording import ASKERS_SHOWN, asked_note, escape, on_it, thread_link
+from bot.slack.sink import SlackSink, remember_request, root_view
 from bot.slack_client import post_once, slack_error
-from bot.state import BotState, DiagnosisThread
-from bot.threads import Reply
+from bot.state import BotState, DiagnosisThread, Flight
+from bot.threads import Reply, ThreadLink, ThreadLinks, open_thread
 from checks import steps as step_registry
 from checks.context import ProbeContext
 from checks.guard import TargetRefused
@@ -40,16 +47,36 @@ INVITE_TEXT = (
     "I can't post in this channel: it is private and I'm not a member. "
     "Invite me with `/invite @badgateway`, then run the command again."
 )
+IN_DM_TEXT = (
+    "I can't post in this channel (it is private and I'm not a member), so the diagnosis is "
+    "in our direct messages. Invite me with `/invite @badgateway` to have it here next time."
+)
+SHARE_WINDOW_S = 30.0  # bot.config.BotConfig.share_window_s
 
 
 class DiagnosisThreads:
+    """``links``: where an open thread of another kind (an alert's) is found for a site;
+    ``sink``: what shows a run in a thread (the process's own, so that its root updates share
+    one budget); ``share_window_s``: how long after a run ends a new request still shares it."""
+
     def __init__(
-        self, client: AsyncWebClient, state: BotState, carrier: Carrier, settings: Settings
+        self,
+        client: AsyncWebClient,
+        state: BotState,
+        carrier: Carrier,
+        settings: Settings,
+        *,
+        sink: SlackSink | None = None,
+        links: Sequence[ThreadLinks] = (),
+        share_window_s: float = SHARE_WINDOW_S,
     ) -> None:
         self.client = client
         self.state = state
         self.carrier = carrier
         self.settings = settings
+        self.sink = sink or SlackSink(client, state)
+        self.links = tuple(links)
+        self.share_window_s = share_window_s
 
     # ThreadKind ------------------------------------------------------------------------------
     async def owner(self, channel: str, ts: str) -> DiagnosisThreadOwner | None:
@@ -59,13 +86,11 @@ class DiagnosisThreads:
     async def status_text(self) -> str:
         return chat_text.status_text(await self.state.open_threads())
 
-    async def divert(self, ctx: ProbeContext, *, user: str, reply: Reply) -> bool:
-        return False  # a second `/502` of a site is a thread of its own
-
     # A new thread ----------------------------------------------------------------------------
     async def start(self, ctx: ProbeContext, *, user: str, channel: str, reply: Reply) -> None:
-        """Post the root message and hand the diagnosis to the carrier."""
-        request = DiagnosisRequest.new(ctx, origin={"kind": "slack", "channel": channel})
+        """Post the root where the `/502` was typed and show the site's run in its thread."""
+        diagnosis_id, steps = await self._join_flight(ctx, user)
+        alert = await open_thread(self.links, ctx)
         thread = DiagnosisThread(
             channel=channel,
             root_ts="",
@@ -73,30 +98,123 @@ class DiagnosisThreads:
             url=ctx.target.url,
             requester=user,
             created_at=time.time(),
-            current=request.id,
+            link=await self._permalink(alert) if alert else "",
+            current=diagnosis_id,
         )
-        first_view = blocks.root_message(
-            target=thread.target,
-            url=thread.url,
-            requester=user,
-            steps=request.steps,
-            results={},
-        )
-        try:
-            root_ts = await post_once(
-                self.client, channel=channel, key=f"root:{uuid.uuid4().hex}", message=first_view
-            )
-        except SlackApiError as exc:
-            if slack_error(exc) in NOT_JOINED_ERRORS:
-                await reply(INVITE_TEXT)
-                return
-            await reply(f"Slack refused the message ({slack_error(exc) or exc}); nothing was run.")
-            raise
-        thread.root_ts = root_ts
-        request.origin.update({"root_ts": root_ts, "user": user})
+        posted = await self._post_root(thread, user, reply)
+        if posted is None:
+            return
+        thread.channel, thread.root_ts = posted
         await self.state.save_thread(thread)
+        # Joined before the results are read: whatever the run posts from now on reaches this
+        # thread too, and what it posted before is caught up here.
+        await self.state.add_sharer(diagnosis_id, thread.channel, thread.root_ts)
+        await self.sink.show(diagnosis_id, steps, thread.channel, thread.root_ts)
+        if alert is not None:
+            await self._tell_alert(alert, user, channel)
+
+    async def _join_flight(self, ctx: ProbeContext, user: str) -> tuple[str, list[str]]:
+        """The site's run to show: the one running or just finished, else a new one."""
+        url = ctx.target.url
+        async with self.state.flight_lock(url):
+            flight = await self.state.flight(url)
+            if flight is not None and flight.shareable(time.time(), self.share_window_s):
+                doc = await self.state.request_doc(flight.diagnosis_id)
+                if doc.get("steps"):
+                    return flight.diagnosis_id, list(doc["steps"])
+            request = await self._flight_request(ctx, user)
+            await self._queue_flight(request, url)
+        return request.id, request.steps
+
+    async def _flight_request(self, ctx: ProbeContext, user: str) -> DiagnosisRequest:
+        """A fresh run of the whole sequence, to become the site's flight; the threads that
+        show it are its sharers, none in particular is its origin."""
+        url = ctx.target.url
+        request = DiagnosisRequest.new(ctx, origin={"kind": "slack", "flight": url, "user": user})
         await remember_request(self.state, request)
+        return request
+
+    async def _queue_flight(self, request: DiagnosisRequest, url: str) -> None:
+        """Queue the run, then make it the site's flight (the caller holds the flight lock).
+        In that order: a submit that fails (Redis gone) leaves no flight for later requests
+        to join and wait on."""
         await self.carrier.submit(request)
+        await self.state.save_flight(url, Flight(request.id, time.time()))
+
+    async def _post_root(
+        self, thread: DiagnosisThread, user: str, reply: Reply
+    ) -> tuple[str, str] | None:
+        """Post the root in the thread's channel, else in a direct message; (channel, ts)."""
+        first_view = await root_view(self.state, thread)
+        try:
+            ts = await post_once(
+                self.client,
+                channel=thread.channel,
+                key=f"root:{uuid.uuid4().hex}",
+                message=first_view,
+            )
+            self.sink.roots.posted(thread.channel, ts, first_view)
+            return thread.channel, ts
+        except SlackApiError as exc:
+            if slack_error(exc) not in NOT_JOINED_ERRORS:
+                await reply(f"Slack refused the message ({slack_error(exc) or exc}).")
+                raise
+        try:
+            opened = await self.client.conversations_open(users=user)
+            dm = str(opened["channel"]["id"])
+            ts = await post_once(
+                self.client, channel=dm, key=f"root:{uuid.uuid4().hex}", message=first_view
+            )
+            self.sink.roots.posted(dm, ts, first_view)
+        except (SlackApiError, aiohttp.ClientError, KeyError, TypeError) as exc:
+            log.warning("could not open a direct message with %s: %s", user, exc)
+            await reply(INVITE_TEXT)
+            return None
+        await reply(IN_DM_TEXT)
+        return dm, ts
+
+    async def _permalink(self, link: ThreadLink) -> str:
+        try:
+            response = await self.client.chat_getPermalink(channel=link.channel, message_ts=link.ts)
+            return str(response["permalink"])
+        except (SlackApiError, aiohttp.ClientError, KeyError) as exc:
+            log.warning("no permalink for %s/%s: %s", link.channel, link.ts, exc)
+            return thread_link(link.channel, link.ts)
+
+    async def _tell_alert(self, alert: ThreadLink, user: str, channel: str) -> None:
+        """One note per window in the alert's thread, naming everyone who asked and where:
+        posted for the first asker, then updated (coalesced, like a root) for the others."""
+        async with self.state.asked_lock(alert.channel, alert.ts):
+            now = time.time()
+            doc = await self.state.asked(alert.channel, alert.ts)
+            if doc is None or now - float(doc["since"]) > self.share_window_s:
+                doc = {"since": now, "ts": "", "askers": [], "total": 0}
+            doc["askers"] = [*doc["askers"], [user, channel]][-ASKERS_SHOWN:]
+            doc["total"] = int(doc["total"]) + 1
+            ttl = self.share_window_s + 60
+            if not doc["ts"]:
+                note = blocks.notice(_asked_text(doc))
+                try:
+                    doc["ts"] = await post_once(
+                        self.client,
+                        channel=alert.channel,
+                        thread_ts=alert.ts,
+                        key=f"asked:{uuid.uuid4().hex}",
+                        message=note,
+                    )
+                except (SlackApiError, aiohttp.ClientError) as exc:
+                    log.warning("could not post the note in the alert's thread: %s", exc)
+                    return
+                self.sink.roots.posted(alert.channel, str(doc["ts"]), note)
+                await self.state.record_asked(alert.channel, alert.ts, doc, ttl)
+                return
+            await self.state.record_asked(alert.channel, alert.ts, doc, ttl)
+
+        async def render() -> dict[str, object] | None:
+            latest = await self.state.asked(alert.channel, alert.ts)
+            return blocks.notice(_asked_text(latest)) if latest else None
+
+        self.sink.roots.want(alert.channel, str(doc["ts"]), render)
 
     # What the buttons do ---------------------------------------------------------------------
     async def rerun(
@@ -118,34 +236,43 @@ class DiagnosisThreads:
             kept = {d["name"]: StepResult.from_dict(d) for d in old.get("previous") or []}
             kept.update(await self.state.results(thread.current))
             previous = [r for name, r in kept.items() if name != step]
-        request = DiagnosisRequest.new(
-            ctx,
-            steps=[step] if step else None,
-            origin={
-                "kind": "slack",
-                "channel": thread.channel,
-                "root_ts": thread.root_ts,
-                "user": user,
-            },
-            previous=previous,
-        )
+        if step is None:
+            # Always a fresh run, which becomes the site's flight: later `/502`s share it.
+            request = await self._flight_request(ctx, user)
+        else:
+            request = DiagnosisRequest.new(
+                ctx,
+                steps=[step],
+                origin={
+                    "kind": "slack",
+                    "channel": thread.channel,
+                    "root_ts": thread.root_ts,
+                    "user": user,
+                },
+                previous=previous,
+            )
+            await remember_request(self.state, request)
         async with self.state.thread_lock(thread.channel, thread.root_ts):
             thread = await self.state.thread(thread.channel, thread.root_ts) or thread
             thread.current, thread.cause = request.id, None
             thread.runs += 1
             await self.state.save_thread(thread)
-            await remember_request(self.state, request)
-            await refresh_root(self.client, self.state, thread)
+            await self.state.add_sharer(request.id, thread.channel, thread.root_ts)
+        self.sink.refresh_root(thread)
         which = f"the {escape(step)} check" if step else "the whole diagnosis"
         await self.note(thread, f"🔁 {user_mention(user)} re-runs {which}.")
-        await self.carrier.submit(request)
+        if step is None:
+            async with self.state.flight_lock(ctx.target.url):
+                await self._queue_flight(request, ctx.target.url)
+        else:
+            await self.carrier.submit(request)
 
     async def take(self, thread: DiagnosisThread, user: str) -> None:
         async with self.state.thread_lock(thread.channel, thread.root_ts):
             thread = await self.state.thread(thread.channel, thread.root_ts) or thread
             thread.taken_by, thread.taken_at = user, time.time()
             await self.state.save_thread(thread)
-            await refresh_root(self.client, self.state, thread)
+        self.sink.refresh_root(thread)
         await self.note(thread, f"{on_it(user)}.")
 
     async def resolve(self, thread: DiagnosisThread, user: str) -> None:
@@ -154,7 +281,7 @@ class DiagnosisThreads:
             if thread.resolved_at is None:
                 thread.resolved_by, thread.resolved_at = user, time.time()
                 await self.state.save_thread(thread)
-            await refresh_root(self.client, self.state, thread)
+        self.sink.refresh_root(thread)
         await self.note(thread, f"✔️ Resolved by {user_mention(user)}.")
 
     async def escalate(self, thread: DiagnosisThread, user: str, reply: Reply) -> None:
@@ -201,3 +328,10 @@ class DiagnosisThreadOwner:
 
     async def escalate(self, user: str, reply: Reply) -> None:
         await self.threads.escalate(self.thread, user, reply)
+
+
+def _asked_text(doc: dict[str, object]) -> str:
+    askers = doc.get("askers")
+    pairs = [(str(u), str(c)) for u, c in askers] if isinstance(askers, list) else []
+    total = doc.get("total")
+    return asked_note(pairs, int(total) if isinstance(total, int) else len(pairs))

@@ -1,14 +1,23 @@
-"""SlackSink: a diagnosis' results as one thread — a reply per step in runbook order, the root
-message kept up to date, the verdict with its buttons last.
+"""SlackSink: a diagnosis' results in every thread that shows it — a reply per step in runbook
+order, the root message kept up to date, the verdict with its buttons last.
+
+One diagnosis may be shared by many threads (bot.state: its sharers; everyone who asked about
+the site while it ran). Each thread gets every step reply and the verdict; posts to different
+threads go out side by side, since each channel has its own posting limit.
 
 Steps finish in any order (they run concurrently, maybe on several workers); a finished step
 waits until every earlier one is posted. Every posted message's ts is kept per (diagnosis,
-step) in the state store, so a result delivered again updates its message instead of posting
-a second one. The thread's lock serialises all of this across processes.
+thread, step) in the state store, so a result delivered again updates its message instead of
+posting a second one. The thread's lock serialises all of this across processes. A thread that
+joins late is brought up to date by ``show`` (what is in so far); the sink records each
+result before it reads the sharers, and a joiner records itself before it reads the results,
+so between the two every result reaches every thread. Root messages are updated through
+``RootUpdates`` (coalesced: a budget, not one update per step).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -16,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline import DiagnosisRequest
 from bot.render import slack_blocks as blocks
+from bot.slack.root_updates import RootUpdates
 from bot.slack_client import find_posted, post_once, update
 from bot.state import VERDICT_FIELD, BotState, DiagnosisThread
 from checks.model import Diagnosis, StepResult
@@ -24,10 +34,14 @@ log = logging.getLogger(__name__)
 
 # Marks a part whose post was begun; see SlackSink._post_part.
 INTENT_SUFFIX = ":posting"
+THREADS_AT_ONCE = 16  # threads posted to side by side (each channel has its own 1/s limit)
+SETTLE_S = 120.0  # how long a closing sink waits for its roots' last updates
 
 
-def _where(request: DiagnosisRequest) -> tuple[str, str]:
-    return str(request.origin["channel"]), str(request.origin["root_ts"])
+def _origin_thread(request: DiagnosisRequest) -> list[tuple[str, str]]:
+    """The thread named in the request's origin, if any (a flight's threads are sharers)."""
+    channel, root_ts = request.origin.get("channel"), request.origin.get("root_ts")
+    return [(str(channel), str(root_ts))] if channel and root_ts else []
 
 
 async def root_view(state: BotState, thread: DiagnosisThread) -> dict[str, Any]:
@@ -42,6 +56,7 @@ async def root_view(state: BotState, thread: DiagnosisThread) -> dict[str, Any]:
     doc = await state.diagnosis_doc(thread.current)
     verdict = Diagnosis.from_dict(doc).verdict if doc else None
     return blocks.root_message(
+        link=thread.link,
         target=thread.target,
         url=thread.url,
         requester=thread.requester,
@@ -60,65 +75,142 @@ async def remember_request(state: BotState, request: DiagnosisRequest) -> None:
     await state.record_request(request.id, {"steps": request.steps, "previous": request.previous})
 
 
-async def refresh_root(client: AsyncWebClient, state: BotState, thread: DiagnosisThread) -> None:
-    await update(
-        client,
-        channel=thread.channel,
-        ts=thread.root_ts,
-        message=await root_view(state, thread),
-    )
-
-
 class SlackSink:
-    """A ResultSink that posts into the request's Slack thread (origin: channel, root_ts)."""
+    """A ResultSink that posts into every thread showing the request's diagnosis: the one in
+    its origin (channel, root_ts) and its sharers."""
 
-    def __init__(self, client: AsyncWebClient, state: BotState) -> None:
+    def __init__(
+        self, client: AsyncWebClient, state: BotState, roots: RootUpdates | None = None
+    ) -> None:
         self.client = client
         self.state = state
+        self.roots = roots or RootUpdates(client)
+        self._at_once = asyncio.Semaphore(THREADS_AT_ONCE)
 
     async def aclose(self) -> None:
+        await self.roots.settle(SETTLE_S)  # the final state of every root lands first
+        await self.roots.close()
         await self.state.store.close()
 
+    def refresh_root(self, thread: DiagnosisThread, *, progress: bool = False) -> None:
+        """Show the thread's state on its root soon (coalesced; see RootUpdates).
+        ``progress``: only a step of a running diagnosis changed."""
+        channel, root_ts = thread.channel, thread.root_ts
+
+        async def render() -> dict[str, Any] | None:
+            current = await self.state.thread(channel, root_ts)
+            return None if current is None else await root_view(self.state, current)
+
+        self.roots.want(channel, root_ts, render, progress=progress)
+
     async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
-        channel, root_ts = _where(request)
-        async with self.state.thread_lock(channel, root_ts):
-            await self.state.record_result(request.id, result)
-            await self._post_ready(request, redelivered=result.name)
-            await self._refresh_root(request)
+        before = (await self.state.results(request.id)).get(result.name)
+        await self.state.record_result(request.id, result)
+        # Delivered again with different content (a re-run job): its replies are updated.
+        changed = before is not None and before.to_dict() != result.to_dict()
+        await self._each_thread(
+            request, redelivered=result.name if changed else None, diagnosis=None
+        )
 
     async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
-        channel, root_ts = _where(request)
-        async with self.state.thread_lock(channel, root_ts):
-            known = await self.state.results(request.id)
-            for result in diagnosis.steps:
-                # A result never reported step by step (lost on the way) still gets its reply.
-                if result.name in request.steps and result.name not in known:
-                    await self.state.record_result(request.id, result)
-            await self._post_ready(request, redelivered=None, final=True)
+        known = await self.state.results(request.id)
+        for result in diagnosis.steps:
+            # A result never reported step by step (lost on the way) still gets its reply.
+            if result.name in request.steps and result.name not in known:
+                await self.state.record_result(request.id, result)
+        # Recorded before the sharers are read: a thread joining now catches up by itself.
+        await self.state.record_diagnosis(request.id, diagnosis.to_dict())
+        # The roots show the verdict as soon as it is known: under Tier 3 their updates take
+        # about as long as the threads' posts, so they start now rather than after them.
+        for channel, root_ts in await self._threads(request):
             thread = await self.state.thread(channel, root_ts)
-            resolved = bool(thread and thread.resolved_at)
-            message = blocks.verdict_message(diagnosis, root_ts, resolved=resolved)
-            posted = await self.state.posted(request.id)
-            if VERDICT_FIELD in posted:
-                await update(
-                    self.client, channel=channel, ts=posted[VERDICT_FIELD], message=message
-                )
-            else:
-                await self._post_part(request, VERDICT_FIELD, message, posted)
-            await self.state.record_diagnosis(request.id, diagnosis.to_dict())
             if thread is not None and thread.current == request.id:
-                thread.cause = diagnosis.verdict.cause.value
-                await self.state.save_thread(thread)
-            await self._refresh_root(request)
+                self.refresh_root(thread)
+        await self._each_thread(request, redelivered=None, diagnosis=diagnosis)
+        flight = request.origin.get("flight")
+        if flight:
+            await self.state.land_flight(str(flight), request.id)
+
+    async def _threads(self, request: DiagnosisRequest) -> list[tuple[str, str]]:
+        """Every thread showing the request's run: its origin's, if any, and its sharers."""
+        return list(
+            dict.fromkeys([*_origin_thread(request), *await self.state.sharers(request.id)])
+        )
+
+    async def _each_thread(
+        self, request: DiagnosisRequest, *, redelivered: str | None, diagnosis: Diagnosis | None
+    ) -> None:
+        threads = await self._threads(request)
+
+        async def one(channel: str, root_ts: str) -> None:
+            async with self._at_once:
+                await self.show(
+                    request.id,
+                    request.steps,
+                    channel,
+                    root_ts,
+                    redelivered=redelivered,
+                    diagnosis=diagnosis,
+                )
+
+        outcomes = await asyncio.gather(
+            *(one(channel, root_ts) for channel, root_ts in threads), return_exceptions=True
+        )
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            raise failed[0]  # the carrier tries again; what was posted is not posted twice
+
+    async def show(
+        self,
+        diagnosis_id: str,
+        steps: list[str],
+        channel: str,
+        root_ts: str,
+        *,
+        redelivered: str | None = None,
+        diagnosis: Diagnosis | None = None,
+    ) -> None:
+        """Bring one thread up to date with a diagnosis: every step reply that can go out in
+        order, the verdict once it is over, and (coalesced) the root."""
+        async with self.state.thread_lock(channel, root_ts):
+            if diagnosis is None:
+                doc = await self.state.diagnosis_doc(diagnosis_id)
+                diagnosis = Diagnosis.from_dict(doc) if doc else None
+            final = diagnosis is not None
+            await self._post_ready(
+                diagnosis_id, steps, channel, root_ts, redelivered=redelivered, final=final
+            )
+            thread = await self.state.thread(channel, root_ts)
+            if diagnosis is not None:
+                resolved = bool(thread and thread.resolved_at)
+                message = blocks.verdict_message(diagnosis, root_ts, resolved=resolved)
+                posted = await self.state.posted(diagnosis_id, channel, root_ts)
+                if VERDICT_FIELD not in posted:
+                    await self._post_part(
+                        diagnosis_id, channel, root_ts, VERDICT_FIELD, message, posted
+                    )
+                cause = diagnosis.verdict.cause.value
+                if thread is not None and thread.current == diagnosis_id and thread.cause != cause:
+                    thread.cause = cause
+                    await self.state.save_thread(thread)
+        if thread is not None and thread.current == diagnosis_id:
+            # An older run finishing late leaves the root alone.
+            self.refresh_root(thread, progress=diagnosis is None)
 
     async def _post_ready(
-        self, request: DiagnosisRequest, *, redelivered: str | None, final: bool = False
+        self,
+        diagnosis_id: str,
+        steps: list[str],
+        channel: str,
+        root_ts: str,
+        *,
+        redelivered: str | None,
+        final: bool,
     ) -> None:
         """Post every result whose earlier steps are all posted; update a redelivered one."""
-        channel, _ = _where(request)
-        results = await self.state.results(request.id)
-        posted = await self.state.posted(request.id)
-        for name in blocks.ordered_names(request.steps):
+        results = await self.state.results(diagnosis_id)
+        posted = await self.state.posted(diagnosis_id, channel, root_ts)
+        for name in blocks.ordered_names(steps):
             result = results.get(name)
             if result is None:
                 if final:
@@ -129,10 +221,16 @@ class SlackSink:
                 if name == redelivered:
                     await update(self.client, channel=channel, ts=posted[name], message=message)
                 continue
-            await self._post_part(request, name, message, posted)
+            await self._post_part(diagnosis_id, channel, root_ts, name, message, posted)
 
     async def _post_part(
-        self, request: DiagnosisRequest, part: str, message: dict[str, Any], posted: dict[str, str]
+        self,
+        diagnosis_id: str,
+        channel: str,
+        root_ts: str,
+        part: str,
+        message: dict[str, Any],
+        posted: dict[str, str],
     ) -> None:
         """Post one part of the thread (a step or the verdict) and record its ts.
 
@@ -140,21 +238,13 @@ class SlackSink:
         the ts leaves the intent behind, and the next try looks the message up (by the key in
         its metadata) instead of posting it again.
         """
-        channel, root_ts = _where(request)
-        key = f"{request.id}:{'verdict' if part == VERDICT_FIELD else part}"
+        key = f"{diagnosis_id}:{'verdict' if part == VERDICT_FIELD else part}"
         ts = None
         if part + INTENT_SUFFIX in posted:
             ts = await find_posted(self.client, channel, root_ts, key)
         if ts is None:
-            await self.state.record_posted(request.id, part + INTENT_SUFFIX, "")
+            await self.state.record_posted(diagnosis_id, channel, root_ts, part + INTENT_SUFFIX, "")
             ts = await post_once(
                 self.client, channel=channel, thread_ts=root_ts, key=key, message=message
             )
-        await self.state.record_posted(request.id, part, ts)
-
-    async def _refresh_root(self, request: DiagnosisRequest) -> None:
-        channel, root_ts = _where(request)
-        thread = await self.state.thread(channel, root_ts)
-        if thread is None or thread.current != request.id:
-            return  # an older run finishing late: the root shows the newest one
-        await refresh_root(self.client, self.state, thread)
+        await self.state.record_posted(diagnosis_id, channel, root_ts, part, ts)

@@ -52,7 +52,8 @@ async def test_the_bots_client_waits_out_429s_and_posts_every_message(
     ]
     timestamps = await asyncio.gather(*posts)
     assert len(set(timestamps)) == 5 and len(slack_api.roots("C0OPS0001")) == 5
-    assert slack_api.limits.refused >= 2  # 5 posts at once against a burst of 3
+    # 5 posts at once against a burst of 3: the client paces them, so Slack refuses none.
+    assert slack_api.limits.refused == 0
     assert slack_api.limits.unhonoured == 0
     sent = [c.at for c in slack_api.calls_of("chat.postMessage", ok_only=True)]
     assert max(sent) - min(sent) >= 1.0  # the last two waited for their tokens

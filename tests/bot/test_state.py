@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from bot.state import BotState, DiagnosisThread, MemoryStore, RedisStore, StateStore
+from bot.state import BotState, DiagnosisThread, Flight, MemoryStore, RedisStore, StateStore
 from checks.model import Status, StepResult
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
 
@@ -56,8 +57,31 @@ async def test_incidents_results_and_ledger(store: StateStore) -> None:
     await state.record_result("d1", StepResult("dns", Status.WARN, "odd"))
     await state.record_result("d1", StepResult("dns", Status.OK, "fine now"))
     assert (await state.results("d1"))["dns"].summary == "fine now"
-    await state.record_posted("d1", "dns", "1.2")
-    assert await state.posted("d1") == {"dns": "1.2"}
+    await state.record_posted("d1", "C1", "1.1", "dns", "1.2")
+    await state.record_posted("d1", "C2", "7.7", "dns", "7.8")  # the same run in another thread
+    assert await state.posted("d1", "C1", "1.1") == {"dns": "1.2"}
+    assert await state.posted("d1", "C2", "7.7") == {"dns": "7.8"}
+
+
+async def test_a_flight_is_shared_while_it_runs_and_for_a_window_after(store: StateStore) -> None:
+    state = BotState(store)
+    url = "https://shop.example.com/"
+    assert await state.flight(url) is None
+    async with state.flight_lock(url):
+        await state.save_flight(url, Flight("d1", started_at=time.time()))
+    flight = await state.flight(url)
+    assert flight is not None and flight.shareable(time.time(), window_s=30)
+    await state.land_flight(url, "d0")  # not the site's current run: nothing changes
+    assert (await state.flight(url)) == flight
+    await state.land_flight(url, "d1")
+    landed = await state.flight(url)
+    assert landed is not None and landed.finished_at is not None
+    assert landed.shareable(landed.finished_at + 29, window_s=30)
+    assert not landed.shareable(landed.finished_at + 31, window_s=30)
+    await state.add_sharer("d1", "C1", "1.1")
+    await state.add_sharer("d1", "C2", "2.2")
+    await state.add_sharer("d1", "C1", "1.1")  # once per thread
+    assert sorted(await state.sharers("d1")) == [("C1", "1.1"), ("C2", "2.2")]
 
 
 async def test_events_are_claimed_once(store: StateStore) -> None:

@@ -1,10 +1,11 @@
-"""bot.threads: one owner lookup over every kind of thread, status and divert in order."""
+"""bot.threads: one owner lookup over every kind of thread, status in order, and the first
+open thread any source links a `/502` to."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.threads import Reply, ThreadOwner, Threads
+from bot.threads import Reply, ThreadLink, ThreadOwner, Threads, open_thread
 from checks.context import ProbeContext
 from checks.settings import Settings
 from checks.target import parse_target
@@ -30,8 +31,8 @@ class _Owner:
 
 
 class _Kind:
-    def __init__(self, name: str, roots: set[str], diverts: bool = False) -> None:
-        self.name, self.roots, self.diverts = name, roots, diverts
+    def __init__(self, name: str, roots: set[str], open_root: str = "") -> None:
+        self.name, self.roots, self.open_root = name, roots, open_root
 
     async def owner(self, channel: str, ts: str) -> ThreadOwner | None:
         return _Owner(self.name, ts) if ts in self.roots else None
@@ -39,12 +40,8 @@ class _Kind:
     async def status_text(self) -> str:
         return f"{self.name}: fine"
 
-    async def divert(self, ctx: ProbeContext, *, user: str, reply: Reply) -> bool:
-        return self.diverts
-
-
-async def _nothing(_: str) -> None:
-    return None
+    async def open_thread(self, ctx: ProbeContext) -> ThreadLink | None:
+        return ThreadLink("C9", self.open_root) if self.open_root else None
 
 
 def _kind_of(owner: ThreadOwner | None) -> tuple[str, str] | None:
@@ -58,11 +55,13 @@ async def test_owner_asks_each_kind_in_turn() -> None:
     assert await threads.owner("C1", "3.3") is None
 
 
-async def test_status_joins_every_kind_and_divert_takes_the_first_yes() -> None:
+async def test_status_joins_every_kind_and_the_first_open_thread_is_linked() -> None:
     settings = Settings()
     ctx = ProbeContext(parse_target("shop.example", settings), settings)
-    threads = Threads([_Kind("diagnoses", set()), _Kind("alerts", set(), diverts=True)])
+    alerts, storms = _Kind("alerts", set(), open_root="5.5"), _Kind("storms", set(), "6.6")
+    threads = Threads([_Kind("diagnoses", set()), alerts])
     assert await threads.status_text() == "diagnoses: fine\n\nalerts: fine"
-    assert await threads.divert(ctx, user="U1", reply=_nothing) is True
-    only_diagnoses = Threads([_Kind("diagnoses", set())])
-    assert await only_diagnoses.divert(ctx, user="U1", reply=_nothing) is False
+    assert await open_thread([_Kind("diagnoses", set()), alerts, storms], ctx) == ThreadLink(
+        "C9", "5.5"
+    )
+    assert await open_thread([_Kind("diagnoses", set())], ctx) is None

@@ -2,8 +2,9 @@
 
 ``SlackStandIn`` is a real aiohttp server on a loopback port. It records every call (method,
 parameters, headers) and answers the methods the bot uses as Slack does: auth.test,
-chat.postMessage/update/postEphemeral, conversations.info/history/replies (with message
-metadata), usergroups.users.list, and ``response_url`` posts. With ``limits=SlackLimits()`` it
+chat.postMessage/update/postEphemeral/getPermalink, conversations.info/history/replies (with
+message metadata) and conversations.open (a direct message: channel ``D`` + the user id's
+rest), usergroups.users.list, and ``response_url`` posts. With ``limits=SlackLimits()`` it
 enforces Slack's documented rate limits (tests/lab/slack_limits.py). Failures are scriptable:
 ``fail("chat.postMessage", status=429, times=3, retry_after=0)``, a 500 that posted anyway
 (``posted_anyway=True``, as Slack sometimes does), or an error code per channel
@@ -395,6 +396,21 @@ class SlackStandIn:
             found.blocks = list(p.get("blocks") or found.blocks)
             found.updates += 1
             return {"ok": True, "channel": channel, "ts": found.ts, "text": found.text}
+        if method == "chat.getPermalink":
+            found = next(
+                (m for m in self.messages if m.ts == p.get("message_ts") and m.channel == channel),
+                None,
+            )
+            if found is None:
+                return {"ok": False, "error": "message_not_found"}
+            digits = found.ts.replace(".", "")
+            permalink = f"https://badgateway-test.slack.com/archives/{channel}/p{digits}"
+            return {"ok": True, "channel": channel, "permalink": permalink}
+        if method == "conversations.open":
+            users = str(p.get("users") or "")
+            if not users:
+                return {"ok": False, "error": "users_not_found"}
+            return {"ok": True, "channel": {"id": "D" + users.split(",")[0][1:]}}
         if method == "chat.postEphemeral":
             self.ephemerals.append(p)
             return {"ok": True, "message_ts": self._next_ts()}
@@ -651,10 +667,12 @@ class BotUnderTest:
         return await self.send(self.signer.slash_command(text, **kwargs))
 
     async def settle(self) -> None:
-        """Wait until every diagnosis started so far has finished posting."""
+        """Wait until every diagnosis started so far has finished posting, and the root
+        messages show it (their updates are coalesced, so they land a little later)."""
         drain = getattr(self.runtime.carrier, "drain", None)
         if drain is not None:
             await drain()
+        await self.runtime.chatops.diagnoses.sink.roots.settle()
 
 
 @pytest_asyncio.fixture
@@ -697,6 +715,21 @@ async def slack_bot(
         for runtime, runner in started:
             await runner.cleanup()
             await runtime.close()
+
+
+def loopback_settings() -> Any:
+    """Settings for the Slack tests' loopback sites: quick, one reload attempt."""
+    import ipaddress
+
+    from checks.settings import Settings
+
+    return Settings(
+        allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        reload_attempts=1,
+        reload_spacing_s=0,
+        timeout_s=2,
+        diagnosis_budget_s=8,
+    )
 
 
 @pytest_asyncio.fixture

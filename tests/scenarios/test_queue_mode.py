@@ -32,6 +32,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from bot.alerts.store import IncidentStore
+from bot.slack.root_updates import PER_ROOT_S
 from bot.state import BotState, open_store
 from checks.steps import step_names
 from tests.lab import REPO
@@ -316,7 +317,9 @@ async def test_slash_command_runs_on_workers_into_one_thread_and_reruns_there(
     assert verdict.text.startswith("verdict: upstream_refused"), bot.logs()
     await bot.until(lambda: "verdict upstream_refused" in root.text, "the root's verdict")
     updates_before = root_updates(slack, root.ts)
-    assert updates_before >= len(STEPS)  # live: at least once per step, then the verdict
+    # Updated as results came, coalesced (issue 11): at least once, never more than once per
+    # step and the verdict (each worker process keeps its own spacing).
+    assert 1 <= updates_before <= len(STEPS) + 1
 
     # Re-run, pressed on the verdict: a new verdict in the same thread, never a second root.
     rerun = bot.signer.block_action(
@@ -504,32 +507,30 @@ async def test_alertmanager_alert_opens_one_thread_diagnosed_by_the_workers(
     assert not [e for e in slack.ephemerals if "no longer have a record" in str(e)]
     assert not [r for r in slack.responses if "no longer have a record" in str(r)]
 
-    # `/502 alertshop` from another channel while the incident is open: into its thread too.
-    # A second's wait first, so that its "Checked:" time (whole seconds) differs from the
-    # first run's and the escalations below can tell the two diagnoses apart.
-    await asyncio.sleep(1.1)
+    # `/502 alertshop` from another channel while the incident is open (issue 11): answered
+    # there, its root linking to the alert's thread, which gets a note naming the asker and
+    # no copy of the diagnosis.
     status, _ = await bot.send(bot.signer.slash_command("alertshop", channel=OPS))
     assert status == 200
-    await bot.until(lambda: len(verdicts(slack, root.ts)) == 3, "the /502 verdict in the thread")
-    assert slack.roots(OPS) == [] and len(slack.roots()) == 1
-    assert any("open alert" in str(r.get("text")) for r in slack.responses)
-
-    # That diagnosis is now the incident's latest: Escalate posts it, not the first one.
-    newest = verdicts(slack, root.ts)[2]
-    await bot.until_latest(root.ts, diagnosis_id(newest), "the incident's latest diagnosis")
-    escalate = bot.signer.block_action(
-        "bgw_escalate", root.ts, message_ts=newest.ts, thread_ts=root.ts, channel=ALERTS
+    await bot.until(lambda: len(slack.roots(OPS)) == 1, "the /502 root where it was typed")
+    asked = slack.roots(OPS)[0]
+    await bot.until(lambda: len(verdicts(slack, asked.ts)) == 1, "the /502 verdict in its thread")
+    assert f"archives/{ALERTS}/p{root.ts.replace('.', '')}" in json.dumps(asked.blocks)
+    await bot.until(
+        lambda: any("Asked with `/502`" in m.text for m in slack.thread(root.ts)),
+        "the note in the alert's thread",
     )
-    assert (await bot.send(escalate))[0] == 200
-    await bot.until(lambda: len(escalations(slack, root.ts)) == 2, "the second escalation")
-    first_run = await bot.checked_at(diagnosis_id(verdict))
-    newest_run = await bot.checked_at(diagnosis_id(newest))
-    assert first_run != newest_run
-    assert f"Checked: {first_run}" in json.dumps(escalations(slack, root.ts)[0].blocks)
-    assert f"Checked: {newest_run}" in json.dumps(escalations(slack, root.ts)[1].blocks)
+    assert len(verdicts(slack, root.ts)) == 2  # the alert's own runs only
 
     # A wrong token: 401, and Slack hears nothing of it.
-    await asyncio.sleep(0.5)  # let the last updates finish
+    # Let the last root updates land (coalesced: up to PER_ROOT_S late), until Slack has heard
+    # nothing for a while.
+    calls_before = -1
+    for _ in range(20):
+        if calls_before == len(slack.calls):
+            break
+        calls_before = len(slack.calls)
+        await asyncio.sleep(PER_ROOT_S + 0.5)
     calls_before = len(slack.calls)
     assert await bot.alert(alertmanager_payload("alertshop"), token="wrong-token") == 401
     await asyncio.sleep(1.0)

@@ -69,7 +69,12 @@ async def test_out_of_order_twice_and_from_two_workers(slack_api: SlackStandIn) 
     await asyncio.gather(*deliveries)
     thread = slack_api.thread(root_ts)
     assert [m.text.split(":")[0] for m in thread] == ordered_names(STEPS)
-    assert sum(m.updates for m in thread) >= 1  # a repeat updated its message in place
+    assert sum(m.updates for m in thread) == 0  # the same result again changes nothing
+    # Delivered again with other content (a job re-run): its reply is updated in place.
+    await worker_a.step_finished(request, _result("dns", Status.WARN, "slow resolver"))
+    dns = next(m for m in slack_api.thread(root_ts) if m.text.startswith("dns"))
+    assert dns.updates == 1 and "slow resolver" in str(dns.blocks)
+    assert len(slack_api.thread(root_ts)) == len(STEPS)
 
     diagnosis = Diagnosis(
         "shop",
@@ -85,6 +90,7 @@ async def test_out_of_order_twice_and_from_two_workers(slack_api: SlackStandIn) 
     )
     thread = slack_api.thread(root_ts)
     assert [m.text.split(":")[0] for m in thread] == [*ordered_names(STEPS), "verdict"]
+    await asyncio.gather(worker_a.roots.settle(), worker_b.roots.settle())
     root = slack_api.message(root_ts)
     assert "upstream_refused" in str(root.blocks) and "❌" in str(root.blocks)
     incident = await state.thread("C1", root_ts)
@@ -120,7 +126,7 @@ async def test_a_post_whose_ts_was_never_recorded_is_found_not_repeated(
     sink = _sink(slack_api, state)
     reload_result = _result("reload")
     # What the dead worker got done: the intent, the post itself, and the result stored.
-    await state.record_posted(request.id, "reload" + INTENT_SUFFIX, "")
+    await state.record_posted(request.id, "C1", root_ts, "reload" + INTENT_SUFFIX, "")
     await post_once(
         make_web_client(BotConfig(slack_bot_token="xoxb-t", slack_api_url=slack_api.base_url)),
         channel="C1",
@@ -131,4 +137,4 @@ async def test_a_post_whose_ts_was_never_recorded_is_found_not_repeated(
     await sink.step_finished(request, reload_result)  # the job, run again elsewhere
     replies = [m for m in slack_api.thread(root_ts) if m.text.startswith("reload")]
     assert len(replies) == 1
-    assert (await state.posted(request.id))["reload"] == replies[0].ts
+    assert (await state.posted(request.id, "C1", root_ts))["reload"] == replies[0].ts

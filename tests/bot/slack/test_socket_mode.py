@@ -8,7 +8,6 @@ answering 502, diagnosed by the engine's own checks.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +28,7 @@ from tests.lab.fixtures_slack import (
     Message,
     SlackSigner,
     SlackStandIn,
+    loopback_settings,
     socket_payload,
 )
 from tests.lab.process import free_port
@@ -39,13 +39,8 @@ ACK_WITHIN_S = 1.5  # Slack allows 3 s; the bot acks before it works
 
 
 def settings() -> Settings:
-    return Settings(
-        allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-        reload_attempts=1,
-        reload_spacing_s=0,
-        timeout_s=2,
-        diagnosis_budget_s=8,
-    )
+    loopback: Settings = loopback_settings()
+    return loopback
 
 
 class SocketBot:

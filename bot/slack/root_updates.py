@@ -1,0 +1,177 @@
+"""Root-message updates as a budget: the latest state wins, and the final state always lands.
+
+Slack allows ``chat.update`` about 50 times a minute for the whole workspace (Tier 3), while a
+diagnosis shown in fifty threads changes fifty roots after every step. So an update is never
+sent as it is asked for: ``RootUpdates.want(channel, ts, render)`` marks the root as stale and
+one task per stale root renders its view when it may send (``render`` reads the state then, so
+whatever happened meanwhile is in it) — at most once per ``per_root_s`` per root (longer
+when many roots wait for mere progress: the budget is kept for final states and people's
+buttons), for the whole process no faster than the workspace's budget (a token bucket), and
+never to show what it already shows. A root asked for again
+while it waits is still one update: nothing queues beyond one entry per root.
+
+A 429 is honoured by the client (bot.slack_client: Retry-After, then retry); an update that
+still fails is tried again later, a few times, and then given up with a log line (the thread's
+replies, which are posts, carry everything the root shows). ``settle`` waits until every
+root asked for so far has been sent: a process flushes its roots before it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack_client import TokenBucket, update
+
+log = logging.getLogger(__name__)
+
+Render = Callable[[], Awaitable[dict[str, Any] | None]]  # the view now; None: nothing to show
+
+PER_ROOT_S = 2.0  # one root is updated at most this often
+WORKSPACE_PER_MINUTE = 45.0  # a little under Tier 3's ~50, leaving room for the other processes
+WORKSPACE_BURST = 5
+UPDATE_TRIES = 4
+RETRY_DELAY_S = 2.0
+IDLE_KEPT = 200  # roots remembered (for their spacing) before idle ones are dropped
+
+
+@dataclass
+class _Root:
+    render: Render | None = None
+    last_view: str = ""  # what the root shows now, as JSON: the same view is not sent again
+    progress_only: bool = True  # every ask since the last update was mere progress
+    wanted: int = 0  # how many times this root was asked for
+    sent: int = 0  # ``wanted`` as it was when the last update began
+    last_sent: float = 0.0
+    task: asyncio.Task[None] | None = None
+    asked: asyncio.Event = field(default_factory=asyncio.Event)  # wakes a waiting task
+
+
+class RootUpdates:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        per_root_s: float = PER_ROOT_S,
+        per_minute: float = WORKSPACE_PER_MINUTE,
+        burst: int = WORKSPACE_BURST,
+    ) -> None:
+        self.client = client
+        self.per_root_s = per_root_s
+        self.budget = TokenBucket(per_minute, burst)
+        self._roots: dict[tuple[str, str], _Root] = {}
+        self.sent = 0  # chat.update calls made (for the benchmark)
+
+    @classmethod
+    def unpaced(cls, client: AsyncWebClient) -> RootUpdates:
+        """For a chat without Slack's limits (the terminal shell): still latest-wins."""
+        return cls(client, per_root_s=0.0, per_minute=60_000.0, burst=1000)
+
+    def posted(self, channel: str, ts: str, view: dict[str, Any]) -> None:
+        """A root was just posted showing ``view``: its first update waits its spacing."""
+        root = self._root(channel, ts)
+        root.last_sent, root.last_view = time.monotonic(), _fingerprint(view)
+
+    def want(self, channel: str, ts: str, render: Render, *, progress: bool = False) -> None:
+        """Show ``render``'s view on the root soon (coalesced with every other ask).
+
+        ``progress``: a step of a running diagnosis, which waits its turn among the other
+        roots; anything else (the verdict, a person's button) goes out after ``per_root_s``.
+        """
+        root = self._root(channel, ts)
+        root.render = render
+        root.progress_only = root.progress_only and progress
+        root.asked.set()  # a waiting root may now be due sooner (no longer mere progress)
+        root.wanted += 1
+        if root.task is None or root.task.done():
+            root.task = asyncio.create_task(self._keep_up(channel, ts, root))
+
+    async def settle(self, timeout_s: float | None = None) -> None:
+        """Wait until every root asked for so far is shown (or ``timeout_s`` has passed)."""
+        tasks = [r.task for r in self._roots.values() if r.task is not None and not r.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
+    async def close(self) -> None:
+        for root in self._roots.values():
+            if root.task is not None:
+                root.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await root.task
+
+    def _spacing(self) -> float:
+        """How long a root waits between progress updates: ``per_root_s``, or longer when
+        many roots are waiting, so that the budget goes to final states rather than to some
+        roots' every step."""
+        # Every root seen lately counts (one just posted will want its final state soon).
+        return max(self.per_root_s, len(self._roots) / self.budget.rate)
+
+    def _root(self, channel: str, ts: str) -> _Root:
+        root = self._roots.get((channel, ts))
+        if root is None:
+            self._forget_idle()
+            root = self._roots[(channel, ts)] = _Root()
+        return root
+
+    def _forget_idle(self) -> None:
+        """Drop roots that are up to date and past their spacing: one entry per live root."""
+        if len(self._roots) < IDLE_KEPT:
+            return  # few: kept (they count towards the spacing of progress for a while)
+        now = time.monotonic()
+        for where, root in list(self._roots.items()):
+            idle = root.task is None or root.task.done()
+            if idle and now - root.last_sent > self.per_root_s:
+                del self._roots[where]
+
+    async def _keep_up(self, channel: str, ts: str, root: _Root) -> None:
+        tries = 0
+        while root.sent < root.wanted:
+            spacing = self._spacing() if root.progress_only else self.per_root_s
+            wait = root.last_sent + spacing - time.monotonic()
+            if wait > 0:
+                root.asked.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(root.asked.wait(), wait)
+                continue  # due now, or asked again: the spacing is judged again
+            asked = root.wanted
+            root.progress_only = True  # what is asked from now on is judged again
+            try:
+                await self._send(channel, ts, root)
+            except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
+                tries += 1
+                root.last_sent = time.monotonic()
+                if tries < UPDATE_TRIES:
+                    log.warning("updating root %s/%s failed (%s); later", channel, ts, exc)
+                    await asyncio.sleep(RETRY_DELAY_S * tries)
+                    continue
+                log.warning("updating root %s/%s failed %d times; gave up", channel, ts, tries)
+            tries = 0
+            root.sent = asked
+
+    async def _send(self, channel: str, ts: str, root: _Root) -> None:
+        """Update the root if its view changed, when the budget allows (rendered again then:
+        whatever happened while it waited is shown too)."""
+        if root.render is None or (view := await root.render()) is None:
+            return
+        if _fingerprint(view) == root.last_view:
+            return
+        await self.budget.take()
+        view = await root.render() or view
+        self.sent += 1
+        root.last_sent = time.monotonic()
+        await update(self.client, channel=channel, ts=ts, message=view)
+        root.last_view = _fingerprint(view)
+
+
+def _fingerprint(view: dict[str, Any]) -> str:
+    return json.dumps(view, sort_keys=True, default=str)
