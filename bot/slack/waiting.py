@@ -32,11 +32,21 @@ class WaitingRoots:
         self.state = state
 
     async def show(self, request: DiagnosisRequest, since: float) -> None:
-        """Say on the request's root that it waits for a worker (a `/502` thread's only)."""
+        """Say on every root showing the request that it waits for a worker (`/502` threads
+        only: the thread that asked for a re-run, or every thread sharing the site's run)."""
         origin = request.origin
-        if origin.get("kind") != "slack" or not origin.get("root_ts"):
+        if origin.get("kind") != "slack":
             return
-        channel, root_ts = str(origin["channel"]), str(origin["root_ts"])
+        if origin.get("root_ts"):
+            threads = [(str(origin["channel"]), str(origin["root_ts"]))]
+        else:
+            threads = await self.state.sharers(request.id)
+        for channel, root_ts in threads:
+            await self._show_on(request, since, channel, root_ts)
+
+    async def _show_on(
+        self, request: DiagnosisRequest, since: float, channel: str, root_ts: str
+    ) -> None:
         # Under the thread's lock, as the sink redraws it: a result shown meanwhile wins.
         async with self.state.thread_lock(channel, root_ts):
             thread = await self.state.thread(channel, root_ts)
