@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from bot.slack_client import PostPace
+
 pytest_plugins = [
     "tests.hypothesis_profiles",  # before any test module: --hypothesis-profile=long
     "tests.lab.fixtures_upstreams",
@@ -118,3 +120,18 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         found = ", ".join(sorted(set(_violations)))
         _violations.clear()
         pytest.fail(f"the test sent traffic outside loopback/test namespaces: {found}")
+
+
+@pytest.fixture(autouse=True)
+def _posts_unpaced_unless_slack_limits(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot paces its posts to Slack's limits (bot.slack_client.PostPace). A test whose
+    stand-in does not enforce those limits lifts the pace, so that a thread's seven posts do not
+    cost it four seconds; a test marked ``slack_limits`` keeps Slack's real pace and turns on
+    the stand-in's limits itself. (Worker subprocesses keep the real pace.)"""
+    if request.node.get_closest_marker("slack_limits") is None:
+        monkeypatch.setattr(PostPace, "CHANNEL_PER_MINUTE", 60_000.0)
+        monkeypatch.setattr(PostPace, "CHANNEL_BURST", 1_000)
+        monkeypatch.setattr(PostPace, "WORKSPACE_PER_MINUTE", 60_000.0)
+        monkeypatch.setattr(PostPace, "WORKSPACE_BURST", 1_000)

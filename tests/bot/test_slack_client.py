@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.config import BotConfig
 from bot.slack_client import make_web_client, post_once
 from tests.lab.fixtures_slack import SlackStandIn
@@ -41,6 +43,7 @@ def test_the_workspace_limit_holds_across_channels() -> None:
     assert limits.admit("chat.postMessage", "C3", now=0.0) == 1
 
 
+@pytest.mark.slack_limits
 async def test_the_bots_client_waits_out_429s_and_posts_every_message(
     slack_api: SlackStandIn,
 ) -> None:

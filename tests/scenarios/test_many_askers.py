@@ -28,6 +28,8 @@ from checks.steps import Step
 from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn, loopback_settings
 from tests.lab.slack_limits import SlackLimits
 
+pytestmark = pytest.mark.slack_limits  # Slack's real pace, against its real limits
+
 CHANNELS = [f"C0ASK{n:04d}" for n in range(8)]
 STEP_NAMES = ["first", "second", "third"]
 ALERTS = "C0ALERTS1"

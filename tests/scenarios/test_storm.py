@@ -30,6 +30,8 @@ from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.shared_nginx import SharedNginx, running_shared_nginx
 from tests.lab.slack_limits import SlackLimits
 
+pytestmark = pytest.mark.slack_limits  # Slack's real pace, against its real limits
+
 SITES = 200
 # Which upstream each site is behind, by its number: three causes, three groups.
 GROUPS = {
