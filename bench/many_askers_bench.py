@@ -29,15 +29,8 @@ from bot.slack.server import EVENTS_PATH
 from checks.settings import Settings
 from checks.steps import step_names
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackSigner, SlackStandIn, sign
+from tests.lab.process import serve_app
 from tests.lab.slack_limits import SlackLimits
-
-
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 async def _bad_gateway(_request: web.Request) -> web.Response:
@@ -51,7 +44,7 @@ async def run(channels: int) -> None:
     await slack.start()
     site_app = web.Application()
     site_app.router.add_get("/{tail:.*}", _bad_gateway)
-    site_runner, site_port = await _serve(site_app)
+    site_runner, site_port = await serve_app(site_app)
     config = BotConfig(
         slack_bot_token="xoxb-bench",
         slack_signing_secret=SIGNING_SECRET,
@@ -59,7 +52,7 @@ async def run(channels: int) -> None:
     )
     settings = Settings(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),), timeout_s=2)
     runtime = build_web(config, settings)
-    bot_runner, bot_port = await _serve(runtime.web_app())
+    bot_runner, bot_port = await serve_app(runtime.web_app())
     signer = SlackSigner(SIGNING_SECRET, slack.response_url)
     target = f"http://127.0.0.1:{site_port}/"
     names = [*step_names(), "verdict"]

@@ -35,6 +35,7 @@ from checks.settings import Settings, Site
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import Message, SlackStandIn
 from tests.lab.fixtures_upstreams import Upstream
+from tests.lab.process import serve_app
 
 CHANNEL = "C0ALERTS"
 TOKEN = "xoxb-test-alerts"
@@ -271,11 +272,7 @@ async def serve_webhooks(
 
     app = web.Application(middlewares=[record])
     add_alert_routes(app, bot_config(slack, alerts_token=token), settings, incidents)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(app)
     try:
         yield Bot(incidents, f"http://127.0.0.1:{port}", carrier, received)
     finally:

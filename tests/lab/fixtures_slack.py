@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlencode
 import pytest_asyncio
 from aiohttp import WSMsgType, web
 
+from tests.lab.process import serve_app
 from tests.lab.slack_limits import SlackLimits
 
 BOT_USER_ID = "UBGWBOT01"
@@ -250,11 +251,7 @@ class SlackStandIn:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{token}", self._response)
         app.router.add_get(SOCKET_PATH, self.socket.serve)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_app(app)
 
     async def stop(self) -> None:
         await self.socket.close()
@@ -681,13 +678,12 @@ async def slack_bot(
 ) -> AsyncIterator[Callable[..., Any]]:
     """Factory: ``bot = await slack_bot(settings)`` serves the real app against ``slack_api``;
     keyword arguments go to ``bot.assemble.web.build_web`` (other kinds of thread…)."""
-    from aiohttp import web as aioweb
 
     from bot.assemble.web import build_web
     from bot.config import BotConfig
     from bot.slack.server import EVENTS_PATH
 
-    started: list[tuple[Any, aioweb.AppRunner]] = []
+    started: list[tuple[Any, web.AppRunner]] = []
 
     async def start(settings: Any, **extra: Any) -> BotUnderTest:
         config = BotConfig(
@@ -696,12 +692,8 @@ async def slack_bot(
             slack_api_url=slack_api.base_url,
         )
         runtime = build_web(config, settings, **extra)
-        runner = aioweb.AppRunner(runtime.web_app())
-        await runner.setup()
-        site = aioweb.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, port = await serve_app(runtime.web_app())
         started.append((runtime, runner))
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return BotUnderTest(
             url=f"http://127.0.0.1:{port}{EVENTS_PATH}",
             runtime=runtime,
@@ -747,11 +739,7 @@ async def failing_site() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", bad_gateway)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(app)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -1,4 +1,5 @@
-"""Start and stop real server processes for tests, on ports picked at run time."""
+"""Start and stop real server processes for tests, on ports picked at run time; and serve an
+aiohttp app in the test's own event loop on a loopback port the kernel picks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 at a port the kernel picks; the runner (to clean up) and port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

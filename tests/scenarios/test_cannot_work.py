@@ -23,7 +23,6 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from bot.assemble.web import WebProcess, build_web
 from bot.config import BotConfig
@@ -41,6 +40,7 @@ from tests.lab.fixtures_redis import (
     SleepyHTTPServer,
 )
 from tests.lab.fixtures_slack import SIGNING_SECRET, BotUnderTest, SlackSigner, SlackStandIn
+from tests.lab.process import serve_app
 
 OPS = "C0OPS0001"
 TOKEN = "xoxb-cannot-work"
@@ -124,11 +124,7 @@ async def queue_bot(
         worker_wait_s=WAIT_S,
     )
     process: WebProcess = build_web(config, settings)
-    runner = web.AppRunner(process.web_app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(process.web_app())
     signer = SlackSigner(SIGNING_SECRET, slack_api.response_url)
     bot = BotUnderTest(f"http://127.0.0.1:{port}{EVENTS_PATH}", process, slack_api, signer)
     try:
