@@ -1,8 +1,10 @@
 """The `badgateway` command: diagnose from a terminal, run the Slack app, workers, the shell.
 
-Parses the arguments, reads the settings and hands over to the process's assembly
-(bot.assemble). Bad input (a target, the sites file, a setting) ends in one line on stderr
-and exit 2; Redis out of reach (`worker`, `status`) in one line and exit 1.
+Parses the arguments, reads the settings once (bot.config: the environment over `.env`, then
+the sites file) and hands over to the process's assembly (bot.assemble). Bad input (a target,
+the sites file, a setting) ends in one line on stderr and exit 2, before anything starts;
+Redis out of reach (`worker`, `status`) in one line and exit 1. `check-config` exits 0 when
+every check passed, 1 when one failed and 2 when the configuration does not load.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from bot.assemble import terminal, web, worker
+from bot.assemble import check_config, terminal, web, worker
 from bot.config import ConfigError, load_config
 from bot.queue.health import REDIS_DOWN, RedisUnreachable, redis_down
 from bot.queue.tuning import TuningError
 from checks.guard import TargetRefused
-from checks.settings import SettingsError, load_settings, one_line
+from checks.settings import SettingsError, one_line
 from checks.target import BadTarget
 
 EXIT_BAD_INPUT = 2
@@ -29,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="badgateway", description="Say why a gateway answers 502 Bad Gateway."
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug output to stderr")
+    p.add_argument("--version", action="version", version=f"badgateway {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("diagnose", help="run the troubleshooting sequence against a target")
@@ -42,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("serve", "run the Slack app"), ("shell", "the bot in this terminal")):
         s = sub.add_parser(name, help=text)
         s.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
+        if name == "serve":
+            s.add_argument(
+                "--host",
+                default=web.DEFAULT_HOST,
+                help="address to listen on (default: %(default)s, every IPv4 address)",
+            )
+    c = sub.add_parser("check-config", help="check the settings and what they point at")
+    c.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
+    c.add_argument("--json", action="store_true", help="print one JSON document")
 
     w = sub.add_parser("worker", help="run a queue worker (needs REDIS_URL)")
     w.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
@@ -53,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="queue depth, job latency and workers (needs REDIS_URL)")
     st.add_argument("--json", action="store_true", help="print one JSON document")
     return p
+
+
+def _version() -> str:
+    """The installed package's version (what `pip show badgateway` says)."""
+    try:
+        return metadata.version("badgateway")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -68,22 +89,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "diagnose":
-            settings = load_settings(args.sites)
-            return terminal.run_diagnose(args.target, settings, as_json=args.json)
         if args.command == "demo":
             return terminal.run_demo(as_json=args.json)
+        if args.command == "check-config":
+            return check_config.run_check_config(args.sites, as_json=args.json)
+        # Every setting, read and checked once, before anything starts.
+        config = load_config(require_slack=args.command == "serve")
+        if args.command == "diagnose":
+            settings = config.load_sites(args.sites)
+            return terminal.run_diagnose(args.target, settings, as_json=args.json)
         if args.command == "serve":
-            return web.serve(load_config(require_slack=True), load_settings(args.sites))
+            return web.serve(config, config.load_sites(args.sites, alerting=True), args.host)
         if args.command == "shell":
-            return terminal.run_shell(load_settings(args.sites), sys.stdin, sys.stdout)
-        config = load_config()
+            return terminal.run_shell(config.load_sites(args.sites), sys.stdin, sys.stdout)
         if not config.redis_url:
             return _fail("REDIS_URL is not set: workers and status need the Redis queue")
         try:
             if args.command == "worker":
                 queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-                return worker.run_worker(config, load_settings(args.sites), queues)
+                settings = config.load_sites(args.sites, alerting=True)
+                return worker.run_worker(config, settings, queues)
             if args.command == "status":
                 return terminal.run_status(config, as_json=args.json)
         except RedisUnreachable as exc:

@@ -12,12 +12,14 @@ nowhere else: configuration is read in one place.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import stat
 import sys
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +38,30 @@ MAX_TOML_DEPTH = 32  # a sites file needs 3 ([[site]], logs = [{ ... }])
 MAX_SECONDS = 10_000_000.0
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+SITES_FILE = "sites file"  # how messages begin; load_settings puts the file's name after it
+SETTINGS_KEYS = (
+    "resolvers",
+    "allow_networks",
+    "timeout_s",
+    "ca_file",
+    "log_window_s",
+    "reload_attempts",
+    "reload_spacing_s",
+    "diagnosis_budget_s",
+    "allowed_channels",
+    "allowed_users",
+    "default_channel",
+)
+SITE_KEYS = (
+    "name",
+    "url",
+    "expected_ips",
+    "upstreams",
+    "logs",
+    "channel",
+    "interval_s",
+    "log_names",
+)
 
 
 def default_port(scheme: str) -> int:
@@ -128,7 +154,7 @@ def one_line(text: str) -> str:
 
 
 def _fail(where: str, what: str) -> SettingsError:
-    return SettingsError(one_line(f"sites file: {where}: {what}"))
+    return SettingsError(one_line(f"{SITES_FILE}: {where}: {what}"))
 
 
 def _shown(value: str, limit: int = 120) -> str:
@@ -139,9 +165,23 @@ def _shown(value: str, limit: int = 120) -> str:
 def _list(value: Any, where: str) -> list[Any]:
     if value is None:
         return []
+    if isinstance(value, str):  # `logs = "/path"`: one item, but a string is not a list
+        shown = _shown(value)
+        raise _fail(where, f"expected a list, got the string {shown}: write [{shown}]")
     if not isinstance(value, list):
-        raise _fail(where, "expected a list")
+        raise _fail(where, f"expected a list, got {type(value).__name__}")
     return value
+
+
+def _known_keys(table: dict[str, Any], known: Iterable[str], where: str) -> None:
+    """A key the bot does not read is a mistake (a typo would otherwise show up much later as
+    a puzzling refusal), so it stops the load, with the nearest known key when one is close."""
+    names = sorted(known)
+    for key in table:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(names)}"
+            raise _fail(where, f"unknown key {_shown(str(key))}; {hint}")
 
 
 def _str_list(value: Any, where: str) -> tuple[str, ...]:
@@ -190,6 +230,7 @@ def _log_source(entry: Any, where: str) -> LogSource:
         entry = {"path": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
         raise _fail(where, 'expected { path = "..." }')
+    _known_keys(entry, ("path", "format", "host"), where)
     path: str = entry["path"]
     if "\0" in path:
         raise _fail(where, f"'path' {_shown(path)} holds a NUL character")
@@ -229,6 +270,7 @@ def _parse_site(raw: Any, index: int) -> Site:
         # Names are shown in one-line messages and Slack posts, and typed back as targets.
         raise _fail(where, f"'name' must be printable text on one line, got {_shown(name)}")
     where = f"site {_shown(name.strip())}"
+    _known_keys(raw, SITE_KEYS, where)
     url = _url(raw.get("url"), where)
     logs = tuple(
         _log_source(entry, f"{where} logs #{j + 1}")
@@ -275,11 +317,11 @@ def _resolvers(value: Any) -> tuple[str, ...]:
     return specs
 
 
-def _ca_file(value: Any) -> str | None:
+def _ca_file(value: Any, env: Mapping[str, str]) -> str | None:
     """The private CA: a regular file, checked now so that a FIFO is not waited on later."""
     where, chosen = "settings.ca_file", value
     if chosen is None or chosen == "":
-        where, chosen = "BADGATEWAY_CA_FILE", os.environ.get("BADGATEWAY_CA_FILE") or None
+        where, chosen = "BADGATEWAY_CA_FILE", env.get("BADGATEWAY_CA_FILE") or None
     if chosen is None:
         return None
     if not isinstance(chosen, str) or not chosen or "\0" in chosen:
@@ -293,15 +335,18 @@ def _ca_file(value: Any) -> str | None:
     return chosen
 
 
-def parse_settings(doc: dict[str, Any]) -> Settings:
-    """Build Settings from a parsed TOML document, failing with a message that names the key."""
+def parse_settings(doc: dict[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from a parsed TOML document, failing with a message that names the key.
+    ``env`` (default: the environment) gives BADGATEWAY_CA_FILE when the file names no CA."""
     if not isinstance(doc, dict):
         raise _fail("document", "expected a table")
+    _known_keys(doc, ("settings", "site"), "top level")
     raw = doc.get("settings")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise _fail("[settings]", "expected a table")
+    _known_keys(raw, SETTINGS_KEYS, "[settings]")
     nets: list[IPNetwork] = []
     for text in _str_list(raw.get("allow_networks"), "settings.allow_networks"):
         try:
@@ -325,7 +370,7 @@ def parse_settings(doc: dict[str, Any]) -> Settings:
         resolvers=_resolvers(raw.get("resolvers")),
         allow_networks=tuple(nets),
         timeout_s=_number(raw.get("timeout_s"), "settings.timeout_s", 5.0),
-        ca_file=_ca_file(raw.get("ca_file")),
+        ca_file=_ca_file(raw.get("ca_file"), os.environ if env is None else env),
         log_window_s=_number(raw.get("log_window_s"), "settings.log_window_s", 900.0),
         reload_attempts=attempts,
         reload_spacing_s=_number(
@@ -406,9 +451,13 @@ def parse_toml(text: str, where: str) -> dict[str, Any]:
         raise SettingsError(one_line(f"{where}: not valid TOML: {what}")) from None
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read the sites file at ``path`` (or $BADGATEWAY_SITES); no file means built-in defaults."""
-    chosen = path if path is not None else os.environ.get("BADGATEWAY_SITES") or None
+def load_settings(
+    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the sites file at ``path`` (or BADGATEWAY_SITES of ``env``, by default the
+    environment); no file means built-in defaults. Every message names the file."""
+    env = os.environ if env is None else env
+    chosen = path if path is not None else env.get("BADGATEWAY_SITES") or None
     if chosen is None:
         return Settings()
     where = f"sites file {_shown(os.fspath(chosen), 300)}"
@@ -421,5 +470,13 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SettingsError(f"{where}: not UTF-8 text (byte {exc.start})") from None
-    return parse_settings(parse_toml(text, where))
+        raise SettingsError(
+            f"{where}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        return parse_settings(parse_toml(text, where), env)
+    except SettingsError as exc:
+        message = str(exc)
+        if message.startswith(SITES_FILE + ":"):
+            raise SettingsError(where + message[len(SITES_FILE) :]) from None
+        raise

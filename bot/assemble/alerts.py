@@ -6,14 +6,12 @@ build their own ``Incidents`` over the same Redis; they share nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from redis.asyncio import Redis
 
 from bot.alerts.incidents import Incidents
 from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
-from bot.config import AlertPolicy, BotConfig, ConfigError
+from bot.config import BotConfig, ConfigError
 from bot.pipeline import Carrier
 from bot.slack_client import make_web_client
 from checks.settings import Settings
@@ -23,14 +21,11 @@ def build_incidents(
     config: BotConfig,
     settings: Settings,
     carrier: Carrier | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
 ) -> Incidents:
     """Incidents over ``REDIS_URL``, posting with the bot token. Alerts need Redis: the
     state must outlive the process and be shared by the web process and the workers."""
     if not config.redis_url:
         raise ConfigError("REDIS_URL is not set: automatic alerts keep their incidents in Redis")
-    policy = AlertPolicy.from_env(env)
     redis = Redis.from_url(config.redis_url, decode_responses=True)
     notifier = SlackNotifier(make_web_client(config)) if config.slack_bot_token else None
-    return Incidents(IncidentStore(redis), notifier, settings, policy, carrier)
+    return Incidents(IncidentStore(redis), notifier, settings, config.alert_policy, carrier)

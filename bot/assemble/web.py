@@ -54,6 +54,7 @@ from bot.threads import CommandHandler, ThreadKind, ThreadLinks
 from checks.settings import Settings
 
 log = logging.getLogger(__name__)
+DEFAULT_HOST = "0.0.0.0"  # every IPv4 address: what `serve` has always bound
 ROOTS_SETTLE_S = 30.0  # how long a stopping web process waits for its roots' last updates
 
 
@@ -156,8 +157,13 @@ def build_web(
     )
 
 
-async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None = None) -> int:
-    """Serve until ``stop`` is set (or SIGTERM/SIGINT when no ``stop`` is given)."""
+async def run(
+    config: BotConfig,
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    host: str = DEFAULT_HOST,
+) -> int:
+    """Serve on ``host`` until ``stop`` is set (or SIGTERM/SIGINT when no ``stop`` is given)."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -175,16 +181,24 @@ async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None 
         return 2
     runner = web.AppRunner(process.web_app())
     await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", config.port)
-    await site.start()
+    site = web.TCPSite(runner, host, config.port)
+    try:
+        await site.start()
+    except OSError as exc:  # the address is not this machine's, or the port is taken
+        await runner.cleanup()
+        await process.close()
+        print(f"badgateway: cannot listen on {host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        return 2
     socket_handler = None
     try:
         if config.socket_mode:
             socket_handler = socket_mode_handler(process.app, config, socket_url)
             if await until_connected(socket_handler, stop):
-                log.warning("badgateway: connected over Socket Mode; health on :%d", config.port)
+                log.warning(
+                    "badgateway: connected over Socket Mode; health on %s:%d", host, config.port
+                )
         else:
-            log.warning("badgateway: listening on :%d%s", config.port, EVENTS_PATH)
+            log.warning("badgateway: listening on %s:%d%s", host, config.port, EVENTS_PATH)
         await stop.wait()
     finally:
         if socket_handler is not None:
@@ -194,7 +208,7 @@ async def run(config: BotConfig, settings: Settings, stop: asyncio.Event | None 
     return 0
 
 
-def serve(config: BotConfig, settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
+def serve(config: BotConfig, settings: Settings, host: str = DEFAULT_HOST) -> int:
+    """Listen on ``host`` until SIGTERM/SIGINT; returns the process exit code."""
     logging.getLogger("bot").setLevel(logging.INFO)
-    return asyncio.run(run(config, settings))
+    return asyncio.run(run(config, settings, host=host))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,6 @@ from bot.slack_client import make_web_client
 from bot.state import BotState, open_store
 from checks.settings import Settings
 
-SINK_ENV = "BADGATEWAY_SINK"  # "module:factory"; factory(config) -> ResultSink
 MONITOR_QUEUE = "monitor"  # the monitoring jobs' own queue (see FeatureJobs)
 NO_TOKEN = (
     "SLACK_BOT_TOKEN is not set: a worker posts each diagnosis into its Slack thread with it "
@@ -50,7 +48,7 @@ def log_sink(config: BotConfig) -> ResultSink:
 
 def make_sink(config: BotConfig) -> ResultSink:
     """The sink a worker feeds (see the module's docstring for which)."""
-    dotted = os.environ.get(SINK_ENV, "").strip()
+    dotted = config.sink
     if dotted:
         module_name, _, attr = dotted.partition(":")
         factory: Callable[[BotConfig], ResultSink] = getattr(
@@ -59,8 +57,6 @@ def make_sink(config: BotConfig) -> ResultSink:
         return factory(config)
     if not config.slack_bot_token:
         raise ConfigError(NO_TOKEN)
-    if not config.slack_bot_token.startswith("xoxb-"):
-        raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
     return SlackSink(make_web_client(config), BotState(open_store(config.redis_url)))
 
 

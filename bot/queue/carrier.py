@@ -50,7 +50,7 @@ class QueueCarrier:
             raise ValueError("QueueCarrier needs config.redis_url")
         self.config = config
         self.settings = settings
-        self.tuning = tuning or QueueTuning.from_env()
+        self.tuning = tuning or config.tuning
         self.on_unclaimed = on_unclaimed
         self._queue: DiagnosisQueue | None = None
         self._store: DiagnosisStore | None = None

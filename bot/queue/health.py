@@ -56,7 +56,7 @@ class QueueHealth:
         self.url = url
         self.timeout_s = timeout_s
         self.redis = connect_redis(
-            url, 4, tuning or QueueTuning.from_env(), retries=0, connect_timeout_s=timeout_s
+            url, 4, tuning or QueueTuning(), retries=0, connect_timeout_s=timeout_s
         )
 
     async def unreachable(self) -> str | None:

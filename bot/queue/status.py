@@ -18,7 +18,7 @@ from bot.config import BotConfig
 from bot.queue.health import require_redis
 from bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
 from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import QueueTuning, connect_redis
+from bot.queue.tuning import connect_redis
 
 RECENT_S = 900  # latency figures cover the last 15 minutes
 
@@ -45,7 +45,7 @@ def _latency(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def collect_status(config: BotConfig) -> dict[str, Any]:
     """Raises RedisUnreachable (one line) when Redis does not answer."""
-    tuning = QueueTuning.from_env()
+    tuning = config.tuning
     await require_redis(str(config.redis_url), tuning)  # at once, not after ~10 s of retries
     redis = connect_redis(str(config.redis_url), 4, tuning)
     try:

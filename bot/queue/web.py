@@ -23,8 +23,7 @@ from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import QueueTuning, connect_redis
 
 
-async def build_app(redis_url: str) -> web.Application:
-    tuning = QueueTuning.from_env()
+async def build_app(redis_url: str, tuning: QueueTuning) -> web.Application:
     redis = connect_redis(redis_url, 10, tuning)
     names = sorted({DEFAULT_QUEUE, *await DiagnosisStore(redis, tuning.keep_s).queue_names()})
     return create_app([DiagnosisQueue(redis, name, tuning) for name in names])
@@ -43,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.redis_url:
         print("badgateway: REDIS_URL is not set", file=sys.stderr)
         return 2
-    web.run_app(build_app(config.redis_url), host=args.host, port=args.port, print=None, loop=None)
+    app = build_app(config.redis_url, config.tuning)
+    web.run_app(app, host=args.host, port=args.port, print=None, loop=None)
     return 0
 
 

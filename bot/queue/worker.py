@@ -31,12 +31,11 @@ from bot.pipeline import ResultSink
 from bot.queue.health import REDIS_DOWN, redis_down
 from bot.queue.jobs import JobRunner
 from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import QueueTuning, connect_redis
+from bot.queue.tuning import connect_redis
 from checks.settings import Settings
 
 log = logging.getLogger(__name__)
 
-NAME_ENV = "BADGATEWAY_WORKER_NAME"
 OUTAGE_REPEAT_S = 10.0  # while Redis is down, say so at most this often
 
 
@@ -82,9 +81,9 @@ class FeatureJobs:
     startup: Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def worker_name() -> str:
+def worker_name(config: BotConfig) -> str:
     """Shown by `status`; SAQ splits worker ids on ':' so none may appear."""
-    name = os.environ.get(NAME_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+    name = config.worker_name or f"{socket.gethostname()}-{os.getpid()}"
     return name.replace(":", "-")
 
 
@@ -98,7 +97,7 @@ async def work(
 ) -> int:
     """Work the given queues (and ``extra_jobs``' own) until SIGTERM/SIGINT, feeding ``sink``.
     Returns the exit code."""
-    tuning = QueueTuning.from_env()
+    tuning = config.tuning
     concurrency = config.worker_concurrency
     if extra_jobs is not None and extra_jobs.queue not in queues:
         queues = [*queues, extra_jobs.queue]
@@ -107,7 +106,7 @@ async def work(
     store = DiagnosisStore(redis, tuning.keep_s)
     runner = JobRunner(settings, sink, store, tuning)
     hub = runner.hub
-    name = worker_name()
+    name = worker_name(config)
     metadata: dict[str, Any] = {"name": name, "queues": queues, "pid": os.getpid()}
     workers: list[Worker[Any]] = []
     for queue_name in queues:

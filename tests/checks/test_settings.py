@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.settings import SettingsError, load_settings
+from checks.settings import SettingsError, load_settings, one_line
 
 GOOD = """
 [settings]
@@ -21,6 +21,9 @@ upstreams = ["10.0.0.5:9000", "unix:/run/php/php8.2-fpm.sock"]
 logs = [{ path = "/var/log/nginx/error.log" }]
 channel = "#ops-shop"
 """
+
+
+SITE_A = '[[site]]\nname = "a"\nurl = "http://a.example/"\n'
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -73,3 +76,92 @@ def test_bad_files_say_what_is_wrong(tmp_path: Path, text: str, named: str) -> N
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="No such file"):
         load_settings(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        (
+            '[settings]\nallow_network = ["127.0.0.0/8"]\n',
+            "[settings]",
+            "did you mean 'allow_networks'?",
+        ),
+        ("[settings]\ntimeout = 5\n", "[settings]", "did you mean 'timeout_s'?"),
+        (
+            SITE_A + 'upstream = ["10.0.0.5:80"]\n',
+            "site 'a'",
+            "did you mean 'upstreams'?",
+        ),
+        (
+            SITE_A + 'log = ["/var/log/x"]\n',
+            "site 'a'",
+            "did you mean 'logs'?",
+        ),
+        (
+            SITE_A + 'logs = [{ path = "/x", fromat = "nginx" }]\n',
+            "site 'a' logs #1",
+            "did you mean 'format'?",
+        ),
+        ("[setting]\ntimeout_s = 5\n", "top level", "did you mean 'settings'?"),
+        (
+            SITE_A + 'logs = "/var/log/x"\n',
+            "site 'a' logs",
+            "expected a list, got the string '/var/log/x': write ['/var/log/x']",
+        ),
+        (
+            '[settings]\nresolvers = ["not a resolver:xx"]\n',
+            "settings.resolvers",
+            "'not a resolver:xx' is not IP or IP:port",
+        ),
+        (
+            '[settings]\nresolvers = ["127.0.0.1:99999"]\n',
+            "settings.resolvers",
+            "port 99999 is not 1-65535",
+        ),
+        (
+            '[settings]\nca_file = "/nonexistent/ca.pem"\n',
+            "settings.ca_file",
+            "'/nonexistent/ca.pem': No such file or directory",
+        ),
+        ('[settings]\nca_file = "/"\n', "settings.ca_file", "is a directory, not a regular file"),
+        (
+            "[settings]\ndiagnosis_budget_s = -1\n",
+            "settings.diagnosis_budget_s",
+            "expected a number greater than 0",
+        ),
+        ("[settings]\ntimeout_s = 0\n", "settings.timeout_s", "expected a number greater than 0"),
+        (
+            SITE_A + "interval_s = -60\n",
+            "site 'a' interval_s",
+            "expected a number greater than 0",
+        ),
+    ],
+)
+def test_each_bad_value_is_one_line_naming_file_key_and_the_fix(
+    tmp_path: Path, text: str, where: str, what: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(path)
+    message = str(raised.value)
+    assert message == one_line(message)
+    assert message.startswith(f"sites file '{path}': {where}: "), message
+    assert what in message, message
+
+
+def test_a_sites_file_that_is_not_utf8_names_the_file_and_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "sites.toml"
+    path.write_bytes(b'[settings]\ndefault_channel = "#caf\xe9"\n')
+    with pytest.raises(SettingsError) as raised:
+        load_settings(path)
+    assert str(raised.value) == f"sites file '{path}': not UTF-8 text (byte 34); save it as UTF-8"
+
+
+def test_the_sites_path_and_ca_file_come_from_the_env_given(tmp_path: Path) -> None:
+    """bot.config hands over what it read from the environment and `.env`."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here\n")
+    path = write(tmp_path, GOOD)
+    env = {"BADGATEWAY_SITES": str(path), "BADGATEWAY_CA_FILE": str(ca)}
+    settings = load_settings(env=env)
+    assert [s.name for s in settings.sites] == ["shop"] and settings.ca_file == str(ca)

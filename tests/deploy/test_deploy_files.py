@@ -61,8 +61,9 @@ def _settings_the_bot_reads() -> set[str]:
     """Environment variable names read by the code, found with ``ast`` in every module of bot/
     and checks/ that touches the environment (``os.environ``, ``getenv``, ``.env``).
 
-    A name is an upper-case string constant of such a module, or one built by an f-string
-    prefix (``f"BADGATEWAY_ALERT_{name}"``) and an upper-case constant of the same module.
+    A name is an upper-case string constant of such a module, or one built by a prefix (an
+    f-string's, ``f"BADGATEWAY_ALERT_{name}"``, or a constant ending in ``_`` handed to a
+    reader) and an upper-case constant of the same module.
     """
     names: set[str] = set()
     for path in sorted([*(REPO / "bot").rglob("*.py"), *(REPO / "checks").rglob("*.py")]):
@@ -80,6 +81,8 @@ def _settings_the_bot_reads() -> set[str]:
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if re.fullmatch(r"[A-Z][A-Z0-9_]*", node.value):
                     constants.add(node.value)
+                if re.fullmatch(r"[A-Z][A-Z0-9_]*_", node.value):
+                    prefixes.add(node.value)  # handed to a reader: _numbers(env, "BADGATEWAY_…_")
         names |= constants | {p + c for p in prefixes for c in constants}
     return names
 

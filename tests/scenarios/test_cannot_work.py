@@ -32,7 +32,6 @@ from bot.slack.server import EVENTS_PATH, READY_PATH
 from checks.settings import load_settings
 from checks.steps import step_names
 from tests.lab.fixtures_redis import (
-    LAB_QUEUE_ENV,
     LAB_TUNING,
     LabWorker,
     QueueLab,
@@ -108,10 +107,7 @@ async def queue_bot(
     slack_api: SlackStandIn,
     redis_server: RedisServer,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[QueueBot]:
-    for name, value in LAB_QUEUE_ENV.items():  # the web process's queue timings, as the lab's
-        monkeypatch.setenv(name, value)
     http = SleepyHTTPServer()
     sites = _sites(tmp_path / "sites.toml")
     settings = load_settings(sites)
@@ -122,6 +118,7 @@ async def queue_bot(
         slack_api_url=slack_api.base_url,
         redis_url=redis_server.url,
         worker_wait_s=WAIT_S,
+        tuning=LAB_TUNING,  # the web process's queue timings, as the lab's
     )
     process: WebProcess = build_web(config, settings)
     runner, port = await serve_app(process.web_app())
