@@ -75,8 +75,10 @@ def _start_up(config: BotConfig, settings: Settings, sites: str | None) -> list[
 async def _resolver(spec: str, name: str) -> Check:
     report = await ask_resolver(spec, Source.SETTINGS, name, CHECK_TIMEOUT_S)
     what = f"{spec}: {report.status.value.upper()} for {name} in {report.elapsed_ms} ms"
-    if report.status in (Answer.TIMEOUT, Answer.ERROR):
-        return Check("resolver", "fail", f"{spec}: no answer ({report.error or 'timeout'})")
+    if report.status == Answer.TIMEOUT:
+        return Check("resolver", "fail", f"{spec}: no answer in {CHECK_TIMEOUT_S} s")
+    if report.status == Answer.ERROR:
+        return Check("resolver", "fail", f"{spec}: {report.error or 'no answer'}")
     if report.status in (Answer.REFUSED, Answer.SERVFAIL):
         return Check("resolver", "warn", f"{what}: it answers but does not resolve the name")
     return Check("resolver", "ok", what)

@@ -1,17 +1,24 @@
 """`badgateway` as a user runs it: exit codes, stderr lines, the JSON document; `status` and
 `worker` when Redis is out of reach or the worker could not post its results."""
 
+import asyncio
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+from importlib import metadata
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.lab import REPO
 from tests.lab.fixtures_redis import RedisServer
-from tests.lab.process import free_port
+from tests.lab.fixtures_slack import SIGNING_SECRET, SlackStandIn
+from tests.lab.process import free_port, running
 
 
 def run_cli(
@@ -108,3 +115,138 @@ def test_worker_without_a_way_to_post_refuses_to_start(
         assert client.keys("saq:*") == []  # it never became a worker
     finally:
         client.close()
+
+
+# --- every bad setting: one line, exit 2, nothing started --------------------------------------
+
+SITE = '[[site]]\nname = "shop"\nurl = "http://shop.example/"\n'
+
+
+def _clean_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """The environment without any badgateway setting of the machine running the tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BADGATEWAY_", "SLACK_"))}
+    env.pop("REDIS_URL", None)
+    return {**env, "PYTHONPATH": str(REPO), **settings}
+
+
+@pytest.mark.parametrize(
+    ("command", "sites", "settings", "line"),
+    [
+        (
+            "serve",
+            '[settings]\nallow_network = ["127.0.0.0/8"]\n',
+            {},
+            "[settings]: unknown key 'allow_network'; did you mean 'allow_networks'?",
+        ),
+        (
+            "worker",
+            SITE,
+            {"BADGATEWAY_QUEUE_HEARTBEAT_S": "abc"},
+            "BADGATEWAY_QUEUE_HEARTBEAT_S must be a whole number greater than 0, got 'abc'",
+        ),
+        (
+            "worker",
+            SITE,
+            {},
+            "site 'shop' has no 'channel' and settings.default_channel is not set",
+        ),
+        (
+            "diagnose",
+            '[settings]\nresolvers = ["127.0.0.1:99999"]\n',
+            {},
+            "settings.resolvers: '127.0.0.1:99999': port 99999 is not 1-65535",
+        ),
+        (
+            "shell",
+            '[settings]\nca_file = "/nonexistent/ca.pem"\n',
+            {},
+            "settings.ca_file: '/nonexistent/ca.pem': No such file or directory",
+        ),
+        (
+            "serve",
+            SITE.replace(
+                'url = "http://shop.example/"', 'url = "http://shop.example/"\nlogs = "/l"'
+            ),
+            {},
+            "site 'shop' logs: expected a list, got the string '/l': write ['/l']",
+        ),
+    ],
+)
+def test_a_bad_setting_stops_each_command_in_one_line_before_anything_starts(
+    tmp_path: Path, command: str, sites: str, settings: dict[str, str], line: str
+) -> None:
+    (tmp_path / "sites.toml").write_text(sites)
+    port = free_port()
+    redis_port = free_port()  # nothing listens: a worker that got as far as Redis would say so
+    env = _clean_env(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_SIGNING_SECRET="secret",
+        SLACK_API_URL=f"http://127.0.0.1:{free_port()}/api/",
+        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        PORT=str(port),
+        BADGATEWAY_SITES="sites.toml",
+        **settings,
+    )
+    args = {"diagnose": ["diagnose", "shop"], "worker": ["worker"]}.get(command, [command])
+    done = run_cli(*args, env=env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr  # one line
+    assert line in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == ""  # the shell never greeted, no diagnosis ran
+    with pytest.raises(OSError):  # serve never listened
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_the_sites_file_named_in_dotenv_is_the_one_every_command_uses(tmp_path: Path) -> None:
+    """`BADGATEWAY_SITES` set in `.env` was ignored: `/502 sites` said no site was configured."""
+    (tmp_path / "sites.toml").write_text(SITE)
+    (tmp_path / ".env").write_text("BADGATEWAY_SITES=sites.toml\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "shell"],
+        input="/502 sites\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(tmp_path),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "shop" in done.stdout and "No sites are configured" not in done.stdout
+
+
+def test_version_is_the_installed_package_s() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"badgateway {metadata.version('badgateway')}"
+
+
+@pytest.mark.parametrize(("host", "other"), [("127.0.0.1", "::1"), ("::1", "127.0.0.1")])
+async def test_serve_listens_on_the_host_it_is_given_only(
+    tmp_path: Path, slack_api: SlackStandIn, host: str, other: str
+) -> None:
+    port = free_port()
+    env = _clean_env(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack_api.base_url,
+        PORT=str(port),
+    )
+    argv = [sys.executable, "-m", "bot.cli", "serve", "--host", host]
+    with running(argv, tmp_path / "serve.log", env=env, cwd=str(tmp_path)) as serve:
+        shown = f"[{host}]" if ":" in host else host
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as session:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://{shown}:{port}/healthz") as response:
+                        if response.status == 200:
+                            break
+                assert serve.proc.poll() is None, serve.output()
+                assert time.monotonic() < deadline, serve.output()
+                await asyncio.sleep(0.05)
+        with pytest.raises(OSError):
+            socket.create_connection((other, port), timeout=1).close()
+        assert f"listening on {host}:{port}" in serve.output()
