@@ -45,13 +45,13 @@ class TuningError(ConfigError):
 
 
 def _numbers(
-    values: Mapping[str, str], prefix: str, error: Callable[[str], ConfigError]
+    values: Mapping[str, str], error: Callable[[str], ConfigError]
 ) -> Callable[..., float]:
-    """A reader of ``{prefix}{name}`` numbers: unset gives the default, anything else must be
-    a finite number above (or, with ``zero_ok``, at least) 0 — whole where ``whole``."""
+    """A reader of numeric settings (each named in full, so a search finds where it is read):
+    unset gives the default, anything else must be a finite number above (or, with
+    ``zero_ok``, at least) 0 — whole where ``whole``."""
 
-    def number(name: str, default: float, *, whole: bool = False, zero_ok: bool = False) -> float:
-        key = f"{prefix}{name}"
+    def number(key: str, default: float, *, whole: bool = False, zero_ok: bool = False) -> float:
         text = values.get(key, "").strip()
         if not text:
             return default
@@ -104,22 +104,26 @@ class QueueTuning:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> QueueTuning:
         """From ``BADGATEWAY_QUEUE_*`` in ``env``; raises TuningError naming a bad one."""
-        number = _numbers(os.environ if env is None else env, "BADGATEWAY_QUEUE_", TuningError)
+        number = _numbers(os.environ if env is None else env, TuningError)
         base = cls()
         return cls(
-            heartbeat_s=int(number("HEARTBEAT_S", base.heartbeat_s, whole=True)),
-            sweep_s=number("SWEEP_S", base.sweep_s),
-            abort_wait_s=number("ABORT_WAIT_S", base.abort_wait_s),
-            retries=int(number("RETRIES", base.retries, whole=True)),
-            retry_delay_s=number("RETRY_DELAY_S", base.retry_delay_s),
-            retry_delay_cap_s=number("RETRY_DELAY_CAP_S", base.retry_delay_cap_s),
-            job_margin_s=number("JOB_MARGIN_S", base.job_margin_s),
-            sink_timeout_s=number("SINK_TIMEOUT_S", base.sink_timeout_s),
-            dequeue_timeout_s=number("DEQUEUE_TIMEOUT_S", base.dequeue_timeout_s),
-            worker_info_s=int(number("WORKER_INFO_S", base.worker_info_s, whole=True)),
-            keep_s=int(number("KEEP_S", base.keep_s, whole=True)),
-            redis_retries=int(number("REDIS_RETRIES", base.redis_retries, whole=True)),
-            host_wait_s=number("HOST_WAIT_S", base.host_wait_s),
+            heartbeat_s=int(number("BADGATEWAY_QUEUE_HEARTBEAT_S", base.heartbeat_s, whole=True)),
+            sweep_s=number("BADGATEWAY_QUEUE_SWEEP_S", base.sweep_s),
+            abort_wait_s=number("BADGATEWAY_QUEUE_ABORT_WAIT_S", base.abort_wait_s),
+            retries=int(number("BADGATEWAY_QUEUE_RETRIES", base.retries, whole=True)),
+            retry_delay_s=number("BADGATEWAY_QUEUE_RETRY_DELAY_S", base.retry_delay_s),
+            retry_delay_cap_s=number("BADGATEWAY_QUEUE_RETRY_DELAY_CAP_S", base.retry_delay_cap_s),
+            job_margin_s=number("BADGATEWAY_QUEUE_JOB_MARGIN_S", base.job_margin_s),
+            sink_timeout_s=number("BADGATEWAY_QUEUE_SINK_TIMEOUT_S", base.sink_timeout_s),
+            dequeue_timeout_s=number("BADGATEWAY_QUEUE_DEQUEUE_TIMEOUT_S", base.dequeue_timeout_s),
+            worker_info_s=int(
+                number("BADGATEWAY_QUEUE_WORKER_INFO_S", base.worker_info_s, whole=True)
+            ),
+            keep_s=int(number("BADGATEWAY_QUEUE_KEEP_S", base.keep_s, whole=True)),
+            redis_retries=int(
+                number("BADGATEWAY_QUEUE_REDIS_RETRIES", base.redis_retries, whole=True)
+            ),
+            host_wait_s=number("BADGATEWAY_QUEUE_HOST_WAIT_S", base.host_wait_s),
         )
 
 
@@ -138,16 +142,28 @@ class AlertPolicy:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AlertPolicy:
         """From ``BADGATEWAY_ALERT_*`` in ``env``; raises ConfigError naming a bad one."""
-        number = _numbers(os.environ if env is None else env, "BADGATEWAY_ALERT_", ConfigError)
+        number = _numbers(os.environ if env is None else env, ConfigError)
         base = cls()
         return cls(
-            failures_to_open=int(number("FAILURES", base.failures_to_open, whole=True)),
-            successes_to_recover=int(number("SUCCESSES", base.successes_to_recover, whole=True)),
-            flap_window_s=number("FLAP_WINDOW_S", base.flap_window_s, zero_ok=True),
-            storm_threshold=int(number("STORM_THRESHOLD", base.storm_threshold, zero_ok=True)),
-            storm_hold_s=number("STORM_HOLD_S", base.storm_hold_s, zero_ok=True),
-            storm_window_s=number("STORM_WINDOW_S", base.storm_window_s, zero_ok=True),
-            body_limit_bytes=int(number("BODY_LIMIT_BYTES", base.body_limit_bytes, whole=True)),
+            failures_to_open=int(
+                number("BADGATEWAY_ALERT_FAILURES", base.failures_to_open, whole=True)
+            ),
+            successes_to_recover=int(
+                number("BADGATEWAY_ALERT_SUCCESSES", base.successes_to_recover, whole=True)
+            ),
+            flap_window_s=number(
+                "BADGATEWAY_ALERT_FLAP_WINDOW_S", base.flap_window_s, zero_ok=True
+            ),
+            storm_threshold=int(
+                number("BADGATEWAY_ALERT_STORM_THRESHOLD", base.storm_threshold, zero_ok=True)
+            ),
+            storm_hold_s=number("BADGATEWAY_ALERT_STORM_HOLD_S", base.storm_hold_s, zero_ok=True),
+            storm_window_s=number(
+                "BADGATEWAY_ALERT_STORM_WINDOW_S", base.storm_window_s, zero_ok=True
+            ),
+            body_limit_bytes=int(
+                number("BADGATEWAY_ALERT_BODY_LIMIT_BYTES", base.body_limit_bytes, whole=True)
+            ),
         )
 
 

@@ -61,9 +61,8 @@ def _settings_the_bot_reads() -> set[str]:
     """Environment variable names read by the code, found with ``ast`` in every module of bot/
     and checks/ that touches the environment (``os.environ``, ``getenv``, ``.env``).
 
-    A name is an upper-case string constant of such a module, or one built by a prefix (an
-    f-string's, ``f"BADGATEWAY_ALERT_{name}"``, or a constant ending in ``_`` handed to a
-    reader) and an upper-case constant of the same module.
+    A name is an upper-case string constant of such a module, or one built by an f-string
+    prefix (``f"BADGATEWAY_ALERT_{name}"``) and an upper-case constant of the same module.
     """
     names: set[str] = set()
     for path in sorted([*(REPO / "bot").rglob("*.py"), *(REPO / "checks").rglob("*.py")]):
@@ -81,8 +80,6 @@ def _settings_the_bot_reads() -> set[str]:
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if re.fullmatch(r"[A-Z][A-Z0-9_]*", node.value):
                     constants.add(node.value)
-                if re.fullmatch(r"[A-Z][A-Z0-9_]*_", node.value):
-                    prefixes.add(node.value)  # handed to a reader: _numbers(env, "BADGATEWAY_…_")
         names |= constants | {p + c for p in prefixes for c in constants}
     return names
 
@@ -221,6 +218,20 @@ def test_the_code_reader_finds_the_settings_it_must() -> None:
     ):
         assert name in read
     assert "BADGATEWAY_SITE" not in read and "REDIS_URI" not in read  # typos stay typos
+
+
+def test_env_example_lists_every_setting_bot_config_reads() -> None:
+    """bot/config.py reads every setting, each named in full; `.env.example` documents each."""
+    source = (REPO / "bot" / "config.py").read_text(encoding="utf-8")
+    named = {
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"(SLACK|BADGATEWAY|REDIS|ALERTS)_[A-Z0-9_]+|PORT", node.value)
+    }
+    assert {"BADGATEWAY_QUEUE_KEEP_S", "BADGATEWAY_ALERT_FAILURES", "BADGATEWAY_SINK"} <= named
+    assert sorted(named - _settings_env_example_lists()) == []
 
 
 def test_every_variable_a_deploy_file_sets_is_read_by_the_bot_and_listed() -> None:
