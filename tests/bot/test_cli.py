@@ -1,18 +1,14 @@
 """`badgateway` as a user runs it: exit codes, stderr lines, the JSON document; `status` and
 `worker` when Redis is out of reach or the worker could not post its results."""
 
-import asyncio
-import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.lab import REPO
@@ -237,16 +233,7 @@ async def test_serve_listens_on_the_host_it_is_given_only(
     argv = [sys.executable, "-m", "bot.cli", "serve", "--host", host]
     with running(argv, tmp_path / "serve.log", env=env, cwd=str(tmp_path)) as serve:
         shown = f"[{host}]" if ":" in host else host
-        deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as session:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"http://{shown}:{port}/healthz") as response:
-                        if response.status == 200:
-                            break
-                assert serve.proc.poll() is None, serve.output()
-                assert time.monotonic() < deadline, serve.output()
-                await asyncio.sleep(0.05)
+        await serve.until_ok(f"http://{shown}:{port}/healthz")
         with pytest.raises(OSError):
             socket.create_connection((other, port), timeout=1).close()
         assert f"listening on {host}:{port}" in serve.output()

@@ -3,6 +3,7 @@ aiohttp app in the test's own event loop on a loopback port the kernel picks."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -92,6 +94,20 @@ class ManagedProcess:
     def output(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    async def until_ok(self, url: str, within_s: float = 20.0) -> None:
+        """Wait until ``url`` answers 200 (a server's health endpoint); fail with the output if
+        the process ends or ``within_s`` passes first."""
+        deadline = time.monotonic() + within_s
+        async with aiohttp.ClientSession() as session:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{url} never answered 200:\n{self.output()[-3000:]}")
+                await asyncio.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
         if self.proc.poll() is None:

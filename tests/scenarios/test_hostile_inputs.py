@@ -22,7 +22,14 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from checks.guard import parse_ip
-from checks.settings import Settings, SettingsError, Site, load_settings, parse_settings
+from checks.settings import (
+    SETTINGS_KEYS,
+    Settings,
+    SettingsError,
+    Site,
+    load_settings,
+    parse_settings,
+)
 from checks.target import BadTarget, Target, parse_target
 from tests.hypothesis_profiles import CHEAP, ONE_PROCESS_EACH, examples
 from tests.lab import REPO
@@ -149,10 +156,10 @@ timeout_s = 5
 ca_file = "{ca}"
 log_window_s = 86400
 reload_spacing_s = 0
-"weird [key" = 'literal [[[ string'
-multi = \"\"\"
+"default_channel" = 'literal [[[ string'
+allowed_users = [\"\"\"
 [[[[ not nesting, a string \\\"\"\" still inside
-\"\"\"
+\"\"\"]
 
 [[site]]
 name = "café&shop"   # any printable name; a comment [[[[
@@ -163,6 +170,8 @@ logs = ["/var/log/nginx/error.log", {{ path = "/var/log/php.log", format = "php-
     settings = load_bytes(text.encode())
     assert settings.resolvers == ("127.0.0.1:5353", "10.0.0.2", "[::1]:53", "::1")
     assert settings.ca_file == str(ca) and settings.reload_spacing_s == 0.0
+    assert settings.default_channel == "literal [[[ string"
+    assert settings.allowed_users == ('[[[[ not nesting, a string """ still inside\n',)
     site = settings.site_named("café&shop")
     assert site is not None and site.host == "bücher.example.com" and len(site.logs) == 2
     assert parse_target("café&shop", settings).url == (
@@ -299,21 +308,7 @@ site_tables = st.fixed_dictionaries(
 )
 settings_tables = st.fixed_dictionaries(
     {},
-    optional={
-        key: toml_values
-        for key in (
-            "allow_networks",
-            "timeout_s",
-            "ca_file",
-            "log_window_s",
-            "reload_attempts",
-            "reload_spacing_s",
-            "diagnosis_budget_s",
-            "allowed_channels",
-            "allowed_users",
-            "default_channel",
-        )
-    }
+    optional={key: toml_values for key in SETTINGS_KEYS if key != "resolvers"}
     | {"resolvers": st.lists(resolvers, max_size=3) | toml_values},
 )
 # Near misses: sites that are right but for the odd field, so that whole sites get built.

@@ -110,16 +110,7 @@ class Deployment:
 
     async def start_web(self) -> None:
         self.web = self._spawn("web", "serve")
-        deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as session:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.base}/healthz") as response:
-                        if response.status == 200:
-                            return
-                if self.web.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start:\n{self.web.output()[-3000:]}")
-                await asyncio.sleep(0.05)
+        await self.web.until_ok(f"{self.base}/healthz")
 
     async def start_workers(self, *names: str) -> None:
         """Workers of the default queue; a name like ``logs@web-1`` is a worker on web-1
