@@ -206,7 +206,8 @@ class BotConfig:
             lost = [site.name for site in settings.sites if not site.channel]
             if lost:
                 raise ConfigError(
-                    f"sites file: site {lost[0]!r} has no 'channel' and settings.default_channel"
+                    f"sites file {path or self.sites_path!r}: site {lost[0]!r} has no 'channel'"
+                    " and settings.default_channel"
                     " is not set: its alerts would go nowhere (set one of them"
                     + (f"; {len(lost) - 1} more site(s) lack one too)" if len(lost) > 1 else ")")
                 )

@@ -2,6 +2,7 @@
 
 ``web`` (`badgateway serve`: the Slack app, the alert webhooks and alert commands), ``worker``
 (`badgateway worker`: queue jobs, the Slack sink, site monitoring) and ``terminal`` (the
-commands that answer in this terminal: diagnose, demo, shell, status). Only these modules
+commands that answer in this terminal: diagnose, demo, shell, status), and ``check_config``
+(`badgateway check-config`: the settings and what they point at). Only these modules
 import across the features (bot.slack, bot.alerts, bot.queue); the features never import here.
 """

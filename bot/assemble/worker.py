@@ -51,9 +51,15 @@ def make_sink(config: BotConfig) -> ResultSink:
     dotted = config.sink
     if dotted:
         module_name, _, attr = dotted.partition(":")
-        factory: Callable[[BotConfig], ResultSink] = getattr(
-            importlib.import_module(module_name), attr or "build_sink"
-        )
+        try:
+            factory: Callable[[BotConfig], ResultSink] = getattr(
+                importlib.import_module(module_name), attr or "build_sink"
+            )
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"BADGATEWAY_SINK={dotted!r} cannot be loaded ({exc}): "
+                "give module:factory of an importable module"
+            ) from None
         return factory(config)
     if not config.slack_bot_token:
         raise ConfigError(NO_TOKEN)

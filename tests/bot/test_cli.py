@@ -147,6 +147,12 @@ def _clean_env(tmp_path: Path, **settings: str) -> dict[str, str]:
             "site 'shop' has no 'channel' and settings.default_channel is not set",
         ),
         (
+            "worker",
+            SITE + 'channel = "#shop"\n',
+            {"BADGATEWAY_SINK": "no_such_module:sink"},
+            "BADGATEWAY_SINK='no_such_module:sink' cannot be loaded (No module named",
+        ),
+        (
             "diagnose",
             '[settings]\nresolvers = ["127.0.0.1:99999"]\n',
             {},

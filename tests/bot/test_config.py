@@ -92,7 +92,8 @@ def test_with_alerts_on_a_site_with_nowhere_to_post_its_alerts_stops_the_load(
     with pytest.raises(ConfigError) as raised:
         config.load_sites(alerting=True)
     assert str(raised.value) == (
-        "sites file: site 'a' has no 'channel' and settings.default_channel is not set: "
+        f"sites file {config.sites_path!r}: site 'a' has no 'channel' and "
+        "settings.default_channel is not set: "
         "its alerts would go nowhere (set one of them)"
     )
     assert len(config.load_sites().sites) == 2  # `diagnose` and `shell` post no alerts
