@@ -318,20 +318,29 @@ def _resolvers(value: Any) -> tuple[str, ...]:
 
 
 def _ca_file(value: Any, env: Mapping[str, str]) -> str | None:
-    """The private CA: a regular file, checked now so that a FIFO is not waited on later."""
-    where, chosen = "settings.ca_file", value
-    if chosen is None or chosen == "":
-        where, chosen = "BADGATEWAY_CA_FILE", env.get("BADGATEWAY_CA_FILE") or None
+    """The private CA: a regular file, checked now so that a FIFO is not waited on later.
+    The file's ``ca_file``, else the setting BADGATEWAY_CA_FILE (named alone in a message: it
+    applies with or without a sites file)."""
+    if value is None or value == "":
+        chosen, named = env.get("BADGATEWAY_CA_FILE") or None, "BADGATEWAY_CA_FILE"
+    else:
+        chosen, named = value, f"{SITES_FILE}: settings.ca_file"
     if chosen is None:
         return None
+    problem = None
     if not isinstance(chosen, str) or not chosen or "\0" in chosen:
-        raise _fail(where, "expected a path")
-    try:
-        info = os.stat(chosen)
-    except OSError as exc:
-        raise _fail(where, f"{_shown(chosen)}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise _fail(where, f"{_shown(chosen)} is {file_kind(info.st_mode)}, not a regular file")
+        problem = "expected a path"
+    else:
+        try:
+            info = os.stat(chosen)
+        except OSError as exc:
+            problem = f"{_shown(chosen)}: {exc.strerror or exc}"
+        else:
+            if not stat.S_ISREG(info.st_mode):
+                kind = file_kind(info.st_mode)
+                problem = f"{_shown(chosen)} is {kind}, not a regular file"
+    if problem:
+        raise SettingsError(one_line(f"{named}: {problem}"))
     return chosen
 
 
@@ -459,7 +468,7 @@ def load_settings(
     env = os.environ if env is None else env
     chosen = path if path is not None else env.get("BADGATEWAY_SITES") or None
     if chosen is None:
-        return Settings()
+        return parse_settings({}, env)  # built-in defaults, and BADGATEWAY_CA_FILE if set
     where = f"sites file {_shown(os.fspath(chosen), 300)}"
     try:
         data = read_regular_file(chosen, MAX_SITES_FILE_BYTES)

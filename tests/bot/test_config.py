@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, QueueTuning, load_config
+from checks.settings import SettingsError
 
 
 def test_worker_wait_defaults_to_20_s_and_takes_fractions() -> None:
@@ -101,3 +102,14 @@ def test_with_alerts_on_a_site_with_nowhere_to_post_its_alerts_stops_the_load(
     assert len(off.load_sites(alerting=True).sites) == 2  # no Redis: no alerts
     fixed = _sites(tmp_path, '[settings]\ndefault_channel = "#ops"\n' + two)
     assert len(config.load_sites(fixed, alerting=True).sites) == 2
+
+
+def test_a_ca_file_setting_is_checked_without_a_sites_file_too(tmp_path: Path) -> None:
+    config = load_config({"BADGATEWAY_CA_FILE": str(tmp_path / "ca.pem")}, dotenv_path=None)
+    with pytest.raises(SettingsError) as raised:
+        config.load_sites()
+    assert str(raised.value) == (
+        f"BADGATEWAY_CA_FILE: '{tmp_path / 'ca.pem'}': No such file or directory"
+    )
+    (tmp_path / "ca.pem").write_text("")
+    assert config.load_sites().ca_file == str(tmp_path / "ca.pem")
