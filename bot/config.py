@@ -27,6 +27,7 @@ _COUNT = re.compile(r"[0-9]{1,9}")
 _SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,3})?")
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+MAX_RATE_SCALE = 1000.0  # posting 1,000 times Slack's pace is as good as not pacing at all
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,9 @@ class BotConfig:
     # Queue mode: a diagnosis no worker has taken after this long says so on its root message.
     worker_wait_s: float = 20.0
     share_window_s: float = 30.0  # a `/502` this soon after a site's run ends shares it
+    # Slack's rate limits as this workspace gets them, as a multiple of the documented ones:
+    # posts and root updates are paced to them (bot.slack_client.PostPace, RootUpdates).
+    slack_rate_scale: float = 1.0
 
     @property
     def socket_mode(self) -> bool:
@@ -122,6 +126,12 @@ def load_config(
         share_window_s = -1.0
     if not 0 <= share_window_s < 86400:
         raise ConfigError(f"BADGATEWAY_SHARE_WINDOW_S must be seconds (0-86399): {window_text!r}")
+    scale_text = get("BADGATEWAY_SLACK_RATE_SCALE") or "1"
+    if not _SECONDS.fullmatch(scale_text) or not 0 < float(scale_text) <= MAX_RATE_SCALE:
+        raise ConfigError(
+            f"BADGATEWAY_SLACK_RATE_SCALE must be a number above 0, at most {MAX_RATE_SCALE:g}"
+            f" (1 = Slack's documented limits): {scale_text!r}"
+        )
     return BotConfig(
         slack_bot_token=bot_token,
         slack_signing_secret=secret,
@@ -134,6 +144,7 @@ def load_config(
         worker_concurrency=int(conc_text),
         worker_wait_s=float(wait_text),
         share_window_s=share_window_s,
+        slack_rate_scale=float(scale_text),
     )
 
 
