@@ -64,25 +64,23 @@ async def test_the_bots_client_waits_out_429s_and_posts_every_message(
 
 @pytest.mark.slack_limits
 async def test_a_scaled_workspace_is_paced_to_its_own_limits(slack_api: SlackStandIn) -> None:
-    # Limits four times Slack's, and the bot told so: 7 posts to one channel (a burst of 3,
-    # then 4 a second) go out in about one second instead of four, and none is refused.
+    # Limits four times Slack's, and the bot told so: 11 posts to one channel (a burst of 3,
+    # then 4 a second) go out in about two seconds instead of eight. (A refusal can come from
+    # arrival jitter alone, the pace being exactly the limit; it must be honoured.)
     slack_api.limits = SlackLimits(scale=4.0)
     config = BotConfig(
         slack_bot_token="xoxb-t", slack_api_url=slack_api.base_url, slack_rate_scale=4.0
     )
     client = make_web_client(config)
     assert rate_scale(client) == 4.0
-    # The connection first: the stand-in's bucket starts at the first post it sees, and a
-    # first post that also connects would arrive later than the bot's bucket started.
-    await post_once(client, channel="C0WARM001", key="warm", message={"text": "warm"})
     posts = [
         post_once(client, channel="C0OPS0001", key=f"k{n}", message={"text": f"post {n}"})
-        for n in range(7)
+        for n in range(11)
     ]
     await asyncio.gather(*posts)
-    assert slack_api.limits.refused == 0 and slack_api.limits.unhonoured == 0
-    sent = [c.at for c in slack_api.calls_of("chat.postMessage", ok_only=True)][1:]
-    assert 0.9 <= max(sent) - min(sent) < 3.0  # paced, at the scaled rate (not Slack's 4 s)
+    assert len(slack_api.roots("C0OPS0001")) == 11 and slack_api.limits.unhonoured == 0
+    sent = [c.at for c in slack_api.calls_of("chat.postMessage", ok_only=True)]
+    assert 1.8 <= max(sent) - min(sent) < 5.0  # paced, at the scaled rate (not Slack's 8 s)
 
 
 def test_a_scaled_stand_in_refills_its_buckets_that_much_faster() -> None:
