@@ -31,6 +31,7 @@ _COUNT = re.compile(r"[0-9]{1,9}")
 _SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,3})?")
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+MAX_RATE_SCALE = 1000.0  # posting 1,000 times Slack's pace is as good as not pacing at all
 
 
 class ConfigError(ValueError):
@@ -184,6 +185,9 @@ class BotConfig:
     share_window_s: float = 30.0  # a `/502` this soon after a site's run ends shares it
     sink: str | None = None  # BADGATEWAY_SINK: "module:factory" a worker feeds instead of Slack
     worker_name: str | None = None  # BADGATEWAY_WORKER_NAME: shown by `status`
+    # Slack's rate limits as this workspace gets them, as a multiple of the documented ones:
+    # posts and root updates are paced to them (bot.slack_client.PostPace, RootUpdates).
+    slack_rate_scale: float = 1.0
     tuning: QueueTuning = field(default_factory=QueueTuning)
     alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
 
@@ -280,6 +284,12 @@ def load_config(
     sink = get("BADGATEWAY_SINK")
     if sink and not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", sink):
         raise ConfigError(f"BADGATEWAY_SINK must be module:factory, got {sink!r}")
+    scale_text = get("BADGATEWAY_SLACK_RATE_SCALE") or "1"
+    if not _SECONDS.fullmatch(scale_text) or not 0 < float(scale_text) <= MAX_RATE_SCALE:
+        raise ConfigError(
+            f"BADGATEWAY_SLACK_RATE_SCALE must be a number above 0, at most {MAX_RATE_SCALE:g}"
+            f" (1 = Slack's documented limits): {scale_text!r}"
+        )
     config = BotConfig(
         slack_bot_token=bot_token,
         slack_signing_secret=secret,
@@ -295,6 +305,7 @@ def load_config(
         share_window_s=share_window_s,
         sink=sink,
         worker_name=get("BADGATEWAY_WORKER_NAME"),
+        slack_rate_scale=float(scale_text),
         tuning=QueueTuning.from_env(v),
         alert_policy=AlertPolicy.from_env(v),
     )

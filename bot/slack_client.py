@@ -91,12 +91,16 @@ def retry_handlers() -> list[AsyncRetryHandler]:
 
 
 def make_web_client(config: BotConfig) -> AsyncWebClient:
-    return AsyncWebClient(
+    """A client whose posts (and root updates) keep the workspace's pace: Slack's documented
+    limits times ``BADGATEWAY_SLACK_RATE_SCALE``."""
+    client = AsyncWebClient(
         token=config.slack_bot_token,
         base_url=config.slack_api_url,
         timeout=15,
         retry_handlers=retry_handlers(),
     )
+    _PACES[client] = PostPace(config.slack_rate_scale)
+    return client
 
 
 class TokenBucket:
@@ -126,13 +130,18 @@ class TokenBucket:
 
 class PostPace:
     """chat.postMessage's limits as this process keeps them (a little under Slack's: other
-    processes post too, and the 429s that remain are honoured)."""
+    processes post too, and the 429s that remain are honoured).
+
+    ``scale`` multiplies the rates (not the bursts) for a workspace whose limits are not the
+    documented ones — a proxy in front of the Web API, a grid with its own — and is where
+    everything paced to Slack's limits reads it (``rate_scale``): root updates too."""
 
     CHANNEL_PER_MINUTE, CHANNEL_BURST = 60.0, 3
     WORKSPACE_PER_MINUTE, WORKSPACE_BURST = 280.0, 20
 
-    def __init__(self) -> None:
-        self.workspace = TokenBucket(self.WORKSPACE_PER_MINUTE, self.WORKSPACE_BURST)
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self.workspace = TokenBucket(self.WORKSPACE_PER_MINUTE * scale, self.WORKSPACE_BURST)
         self.channels: dict[str, TokenBucket] = {}
 
     async def take(self, channel: str) -> None:
@@ -142,7 +151,7 @@ class PostPace:
                 now = time.monotonic()
                 self.channels = {c: b for c, b in self.channels.items() if not b.idle(now)}
             bucket = self.channels[channel] = TokenBucket(
-                self.CHANNEL_PER_MINUTE, self.CHANNEL_BURST
+                self.CHANNEL_PER_MINUTE * self.scale, self.CHANNEL_BURST
             )
         await bucket.take()
         await self.workspace.take()
@@ -157,6 +166,11 @@ def post_pace(client: AsyncWebClient) -> PostPace:
     if pace is None:
         pace = _PACES[client] = PostPace()
     return pace
+
+
+def rate_scale(client: AsyncWebClient) -> float:
+    """Slack's limits for ``client``'s workspace as a multiple of the documented ones."""
+    return post_pace(client).scale
 
 
 def _retry_after(exc: BaseException) -> float | None:

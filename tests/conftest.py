@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bot.slack import root_updates
 from bot.slack_client import PostPace
 
 pytest_plugins = [
@@ -126,12 +127,16 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _posts_unpaced_unless_slack_limits(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The bot paces its posts to Slack's limits (bot.slack_client.PostPace). A test whose
-    stand-in does not enforce those limits lifts the pace, so that a thread's seven posts do not
-    cost it four seconds; a test marked ``slack_limits`` keeps Slack's real pace and turns on
-    the stand-in's limits itself. (Worker subprocesses keep the real pace.)"""
+    """The bot paces its posts and root updates to Slack's limits (bot.slack_client.PostPace,
+    bot.slack.root_updates). A test whose stand-in does not enforce those limits lifts the
+    pace, so that a thread's seven posts do not cost it four seconds and a root's verdict does
+    not wait two; a test marked ``slack_limits`` keeps Slack's pace and turns on the
+    stand-in's limits itself. Worker and web subprocesses get the same from their environment
+    (``BADGATEWAY_SLACK_RATE_SCALE``, tests.lab.slack_limits.UNLIMITED_ENV)."""
     if request.node.get_closest_marker("slack_limits") is None:
         monkeypatch.setattr(PostPace, "CHANNEL_PER_MINUTE", 60_000.0)
         monkeypatch.setattr(PostPace, "CHANNEL_BURST", 1_000)
         monkeypatch.setattr(PostPace, "WORKSPACE_PER_MINUTE", 60_000.0)
         monkeypatch.setattr(PostPace, "WORKSPACE_BURST", 1_000)
+        monkeypatch.setattr(root_updates, "PER_ROOT_S", 0.0)
+        monkeypatch.setattr(root_updates, "WORKSPACE_PER_MINUTE", 60_000.0)

@@ -31,12 +31,13 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack_client import TokenBucket, update
+from bot.slack_client import TokenBucket, rate_scale, update
 
 log = logging.getLogger(__name__)
 
 Render = Callable[[], Awaitable[dict[str, Any] | None]]  # the view now; None: nothing to show
 
+# At Slack's documented limits; both follow the client's rate scale (bot.slack_client).
 PER_ROOT_S = 2.0  # one root is updated at most this often
 WORKSPACE_PER_MINUTE = 45.0  # a little under Tier 3's ~50, leaving room for the other processes
 WORKSPACE_BURST = 5
@@ -62,13 +63,17 @@ class RootUpdates:
         self,
         client: AsyncWebClient,
         *,
-        per_root_s: float = PER_ROOT_S,
-        per_minute: float = WORKSPACE_PER_MINUTE,
+        per_root_s: float | None = None,
+        per_minute: float | None = None,
         burst: int = WORKSPACE_BURST,
     ) -> None:
+        """Unset, the spacing and the budget are Slack's (times the client's rate scale)."""
         self.client = client
-        self.per_root_s = per_root_s
-        self.budget = TokenBucket(per_minute, burst)
+        scale = rate_scale(client)
+        self.per_root_s = PER_ROOT_S / scale if per_root_s is None else per_root_s
+        self.budget = TokenBucket(
+            WORKSPACE_PER_MINUTE * scale if per_minute is None else per_minute, burst
+        )
         self._roots: dict[tuple[str, str], _Root] = {}
         self.sent = 0  # chat.update calls made (for the benchmark)
 

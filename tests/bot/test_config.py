@@ -113,3 +113,17 @@ def test_a_ca_file_setting_is_checked_without_a_sites_file_too(tmp_path: Path) -
     )
     (tmp_path / "ca.pem").write_text("")
     assert config.load_sites().ca_file == str(tmp_path / "ca.pem")
+
+
+def test_slacks_rate_scale_defaults_to_the_documented_limits_and_takes_fractions() -> None:
+    assert load_config({}, dotenv_path=None).slack_rate_scale == 1.0
+    config = load_config({"BADGATEWAY_SLACK_RATE_SCALE": "0.5"}, dotenv_path=None)
+    assert config.slack_rate_scale == 0.5
+
+
+@pytest.mark.parametrize("text", ["fast", "0", "-2", "1001", "1e3", "²"])
+def test_a_rate_scale_that_is_not_a_multiple_is_one_line_naming_it(text: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({"BADGATEWAY_SLACK_RATE_SCALE": text}, dotenv_path=None)
+    message = str(raised.value)
+    assert message.startswith("BADGATEWAY_SLACK_RATE_SCALE must be") and "\n" not in message

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bot.config import BotConfig
-from bot.slack_client import make_web_client, post_once
+from bot.slack_client import make_web_client, post_once, rate_scale
 from tests.lab.fixtures_slack import SlackStandIn
 from tests.lab.slack_limits import Limit, Scope, SlackLimits
 
@@ -60,3 +60,31 @@ async def test_the_bots_client_waits_out_429s_and_posts_every_message(
     assert slack_api.limits.unhonoured == 0
     sent = [c.at for c in slack_api.calls_of("chat.postMessage", ok_only=True)]
     assert max(sent) - min(sent) >= 1.0  # the last two waited for their tokens
+
+
+@pytest.mark.slack_limits
+async def test_a_scaled_workspace_is_paced_to_its_own_limits(slack_api: SlackStandIn) -> None:
+    # Limits four times Slack's, and the bot told so: 11 posts to one channel (a burst of 3,
+    # then 4 a second) go out in about two seconds instead of eight. (A refusal can come from
+    # arrival jitter alone, the pace being exactly the limit; it must be honoured.)
+    slack_api.limits = SlackLimits(scale=4.0)
+    config = BotConfig(
+        slack_bot_token="xoxb-t", slack_api_url=slack_api.base_url, slack_rate_scale=4.0
+    )
+    client = make_web_client(config)
+    assert rate_scale(client) == 4.0
+    posts = [
+        post_once(client, channel="C0OPS0001", key=f"k{n}", message={"text": f"post {n}"})
+        for n in range(11)
+    ]
+    await asyncio.gather(*posts)
+    assert len(slack_api.roots("C0OPS0001")) == 11 and slack_api.limits.unhonoured == 0
+    sent = [c.at for c in slack_api.calls_of("chat.postMessage", ok_only=True)]
+    assert 1.8 <= max(sent) - min(sent) < 5.0  # paced, at the scaled rate (not Slack's 8 s)
+
+
+def test_a_scaled_stand_in_refills_its_buckets_that_much_faster() -> None:
+    limits = SlackLimits(scale=4.0)
+    answers = [limits.admit("chat.postMessage", "C1", now=100.0) for _ in range(4)]
+    assert answers == [None, None, None, 1]  # the burst is Slack's
+    assert limits.admit("chat.postMessage", "C1", now=100.25) is None  # 4 a second

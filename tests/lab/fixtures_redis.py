@@ -62,6 +62,7 @@ from checks.settings import Settings, load_settings
 from checks.steps import ANYWHERE, Parts, Step
 from tests.lab import REPO
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
+from tests.lab.slack_limits import UNLIMITED_ENV
 
 CALLS_KEY = "lab:calls"
 REJECTED_KEY = "lab:rejected"
@@ -429,6 +430,7 @@ class QueueLab:
         worker_env = {
             **os.environ,
             **LAB_QUEUE_ENV,
+            **UNLIMITED_ENV,  # a worker posting to Slack posts to a stand-in without limits
             "PYTHONPATH": str(REPO),
             "REDIS_URL": self.redis_server.url,
             "BADGATEWAY_SITES": str(self.sites_path),

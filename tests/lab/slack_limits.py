@@ -12,13 +12,24 @@ no token is refused with the whole seconds until one is back. The stand-in also 
 calls repeated (the same method and parameters) before their ``Retry-After`` had passed: "no 429
 left unhonoured". Other calls meanwhile are not counted: they may have been sent before the 429
 reached the client.
+
+``SlackLimits(scale=k)`` is a workspace whose limits are ``k`` times the documented rates
+(bursts unchanged) — what a bot configured with ``BADGATEWAY_SLACK_RATE_SCALE=k`` paces to. A
+test that scales both runs the same race as at Slack's own pace, ``k`` times faster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from bot.config import MAX_RATE_SCALE
+
+# The environment of a bot subprocess (serve, worker) whose stand-in enforces no limits: its
+# posts and root updates need not keep Slack's pace (as tests/conftest.py does in-process).
+UNLIMITED_ENV = {"BADGATEWAY_SLACK_RATE_SCALE": f"{MAX_RATE_SCALE:g}"}
 
 
 class Scope(StrEnum):
@@ -70,6 +81,7 @@ class SlackLimits:
     """The buckets of one stand-in, and what they refused."""
 
     limits: tuple[Limit, ...] = DOCUMENTED
+    scale: float = 1.0  # the rates' multiple of the documented ones (the bot's rate scale)
     refused: int = 0  # calls answered 429 because of a limit
     unhonoured: int = 0  # refused calls repeated before their Retry-After had passed
     _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
@@ -101,5 +113,6 @@ class SlackLimits:
     def _bucket(self, limit: Limit, channel: str, now: float) -> _Bucket:
         key = (f"{limit.method}/{limit.scope}", channel if limit.scope is Scope.CHANNEL else "")
         if key not in self._buckets:
-            self._buckets[key] = _Bucket(limit, tokens=float(limit.burst), updated=now)
+            scaled = dataclasses.replace(limit, per_minute=limit.per_minute * self.scale)
+            self._buckets[key] = _Bucket(scaled, tokens=float(limit.burst), updated=now)
         return self._buckets[key]

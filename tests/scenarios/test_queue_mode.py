@@ -41,6 +41,7 @@ from tests.lab.fixtures_redis import LAB_QUEUE_ENV, RedisServer
 from tests.lab.fixtures_slack import SIGNING_SECRET, Message, SlackSigner, SlackStandIn, sign
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import ManagedProcess, free_port
+from tests.lab.slack_limits import UNLIMITED_ENV
 
 OPS = "C0OPS0001"  # where people type /502
 ALERTS = "C0ALERTS01"  # the alerting site's channel
@@ -216,6 +217,7 @@ async def deploy(
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in OWN_ENV}
         env.update(LAB_QUEUE_ENV)
+        env.update(UNLIMITED_ENV)  # the stand-in enforces no limits here
         env.update(
             {
                 "PYTHONPATH": str(REPO),
@@ -514,14 +516,14 @@ async def test_alertmanager_alert_opens_one_thread_diagnosed_by_the_workers(
     assert len(verdicts(slack, root.ts)) == 2  # the alert's own runs only
 
     # A wrong token: 401, and Slack hears nothing of it.
-    # Let the last root updates land (coalesced: up to PER_ROOT_S late), until Slack has heard
-    # nothing for a while.
+    # Let the last root updates land (coalesced: up to their spacing late, PER_ROOT_S at
+    # Slack's pace, a few ms at this deployment's), until Slack has heard nothing for a while.
     calls_before = -1
     for _ in range(20):
         if calls_before == len(slack.calls):
             break
         calls_before = len(slack.calls)
-        await asyncio.sleep(PER_ROOT_S + 0.5)
+        await asyncio.sleep(PER_ROOT_S / float(UNLIMITED_ENV["BADGATEWAY_SLACK_RATE_SCALE"]) + 1.0)
     calls_before = len(slack.calls)
     assert await bot.alert(alertmanager_payload("alertshop"), token="wrong-token") == 401
     await asyncio.sleep(1.0)

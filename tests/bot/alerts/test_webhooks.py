@@ -81,6 +81,8 @@ async def test_a_group_sent_again_is_announced_once(bot: Bot, slack_api: SlackSt
     assert "probe 0 fails" in root.text
     await until(lambda: len(bot.carrier.requests) == 1, within_s=5, what="diagnosis")
     assert bot.carrier.requests[0].origin["root_ts"] == root.ts
+    # The root is rewritten right after the diagnosis is submitted: counted from then on.
+    await until(lambda: updates(slack_api) == 1, within_s=5, what="the root showing it")
     posts, changes = len(slack_api.messages), updates(slack_api)
 
     # Alertmanager repeats the group (repeat_interval, or another group member changing).
