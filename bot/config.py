@@ -178,3 +178,25 @@ class AlertPolicy:
             storm_window_s=number("STORM_WINDOW_S", default.storm_window_s),
             body_limit_bytes=int(number("BODY_LIMIT_BYTES", default.body_limit_bytes)),
         )
+
+
+@dataclass(frozen=True)
+class HistoryRetention:
+    """How much of each target's history is kept (bot.history_store): at most ``keep``
+    snapshots, none older than ``days``; the last healthy one is kept regardless. From
+    BADGATEWAY_HISTORY_KEEP and BADGATEWAY_HISTORY_DAYS."""
+
+    keep: int = 50
+    days: float = 7.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HistoryRetention:
+        """Raises ConfigError naming the variable that is not a positive number."""
+        env = os.environ if env is None else env
+        keep_text = env.get("BADGATEWAY_HISTORY_KEEP", "").strip() or str(cls.keep)
+        if not _COUNT.fullmatch(keep_text) or int(keep_text) < 1:
+            raise ConfigError(f"BADGATEWAY_HISTORY_KEEP must be a positive count: {keep_text!r}")
+        days_text = env.get("BADGATEWAY_HISTORY_DAYS", "").strip() or "7"
+        if not _SECONDS.fullmatch(days_text) or float(days_text) <= 0:
+            raise ConfigError(f"BADGATEWAY_HISTORY_DAYS must be a number of days: {days_text!r}")
+        return cls(keep=int(keep_text), days=float(days_text))
