@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sys
+from pathlib import Path
 from typing import TextIO, cast
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import BotConfig
+from bot.config import BotConfig, HistoryRetention
 from bot.demo import DemoUnavailable, demo_site
+from bot.history_store import FileHistory, HistoryKeeper
 from bot.pipeline import InProcessCarrier
 from bot.queue.status import show_status
 from bot.render.terminal import TerminalReport
@@ -27,26 +30,43 @@ from bot.slack.root_updates import RootUpdates
 from bot.slack.sink import SlackSink
 from bot.state import BotState, MemoryStore
 from checks.runner import diagnose, prepare
-from checks.settings import Settings
+from checks.settings import Settings, one_line
 from checks.steps import all_steps
 
 
-async def _diagnose(target: str, settings: Settings, as_json: bool) -> int:
+async def _diagnose(
+    target: str, settings: Settings, as_json: bool, history: HistoryKeeper | None = None
+) -> int:
     ctx = await prepare(target, settings)  # BadTarget / TargetRefused before any probe
     if as_json:
         result = await diagnose(ctx, settings)
+        if history is not None:
+            result = await history.compare_and_keep(result)
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     report = TerminalReport()
     report.start(ctx.target.raw, ctx.target.url, list(all_steps()))
     result = await diagnose(ctx, settings, on_step=report.step)
+    if history is not None:
+        result = await history.compare_and_keep(result)
     report.finish(result)
     return 0
 
 
-def run_diagnose(target: str, settings: Settings, *, as_json: bool) -> int:
-    """`badgateway diagnose TARGET`: exit 0 whatever it found."""
-    return asyncio.run(_diagnose(target, settings, as_json))
+def _state_warning(message: str) -> None:
+    print(f"badgateway: warning: {one_line(message)}", file=sys.stderr)
+
+
+def run_diagnose(
+    target: str, settings: Settings, *, as_json: bool, state: Path | None = None
+) -> int:
+    """`badgateway diagnose TARGET`: exit 0 whatever it found. ``state``: the file whose
+    earlier runs this one is compared with, and kept in (None: neither)."""
+    history = None
+    if state is not None:
+        store = FileHistory(state, HistoryRetention.from_env(), warn=_state_warning)
+        history = HistoryKeeper(store)
+    return asyncio.run(_diagnose(target, settings, as_json, history))
 
 
 def run_demo(*, as_json: bool = False) -> int:
