@@ -151,7 +151,7 @@ def _message(
     last_good, latest = snapshots
     seen_before, seen_now = seen
     kind, _, where = fact.partition("@")
-    between = f"changed between {_when(seen_before, seen_now)} and {_when(seen_now, seen_now)}"
+    between = f"changed between {_when(seen_before, seen_now)} and {_when(seen_now, seen_before)}"
     if kind == "dns.addresses":
         ttl = last_good.context.get(f"ttl@{where}")
         ttl_text = f"; TTL {duration_text(int(ttl))}" if isinstance(ttl, int) else ""
@@ -176,7 +176,11 @@ def _message(
         return f"answered by {before} → {now} ({between})"
     if kind == "http.redirects":
         return f"redirects {before} → {now} ({between})"
-    return f"{before} → {now} ({between})"  # the generator tag: "WordPress 6.4 → 6.5"
+    # The generator tag: "WordPress 6.4 → 6.5", the product named once.
+    product, _, version = now.partition(" ")
+    if version and before.startswith(product + " "):
+        now = version
+    return f"{before} → {now} ({between})"
 
 
 def _certificate_detail(last_good: Snapshot, latest: Snapshot) -> str:
@@ -193,19 +197,22 @@ def _next_step(change: Change, last_good: Snapshot) -> str:
     if kind.startswith("dns."):
         ttl = last_good.context.get(f"ttl@{where}")
         wait = f"wait up to {_ttl_words(ttl)} (its TTL)" if isinstance(ttl, int) else "wait"
-        return f"Roll back the DNS change ({change.message}) or {wait} for it to spread."
+        what = f"{change.before} → {change.now}"
+        return f"Roll back the DNS change ({what}) or {wait} for it to spread."
+    until = _when(change.seen_before_at, change.seen_now_at)
     if kind == "tls.certificate":
+        since = _when(change.seen_now_at, change.seen_now_at)
         return (
-            f"The certificate was {change.message}: check the new one (names, chain, dates) "
-            "or put the previous one back."
+            f"The certificate was replaced between {until} and {since}: check the new one "
+            "(names, chain, dates) or put the previous one back."
         )
     if kind == "upstream":
         return (
-            f"Upstream {where} answered before ({change.message}): start the app there again, "
+            f"Upstream {where} answered at {until}: start the app there again, "
             "or point the proxy at where it moved."
         )
     if kind == "edge":
-        return f"{where} stopped answering ({change.message}): start what listened there."
+        return f"{where} accepted connections at {until}: start what listened there again."
     return f"Undo or check the change: {change.message}."
 
 
