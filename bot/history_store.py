@@ -53,8 +53,11 @@ class HistoryStore(Protocol):
 
 
 def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> History:
-    """``history`` with ``snapshot`` added (once), trimmed to ``retention``."""
-    recent = [s for s in history.recent if s != snapshot] + [snapshot]
+    """``history`` with ``snapshot`` added (once: a run delivered again replaces itself, in
+    its place), trimmed to ``retention``."""
+    recent = [snapshot if _same_run(s, snapshot) else s for s in history.recent]
+    if not any(_same_run(s, snapshot) for s in history.recent):
+        recent.append(snapshot)
     try:
         oldest = datetime.fromisoformat(snapshot.taken_at) - timedelta(days=retention.days)
         recent = [s for s in recent if datetime.fromisoformat(s.taken_at) >= oldest]
@@ -64,6 +67,10 @@ def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> H
     if snapshot.healthy:
         last_good = snapshot
     return History(last_good, recent[-retention.keep :])
+
+
+def _same_run(kept: Snapshot, new: Snapshot) -> bool:
+    return kept.run == new.run if new.run else kept == new
 
 
 def _snapshots(raw: Any) -> list[Snapshot]:
@@ -226,9 +233,10 @@ class HistoryKeeper:
     def __init__(self, store: HistoryStore) -> None:
         self.store = store
 
-    async def compare_and_keep(self, diagnosis: Diagnosis) -> Diagnosis:
+    async def compare_and_keep(self, diagnosis: Diagnosis, run: str = "") -> Diagnosis:
         """``diagnosis`` with what changed in its verdict (as it is, when the history cannot
-        be read); its snapshot kept (logged and skipped when it cannot be)."""
+        be read); its snapshot kept (logged and skipped when it cannot be). ``run``: the
+        request's id, so that a run delivered twice is kept once."""
         compared = diagnosis
         try:
             history = await self.store.load(target_of(diagnosis))
@@ -236,7 +244,7 @@ class HistoryKeeper:
         except Exception:
             log.warning("history of %s not read", diagnosis.url, exc_info=True)
         try:
-            await self.store.keep(snapshot_of(diagnosis))
+            await self.store.keep(snapshot_of(diagnosis, run))
         except Exception:
             log.warning("snapshot of %s not kept", diagnosis.url, exc_info=True)
         return compared

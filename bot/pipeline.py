@@ -105,7 +105,7 @@ class DiagnosisHistory(Protocol):
     """Compares a finished diagnosis with its target's history and keeps it
     (bot.history_store.HistoryKeeper)."""
 
-    async def compare_and_keep(self, diagnosis: Diagnosis) -> Diagnosis: ...
+    async def compare_and_keep(self, diagnosis: Diagnosis, run: str = "") -> Diagnosis: ...
 
     async def aclose(self) -> None: ...
 
@@ -123,7 +123,7 @@ class HistorySink:
         await self.inner.step_finished(request, result)
 
     async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
-        compared = await self.history.compare_and_keep(diagnosis)
+        compared = await self.history.compare_and_keep(diagnosis, request.id)
         await self.inner.diagnosis_finished(request, compared)
 
     async def aclose(self) -> None:

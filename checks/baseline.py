@@ -50,6 +50,9 @@ class Snapshot:
     facts: dict[str, str] = field(default_factory=dict)  # compared one by one
     context: dict[str, Any] = field(default_factory=dict)  # shown with a change, not compared
     version: int = SNAPSHOT_VERSION
+    # Which run it is (a diagnosis request's id), when known: two runs alike in the same
+    # second are two checks, one run delivered twice is one. Not part of what it saw.
+    run: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +63,7 @@ class Snapshot:
             "cause": self.cause,
             "facts": dict(self.facts),
             "context": dict(self.context),
+            "run": self.run,
         }
 
     @classmethod
@@ -78,6 +82,7 @@ class Snapshot:
                 cause=str(d["cause"]),
                 facts={str(k): str(v) for k, v in facts.items()},
                 context=dict(context),
+                run=str(d.get("run") or ""),
             )
         except KeyError as exc:
             raise SnapshotError(f"a snapshot without {exc}") from None
@@ -88,8 +93,8 @@ def target_of(diagnosis: Diagnosis) -> str:
     return diagnosis.site or diagnosis.url
 
 
-def snapshot_of(diagnosis: Diagnosis) -> Snapshot:
-    """The snapshot of one diagnosis (see the module docstring)."""
+def snapshot_of(diagnosis: Diagnosis, run: str = "") -> Snapshot:
+    """The snapshot of one diagnosis (see the module docstring); ``run``: its request's id."""
     facts: dict[str, str] = {}
     context: dict[str, Any] = {}
     steps = {s.name: s for s in diagnosis.steps}
@@ -106,6 +111,7 @@ def snapshot_of(diagnosis: Diagnosis) -> Snapshot:
         cause=diagnosis.verdict.cause.value,
         facts=facts,
         context=context,
+        run=run,
     )
 
 

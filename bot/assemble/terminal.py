@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import TextIO, cast
 
@@ -38,18 +39,16 @@ async def _diagnose(
     target: str, settings: Settings, as_json: bool, history: HistoryKeeper | None = None
 ) -> int:
     ctx = await prepare(target, settings)  # BadTarget / TargetRefused before any probe
-    if as_json:
-        result = await diagnose(ctx, settings)
-        if history is not None:
-            result = await history.compare_and_keep(result)
+    report = None if as_json else TerminalReport()
+    if report is not None:
+        report.start(ctx.target.raw, ctx.target.url, list(all_steps()))
+    result = await diagnose(ctx, settings, on_step=report.step if report else None)
+    if history is not None:  # each run from a shell is a run of its own
+        result = await history.compare_and_keep(result, uuid.uuid4().hex)
+    if report is None:
         print(json.dumps(result.to_dict(), indent=2))
-        return 0
-    report = TerminalReport()
-    report.start(ctx.target.raw, ctx.target.url, list(all_steps()))
-    result = await diagnose(ctx, settings, on_step=report.step)
-    if history is not None:
-        result = await history.compare_and_keep(result)
-    report.finish(result)
+    else:
+        report.finish(result)
     return 0
 
 

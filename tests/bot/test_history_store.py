@@ -128,3 +128,11 @@ async def test_with_redis_down_the_verdict_goes_on_uncompared(redis_server: Redi
         assert await HistoryKeeper(store).compare_and_keep(failing) is failing
     finally:
         await store.aclose()
+
+
+async def test_two_runs_alike_are_two_checks_and_one_run_delivered_twice_is_one() -> None:
+    store = MemoryHistory(RETENTION)
+    first, second = replace(snapshot(1), run="run-1"), replace(snapshot(1), run="run-2")
+    for kept_snapshot in (first, second, first):
+        await store.keep(kept_snapshot)
+    assert [s.run for s in (await store.load("shop")).recent] == ["run-1", "run-2"]

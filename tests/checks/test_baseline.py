@@ -110,8 +110,9 @@ def test_two_runs_of_an_unchanged_site_have_the_same_facts() -> None:
 
 
 def test_a_snapshot_round_trips_through_json_and_refuses_other_versions() -> None:
-    snapshot = snapshot_of(shop_diagnosis())
+    snapshot = snapshot_of(shop_diagnosis(), run="req-1")
     assert Snapshot.from_dict(snapshot.to_dict()) == snapshot
+    assert Snapshot.from_dict(snapshot.to_dict()).run == "req-1"
     for bad in ({**snapshot.to_dict(), "version": 2}, {"version": 1}, ["not", "a", "dict"]):
         with pytest.raises(SnapshotError):
             Snapshot.from_dict(bad)

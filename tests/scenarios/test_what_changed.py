@@ -25,7 +25,7 @@ from tests.lab.certs import make_test_certs
 from tests.lab.diagnosis import explain
 from tests.lab.fixtures_dns import ZoneServer
 from tests.lab.fixtures_proxies import Proxy
-from tests.lab.fixtures_redis import RedisServer
+from tests.lab.fixtures_redis import QueueLab, RedisServer
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import serve_app
 
@@ -250,3 +250,20 @@ async def test_the_slack_path_compares_with_and_keeps_in_redis(redis_server: Red
     change = the_change(failing, "header.server")
     assert_dated(change, healthy, failing)
     assert len(kept) == 2 and baseline is not None and '"healthy": true' in baseline
+
+
+async def test_workers_compare_and_keep_through_redis(queue_lab: QueueLab) -> None:
+    """The worker's assembly puts the history between the queue and the sink."""
+    queue_lab.start_worker("a")
+    requests = [await queue_lab.submit("shop", ["lab_fetch"]) for _ in range(2)]
+    for request in requests:  # one after the other: the second reads what the first kept
+        await queue_lab.wait_concluded([request.id], within_s=20)
+    verdicts = [c for c in queue_lab.calls() if c["kind"] == "verdict"]
+    assert [v["id"] for v in verdicts] == [r.id for r in requests]
+    assert verdicts[0]["cause"] != "healthy"
+    assert all(v["baseline"].startswith("shop has not been seen healthy") for v in verdicts)
+    client = queue_lab.redis_server.client()
+    try:
+        assert client.llen(key("history", "shop")) == 2
+    finally:
+        client.close()
