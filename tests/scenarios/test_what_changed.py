@@ -255,9 +255,10 @@ async def test_the_slack_path_compares_with_and_keeps_in_redis(redis_server: Red
 async def test_workers_compare_and_keep_through_redis(queue_lab: QueueLab) -> None:
     """The worker's assembly puts the history between the queue and the sink."""
     queue_lab.start_worker("a")
-    requests = [await queue_lab.submit("shop", ["lab_fetch"]) for _ in range(2)]
-    for request in requests:  # one after the other: the second reads what the first kept
-        await queue_lab.wait_concluded([request.id], within_s=20)
+    requests = []
+    for _ in range(2):  # one after the other: the second reads what the first kept
+        requests.append(await queue_lab.submit("shop", ["lab_fetch"]))
+        await queue_lab.wait_concluded([requests[-1].id], within_s=20)
     verdicts = [c for c in queue_lab.calls() if c["kind"] == "verdict"]
     assert [v["id"] for v in verdicts] == [r.id for r in requests]
     assert verdicts[0]["cause"] != "healthy"
