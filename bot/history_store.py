@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -210,12 +211,17 @@ class RedisHistory:
         ):
             history = kept(await self.load(snapshot.target), snapshot, self.retention)
             recent_key = key("history", snapshot.target)
+            # Nothing older than the retention is kept; a configured site's baseline is kept
+            # however old, an ad-hoc URL's (anyone may `/502` any URL) only as long.
+            expiry_s = max(1, math.ceil(self.retention.days * 86400))
+            good_expiry_s = expiry_s if "://" in snapshot.target else None
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(recent_key)
                 pipe.rpush(recent_key, *(json.dumps(s.to_dict()) for s in history.recent))
+                pipe.expire(recent_key, expiry_s)
                 if history.last_good is not None:
                     good = json.dumps(history.last_good.to_dict())
-                    pipe.set(key("baseline", snapshot.target), good)
+                    pipe.set(key("baseline", snapshot.target), good, ex=good_expiry_s)
                 await pipe.execute()
 
     async def aclose(self) -> None:

@@ -20,8 +20,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import BotConfig, HistoryRetention
 from bot.demo import DemoUnavailable, demo_site
-from bot.history_store import FileHistory, HistoryKeeper
-from bot.pipeline import InProcessCarrier
+from bot.history_store import FileHistory, HistoryKeeper, MemoryHistory
+from bot.pipeline import HistorySink, InProcessCarrier
 from bot.queue.status import show_status
 from bot.render.terminal import TerminalReport
 from bot.shell import Shell, TerminalSlack
@@ -91,7 +91,8 @@ def build_shell(settings: Settings, out: TextIO) -> Shell:
     client = cast(AsyncWebClient, slack)
     state = BotState(MemoryStore())
     sink = SlackSink(client, state, RootUpdates.unpaced(client))
-    carrier = InProcessCarrier(settings, sink)
+    history = HistoryKeeper(MemoryHistory(HistoryRetention.from_env()))
+    carrier = InProcessCarrier(settings, HistorySink(sink, history))
     chatops = ChatOps(
         client, settings, DiagnosisThreads(client, state, carrier, settings, sink=sink)
     )

@@ -69,6 +69,10 @@ async def test_redis_keeps_a_bounded_history(redis_server: RedisServer) -> None:
         await keep_twelve(store)
         await assert_bounded(store)
         assert await redis.llen(key("history", "shop")) == 5  # type: ignore[misc]
+        assert 0 < await redis.ttl(key("history", "shop")) <= 7 * 86400
+        assert await redis.ttl(key("baseline", "shop")) == -1  # a site's: kept however old
+        await store.keep(snapshot(0, healthy=True, target="http://127.0.0.1:9/"))
+        assert 0 < await redis.ttl(key("baseline", "http://127.0.0.1:9/")) <= 7 * 86400
     finally:
         await store.aclose()
 
