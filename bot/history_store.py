@@ -13,7 +13,9 @@ snapshot that cannot be read or kept costs the comparison, never the verdict.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +30,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from bot.config import HistoryRetention
-from bot.storage import key, redis_lock
+from bot.storage import claim, key
 from checks.baseline import Snapshot, SnapshotError, snapshot_of, target_of
 from checks.changes import with_changes
 from checks.model import Diagnosis
@@ -36,7 +38,9 @@ from checks.model import Diagnosis
 log = logging.getLogger(__name__)
 
 STATE_FILE_VERSION = 1
-_LOCK_WAIT_S = 5.0
+_RUN_CLAIM_S = 3600.0  # a queue delivers a verdict again within minutes, not hours
+# Comparing and keeping must not hold a verdict up: past this, it is shown uncompared.
+HISTORY_BUDGET_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,7 @@ def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> H
     recent = [snapshot if _same_run(s, snapshot) else s for s in history.recent]
     if not any(_same_run(s, snapshot) for s in history.recent):
         recent.append(snapshot)
-    try:
-        oldest = datetime.fromisoformat(snapshot.taken_at) - timedelta(days=retention.days)
-        recent = [s for s in recent if datetime.fromisoformat(s.taken_at) >= oldest]
-    except ValueError:
-        pass  # a taken_at that is not a time: keep by count only
+    recent = _within_days(recent, retention.days)
     last_good = history.last_good
     if snapshot.healthy:
         last_good = snapshot
@@ -184,9 +184,10 @@ class FileHistory:
 
 
 class RedisHistory:
-    """A HistoryStore in Redis, shared by the web process and the workers. Changes to one
-    target's history are serialised by a lock, so two workers finishing at once both keep
-    their snapshot."""
+    """A HistoryStore in Redis, shared by the web process and the workers. Keeping is a few
+    atomic commands and no lock (a hundred diagnoses of one site may conclude at once): the
+    snapshot pushed onto the site's list, the list trimmed to ``keep``, the baseline set
+    when it is healthy; a run is claimed first, so one delivered twice is kept once."""
 
     def __init__(self, redis: Redis, retention: HistoryRetention | None = None) -> None:
         self.redis = redis
@@ -203,29 +204,39 @@ class RedisHistory:
         for raw in raw_recent:
             with contextlib.suppress(SnapshotError, ValueError):
                 recent.append(Snapshot.from_dict(json.loads(raw)))
-        return History(last_good, recent)
+        return History(last_good, _within_days(recent, self.retention.days))
 
     async def keep(self, snapshot: Snapshot) -> None:
-        async with redis_lock(
-            self.redis, key("history", snapshot.target, "lock"), wait_s=_LOCK_WAIT_S
-        ):
-            history = kept(await self.load(snapshot.target), snapshot, self.retention)
-            recent_key = key("history", snapshot.target)
-            # Nothing older than the retention is kept; a configured site's baseline is kept
-            # however old, an ad-hoc URL's (anyone may `/502` any URL) only as long.
-            expiry_s = max(1, math.ceil(self.retention.days * 86400))
-            good_expiry_s = expiry_s if "://" in snapshot.target else None
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(recent_key)
-                pipe.rpush(recent_key, *(json.dumps(s.to_dict()) for s in history.recent))
-                pipe.expire(recent_key, expiry_s)
-                if history.last_good is not None:
-                    good = json.dumps(history.last_good.to_dict())
-                    pipe.set(key("baseline", snapshot.target), good, ex=good_expiry_s)
-                await pipe.execute()
+        target, text = snapshot.target, json.dumps(snapshot.to_dict())
+        run = snapshot.run or hashlib.sha256(text.encode()).hexdigest()
+        if not await claim(self.redis, key("history", target, "run", run), _RUN_CLAIM_S):
+            return  # this run is kept already: its verdict was delivered again
+        recent_key = key("history", target)
+        # Nothing older than the retention is kept; a configured site's baseline is kept
+        # however old, an ad-hoc URL's (anyone may `/502` any URL) only as long.
+        expiry_s = max(1, math.ceil(self.retention.days * 86400))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(recent_key, text)
+            pipe.ltrim(recent_key, -self.retention.keep, -1)
+            pipe.expire(recent_key, expiry_s)
+            if snapshot.healthy:
+                good_expiry_s = expiry_s if "://" in target else None
+                pipe.set(key("baseline", target), text, ex=good_expiry_s)
+            await pipe.execute()
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+
+
+def _within_days(recent: list[Snapshot], days: float) -> list[Snapshot]:
+    """The snapshots no more than ``days`` older than the newest."""
+    try:
+        newest = max(datetime.fromisoformat(s.taken_at) for s in recent)
+        return [
+            s for s in recent if datetime.fromisoformat(s.taken_at) >= newest - timedelta(days=days)
+        ]
+    except ValueError:  # no snapshot, or a taken_at that is not a time: keep by count only
+        return recent
 
 
 def redis_history(url: str, retention: HistoryRetention | None = None) -> RedisHistory:
@@ -245,12 +256,14 @@ class HistoryKeeper:
         request's id, so that a run delivered twice is kept once."""
         compared = diagnosis
         try:
-            history = await self.store.load(target_of(diagnosis))
+            async with asyncio.timeout(HISTORY_BUDGET_S):
+                history = await self.store.load(target_of(diagnosis))
             compared = with_changes(diagnosis, history.last_good, history.recent)
         except Exception:
             log.warning("history of %s not read", diagnosis.url, exc_info=True)
         try:
-            await self.store.keep(snapshot_of(diagnosis, run))
+            async with asyncio.timeout(HISTORY_BUDGET_S):
+                await self.store.keep(snapshot_of(diagnosis, run))
         except Exception:
             log.warning("snapshot of %s not kept", diagnosis.url, exc_info=True)
         return compared
