@@ -14,9 +14,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 
 from bot.assemble import check_config, terminal, web, worker
 from bot.config import ConfigError, load_config
+from bot.history_store import default_state_file
 from bot.queue.health import REDIS_DOWN, RedisUnreachable, redis_down
 from bot.queue.tuning import TuningError
 from checks.guard import TargetRefused
@@ -39,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("target", help="a URL, a host name, or a site's name from the sites file")
     d.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
     d.add_argument("--json", action="store_true", help="print one JSON document")
+    d.add_argument(
+        "--state",
+        metavar="FILE",
+        help="compare with earlier runs kept in FILE, and keep this one there "
+        "(default: $XDG_STATE_HOME/badgateway/state.json)",
+    )
+    d.add_argument("--no-state", action="store_true", help="neither compare nor keep this run")
 
     demo = sub.add_parser("demo", help="start a local failing site and diagnose it")
     demo.add_argument("--json", action="store_true", help="print one JSON document")
@@ -97,11 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(require_slack=args.command == "serve")
         if args.command == "diagnose":
             settings = config.load_sites(args.sites)
-            return terminal.run_diagnose(args.target, settings, as_json=args.json)
+            state = None if args.no_state else Path(args.state or default_state_file())
+            return terminal.run_diagnose(
+                args.target, settings, as_json=args.json, state=state, retention=config.history
+            )
         if args.command == "serve":
             return web.serve(config, config.load_sites(args.sites, alerting=True), args.host)
         if args.command == "shell":
-            return terminal.run_shell(config.load_sites(args.sites), sys.stdin, sys.stdout)
+            return terminal.run_shell(
+                config.load_sites(args.sites), sys.stdin, sys.stdout, config.history
+            )
         if not config.redis_url:
             return _fail("REDIS_URL is not set: workers and status need the Redis queue")
         try:

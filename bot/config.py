@@ -169,6 +169,26 @@ class AlertPolicy:
 
 
 @dataclass(frozen=True)
+class HistoryRetention:
+    """How much of each target's history is kept (bot.history_store): at most ``keep``
+    snapshots, none older than ``days``; the last healthy one is kept regardless. From
+    BADGATEWAY_HISTORY_KEEP and BADGATEWAY_HISTORY_DAYS."""
+
+    keep: int = 50
+    days: float = 7.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HistoryRetention:
+        """From ``BADGATEWAY_HISTORY_*`` in ``env``; raises ConfigError naming a bad one."""
+        number = _numbers(os.environ if env is None else env, ConfigError)
+        base = cls()
+        return cls(
+            keep=int(number("BADGATEWAY_HISTORY_KEEP", base.keep, whole=True)),
+            days=number("BADGATEWAY_HISTORY_DAYS", base.days),
+        )
+
+
+@dataclass(frozen=True)
 class BotConfig:
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
@@ -190,6 +210,7 @@ class BotConfig:
     slack_rate_scale: float = 1.0
     tuning: QueueTuning = field(default_factory=QueueTuning)
     alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
+    history: HistoryRetention = field(default_factory=HistoryRetention)
 
     @property
     def socket_mode(self) -> bool:
@@ -308,6 +329,7 @@ def load_config(
         slack_rate_scale=float(scale_text),
         tuning=QueueTuning.from_env(v),
         alert_policy=AlertPolicy.from_env(v),
+        history=HistoryRetention.from_env(v),
     )
     problem = serve_problem(config) if require_slack else None
     if problem:

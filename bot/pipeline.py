@@ -101,6 +101,38 @@ class LoggingSink:
         log.warning("diagnosis %s: %s: %s", request.id, verdict.cause.value, verdict.summary)
 
 
+class DiagnosisHistory(Protocol):
+    """Compares a finished diagnosis with its target's history and keeps it
+    (bot.history_store.HistoryKeeper)."""
+
+    async def compare_and_keep(self, diagnosis: Diagnosis, run: str = "") -> Diagnosis: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HistorySink:
+    """A ResultSink that says what changed: each verdict is compared with its target's
+    history (and its snapshot kept) before ``inner`` shows it. Delivered twice, it keeps one
+    snapshot and shows the same comparison (the history store sees to that)."""
+
+    def __init__(self, inner: ResultSink, history: DiagnosisHistory) -> None:
+        self.inner = inner
+        self.history = history
+
+    async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
+        await self.inner.step_finished(request, result)
+
+    async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
+        compared = await self.history.compare_and_keep(diagnosis, request.id)
+        await self.inner.diagnosis_finished(request, compared)
+
+    async def aclose(self) -> None:
+        closer = getattr(self.inner, "aclose", None)
+        if closer is not None:
+            await closer()
+        await self.history.aclose()
+
+
 class Carrier(Protocol):
     """Runs a request's steps somewhere and feeds the sink."""
 

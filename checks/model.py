@@ -198,12 +198,56 @@ class StepResult:
         )
 
 
+@dataclass(frozen=True)
+class Change:
+    """One fact that differs from the target's last healthy check (checks.changes): what it
+    was and is, the last time it was seen as before and the first time as now."""
+
+    fact: str  # "dns.addresses@127.0.0.1:53", "tls.certificate", "header.server"…
+    layer: str  # a checks.causes.Layer value
+    message: str  # one human line, both times included
+    before: str
+    now: str
+    seen_before_at: str  # ISO 8601, UTC
+    seen_now_at: str  # ISO 8601, UTC
+    at_failing_layer: bool = False  # strong evidence: it lies where the verdict's cause does
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fact": self.fact,
+            "layer": self.layer,
+            "message": self.message,
+            "before": self.before,
+            "now": self.now,
+            "seen_before_at": self.seen_before_at,
+            "seen_now_at": self.seen_now_at,
+            "at_failing_layer": self.at_failing_layer,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Change:
+        return cls(
+            fact=str(d["fact"]),
+            layer=str(d.get("layer", "")),
+            message=str(d["message"]),
+            before=str(d.get("before", "")),
+            now=str(d.get("now", "")),
+            seen_before_at=str(d.get("seen_before_at", "")),
+            seen_now_at=str(d.get("seen_now_at", "")),
+            at_failing_layer=bool(d.get("at_failing_layer")),
+        )
+
+
 @dataclass
 class Verdict:
     cause: Cause
     summary: str
     next_steps: list[str]
     evidence: list[Finding] = field(default_factory=list)
+    # What changed since the target's last healthy check (failing verdicts only), and one
+    # line on what it was compared with ("never seen healthy" when there is nothing).
+    changes: list[Change] = field(default_factory=list)
+    baseline: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -211,6 +255,8 @@ class Verdict:
             "summary": self.summary,
             "next_steps": list(self.next_steps),
             "evidence": [f.to_dict() for f in self.evidence],
+            "changes": [c.to_dict() for c in self.changes],
+            "baseline": self.baseline,
         }
 
     @classmethod
@@ -220,6 +266,8 @@ class Verdict:
             summary=d["summary"],
             next_steps=list(d.get("next_steps", [])),
             evidence=[Finding.from_dict(f) for f in d.get("evidence", [])],
+            changes=[Change.from_dict(c) for c in d.get("changes") or []],
+            baseline=str(d.get("baseline") or ""),
         )
 
 

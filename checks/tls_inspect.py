@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import ssl
 import time
@@ -63,6 +64,7 @@ class TlsDict(TypedDict):
     days_left: int | None
     handshake_ms: int | None
     problems: list[TlsProblemDict]
+    fingerprint: str | None  # SHA-256 of the certificate's DER: tells a replaced one apart
 
 
 class TlsProblemKind(StrEnum):
@@ -97,6 +99,7 @@ class TlsReport:
     days_left: int | None = None
     handshake_ms: int | None = None
     problems: list[TlsProblem] = field(default_factory=list)
+    fingerprint: str | None = None
 
     def to_dict(self) -> TlsDict:
         return {
@@ -112,6 +115,7 @@ class TlsReport:
             "days_left": self.days_left,
             "handshake_ms": self.handshake_ms,
             "problems": [{"kind": p.kind.value, "message": p.message} for p in self.problems],
+            "fingerprint": self.fingerprint,
         }
 
 
@@ -195,6 +199,9 @@ async def inspect_tls(
     peer = verifying.peer or (decode_certificate(reading.der) if reading.der else None)
     if peer:
         report.certificate = certificate_facts(peer)
+    der = verifying.der or reading.der
+    if der:
+        report.fingerprint = hashlib.sha256(der).hexdigest()
     if verifying.error is None:
         report.verified = True
     _judge(report, verifying.error)

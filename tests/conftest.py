@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,3 +141,10 @@ def _posts_unpaced_unless_slack_limits(
         monkeypatch.setattr(PostPace, "WORKSPACE_BURST", 1_000)
         monkeypatch.setattr(root_updates, "PER_ROOT_S", 0.0)
         monkeypatch.setattr(root_updates, "WORKSPACE_PER_MINUTE", 60_000.0)
+
+
+@pytest.fixture(autouse=True)
+def _state_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`badgateway diagnose` keeps its runs in $XDG_STATE_HOME: each test its own (in
+    subprocesses too), never the home directory's, and no test compares with another's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))

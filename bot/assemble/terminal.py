@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sys
+import uuid
+from pathlib import Path
 from typing import TextIO, cast
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import BotConfig
+from bot.config import BotConfig, HistoryRetention
 from bot.demo import DemoUnavailable, demo_site
-from bot.pipeline import InProcessCarrier
+from bot.history_store import FileHistory, HistoryKeeper, MemoryHistory
+from bot.pipeline import HistorySink, InProcessCarrier
 from bot.queue.status import show_status
 from bot.render.terminal import TerminalReport
 from bot.shell import Shell, TerminalSlack
@@ -27,26 +31,49 @@ from bot.slack.root_updates import RootUpdates
 from bot.slack.sink import SlackSink
 from bot.state import BotState, MemoryStore
 from checks.runner import diagnose, prepare
-from checks.settings import Settings
+from checks.settings import Settings, one_line
 from checks.steps import all_steps
 
 
-async def _diagnose(target: str, settings: Settings, as_json: bool) -> int:
+async def _diagnose(
+    target: str, settings: Settings, as_json: bool, history: HistoryKeeper | None = None
+) -> int:
     ctx = await prepare(target, settings)  # BadTarget / TargetRefused before any probe
-    if as_json:
-        result = await diagnose(ctx, settings)
+    report = None if as_json else TerminalReport()
+    if report is not None:
+        report.start(ctx.target.raw, ctx.target.url, list(all_steps()))
+    result = await diagnose(ctx, settings, on_step=report.step if report else None)
+    if history is not None:  # each run from a shell is a run of its own
+        result = await history.compare_and_keep(result, uuid.uuid4().hex)
+    if report is None:
         print(json.dumps(result.to_dict(), indent=2))
-        return 0
-    report = TerminalReport()
-    report.start(ctx.target.raw, ctx.target.url, list(all_steps()))
-    result = await diagnose(ctx, settings, on_step=report.step)
-    report.finish(result)
+    else:
+        report.finish(result)
     return 0
 
 
-def run_diagnose(target: str, settings: Settings, *, as_json: bool) -> int:
-    """`badgateway diagnose TARGET`: exit 0 whatever it found."""
-    return asyncio.run(_diagnose(target, settings, as_json))
+DEFAULT_RETENTION = HistoryRetention()  # tests and callers without a configuration
+
+
+def _state_warning(message: str) -> None:
+    print(f"badgateway: warning: {one_line(message)}", file=sys.stderr)
+
+
+def run_diagnose(
+    target: str,
+    settings: Settings,
+    *,
+    as_json: bool,
+    state: Path | None = None,
+    retention: HistoryRetention = DEFAULT_RETENTION,
+) -> int:
+    """`badgateway diagnose TARGET`: exit 0 whatever it found. ``state``: the file whose
+    earlier runs this one is compared with, and kept in (None: neither)."""
+    history = None
+    if state is not None:
+        store = FileHistory(state, retention, warn=_state_warning)
+        history = HistoryKeeper(store)
+    return asyncio.run(_diagnose(target, settings, as_json, history))
 
 
 def run_demo(*, as_json: bool = False) -> int:
@@ -65,23 +92,31 @@ def run_demo(*, as_json: bool = False) -> int:
         return 2
 
 
-def build_shell(settings: Settings, out: TextIO) -> Shell:
+def build_shell(
+    settings: Settings, out: TextIO, retention: HistoryRetention = DEFAULT_RETENTION
+) -> Shell:
     # The person at the terminal runs the bot: Slack's allow-lists do not apply here.
     settings = dataclasses.replace(settings, allowed_channels=(), allowed_users=())
     slack = TerminalSlack(out)
     client = cast(AsyncWebClient, slack)
     state = BotState(MemoryStore())
     sink = SlackSink(client, state, RootUpdates.unpaced(client))
-    carrier = InProcessCarrier(settings, sink)
+    history = HistoryKeeper(MemoryHistory(retention))
+    carrier = InProcessCarrier(settings, HistorySink(sink, history))
     chatops = ChatOps(
         client, settings, DiagnosisThreads(client, state, carrier, settings, sink=sink)
     )
     return Shell(chatops, carrier, slack, out)
 
 
-def run_shell(settings: Settings, stdin: TextIO, stdout: TextIO) -> int:
+def run_shell(
+    settings: Settings,
+    stdin: TextIO,
+    stdout: TextIO,
+    retention: HistoryRetention = DEFAULT_RETENTION,
+) -> int:
     """`badgateway shell`: until the input ends or the user quits."""
-    return asyncio.run(build_shell(settings, stdout).run(stdin))
+    return asyncio.run(build_shell(settings, stdout, retention).run(stdin))
 
 
 def run_status(config: BotConfig, *, as_json: bool) -> int:

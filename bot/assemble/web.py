@@ -31,7 +31,8 @@ from bot.alerts.incidents import Incidents
 from bot.alerts.webhooks import add_alert_routes
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig
-from bot.pipeline import Carrier, InProcessCarrier, ResultSink
+from bot.history_store import HistoryKeeper, MemoryHistory
+from bot.pipeline import Carrier, HistorySink, InProcessCarrier, ResultSink
 from bot.queue.carrier import QueueCarrier, Unclaimed
 from bot.queue.health import QueueHealth
 from bot.slack.app import build_app
@@ -105,7 +106,9 @@ def build_carrier(
     and a diagnosis no worker takes in time goes to ``on_unclaimed``."""
     if config.redis_url:
         return QueueCarrier(config, settings, on_unclaimed=on_unclaimed)
-    return InProcessCarrier(settings, sink)
+    # Without Redis the history of each target lives as long as this process.
+    history = HistoryKeeper(MemoryHistory(config.history))
+    return InProcessCarrier(settings, HistorySink(sink, history))
 
 
 def build_web(

@@ -24,7 +24,8 @@ from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
 from bot.alerts.sink import IncidentVerdicts
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig, ConfigError
-from bot.pipeline import LoggingSink, ResultSink
+from bot.history_store import HistoryKeeper, redis_history
+from bot.pipeline import HistorySink, LoggingSink, ResultSink
 from bot.queue.carrier import QueueCarrier
 from bot.queue.health import require_redis
 from bot.queue.saq_queue import DEFAULT_QUEUE
@@ -90,7 +91,10 @@ def run_worker(config: BotConfig, settings: Settings, queues: list[str]) -> int:
 
 
 async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
-    sink = make_sink(config)  # before anything connects: a worker that cannot post stops here
+    # Before anything connects: a worker that cannot post stops here. Each verdict says what
+    # changed since its target last worked (the history is shared through Redis).
+    history = HistoryKeeper(redis_history(str(config.redis_url), config.history))
+    sink = HistorySink(make_sink(config), history)
     incidents = None
     try:
         await require_redis(str(config.redis_url))

@@ -29,6 +29,7 @@ MAX_CONTEXT_ELEMENTS = 10
 MAX_BUTTON_TEXT = 75
 MAX_ACTION_ELEMENTS = 25
 MAX_MESSAGE_TEXT = 40000
+CHANGES_SHOWN = 8  # changes since the last healthy check listed under a verdict
 MAX_ROWS = 12  # evidence rows shown per table before "…and N more"
 
 Message = dict[str, Any]  # {"text": fallback, "blocks": [...]}
@@ -291,6 +292,17 @@ def verdict_message(diagnosis: Diagnosis, root_ts: str, *, resolved: bool = Fals
     if verdict.next_steps:
         steps = [f"{n}. {escape(text)}" for n, text in enumerate(verdict.next_steps[:8], 1)]
         blocks += sections(["*Next steps*", *steps])
+    if verdict.changes:
+        # Bold: at the failing layer, strong evidence; the rest is context.
+        changed = [
+            f"• *{escape(c.message)}*" if c.at_failing_layer else f"• {escape(c.message)}"
+            for c in verdict.changes[:CHANGES_SHOWN]
+        ]
+        more = len(verdict.changes) - CHANGES_SHOWN
+        changed += [f"…and {more} more"] if more > 0 else []
+        blocks += sections(["*What changed*", *changed])
+    if verdict.baseline:
+        blocks.append(context(escape(verdict.baseline)))
     took = f"{diagnosis.duration_ms / 1000:.1f} s"
     blocks.append(
         context(f"cause `{verdict.cause.value}` · {len(diagnosis.steps)} checks · {took}")

@@ -80,4 +80,11 @@ class TerminalReport:
             self.out.write(self._c("1", "Next steps:") + "\n")
             for n, text in enumerate(verdict.next_steps, 1):
                 self.out.write(f"  {n}. {text}\n")
+        if verdict.changes:
+            self.out.write(self._c("1", "What changed:") + "\n")
+            for change in verdict.changes:
+                mark = self._c("31", "✘") if change.at_failing_layer else self._c("2", "·")
+                self.out.write(f"  {mark} {change.message}\n")
+        if verdict.baseline:
+            self.out.write(self._c("2", verdict.baseline) + "\n")
         self.out.flush()

@@ -31,6 +31,7 @@ ROWS: dict[str, int] = {
     "bot.bounded_json": 6,
     "bot.malformed_http": 6,
     "bot.demo": 6,
+    "bot.history_store": 6,
     "bot.storage": 7,
     "bot.config": 7,
     "bot": 8,  # the package's own __init__: a docstring

@@ -45,9 +45,10 @@ Outside pytest, ``running_dns_lab(directory)`` is a context manager yielding the
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,6 +270,75 @@ def running_dns_lab(directory: Path) -> Iterator[DnsLab]:
         for server in servers:
             if server.process is not None:
                 server.process.stop()
+
+
+class ZoneServer:
+    """A BIND of its own serving one zone whose records a test changes: ``serve(records)``
+    rewrites the zone file (with a higher serial) and makes named reload it (SIGHUP), as an
+    operator's change to the authoritative server does. ``address`` is as Settings.resolvers
+    takes it; ``records`` are zone-file lines relative to ``zone``."""
+
+    def __init__(self, directory: Path, zone: str, records: str) -> None:
+        named = require_binary("named", "/usr/sbin/named")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self.zone, self.serial = directory, zone.rstrip(".") + ".", 1
+        self.port = free_udp_port()
+        self._write(records)
+        conf = directory / "named.conf"
+        conf.write_text(_named_conf(directory, self.port, {self.zone: "zone.db"}))
+        self.process = ManagedProcess(
+            [named, "-g", "-4", "-n", "1", "-c", str(conf), "-p", str(self.port)],
+            directory / "named.log",
+        )
+        self._wait_for_serial()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write(self, records: str) -> None:
+        timers = "3600 600 86400 60"  # refresh, retry, expire, negative TTL
+        soa = f"@ 300 IN SOA ns.{self.zone} hostmaster.{self.zone} {self.serial} {timers}\n"
+        ns = f"@ 300 IN NS ns.{self.zone}\nns 300 IN A 127.0.0.1\n"
+        (self.directory / "zone.db").write_text(soa + ns + records)
+
+    def serve(self, records: str) -> None:
+        """Replace the zone's records; returns once named answers with the new serial."""
+        self.serial += 1
+        self._write(records)
+        self.process.proc.send_signal(signal.SIGHUP)
+        self._wait_for_serial()
+
+    def _wait_for_serial(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        query = dns.message.make_query(self.zone, "SOA")
+        while time.monotonic() < deadline:
+            if self.process.proc.poll() is not None:
+                raise RuntimeError(f"named exited early:\n{self.process.output()}")
+            with contextlib.suppress(dns.exception.DNSException, OSError):
+                reply = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
+                if reply.answer and f" {self.serial} " in reply.answer[0].to_text():
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"named did not serve serial {self.serial}:\n{self.process.output()}")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture
+def zone_server(tmp_path: Path) -> Iterator[Callable[[str, str], ZoneServer]]:
+    """``zone_server(zone, records) -> ZoneServer``: stopped at the end of the test."""
+    started: list[ZoneServer] = []
+
+    def start(zone: str, records: str) -> ZoneServer:
+        server = ZoneServer(tmp_path / f"zone-{len(started)}", zone, records)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

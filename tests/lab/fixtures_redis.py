@@ -365,6 +365,7 @@ class LabSink:
                 "id": request.id,
                 "cause": diagnosis.verdict.cause.value,
                 "steps": [s.name for s in diagnosis.steps],
+                "baseline": diagnosis.verdict.baseline,
             }
         )
 

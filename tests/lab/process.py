@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -19,11 +20,14 @@ import pytest
 from aiohttp import web
 
 
-async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on 127.0.0.1 at a port the kernel picks; the runner (to clean up) and port."""
+async def serve_app(
+    app: web.Application, tls: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 at a port the kernel picks (over TLS with ``tls``); the
+    runner (to clean up) and port."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     return runner, int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 

@@ -1,0 +1,274 @@
+"""Where the snapshots of targets are kept (checks.baseline), and the keeper that compares a
+finished diagnosis with them (checks.changes) and then keeps its snapshot.
+
+Per target: the last healthy snapshot (kept however long ago it was: it is what a failure is
+compared with) and the recent ones, oldest first, healthy or not, bounded by ``Retention``
+(how many, how many days), which date a change more closely. Three stores of one shape: in
+Redis for the bot's processes (keys ``bgw:history:TARGET`` and ``bgw:baseline:TARGET``), a
+state file for `badgateway diagnose` from a shell, and memory (`serve` without Redis, tests).
+
+A diagnosis delivered twice (queues deliver at least once) keeps one snapshot, and a
+snapshot that cannot be read or kept costs the comparison, never the verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from bot.config import HistoryRetention
+from bot.storage import claim, key
+from checks.baseline import Snapshot, SnapshotError, snapshot_of, target_of
+from checks.changes import with_changes
+from checks.model import Diagnosis
+
+log = logging.getLogger(__name__)
+
+STATE_FILE_VERSION = 1
+_RUN_CLAIM_S = 3600.0  # a queue delivers a verdict again within minutes, not hours
+# Comparing and keeping must not hold a verdict up: past this, it is shown uncompared.
+HISTORY_BUDGET_S = 2.0
+
+
+@dataclass(frozen=True)
+class History:
+    """What is kept of one target."""
+
+    last_good: Snapshot | None = None
+    recent: list[Snapshot] = field(default_factory=list)  # oldest first
+
+
+class HistoryStore(Protocol):
+    async def load(self, target: str) -> History: ...
+
+    async def keep(self, snapshot: Snapshot) -> None: ...
+
+
+def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> History:
+    """``history`` with ``snapshot`` added (once: a run delivered again replaces itself, in
+    its place), trimmed to ``retention``."""
+    recent = [snapshot if _same_run(s, snapshot) else s for s in history.recent]
+    if not any(_same_run(s, snapshot) for s in history.recent):
+        recent.append(snapshot)
+    recent = _within_days(recent, retention.days)
+    last_good = history.last_good
+    if snapshot.healthy:
+        last_good = snapshot
+    return History(last_good, recent[-retention.keep :])
+
+
+def _same_run(kept: Snapshot, new: Snapshot) -> bool:
+    return kept.run == new.run if new.run else kept == new
+
+
+def _snapshots(raw: Any) -> list[Snapshot]:
+    """The readable snapshots of a stored list (one of another version is left out)."""
+    found = []
+    for item in raw if isinstance(raw, list) else []:
+        with contextlib.suppress(SnapshotError):
+            found.append(Snapshot.from_dict(item))
+    return found
+
+
+def _history(raw: Any) -> History:
+    if not isinstance(raw, dict):
+        return History()
+    try:
+        last_good = Snapshot.from_dict(raw["last_good"]) if raw.get("last_good") else None
+    except SnapshotError:
+        last_good = None
+    return History(last_good, _snapshots(raw.get("recent")))
+
+
+def _raw(history: History) -> dict[str, Any]:
+    return {
+        "last_good": history.last_good.to_dict() if history.last_good else None,
+        "recent": [s.to_dict() for s in history.recent],
+    }
+
+
+class MemoryHistory:
+    """A HistoryStore in this process's memory."""
+
+    def __init__(self, retention: HistoryRetention | None = None) -> None:
+        self.retention = retention or HistoryRetention()
+        self.targets: dict[str, History] = {}
+
+    async def load(self, target: str) -> History:
+        return self.targets.get(target, History())
+
+    async def keep(self, snapshot: Snapshot) -> None:
+        history = self.targets.get(snapshot.target, History())
+        self.targets[snapshot.target] = kept(history, snapshot, self.retention)
+
+
+def default_state_file() -> Path:
+    """$XDG_STATE_HOME/badgateway/state.json, else ~/.local/state/badgateway/state.json."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "badgateway" / "state.json"
+
+
+class FileHistory:
+    """A HistoryStore in a JSON file, written whole and atomically (a new file renamed over
+    the old), so an interrupted run leaves the previous state. A file that cannot be read
+    (corrupt, another program's) is reported once through ``warn`` and then replaced."""
+
+    def __init__(
+        self,
+        path: Path,
+        retention: HistoryRetention | None = None,
+        warn: Callable[[str], None] = log.warning,
+    ) -> None:
+        self.path = path
+        self.retention = retention or HistoryRetention()
+        self.warn = warn
+        self._warned = False
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._unreadable(f"cannot be read ({exc})")
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return self._unreadable(f"is not JSON ({exc.msg}, line {exc.lineno})")
+        if not isinstance(document, dict) or document.get("version") != STATE_FILE_VERSION:
+            return self._unreadable("is not a badgateway state file of version 1")
+        targets = document.get("targets")
+        return targets if isinstance(targets, dict) else {}
+
+    def _unreadable(self, why: str) -> dict[str, Any]:
+        if not self._warned:
+            self._warned = True
+            self.warn(f"state file {self.path} {why}: starting a new one")
+        return {}
+
+    async def load(self, target: str) -> History:
+        return _history(self._read().get(target))
+
+    async def keep(self, snapshot: Snapshot) -> None:
+        targets = self._read()
+        history = kept(_history(targets.get(snapshot.target)), snapshot, self.retention)
+        targets[snapshot.target] = _raw(history)
+        self._write({"version": STATE_FILE_VERSION, "targets": targets})
+
+    def _write(self, document: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+class RedisHistory:
+    """A HistoryStore in Redis, shared by the web process and the workers. Keeping is a few
+    atomic commands and no lock (a hundred diagnoses of one site may conclude at once): the
+    snapshot pushed onto the site's list, the list trimmed to ``keep``, the baseline set
+    when it is healthy; a run is claimed first, so one delivered twice is kept once."""
+
+    def __init__(self, redis: Redis, retention: HistoryRetention | None = None) -> None:
+        self.redis = redis
+        self.retention = retention or HistoryRetention()
+
+    async def load(self, target: str) -> History:
+        raw_good = await self.redis.get(key("baseline", target))
+        raw_recent = await self.redis.lrange(key("history", target), 0, -1)  # type: ignore[misc]
+        last_good = None
+        if raw_good:
+            with contextlib.suppress(SnapshotError, ValueError):
+                last_good = Snapshot.from_dict(json.loads(raw_good))
+        recent = []
+        for raw in raw_recent:
+            with contextlib.suppress(SnapshotError, ValueError):
+                recent.append(Snapshot.from_dict(json.loads(raw)))
+        return History(last_good, _within_days(recent, self.retention.days))
+
+    async def keep(self, snapshot: Snapshot) -> None:
+        target, text = snapshot.target, json.dumps(snapshot.to_dict())
+        run = snapshot.run or hashlib.sha256(text.encode()).hexdigest()
+        if not await claim(self.redis, key("history", target, "run", run), _RUN_CLAIM_S):
+            return  # this run is kept already: its verdict was delivered again
+        recent_key = key("history", target)
+        # Nothing older than the retention is kept; a configured site's baseline is kept
+        # however old, an ad-hoc URL's (anyone may `/502` any URL) only as long.
+        expiry_s = max(1, math.ceil(self.retention.days * 86400))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(recent_key, text)
+            pipe.ltrim(recent_key, -self.retention.keep, -1)
+            pipe.expire(recent_key, expiry_s)
+            if snapshot.healthy:
+                good_expiry_s = expiry_s if "://" in target else None
+                pipe.set(key("baseline", target), text, ex=good_expiry_s)
+            await pipe.execute()
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def _within_days(recent: list[Snapshot], days: float) -> list[Snapshot]:
+    """The snapshots no more than ``days`` older than the newest."""
+    try:
+        newest = max(datetime.fromisoformat(s.taken_at) for s in recent)
+        return [
+            s for s in recent if datetime.fromisoformat(s.taken_at) >= newest - timedelta(days=days)
+        ]
+    except ValueError:  # no snapshot, or a taken_at that is not a time: keep by count only
+        return recent
+
+
+def redis_history(url: str, retention: HistoryRetention | None = None) -> RedisHistory:
+    """A RedisHistory on its own connection to ``url`` (made when first used)."""
+    return RedisHistory(Redis.from_url(url, decode_responses=True), retention)
+
+
+class HistoryKeeper:
+    """Compares a finished diagnosis with its target's history, then keeps its snapshot."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self.store = store
+
+    async def compare_and_keep(self, diagnosis: Diagnosis, run: str = "") -> Diagnosis:
+        """``diagnosis`` with what changed in its verdict (as it is, when the history cannot
+        be read); its snapshot kept (logged and skipped when it cannot be). ``run``: the
+        request's id, so that a run delivered twice is kept once."""
+        compared = diagnosis
+        try:
+            async with asyncio.timeout(HISTORY_BUDGET_S):
+                history = await self.store.load(target_of(diagnosis))
+            compared = with_changes(diagnosis, history.last_good, history.recent)
+        except Exception:
+            log.warning("history of %s not read", diagnosis.url, exc_info=True)
+        try:
+            async with asyncio.timeout(HISTORY_BUDGET_S):
+                await self.store.keep(snapshot_of(diagnosis, run))
+        except Exception:
+            log.warning("snapshot of %s not kept", diagnosis.url, exc_info=True)
+        return compared
+
+    async def aclose(self) -> None:
+        closer = getattr(self.store, "aclose", None)
+        if closer is not None:
+            await closer()

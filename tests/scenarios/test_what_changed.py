@@ -1,0 +1,270 @@
+"""End to end: a site diagnosed healthy, then changed on a real server (its DNS record on a
+BIND, its certificate, the app behind nginx, its ``Server`` header), then diagnosed again
+failing: the verdict names the change with the last time it was seen as before and the
+first time as now. And the Slack path: the sink wrapper compares and keeps through Redis."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from datetime import datetime
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from bot.history_store import HistoryKeeper, MemoryHistory, RedisHistory
+from bot.pipeline import DiagnosisRequest, HistorySink, InProcessCarrier
+from bot.storage import key
+from checks.model import Cause, Change, Diagnosis, StepResult
+from checks.runner import diagnose, prepare
+from checks.settings import LogSource, Settings, Site
+from tests.lab.certs import make_test_certs
+from tests.lab.diagnosis import explain
+from tests.lab.fixtures_dns import ZoneServer
+from tests.lab.fixtures_proxies import Proxy
+from tests.lab.fixtures_redis import QueueLab, RedisServer
+from tests.lab.fixtures_upstreams import Upstream
+from tests.lab.process import serve_app
+
+
+class ChangingSite:
+    """A site whose answer the test changes between diagnoses: status and Server header."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.server = "nginx/1.22.1"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        page = "<html><body>shop</body></html>" if self.status < 400 else "<h1>Bad Gateway</h1>"
+        return web.Response(
+            status=self.status, text=page, content_type="text/html", headers={"Server": self.server}
+        )
+
+
+def settings_for(
+    url: str,
+    *,
+    resolvers: tuple[str, ...] = (),
+    upstreams: tuple[str, ...] = (),
+    logs: tuple[Path, ...] = (),
+    ca_file: str | None = None,
+) -> Settings:
+    site = Site(
+        name="shop", url=url, upstreams=upstreams, logs=tuple(LogSource(str(p)) for p in logs)
+    )
+    return Settings(
+        resolvers=resolvers,
+        allow_networks=(ip_network("127.0.0.0/8"),),
+        sites=(site,),
+        reload_attempts=2,
+        reload_spacing_s=0.1,
+        timeout_s=2,
+        ca_file=ca_file,
+    )
+
+
+async def check(keeper: HistoryKeeper, settings: Settings) -> Diagnosis:
+    return await keeper.compare_and_keep(await diagnose("shop", settings))
+
+
+def clock(diagnosis: Diagnosis) -> str:
+    return datetime.fromisoformat(diagnosis.started_at).strftime("%H:%M:%S UTC")
+
+
+def the_change(diagnosis: Diagnosis, fact: str) -> Change:
+    found = [c for c in diagnosis.verdict.changes if c.fact == fact]
+    assert len(found) == 1, (fact, diagnosis.verdict.changes, explain(diagnosis))
+    return found[0]
+
+
+def assert_dated(change: Change, before: Diagnosis, after: Diagnosis) -> None:
+    """Both times, in the change and in its line: last seen as before, first seen as now."""
+    assert change.seen_before_at == before.started_at
+    assert change.seen_now_at == after.started_at
+    assert clock(before) in change.message and clock(after) in change.message
+
+
+async def test_a_dns_record_changed_on_the_dns_server(
+    zone_server: Callable[[str, str], ZoneServer],
+) -> None:
+    site = ChangingSite()
+    runner, port = await serve_app(site.app())
+    try:
+        zone = zone_server("shop.test", "www 3600 IN A 127.0.0.1\n")
+        settings = settings_for(f"http://www.shop.test:{port}/", resolvers=(zone.address,))
+        keeper = HistoryKeeper(MemoryHistory())
+        healthy = await check(keeper, settings)
+        assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+
+        zone.serve("www 3600 IN A 127.0.0.2\n")  # where nothing listens on the site's port
+        failing = await check(keeper, settings)
+    finally:
+        await runner.cleanup()
+    assert failing.verdict.cause is Cause.UNREACHABLE, explain(failing)
+    change = the_change(failing, f"dns.addresses@{zone.address}")
+    assert (change.before, change.now, change.at_failing_layer) == ("127.0.0.1", "127.0.0.2", True)
+    assert change.message.startswith("A record 127.0.0.1 → 127.0.0.2")
+    assert "TTL 3600 s (1 h)" in change.message
+    assert_dated(change, healthy, failing)
+    assert change.message in failing.verdict.summary  # strong evidence: in the summary
+    assert failing.verdict.next_steps[0].startswith("Roll back the DNS change")
+    assert "wait up to 1 h (its TTL)" in failing.verdict.next_steps[0]
+
+
+async def test_b_certificate_replaced(tmp_path: Path) -> None:
+    certs = make_test_certs(tmp_path / "certs")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certs.valid.cert, certs.valid.key)
+    runner, port = await serve_app(ChangingSite().app(), tls)
+    try:
+        settings = settings_for(f"https://127.0.0.1:{port}/", ca_file=str(certs.ca))
+        keeper = HistoryKeeper(MemoryHistory())
+        healthy = await check(keeper, settings)
+        assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+
+        # The server's certificate replaced in place: new handshakes get the self-signed one.
+        tls.load_cert_chain(certs.self_signed.cert, certs.self_signed.key)
+        failing = await check(keeper, settings)
+    finally:
+        await runner.cleanup()
+    assert failing.verdict.cause is Cause.TLS_ERROR, explain(failing)
+    change = the_change(failing, "tls.certificate")
+    assert change.at_failing_layer
+    assert change.message.startswith("certificate replaced (new issuer CN=localhost;")
+    assert_dated(change, healthy, failing)
+    assert any(f.code == "changed" for f in failing.verdict.evidence)
+
+
+async def test_c_upstream_behind_nginx_stops_answering(
+    upstream: Callable[..., Upstream], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    app = upstream("ok")
+    proxy = nginx_proxy(app)
+    settings = settings_for(proxy.url, upstreams=(app.address,), logs=(proxy.error_log,))
+    keeper = HistoryKeeper(MemoryHistory())
+    healthy = await check(keeper, settings)
+    assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+
+    app.stop()  # nginx's upstream port is dead now
+    failing = await check(keeper, settings)
+    assert failing.verdict.cause is Cause.UPSTREAM_REFUSED, explain(failing)
+    change = the_change(failing, f"upstream@{app.address}")
+    assert (change.before, change.now, change.at_failing_layer) == ("open", "refused", True)
+    assert change.message == (
+        f"upstream {app.address} answered at {clock(healthy)}, refuses connections now "
+        f"(since {clock(failing)})"
+    )
+    assert_dated(change, healthy, failing)
+    assert any(
+        app.address in s and "start the app there again" in s for s in failing.verdict.next_steps
+    )
+
+
+async def test_d_server_header_changed_with_a_failure() -> None:
+    site = ChangingSite()
+    runner, port = await serve_app(site.app())
+    try:
+        settings = settings_for(f"http://127.0.0.1:{port}/")
+        keeper = HistoryKeeper(MemoryHistory())
+        healthy = await check(keeper, settings)
+        assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+
+        site.server, site.status = "nginx/1.24.0", 502  # upgraded, and failing since
+        failing = await check(keeper, settings)
+    finally:
+        await runner.cleanup()
+    assert failing.verdict.cause is not Cause.HEALTHY, explain(failing)
+    change = the_change(failing, "header.server")
+    assert change.message.startswith("Server nginx/1.22.1 → nginx/1.24.0 (changed between")
+    assert_dated(change, healthy, failing)
+    assert failing.verdict.baseline.startswith(
+        f"Compared with the last healthy check, at {clock(healthy)}"
+    )
+
+
+async def test_a_site_never_seen_healthy_says_so() -> None:
+    site = ChangingSite()
+    site.status = 502
+    runner, port = await serve_app(site.app())
+    try:
+        failing = await check(
+            HistoryKeeper(MemoryHistory()), settings_for(f"http://127.0.0.1:{port}/")
+        )
+    finally:
+        await runner.cleanup()
+    assert failing.verdict.changes == []
+    assert (
+        failing.verdict.baseline
+        == "shop has not been seen healthy before: nothing to compare with."
+    )
+
+
+class RecordingSink:
+    """The Slack sink's place: records the verdicts it is given."""
+
+    def __init__(self) -> None:
+        self.verdicts: list[Diagnosis] = []
+
+    async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
+        pass
+
+    async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
+        self.verdicts.append(diagnosis)
+
+
+async def test_the_slack_path_compares_with_and_keeps_in_redis(redis_server: RedisServer) -> None:
+    site = ChangingSite()
+    runner, port = await serve_app(site.app())
+    redis: Redis = Redis.from_url(redis_server.url, decode_responses=True)
+    settings = settings_for(f"http://127.0.0.1:{port}/")
+    shown = RecordingSink()
+    # Two carriers, as a worker that restarted: what the first kept, the second reads.
+    carriers = [
+        InProcessCarrier(settings, HistorySink(shown, HistoryKeeper(RedisHistory(redis))))
+        for _ in range(2)
+    ]
+    try:
+        for carrier, status, server in zip(
+            carriers, (200, 502), ("nginx/1.22.1", "nginx/1.24.0"), strict=True
+        ):
+            site.status, site.server = status, server
+            await carrier.submit(DiagnosisRequest.new(await prepare("shop", settings)))
+            await carrier.drain()
+        kept: Any = await redis.lrange(key("history", "shop"), 0, -1)  # type: ignore[misc]
+        baseline = await redis.get(key("baseline", "shop"))
+    finally:
+        for carrier in carriers:
+            await carrier.close()
+        await redis.aclose()
+        await runner.cleanup()
+    healthy, failing = shown.verdicts
+    assert healthy.verdict.cause is Cause.HEALTHY
+    change = the_change(failing, "header.server")
+    assert_dated(change, healthy, failing)
+    assert len(kept) == 2 and baseline is not None and '"healthy": true' in baseline
+
+
+async def test_workers_compare_and_keep_through_redis(queue_lab: QueueLab) -> None:
+    """The worker's assembly puts the history between the queue and the sink."""
+    queue_lab.start_worker("a")
+    requests = []
+    for _ in range(2):  # one after the other: the second reads what the first kept
+        requests.append(await queue_lab.submit("shop", ["lab_fetch"]))
+        await queue_lab.wait_concluded([requests[-1].id], within_s=20)
+    verdicts = [c for c in queue_lab.calls() if c["kind"] == "verdict"]
+    assert [v["id"] for v in verdicts] == [r.id for r in requests]
+    assert verdicts[0]["cause"] != "healthy"
+    assert all(v["baseline"].startswith("shop has not been seen healthy") for v in verdicts)
+    client = queue_lab.redis_server.client()
+    try:
+        assert client.llen(key("history", "shop")) == 2
+    finally:
+        client.close()
