@@ -16,20 +16,21 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from bot.assemble.web import WebProcess, build_web
 from bot.config import BotConfig
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import connect_redis
 from bot.slack.server import EVENTS_PATH, READY_PATH
-from checks.settings import load_settings
+from checks.settings import Settings, load_settings
 from checks.steps import step_names
 from tests.lab.fixtures_redis import (
     LAB_QUEUE_ENV,
@@ -46,16 +47,49 @@ OPS = "C0OPS0001"
 TOKEN = "xoxb-cannot-work"
 STEPS = step_names()
 WAIT_S = 1.0  # BADGATEWAY_WORKER_WAIT_S in these tests
+ALERTS_TOKEN = "alerts-secret"
 
 
 @dataclass
 class QueueBot:
-    """The web process in queue mode, its workers (a QueueLab's) and the Slack stand-in."""
+    """Web processes in queue mode (one to start with; a test may start more, or stop one),
+    their workers (a QueueLab's) and the Slack stand-in."""
 
-    bot: BotUnderTest
-    base: str  # http://127.0.0.1:PORT
     lab: QueueLab
     slack: SlackStandIn
+    webs: list[BotUnderTest] = field(default_factory=list)
+    _runners: dict[int, web.AppRunner] = field(default_factory=dict)
+
+    @property
+    def bot(self) -> BotUnderTest:
+        return self.webs[0]
+
+    @property
+    def base(self) -> str:  # http://127.0.0.1:PORT of the first web process
+        return self.bot.url.removesuffix(EVENTS_PATH)
+
+    async def start_web(self, settings: Settings, wait_s: float = WAIT_S) -> BotUnderTest:
+        """One more web process (the real app, served on loopback) on the same Redis."""
+        config = BotConfig(
+            slack_bot_token=TOKEN,
+            slack_signing_secret=SIGNING_SECRET,
+            slack_api_url=self.slack.base_url,
+            redis_url=self.lab.redis_server.url,
+            worker_wait_s=wait_s,
+            alerts_token=ALERTS_TOKEN,
+        )
+        process: WebProcess = build_web(config, settings)
+        runner, port = await serve_app(process.web_app())
+        signer = SlackSigner(SIGNING_SECRET, self.slack.response_url)
+        started = BotUnderTest(f"http://127.0.0.1:{port}{EVENTS_PATH}", process, self.slack, signer)
+        self.webs.append(started)
+        self._runners[id(started)] = runner
+        return started
+
+    async def stop_web(self, web_bot: BotUnderTest) -> None:
+        self.webs.remove(web_bot)
+        await self._runners.pop(id(web_bot)).cleanup()
+        await web_bot.runtime.close()
 
     def target(self, delay_s: float = 0.0) -> str:
         # The trailing "/" keeps the delay apart from the checks' cache-busting query.
@@ -112,26 +146,18 @@ async def queue_bot(
 ) -> AsyncIterator[QueueBot]:
     for name, value in LAB_QUEUE_ENV.items():  # the web process's queue timings, as the lab's
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BADGATEWAY_ALERT_STORM_HOLD_S", "0.2")  # an alert is posted at once
     http = SleepyHTTPServer()
     sites = _sites(tmp_path / "sites.toml")
     settings = load_settings(sites)
     lab = QueueLab(redis_server, http, tmp_path, sites, settings)
-    config = BotConfig(
-        slack_bot_token=TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=slack_api.base_url,
-        redis_url=redis_server.url,
-        worker_wait_s=WAIT_S,
-    )
-    process: WebProcess = build_web(config, settings)
-    runner, port = await serve_app(process.web_app())
-    signer = SlackSigner(SIGNING_SECRET, slack_api.response_url)
-    bot = BotUnderTest(f"http://127.0.0.1:{port}{EVENTS_PATH}", process, slack_api, signer)
+    queue_bot = QueueBot(lab, slack_api)
     try:
-        yield QueueBot(bot, f"http://127.0.0.1:{port}", lab, slack_api)
+        await queue_bot.start_web(settings)
+        yield queue_bot
     finally:
-        await runner.cleanup()
-        await process.close()
+        for web_bot in list(queue_bot.webs):
+            await queue_bot.stop_web(web_bot)
         await asyncio.to_thread(lab.close)
         http.close()
 
@@ -266,3 +292,102 @@ async def test_worker_outlives_a_long_redis_outage_in_one_line(queue_bot: QueueB
     assert worker.process.proc.poll() is None and "Traceback" not in output, output
     outage_lines = [line for line in output.splitlines() if "cannot reach Redis" in line]
     assert len(outage_lines) == 1 and "waiting for it to come back" in outage_lines[0], output
+
+
+# -- the waiting line, kept in Redis ----------------------------------------------------------
+
+
+async def _fire_alert(web_bot: BotUnderTest, site: str) -> None:
+    url = web_bot.url.removesuffix(EVENTS_PATH) + "/alerts"
+    body = {"site": site, "status": "firing", "summary": "502s on the storefront"}
+    headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, headers=headers) as response,
+    ):
+        assert response.status == 202, await response.text()
+
+
+def _waiting_edits(slack: SlackStandIn, ts: str) -> int:
+    """How many times the root ``ts`` was edited to say it waits for a worker."""
+    return sum(
+        1
+        for call in slack.calls_of("chat.update")
+        if call.params.get("ts") == ts
+        and "aiting for a worker" in json.dumps(call.params, ensure_ascii=False)
+    )
+
+
+def _says_waiting(slack: SlackStandIn, ts: str) -> bool:
+    shown = slack.message(ts)
+    return "aiting for a worker" in shown.text + json.dumps(shown.blocks, ensure_ascii=False)
+
+
+async def _alerting_web(queue_bot: QueueBot, tmp_path: Path) -> Settings:
+    """Settings with a monitored site (so alerts map to it), the fixture's web process
+    stopped: each test starts the web processes it needs."""
+    await queue_bot.stop_web(queue_bot.bot)
+    return load_settings(_sites(tmp_path / "alerting.toml", queue_bot.lab.http.url(0) + "/shop"))
+
+
+async def _roots_of_a_502_and_an_alert(queue_bot: QueueBot) -> tuple[str, str]:
+    slack = queue_bot.slack
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 2, 5, "the /502 root and the alert")
+    alert = next(m for m in slack.roots(OPS) if "is failing since" in m.text)
+    asked = next(m for m in slack.roots(OPS) if m is not alert)
+    await slack.wait_for(lambda: "Diagnosis:" in alert.text, 5, "the alert's diagnosis queued")
+    return asked.ts, alert.ts
+
+
+async def _worker_completes_both(
+    queue_bot: QueueBot, settings_path: Path, asked_ts: str, alert_ts: str
+) -> None:
+    """A worker (monitoring, so that alerts' verdicts reach their roots) finishes both."""
+    slack = queue_bot.slack
+    await queue_bot.start_worker("late", BADGATEWAY_SITES=str(settings_path))
+    await slack.wait_for(lambda: queue_bot.verdicts(asked_ts), 20, "the /502 verdict")
+    await slack.wait_for(lambda: "Diagnosed:" in slack.message(alert_ts).text, 20, "alert verdict")
+    await slack.wait_for(lambda: not _says_waiting(slack, asked_ts), 5, "the /502 line gone")
+    assert not _says_waiting(slack, alert_ts)
+    names = [m.text.split(":")[0] for m in slack.thread(asked_ts)]
+    assert names == [*STEPS, "verdict"], queue_bot.logs()
+
+
+async def test_waiting_line_survives_a_web_restart_and_reaches_alert_roots(
+    queue_bot: QueueBot, tmp_path: Path
+) -> None:
+    slack = queue_bot.slack
+    settings = await _alerting_web(queue_bot, tmp_path)
+    wait_s = 3.0  # long enough to restart the web process before it passes
+    first = await queue_bot.start_web(settings, wait_s)
+    assert (await first.command(queue_bot.target(), channel=OPS)).status == 200
+    await _fire_alert(first, "shop")
+    asked_ts, alert_ts = await _roots_of_a_502_and_an_alert(queue_bot)
+
+    # The web process restarts before anyone noticed: the next one finds both in Redis.
+    await queue_bot.stop_web(first)
+    assert _waiting_edits(slack, asked_ts) == _waiting_edits(slack, alert_ts) == 0
+    await queue_bot.start_web(settings, wait_s)
+    await slack.wait_for(lambda: _says_waiting(slack, asked_ts), wait_s + 5, "the /502 line")
+    await slack.wait_for(lambda: _says_waiting(slack, alert_ts), 5, "the alert root's line")
+    assert "is `badgateway worker` running?" in slack.message(alert_ts).text
+
+    await _worker_completes_both(queue_bot, tmp_path / "alerting.toml", asked_ts, alert_ts)
+    # Scanned again and again while it waited: each root was edited once.
+    assert _waiting_edits(slack, asked_ts) == _waiting_edits(slack, alert_ts) == 1
+
+
+async def test_two_web_processes_edit_each_waiting_root_once(
+    queue_bot: QueueBot, tmp_path: Path
+) -> None:
+    slack = queue_bot.slack
+    settings = await _alerting_web(queue_bot, tmp_path)
+    one, two = await queue_bot.start_web(settings), await queue_bot.start_web(settings)
+    assert (await one.command(queue_bot.target(), channel=OPS)).status == 200
+    await _fire_alert(two, "shop")
+    asked_ts, alert_ts = await _roots_of_a_502_and_an_alert(queue_bot)
+    await slack.wait_for(lambda: _says_waiting(slack, asked_ts), WAIT_S + 5, "the /502 line")
+    await slack.wait_for(lambda: _says_waiting(slack, alert_ts), 5, "the alert root's line")
+
+    await _worker_completes_both(queue_bot, tmp_path / "alerting.toml", asked_ts, alert_ts)
+    assert _waiting_edits(slack, asked_ts) == _waiting_edits(slack, alert_ts) == 1
