@@ -26,9 +26,10 @@ is recorded per part, so each part is posted once, in runbook order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import LockError
@@ -253,67 +254,55 @@ class SlackSink:
         """Bring one thread up to date with a diagnosis: every step reply that can go out in
         order, the verdict once it is over, and (coalesced) the root. Past ``deadline``
         (time.monotonic()) no post is begun: DeliveryCut, with what was posted recorded."""
-        wait_s = LOCK_WAIT_S if deadline is None else deadline - time.monotonic()
-        if wait_s <= 0:
-            raise DeliveryCut
-        try:
-            async with self.state.thread_lock(channel, root_ts, wait_s=wait_s):
-                thread = await self._show_locked(
-                    diagnosis_id,
-                    steps,
-                    channel,
-                    root_ts,
-                    redelivered=redelivered,
-                    diagnosis=diagnosis,
-                    deadline=deadline,
-                )
-        except LockError:
-            if deadline is None:
-                raise
-            raise DeliveryCut from None  # another job is posting there; the next one goes on
+        async with self._thread_turn(channel, root_ts, deadline):
+            if diagnosis is None:
+                doc = await self.state.diagnosis_doc(diagnosis_id)
+                diagnosis = Diagnosis.from_dict(doc) if doc else None
+            final = diagnosis is not None
+            await self._post_ready(
+                diagnosis_id,
+                steps,
+                channel,
+                root_ts,
+                redelivered=redelivered,
+                final=final,
+                deadline=deadline,
+            )
+            thread = await self.state.thread(channel, root_ts)
+            if diagnosis is not None:
+                resolved = bool(thread and thread.resolved_at)
+                message = blocks.verdict_message(diagnosis, root_ts, resolved=resolved)
+                posted = await self.state.posted(diagnosis_id, channel, root_ts)
+                if VERDICT_FIELD not in posted:
+                    await self._post_part(
+                        diagnosis_id, channel, root_ts, VERDICT_FIELD, message, posted, deadline
+                    )
+                cause = diagnosis.verdict.cause.value
+                if thread is not None and thread.current == diagnosis_id and thread.cause != cause:
+                    thread.cause = cause
+                    await self.state.save_thread(thread)
         if thread is not None and thread.current == diagnosis_id:
             # An older run finishing late leaves the root alone.
             self.refresh_root(thread, progress=diagnosis is None)
 
-    async def _show_locked(
-        self,
-        diagnosis_id: str,
-        steps: list[str],
-        channel: str,
-        root_ts: str,
-        *,
-        redelivered: str | None,
-        diagnosis: Diagnosis | None,
-        deadline: float | None,
-    ) -> DiagnosisThread | None:
-        """``show``'s work, under the thread's lock; returns the thread's record."""
-        if diagnosis is None:
-            doc = await self.state.diagnosis_doc(diagnosis_id)
-            diagnosis = Diagnosis.from_dict(doc) if doc else None
-        final = diagnosis is not None
-        await self._post_ready(
-            diagnosis_id,
-            steps,
-            channel,
-            root_ts,
-            redelivered=redelivered,
-            final=final,
-            deadline=deadline,
-        )
-        thread = await self.state.thread(channel, root_ts)
-        if diagnosis is not None:
-            resolved = bool(thread and thread.resolved_at)
-            message = blocks.verdict_message(diagnosis, root_ts, resolved=resolved)
-            posted = await self.state.posted(diagnosis_id, channel, root_ts)
-            if VERDICT_FIELD not in posted:
-                await self._post_part(
-                    diagnosis_id, channel, root_ts, VERDICT_FIELD, message, posted, deadline
+    @contextlib.asynccontextmanager
+    async def _thread_turn(
+        self, channel: str, root_ts: str, deadline: float | None
+    ) -> AsyncIterator[None]:
+        """The thread's lock, waited for until ``deadline`` at most (then DeliveryCut)."""
+        wait_s = LOCK_WAIT_S if deadline is None else deadline - time.monotonic()
+        if wait_s <= 0:
+            raise DeliveryCut
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                await held.enter_async_context(
+                    self.state.thread_lock(channel, root_ts, wait_s=wait_s)
                 )
-            cause = diagnosis.verdict.cause.value
-            if thread is not None and thread.current == diagnosis_id and thread.cause != cause:
-                thread.cause = cause
-                await self.state.save_thread(thread)
-        return thread
+            except LockError:
+                if deadline is None:
+                    raise
+                raise DeliveryCut from None  # another job is posting there; the next goes on
+            yield
 
     async def _post_ready(
         self,
