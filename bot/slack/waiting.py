@@ -5,10 +5,11 @@ taken it after ``BADGATEWAY_WORKER_WAIT_S`` a web process's carrier (bot.queue.u
 the record is in Redis, so any web process, or one restarted since) calls
 ``WaitingRoots.show``, which adds one line to the root: "waiting for a worker since 12:03; is
 `badgateway worker` running?". It is called again while the diagnosis waits (a thread may join
-the run meanwhile); each root is claimed in Redis before it is edited, so it is edited once
-however many web processes see it. Nothing else changes: once a worker comes, its first result
-redraws the root as usual (bot.slack.sink), the line goes, and the diagnosis completes in the
-same thread. An alert's root is the alerting side's (bot.alerts.incidents).
+the run meanwhile); each root is claimed in Redis (``bgw:waiting:shown:{id}:{channel}:{ts}``)
+before it is edited, so it is edited once however many web processes see it. Nothing else
+changes: once a worker comes, its first result redraws the root as usual (bot.slack.sink), the
+line goes, and the diagnosis completes in the same thread. An alert's root is the alerting
+side's (bot.alerts.incidents).
 """
 
 from __future__ import annotations
