@@ -4,7 +4,7 @@ Real web process and `badgateway worker` process (tests.lab.queue_web), a real r
 and the Slack stand-in enforcing Slack's documented limits. The worker keeps Slack's pace
 (about 280 posts a minute for the workspace, one a second per channel), so posting one run's
 replies into many threads takes longer than one job may: the sink timeout is cut to 4 s here
-(rather than asking from fifty channels) so that a handful of threads is already more than a
+(rather than asking from fifty channels) so that nine threads are already more than a
 job can serve. Every thread still gets each reply once, in runbook order, and no job is retried
 for running out of time: the rest of a delivery goes on in jobs of its own (bgw.deliver).
 """
