@@ -82,9 +82,14 @@ class IdempotentConnectionErrorRetryHandler(_SkipsNonIdempotent, AsyncConnection
     """Retries dropped connections, except for methods where a retry could act twice."""
 
 
+class OwnPostsRateLimitRetryHandler(_SkipsNonIdempotent, AsyncRateLimitErrorRetryHandler):
+    """Waits out 429s, except chat.postMessage's: post_once waits those out itself, so that
+    it holds the channel's pace meanwhile and can give up at a caller's deadline."""
+
+
 def retry_handlers() -> list[AsyncRetryHandler]:
     return [
-        AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        OwnPostsRateLimitRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
         IdempotentServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
         IdempotentConnectionErrorRetryHandler(max_retry_count=CONNECTION_RETRIES),
     ]
@@ -143,8 +148,19 @@ class PostPace:
         self.scale = scale
         self.workspace = TokenBucket(self.WORKSPACE_PER_MINUTE * scale, self.WORKSPACE_BURST)
         self.channels: dict[str, TokenBucket] = {}
+        self.held: dict[str, float] = {}  # channel -> when a 429's Retry-After ends
+
+    def hold(self, channel: str, until: float) -> None:
+        """Slack answered 429 for ``channel``: no post there before ``until`` (monotonic),
+        also not one that another task begins meanwhile."""
+        self.held[channel] = max(until, self.held.get(channel, 0.0))
 
     async def take(self, channel: str) -> None:
+        until = self.held.get(channel)
+        if until is not None:
+            if until > time.monotonic():
+                await asyncio.sleep(until - time.monotonic())
+            self.held.pop(channel, None)
         bucket = self.channels.get(channel)
         if bucket is None:
             if len(self.channels) > 500:  # forget channels that have been quiet a while
@@ -195,6 +211,10 @@ def _ambiguous(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
 
 
+class PostRefused(Exception):
+    """Slack refused the post (429) for longer than the caller can wait: it was not posted."""
+
+
 async def find_posted(
     client: AsyncWebClient, channel: str, thread_ts: str | None, key: str
 ) -> str | None:
@@ -225,19 +245,34 @@ async def post_once(
     key: str,
     message: dict[str, Any],
     thread_ts: str | None = None,
+    paced: bool = False,
+    give_up_at: float | None = None,
 ) -> str:
     """Post ``message`` (text + blocks) once; returns its ts.
 
     ``key`` names the message (e.g. "<diagnosis id>:dns"); it rides along as message metadata
     so that, after an ambiguous failure, the message can be found instead of posted again.
+    ``paced``: the caller has taken this post's turn in the pace already. ``give_up_at``
+    (time.monotonic()): a 429 whose Retry-After runs past it raises PostRefused instead of
+    being waited out (nothing was posted).
     """
     metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
     delay = 0.5
     attempt = 0
     limited_until = time.monotonic() + RATE_LIMITED_FOR_S
+    refused_only = True  # every try so far was refused (429): none of them was posted
     while attempt < POST_ATTEMPTS:
         attempt += 1
-        await post_pace(client).take(channel)
+        if paced:
+            paced = False  # the caller's turn serves the first try only
+        elif give_up_at is not None and refused_only:
+            try:
+                turn = post_pace(client).take(channel)
+                await asyncio.wait_for(turn, max(0.0, give_up_at - time.monotonic()))
+            except TimeoutError:
+                raise PostRefused(f"{key}: no turn to post again in time") from None
+        else:
+            await post_pace(client).take(channel)
         try:
             response = await client.chat_postMessage(
                 channel=channel,
@@ -251,10 +286,17 @@ async def post_once(
             return str(response["ts"])
         except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
             wait_s = _retry_after(exc)
+            if wait_s is not None:
+                wait_s += random.random()
+                post_pace(client).hold(channel, time.monotonic() + wait_s)
+            if wait_s is not None and give_up_at is not None and refused_only:
+                if time.monotonic() + wait_s > give_up_at:
+                    raise PostRefused(f"{key}: rate limited for {wait_s:.1f} s") from exc
             if wait_s is not None and time.monotonic() + wait_s < limited_until:
                 attempt -= 1  # refused, so not posted: not an attempt
-                await asyncio.sleep(wait_s + random.random())
+                await asyncio.sleep(wait_s)
                 continue
+            refused_only = False
             if not _ambiguous(exc) or attempt == POST_ATTEMPTS:
                 raise
             log.warning("posting %s failed (%s); checking whether Slack has it", key, exc)

@@ -278,10 +278,10 @@ class BotState:
         return sorted(found, key=lambda i: i.created_at)
 
     def thread_lock(
-        self, channel: str, root_ts: str
+        self, channel: str, root_ts: str, wait_s: float = 120.0
     ) -> contextlib.AbstractAsyncContextManager[None]:
         """Held while a thread's messages are posted or updated, by whichever process."""
-        return self.store.lock(storage.key("lock", "thread", channel, root_ts))
+        return self.store.lock(storage.key("lock", "thread", channel, root_ts), wait_s)
 
     # Diagnoses -----------------------------------------------------------------------------
     async def results(self, diagnosis_id: str) -> dict[str, StepResult]:

@@ -32,6 +32,7 @@ pytest_plugins = [
     "tests.lab.fixtures_slack",
     "tests.lab.alerts",
     "tests.lab.alertmanager",
+    "tests.lab.queue_web",
 ]
 
 _ALLOWED = [

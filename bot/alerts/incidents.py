@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot import storage
 from bot.alerts import messages
 from bot.alerts.notifier import SlackNotifier
 from bot.alerts.posting import AlertPosts, diagnosis_origin
@@ -35,6 +36,8 @@ from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, IncidentStore,
 from bot.config import AlertPolicy
 from bot.pipeline import Carrier
 from checks.settings import Settings, Site, default_port
+
+WAITING_SHOWN_TTL_S = 7 * 24 * 3600.0  # an incident's diagnosis is said to wait once
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +309,34 @@ class Incidents:
             await self.store.save(incident)
             if doc is not None:
                 await self.store.save_diagnosis(incident.id, doc)
+        await self.posts.refresh_root(incident)
+
+    async def waiting_for_worker(self, incident_id: str, diagnosis_id: str, since: float) -> None:
+        """No worker has taken the incident's diagnosis (queued at ``since``): its root says so,
+        once, whichever web process notices first (a claim in Redis)."""
+        shown = storage.key("waiting", "shown", diagnosis_id, "incident", incident_id)
+        if not await storage.claim(self.store.redis, shown, WAITING_SHOWN_TTL_S):
+            return
+        await self._set_waiting(incident_id, diagnosis_id, since)
+
+    async def worker_took(self, incident_id: str, diagnosis_id: str) -> None:
+        """A result of the incident's diagnosis came: a "waiting for a worker" line goes."""
+        incident = await self.store.get(incident_id)
+        if incident is not None and incident.waiting_since is not None:
+            await self._set_waiting(incident_id, diagnosis_id, None)
+
+    async def _set_waiting(self, incident_id: str, diagnosis_id: str, since: float | None) -> None:
+        incident = await self.store.get(incident_id)
+        if incident is None:
+            return
+        async with self.store.site_lock(incident.site):
+            incident = await self.store.get(incident_id) or incident
+            if incident.diagnosis_id != diagnosis_id or incident.diagnosis != "diagnosing":
+                return  # a newer run, or the verdict is in: the root shows that
+            if incident.waiting_since == since:
+                return
+            incident.waiting_since = since
+            await self.store.save(incident)
         await self.posts.refresh_root(incident)
 
     # -- what people do (the Slack app calls these) -------------------------------------------

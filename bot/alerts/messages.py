@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
+from bot.render.chat_text import waiting_for_worker_text
 from bot.render.mentions import user_mention
 from bot.render.slack_blocks import (
     Message,
@@ -55,7 +56,9 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
     lines.append(f"*URL:* {escape(incident.url)}")
     if incident.what_failed:
         lines.append(f"*What failed:* {escape(incident.what_failed)}")
-    if incident.diagnosis == "diagnosing":
+    if incident.diagnosis == "diagnosing" and incident.waiting_since is not None:
+        lines.append(f"*Diagnosis:* {waiting_for_worker_text(incident.waiting_since)}")
+    elif incident.diagnosis == "diagnosing":
         lines.append("*Diagnosis:* running in the thread…")
     elif incident.diagnosis == "diagnosed" and incident.cause:
         summary = f" — {escape(incident.cause_summary)}" if incident.cause_summary else ""

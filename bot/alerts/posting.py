@@ -201,7 +201,7 @@ class AlertPosts:
         request = DiagnosisRequest.new(ctx, origin=diagnosis_origin(incident))
         incident.diagnosis, incident.diagnosis_id = "diagnosing", request.id
         incident.diagnosis_requested_at = request.created_at
-        incident.cause = incident.cause_summary = None
+        incident.cause = incident.cause_summary = incident.waiting_since = None
         await self.store.save(incident)
         await self.carrier.submit(request)
         await self.refresh_root(incident, storm=False)

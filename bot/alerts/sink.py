@@ -27,6 +27,9 @@ class IncidentVerdicts:
         self.incidents = incidents
 
     async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
+        incident_id = request.origin.get("incident")
+        if incident_id:  # a worker has it now: a "waiting for a worker" line goes
+            await self.incidents.worker_took(str(incident_id), request.id)
         if not quiet(request):
             await self.inner.step_finished(request, result)
 

@@ -64,6 +64,7 @@ class Incident:
     context: dict[str, Any] | None = None  # a ProbeContext.to_dict() to diagnose with
     diagnosis_id: str | None = None  # the latest DiagnosisRequest.id run for it
     diagnosis_requested_at: float | None = None  # that request's created_at
+    waiting_since: float | None = None  # that diagnosis is queued and no worker has taken it
 
     @classmethod
     def new(cls, site: str, url: str, channel: str | None, **kw: Any) -> Incident:

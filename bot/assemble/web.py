@@ -9,7 +9,8 @@ the alert webhooks are mounted on the same server. Without Redis there are no al
 With Redis the process also says when it cannot work (bot.queue.health): `/readyz` fails
 while Redis is out of reach or no worker heartbeats, `/502` answers one private line instead
 of starting what it cannot finish, and a root whose diagnosis no worker takes says so
-(bot.slack.waiting). Its clients reconnect by themselves once Redis is back.
+(bot.slack.waiting; an alert's root through bot.alerts.incidents). Its clients reconnect by
+themselves once Redis is back.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bot.alerts.webhooks import add_alert_routes
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig
 from bot.history_store import HistoryKeeper, MemoryHistory
-from bot.pipeline import Carrier, HistorySink, InProcessCarrier, ResultSink
+from bot.pipeline import Carrier, DiagnosisRequest, HistorySink, InProcessCarrier, ResultSink
 from bot.queue.carrier import QueueCarrier, Unclaimed
 from bot.queue.health import QueueHealth
 from bot.slack.app import build_app
@@ -75,7 +76,8 @@ class WebProcess:
     health: QueueHealth | None = None  # with Redis: is it there, is a worker taking jobs
 
     def web_app(self) -> web.Application:
-        """The aiohttp application: Slack's endpoint (unless Socket Mode), health, webhooks."""
+        """The aiohttp application: Slack's endpoint (unless Socket Mode), health, webhooks;
+        with the queue, it looks for diagnoses no worker takes while it serves."""
         served = build_web_app(
             self.config,
             self.app,
@@ -83,6 +85,13 @@ class WebProcess:
             events=not self.config.socket_mode,
             ready=self.health.not_ready if self.health is not None else None,
         )
+        if isinstance(self.carrier, QueueCarrier):
+            carrier = self.carrier
+
+            async def watch(_: web.Application) -> None:
+                carrier.watch()
+
+            served.on_startup.append(watch)
         if self.incidents is not None:
             add_alert_routes(served, self.config, self.settings, self.incidents)
         return served
@@ -126,9 +135,17 @@ def build_web(
     state = BotState(store or open_store(config.redis_url))
     waiting = WaitingRoots(client, state)
     sink = SlackSink(client, state)
-    carrier = build_carrier(config, settings, sink, waiting.show)
+    incidents: Incidents | None = None
+
+    async def unclaimed(request: DiagnosisRequest, since: float) -> None:
+        """A diagnosis no worker took: its `/502` roots say so, and its alert's root."""
+        await waiting.show(request, since)
+        incident_id = request.origin.get("incident")
+        if incidents is not None and incident_id:
+            await incidents.waiting_for_worker(str(incident_id), request.id, since)
+
+    carrier = build_carrier(config, settings, sink, unclaimed)
     kinds, words, linked = list(other_threads), dict(commands or {}), list(links)
-    incidents = None
     health = QueueHealth(config.redis_url) if config.redis_url else None
     if config.redis_url:
         incidents = build_incidents(config, settings, carrier)

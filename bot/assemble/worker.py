@@ -10,6 +10,9 @@ On the default queue, with sites to watch and a Slack token to post alerts with,
 also monitors the sites (bot.alerts.monitor), on a queue of its own (``MONITOR_QUEUE``) that
 only monitoring workers take from, and tells the alerting side each verdict of an alert's
 diagnosis.
+
+A worker posting to Slack also takes the deliveries its kind hands out (bot.queue.delivery): a
+result shared by more threads than one job can post to in its time goes on in jobs of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bot.config import BotConfig, ConfigError
 from bot.history_store import HistoryKeeper, redis_history
 from bot.pipeline import HistorySink, LoggingSink, ResultSink
 from bot.queue.carrier import QueueCarrier
+from bot.queue.delivery import DeliveryQueue
 from bot.queue.health import require_redis
 from bot.queue.saq_queue import DEFAULT_QUEUE
 from bot.queue.worker import FeatureJobs, work
@@ -96,20 +100,25 @@ async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
     history = HistoryKeeper(redis_history(str(config.redis_url), config.history))
     sink = HistorySink(make_sink(config), history)
     incidents = None
+    deliveries = None
     try:
         await require_redis(str(config.redis_url))
+        extra = []
+        if isinstance(sink, SlackSink) and DEFAULT_QUEUE in queues:
+            deliveries = DeliveryQueue(str(config.redis_url), config.tuning)
+            sink.hand_out, sink.hand_out_after_s = deliveries.hand_out, deliveries.hand_out_after_s
+            extra.append(deliveries.jobs(sink.deliver))
         incidents = monitoring(config, settings, queues)
         if incidents is None:
-            return await work(config, settings, queues, sink)
+            return await work(config, settings, queues, sink, extra_jobs=extra)
         # Verdicts of alerts' diagnoses also reach the alert's root message.
+        extra.append(monitor_jobs(incidents))
         return await work(
-            config,
-            settings,
-            queues,
-            IncidentVerdicts(sink, incidents),
-            extra_jobs=monitor_jobs(incidents),
+            config, settings, queues, IncidentVerdicts(sink, incidents), extra_jobs=extra
         )
     finally:
+        if deliveries is not None:
+            await deliveries.close()
         # A sink from $BADGATEWAY_SINK may or may not hold connections to close.
         closer = getattr(sink, "aclose", None)
         if closer is not None:

@@ -1,35 +1,34 @@
 """QueueCarrier: how the web process hands a diagnosis to the workers through Redis.
 
-A diagnosis that no worker has taken ``worker_wait_s`` after it was queued (no worker
-running, all of them busy or gone) is reported to ``on_unclaimed``, which says so where
-people look (bot.slack.waiting: the `/502` root). It is watched from this process, so a web
-process restarted meanwhile does not report it.
+Every diagnosis queued is recorded in Redis (bot.queue.unclaimed); a carrier given
+``on_unclaimed`` (the web process's) watches that record once ``watch`` is called, and reports
+a diagnosis no worker has taken ``worker_wait_s`` after it was queued (no worker running, all
+of them busy or gone), wherever it was queued from, so that it is said where people look
+(bot.slack.waiting: the `/502` root; the alert's root). A web process restarted meanwhile, or
+another replica, finds it all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-
-from saq.job import Status
 
 from bot.config import BotConfig
 from bot.pipeline import DiagnosisRequest
-from bot.queue.health import REDIS_DOWN
 from bot.queue.job_kinds import diagnosis_job
 from bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import QueueTuning, connect_redis
+from bot.queue.unclaimed import Unclaimed, UnclaimedWatch, record_queued
 from checks.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WEB_MAX_CONNECTIONS = 20  # the web process only enqueues; a few connections serve many users
 
-# Called with the request and when it was queued (epoch seconds).
-Unclaimed = Callable[[DiagnosisRequest, float], Awaitable[None]]
+__all__ = ["QueueCarrier", "Unclaimed"]
 
 
 class QueueCarrier:
@@ -54,9 +53,14 @@ class QueueCarrier:
         self.on_unclaimed = on_unclaimed
         self._queue: DiagnosisQueue | None = None
         self._store: DiagnosisStore | None = None
-        self._watches: set[asyncio.Task[None]] = set()
+        self._watch: asyncio.Task[None] | None = None
+        self._connecting = asyncio.Lock()  # the watch and a first submit may connect together
 
     async def _connect(self) -> tuple[DiagnosisQueue, DiagnosisStore]:
+        async with self._connecting:
+            return await self._connect_once()
+
+    async def _connect_once(self) -> tuple[DiagnosisQueue, DiagnosisStore]:
         if self._queue is None or self._store is None:
             redis = connect_redis(str(self.config.redis_url), WEB_MAX_CONNECTIONS, self.tuning)
             self._queue = DiagnosisQueue(redis, DEFAULT_QUEUE, self.tuning)
@@ -69,38 +73,25 @@ class QueueCarrier:
         queue, _ = await self._connect()
         job = diagnosis_job(request, self.settings, self.tuning)
         queued = await queue.enqueue(job)
-        if queued is not None and self.on_unclaimed is not None:
-            watch = asyncio.create_task(self._watch(job.key, request, time.time()))
-            self._watches.add(watch)
-            watch.add_done_callback(self._watches.discard)
+        if queued is not None:
+            await record_queued(queue.redis, request, time.time())
 
-    async def unclaimed(self, key: str) -> bool:
-        """True while the diagnosis job ``key`` waits in the queue and no worker has tried it."""
+    def watch(self) -> None:
+        """Start reporting diagnoses no worker takes to ``on_unclaimed`` (needs a running
+        loop; once per process is enough, more is harmless)."""
+        if self.on_unclaimed is not None and self._watch is None:
+            self._watch = asyncio.create_task(self._watch_unclaimed(self.on_unclaimed))
+
+    async def _watch_unclaimed(self, on_unclaimed: Unclaimed) -> None:
         queue, _ = await self._connect()
-        job = await queue.job(key)
-        return job is not None and job.status is Status.QUEUED and job.attempts == 0
-
-    async def _watch(self, key: str, request: DiagnosisRequest, queued_at: float) -> None:
-        await asyncio.sleep(self.config.worker_wait_s)
-        if self.on_unclaimed is None:
-            return
-        try:
-            if await self.unclaimed(key):
-                log.warning(
-                    "diagnosis %s: no worker has taken it in %g s",
-                    request.id,
-                    self.config.worker_wait_s,
-                )
-                await self.on_unclaimed(request, queued_at)
-        except REDIS_DOWN as exc:  # the job waits in Redis all the same; nothing to undo
-            log.warning("diagnosis %s: cannot tell whether a worker took it: %s", request.id, exc)
-        except Exception:  # saying so is best effort; the diagnosis goes on regardless
-            log.exception("diagnosis %s: could not say it waits for a worker", request.id)
+        await UnclaimedWatch(queue.redis, queue, self.config.worker_wait_s, on_unclaimed).run()
 
     async def close(self) -> None:
-        for watch in list(self._watches):
-            watch.cancel()
-        await asyncio.gather(*self._watches, return_exceptions=True)
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+            self._watch = None
         if self._queue is not None:
             await self._queue.redis.aclose()
             await self._queue.redis.connection_pool.disconnect()

@@ -58,6 +58,27 @@ log = logging.getLogger(__name__)
 PEER_POLL_S = 0.1
 
 
+@contextlib.asynccontextmanager
+async def heartbeat(job: Job, every_s: float) -> AsyncIterator[None]:
+    """SAQ does not beat by itself: touch the job while it runs, so that a sweep tells a slow
+    job from one whose worker died."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await job.update()
+            except Exception as exc:  # Redis blip: the next beat may get through
+                log.warning("heartbeat for %s failed: %s", job.key, exc)
+
+    task = asyncio.create_task(beat(), name=f"heartbeat-{job.key}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 class StoredResults:
     """``PeerResults`` across workers: another step's result, once its job has stored it."""
 
@@ -301,25 +322,8 @@ class JobRunner:
                 await asyncio.shield(self.store.release_conclusion(req.id))
             raise
 
-    @contextlib.asynccontextmanager
-    async def _heartbeat(self, job: Job) -> AsyncIterator[None]:
-        """SAQ does not beat by itself: touch the job while it runs, so that a sweep tells a
-        slow job from one whose worker died."""
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.tuning.beat_every_s)
-                try:
-                    await job.update()
-                except Exception as exc:  # Redis blip: the next beat may get through
-                    log.warning("heartbeat for %s failed: %s", job.key, exc)
-
-        task = asyncio.create_task(beat(), name=f"heartbeat-{job.key}")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    def _heartbeat(self, job: Job) -> contextlib.AbstractAsyncContextManager[None]:
+        return heartbeat(job, self.tuning.beat_every_s)
 
     # -- dead letters ----------------------------------------------------------------------
 
@@ -392,6 +396,8 @@ class JobRunner:
             "wait_ms": started - job.queued if started and job.queued else None,
             "run_ms": finished - started if started else None,
             "at": finished,
+            # Why a try did not complete (a retry, a failure): a timeout reads "did not finish".
+            "why": failure_reason(job) if job.status is not Status.COMPLETE else None,
         }
         try:
             await self.store.record_job(entry)

@@ -93,14 +93,14 @@ async def work(
     queues: list[str],
     sink: ResultSink,
     *,
-    extra_jobs: FeatureJobs | None = None,
+    extra_jobs: Sequence[FeatureJobs] = (),
 ) -> int:
-    """Work the given queues (and ``extra_jobs``' own) until SIGTERM/SIGINT, feeding ``sink``.
-    Returns the exit code."""
+    """Work the given queues (and each of ``extra_jobs``' own) until SIGTERM/SIGINT, feeding
+    ``sink``. Returns the exit code."""
     tuning = config.tuning
     concurrency = config.worker_concurrency
-    if extra_jobs is not None and extra_jobs.queue not in queues:
-        queues = [*queues, extra_jobs.queue]
+    features = {feature.queue: feature for feature in extra_jobs}
+    queues = [*queues, *(name for name in features if name not in queues)]
     # Each idle consumer holds one connection in BLMOVE; running jobs need a few more.
     redis = connect_redis(str(config.redis_url), concurrency * len(queues) * 2 + 20, tuning)
     store = DiagnosisStore(redis, tuning.keep_s)
@@ -114,10 +114,11 @@ async def work(
         await queue.connect()
         functions: list[Any] = list(runner.functions())
         extra: dict[str, Any] = {}
-        if extra_jobs is not None and queue_name == extra_jobs.queue:
-            functions = list(extra_jobs.functions)
-            extra["cron_jobs"] = list(extra_jobs.cron_jobs)
-            extra["startup"] = extra_jobs.startup
+        feature = features.get(queue_name)
+        if feature is not None:
+            functions = list(feature.functions)
+            extra["cron_jobs"] = list(feature.cron_jobs)
+            extra["startup"] = feature.startup
         worker: Worker[Any] = Worker(
             queue,
             functions,

@@ -13,20 +13,32 @@ joins late is brought up to date by ``show`` (what is in so far); the sink recor
 result before it reads the sharers, and a joiner records itself before it reads the results,
 so between the two every result reaches every thread. Root messages are updated through
 ``RootUpdates`` (coalesced: a budget, not one update per step).
+
+A result shared by many threads cannot reach them all within one queue job's timeout (posts
+are paced to Slack's limits: about 280 a minute for the workspace, one a second per channel).
+Given ``hand_out`` (the worker's, bot.queue.delivery), a delivery begins posts for
+``hand_out_after_s`` only (a post begun may wait out Slack's 429 for as long again, else it is
+given up, not posted); the threads not yet up to date are handed to a job of their own, which
+does the same. Every job is bounded, and each thread resumes where it stopped: what was posted
+is recorded per part, so each part is posted once, in runbook order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import LockError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline import DiagnosisRequest
 from bot.render import slack_blocks as blocks
 from bot.slack.root_updates import RootUpdates
-from bot.slack_client import find_posted, post_once, update
+from bot.slack_client import PostRefused, find_posted, post_once, post_pace, update
 from bot.state import VERDICT_FIELD, BotState, DiagnosisThread
 from checks.model import Diagnosis, StepResult
 
@@ -34,8 +46,20 @@ log = logging.getLogger(__name__)
 
 # Marks a part whose post was begun; see SlackSink._post_part.
 INTENT_SUFFIX = ":posting"
+NOT_POSTED = "refused"  # an intent whose post Slack refused (429): nothing to look up
 THREADS_AT_ONCE = 16  # threads posted to side by side (each channel has its own 1/s limit)
 SETTLE_S = 120.0  # how long a closing sink waits for its roots' last updates
+
+LOCK_WAIT_S = 120.0  # how long an unbounded delivery waits for a thread another one posts to
+
+
+class DeliveryCut(Exception):
+    """A bounded delivery's time ran out before this thread was up to date (nothing begun is
+    left half-done); the thread goes to the job the rest is handed to."""
+
+
+# Hands the rest of a delivery (see ``SlackSink.deliver``'s payload) to a job of its own.
+HandOut = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _origin_thread(request: DiagnosisRequest) -> list[tuple[str, str]]:
@@ -80,11 +104,19 @@ class SlackSink:
     its origin (channel, root_ts) and its sharers."""
 
     def __init__(
-        self, client: AsyncWebClient, state: BotState, roots: RootUpdates | None = None
+        self,
+        client: AsyncWebClient,
+        state: BotState,
+        roots: RootUpdates | None = None,
+        *,
+        hand_out: HandOut | None = None,
+        hand_out_after_s: float = 0.0,
     ) -> None:
         self.client = client
         self.state = state
         self.roots = roots or RootUpdates(client)
+        self.hand_out = hand_out
+        self.hand_out_after_s = hand_out_after_s
         self._at_once = asyncio.Semaphore(THREADS_AT_ONCE)
 
     async def aclose(self) -> None:
@@ -109,7 +141,7 @@ class SlackSink:
         # Delivered again with different content (a re-run job): its replies are updated.
         changed = before is not None and before.to_dict() != result.to_dict()
         await self._each_thread(
-            request, redelivered=result.name if changed else None, diagnosis=None
+            request, result.name, redelivered=result.name if changed else None, diagnosis=None
         )
 
     async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
@@ -126,7 +158,7 @@ class SlackSink:
             thread = await self.state.thread(channel, root_ts)
             if thread is not None and thread.current == request.id:
                 self.refresh_root(thread)
-        await self._each_thread(request, redelivered=None, diagnosis=diagnosis)
+        await self._each_thread(request, VERDICT_FIELD, redelivered=None, diagnosis=diagnosis)
         flight = request.origin.get("flight")
         if flight:
             await self.state.land_flight(str(flight), request.id)
@@ -138,24 +170,72 @@ class SlackSink:
         )
 
     async def _each_thread(
-        self, request: DiagnosisRequest, *, redelivered: str | None, diagnosis: Diagnosis | None
+        self,
+        request: DiagnosisRequest,
+        part: str,
+        *,
+        redelivered: str | None,
+        diagnosis: Diagnosis | None,
     ) -> None:
+        """Show ``part`` (a step's name, or VERDICT_FIELD) in every thread of the request."""
         threads = await self._threads(request)
+        delivery = {
+            "diagnosis_id": request.id,
+            "steps": request.steps,
+            "part": part,
+            "redelivered": redelivered,
+            "threads": [list(thread) for thread in threads],
+            "round": 0,
+        }
+        await self._deliver(delivery, diagnosis)
 
-        async def one(channel: str, root_ts: str) -> None:
-            async with self._at_once:
+    async def deliver(self, delivery: dict[str, Any]) -> None:
+        """A delivery handed out by another job (see the module's docstring): bring each of
+        its ``threads`` up to date with its diagnosis, for ``hand_out_after_s`` at most."""
+        await self._deliver(delivery, None)
+
+    async def _deliver(self, delivery: dict[str, Any], diagnosis: Diagnosis | None) -> None:
+        threads = [(str(channel), str(root_ts)) for channel, root_ts in delivery["threads"]]
+        diagnosis_id, steps = str(delivery["diagnosis_id"]), list(delivery["steps"])
+        redelivered = delivery.get("redelivered")
+        bounded = self.hand_out is not None and self.hand_out_after_s > 0
+        deadline = time.monotonic() + self.hand_out_after_s if bounded else None
+
+        async def one(channel: str, root_ts: str) -> bool:
+            """True once the thread is up to date; False: its time ran out first."""
+            # The slots are shared by every delivery in this process: waiting for one counts.
+            slot = self._at_once.acquire()
+            try:
+                await asyncio.wait_for(
+                    slot, None if deadline is None else deadline - time.monotonic()
+                )
+            except TimeoutError:
+                return False
+            try:
                 await self.show(
-                    request.id,
-                    request.steps,
+                    diagnosis_id,
+                    steps,
                     channel,
                     root_ts,
                     redelivered=redelivered,
                     diagnosis=diagnosis,
+                    deadline=deadline,
                 )
+            except DeliveryCut:
+                return False
+            finally:
+                self._at_once.release()
+            return True
 
         outcomes = await asyncio.gather(
             *(one(channel, root_ts) for channel, root_ts in threads), return_exceptions=True
         )
+        rest = [thread for thread, done in zip(threads, outcomes, strict=True) if done is False]
+        if rest and self.hand_out is not None:
+            log.info("%s: %d threads to go, handed to a job of their own", diagnosis_id, len(rest))
+            await self.hand_out(
+                {**delivery, "threads": [list(t) for t in rest], "round": delivery["round"] + 1}
+            )
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         if failed:
             raise failed[0]  # the carrier tries again; what was posted is not posted twice
@@ -169,16 +249,24 @@ class SlackSink:
         *,
         redelivered: str | None = None,
         diagnosis: Diagnosis | None = None,
+        deadline: float | None = None,
     ) -> None:
         """Bring one thread up to date with a diagnosis: every step reply that can go out in
-        order, the verdict once it is over, and (coalesced) the root."""
-        async with self.state.thread_lock(channel, root_ts):
+        order, the verdict once it is over, and (coalesced) the root. Past ``deadline``
+        (time.monotonic()) no post is begun: DeliveryCut, with what was posted recorded."""
+        async with self._thread_turn(channel, root_ts, deadline):
             if diagnosis is None:
                 doc = await self.state.diagnosis_doc(diagnosis_id)
                 diagnosis = Diagnosis.from_dict(doc) if doc else None
             final = diagnosis is not None
             await self._post_ready(
-                diagnosis_id, steps, channel, root_ts, redelivered=redelivered, final=final
+                diagnosis_id,
+                steps,
+                channel,
+                root_ts,
+                redelivered=redelivered,
+                final=final,
+                deadline=deadline,
             )
             thread = await self.state.thread(channel, root_ts)
             if diagnosis is not None:
@@ -187,7 +275,7 @@ class SlackSink:
                 posted = await self.state.posted(diagnosis_id, channel, root_ts)
                 if VERDICT_FIELD not in posted:
                     await self._post_part(
-                        diagnosis_id, channel, root_ts, VERDICT_FIELD, message, posted
+                        diagnosis_id, channel, root_ts, VERDICT_FIELD, message, posted, deadline
                     )
                 cause = diagnosis.verdict.cause.value
                 if thread is not None and thread.current == diagnosis_id and thread.cause != cause:
@@ -196,6 +284,25 @@ class SlackSink:
         if thread is not None and thread.current == diagnosis_id:
             # An older run finishing late leaves the root alone.
             self.refresh_root(thread, progress=diagnosis is None)
+
+    @contextlib.asynccontextmanager
+    async def _thread_turn(
+        self, channel: str, root_ts: str, deadline: float | None
+    ) -> AsyncIterator[None]:
+        """The thread's lock, waited for until ``deadline`` at most (then DeliveryCut)."""
+        wait_s = LOCK_WAIT_S if deadline is None else deadline - time.monotonic()
+        if wait_s <= 0:
+            raise DeliveryCut
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                await held.enter_async_context(
+                    self.state.thread_lock(channel, root_ts, wait_s=wait_s)
+                )
+            except LockError:
+                if deadline is None:
+                    raise
+                raise DeliveryCut from None  # another job is posting there; the next goes on
+            yield
 
     async def _post_ready(
         self,
@@ -206,6 +313,7 @@ class SlackSink:
         *,
         redelivered: str | None,
         final: bool,
+        deadline: float | None,
     ) -> None:
         """Post every result whose earlier steps are all posted; update a redelivered one."""
         results = await self.state.results(diagnosis_id)
@@ -221,7 +329,7 @@ class SlackSink:
                 if name == redelivered:
                     await update(self.client, channel=channel, ts=posted[name], message=message)
                 continue
-            await self._post_part(diagnosis_id, channel, root_ts, name, message, posted)
+            await self._post_part(diagnosis_id, channel, root_ts, name, message, posted, deadline)
 
     async def _post_part(
         self,
@@ -231,20 +339,43 @@ class SlackSink:
         part: str,
         message: dict[str, Any],
         posted: dict[str, str],
+        deadline: float | None = None,
     ) -> None:
         """Post one part of the thread (a step or the verdict) and record its ts.
 
         The intent is recorded first: a worker killed between Slack's answer and recording
         the ts leaves the intent behind, and the next try looks the message up (by the key in
-        its metadata) instead of posting it again.
+        its metadata) instead of posting it again. With a ``deadline``, the post's turn in
+        the pace is awaited before anything is recorded, and given up (DeliveryCut) at the
+        deadline: a post is begun only with its token in hand, and then finished.
         """
         key = f"{diagnosis_id}:{'verdict' if part == VERDICT_FIELD else part}"
         ts = None
-        if part + INTENT_SUFFIX in posted:
+        if posted.get(part + INTENT_SUFFIX, NOT_POSTED) != NOT_POSTED:
             ts = await find_posted(self.client, channel, root_ts, key)
         if ts is None:
-            await self.state.record_posted(diagnosis_id, channel, root_ts, part + INTENT_SUFFIX, "")
-            ts = await post_once(
-                self.client, channel=channel, thread_ts=root_ts, key=key, message=message
-            )
+            paced = deadline is not None
+            if deadline is not None:
+                try:
+                    pace = post_pace(self.client).take(channel)
+                    await asyncio.wait_for(pace, max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise DeliveryCut from None
+            intent = part + INTENT_SUFFIX
+            await self.state.record_posted(diagnosis_id, channel, root_ts, intent, "")
+            try:
+                ts = await post_once(
+                    self.client,
+                    channel=channel,
+                    thread_ts=root_ts,
+                    key=key,
+                    message=message,
+                    paced=paced,
+                    # A post begun by the deadline may wait out 429s for as long again.
+                    give_up_at=None if deadline is None else deadline + self.hand_out_after_s,
+                )
+            except PostRefused:
+                # Refused, so not posted: the next try posts it without looking it up.
+                await self.state.record_posted(diagnosis_id, channel, root_ts, intent, NOT_POSTED)
+                raise DeliveryCut from None
         await self.state.record_posted(diagnosis_id, channel, root_ts, part, ts)

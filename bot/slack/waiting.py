@@ -1,11 +1,15 @@
 """A `/502` root whose diagnosis no worker has taken yet says so.
 
 In queue mode the web process posts the root and enqueues the diagnosis; when no worker has
-taken it after ``BADGATEWAY_WORKER_WAIT_S`` the carrier (bot.queue.carrier) calls
+taken it after ``BADGATEWAY_WORKER_WAIT_S`` a web process's carrier (bot.queue.unclaimed:
+the record is in Redis, so any web process, or one restarted since) calls
 ``WaitingRoots.show``, which adds one line to the root: "waiting for a worker since 12:03; is
-`badgateway worker` running?". Nothing else changes: once a worker comes, its first result
-redraws the root as usual (bot.slack.sink), the line goes, and the diagnosis completes in the
-same thread.
+`badgateway worker` running?". It is called again while the diagnosis waits (a thread may join
+the run meanwhile); each root is claimed in Redis (``bgw:waiting:shown:{id}:{channel}:{ts}``)
+before it is edited, so it is edited once however many web processes see it. Nothing else
+changes: once a worker comes, its first result redraws the root as usual (bot.slack.sink), the
+line goes, and the diagnosis completes in the same thread. An alert's root is the alerting
+side's (bot.alerts.incidents).
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import storage
 from bot.pipeline import DiagnosisRequest
 from bot.render import chat_text
 from bot.render import slack_blocks as blocks
 from bot.slack.sink import root_view
 from bot.slack_client import slack_error, update
-from bot.state import BotState
+from bot.state import DIAGNOSIS_TTL_S, BotState
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ class WaitingRoots:
         """Say on every root showing the request that it waits for a worker (`/502` threads
         only: the thread that asked for a re-run, or every thread sharing the site's run)."""
         origin = request.origin
-        if origin.get("kind") != "slack":
+        if origin.get("kind") != "slack" or origin.get("root_owner") == "incident":
             return
         if origin.get("root_ts"):
             threads = [(str(origin["channel"]), str(origin["root_ts"]))]
@@ -47,6 +52,9 @@ class WaitingRoots:
     async def _show_on(
         self, request: DiagnosisRequest, since: float, channel: str, root_ts: str
     ) -> None:
+        shown = storage.key("waiting", "shown", request.id, channel, root_ts)
+        if not await self.state.store.claim(shown, DIAGNOSIS_TTL_S):
+            return  # this or another web process has said it on this root
         # Under the thread's lock, as the sink redraws it: a result shown meanwhile wins.
         async with self.state.thread_lock(channel, root_ts):
             thread = await self.state.thread(channel, root_ts)

@@ -15,122 +15,22 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
-from bot.assemble.web import WebProcess, build_web
-from bot.config import BotConfig
 from bot.queue.store import DiagnosisStore
 from bot.queue.tuning import connect_redis
-from bot.slack.server import EVENTS_PATH, READY_PATH
-from checks.settings import load_settings
+from bot.slack.server import EVENTS_PATH
+from checks.settings import Settings, load_settings
 from checks.steps import step_names
-from tests.lab.fixtures_redis import (
-    LAB_TUNING,
-    LabWorker,
-    QueueLab,
-    RedisServer,
-    SleepyHTTPServer,
-)
-from tests.lab.fixtures_slack import SIGNING_SECRET, BotUnderTest, SlackSigner, SlackStandIn
-from tests.lab.process import serve_app
+from tests.lab.fixtures_redis import LAB_TUNING
+from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn
+from tests.lab.queue_web import ALERTS_TOKEN, OPS, WAIT_S, QueueBot, lab_sites
 
-OPS = "C0OPS0001"
-TOKEN = "xoxb-cannot-work"
 STEPS = step_names()
-WAIT_S = 1.0  # BADGATEWAY_WORKER_WAIT_S in these tests
-
-
-@dataclass
-class QueueBot:
-    """The web process in queue mode, its workers (a QueueLab's) and the Slack stand-in."""
-
-    bot: BotUnderTest
-    base: str  # http://127.0.0.1:PORT
-    lab: QueueLab
-    slack: SlackStandIn
-
-    def target(self, delay_s: float = 0.0) -> str:
-        # The trailing "/" keeps the delay apart from the checks' cache-busting query.
-        return self.lab.http.url(delay_s) + "/"
-
-    async def start_worker(self, name: str, **env: str) -> LabWorker:
-        """A worker posting into Slack (no lab sink), started in a thread: the stand-in
-        answers from this loop meanwhile."""
-        worker_env = {"BADGATEWAY_SINK": "", "SLACK_BOT_TOKEN": TOKEN, **env}
-        worker_env.setdefault("SLACK_API_URL", self.slack.base_url)
-        return await asyncio.to_thread(self.lab.start_worker, name, "default", 10, worker_env)
-
-    async def ready(self) -> tuple[int, dict[str, Any]]:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(self.base + READY_PATH) as response,
-        ):
-            return response.status, await response.json()
-
-    async def until_ready(self, status: int, within_s: float = 10.0) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + within_s
-        while True:
-            code, body = await self.ready()
-            if code == status:
-                return body
-            assert asyncio.get_running_loop().time() < deadline, (code, body)
-            await asyncio.sleep(0.1)
-
-    def verdicts(self, root_ts: str) -> list[str]:
-        return [m.text for m in self.slack.thread(root_ts) if m.text.startswith("verdict:")]
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {w.name}\n{w.output()[-3000:]}" for w in self.lab.workers)
-
-
-def _sites(path: Path, site_url: str | None = None) -> Path:
-    """Loopback allowed, one quick attempt per probe; a monitored site when ``site_url``."""
-    text = (
-        '[settings]\nallow_networks = ["127.0.0.0/8"]\ntimeout_s = 3\nreload_attempts = 1\n'
-        f'reload_spacing_s = 0\ndiagnosis_budget_s = 6\ndefault_channel = "{OPS}"\n'
-    )
-    if site_url:
-        text += f'\n[[site]]\nname = "shop"\nurl = "{site_url}"\ninterval_s = 3600\n'
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-@pytest_asyncio.fixture
-async def queue_bot(
-    slack_api: SlackStandIn,
-    redis_server: RedisServer,
-    tmp_path: Path,
-) -> AsyncIterator[QueueBot]:
-    http = SleepyHTTPServer()
-    sites = _sites(tmp_path / "sites.toml")
-    settings = load_settings(sites)
-    lab = QueueLab(redis_server, http, tmp_path, sites, settings)
-    config = BotConfig(
-        slack_bot_token=TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=slack_api.base_url,
-        redis_url=redis_server.url,
-        worker_wait_s=WAIT_S,
-        tuning=LAB_TUNING,  # the web process's queue timings, as the lab's
-    )
-    process: WebProcess = build_web(config, settings)
-    runner, port = await serve_app(process.web_app())
-    signer = SlackSigner(SIGNING_SECRET, slack_api.response_url)
-    bot = BotUnderTest(f"http://127.0.0.1:{port}{EVENTS_PATH}", process, slack_api, signer)
-    try:
-        yield QueueBot(bot, f"http://127.0.0.1:{port}", lab, slack_api)
-    finally:
-        await runner.cleanup()
-        await process.close()
-        await asyncio.to_thread(lab.close)
-        http.close()
 
 
 def _no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
@@ -217,7 +117,7 @@ async def test_redis_down_at_start_and_mid_run_one_line_nothing_lost(
 async def test_workers_with_and_without_monitoring_never_fail_each_other(
     queue_bot: QueueBot, tmp_path: Path
 ) -> None:
-    monitored = _sites(tmp_path / "monitored.toml", queue_bot.target())
+    monitored = lab_sites(tmp_path / "monitored.toml", queue_bot.target())
     plain = await queue_bot.start_worker("plain")  # no site to watch: no monitoring
     watcher = await queue_bot.start_worker("watcher", BADGATEWAY_SITES=str(monitored))
     redis = connect_redis(queue_bot.lab.redis_server.url, 4, LAB_TUNING)
@@ -263,3 +163,102 @@ async def test_worker_outlives_a_long_redis_outage_in_one_line(queue_bot: QueueB
     assert worker.process.proc.poll() is None and "Traceback" not in output, output
     outage_lines = [line for line in output.splitlines() if "cannot reach Redis" in line]
     assert len(outage_lines) == 1 and "waiting for it to come back" in outage_lines[0], output
+
+
+# -- the waiting line, kept in Redis ----------------------------------------------------------
+
+
+async def _fire_alert(web_bot: BotUnderTest, site: str) -> None:
+    url = web_bot.url.removesuffix(EVENTS_PATH) + "/alerts"
+    body = {"site": site, "status": "firing", "summary": "502s on the storefront"}
+    headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, headers=headers) as response,
+    ):
+        assert response.status == 202, await response.text()
+
+
+def _waiting_edits(slack: SlackStandIn, ts: str) -> int:
+    """How many times the root ``ts`` was edited to say it waits for a worker."""
+    return sum(
+        1
+        for call in slack.calls_of("chat.update")
+        if call.params.get("ts") == ts
+        and "aiting for a worker" in json.dumps(call.params, ensure_ascii=False)
+    )
+
+
+def _says_waiting(slack: SlackStandIn, ts: str) -> bool:
+    shown = slack.message(ts)
+    return "aiting for a worker" in shown.text + json.dumps(shown.blocks, ensure_ascii=False)
+
+
+async def _alerting_web(queue_bot: QueueBot, tmp_path: Path) -> Settings:
+    """Settings with a monitored site (so alerts map to it), the fixture's web process
+    stopped: each test starts the web processes it needs."""
+    await queue_bot.stop_web(queue_bot.bot)
+    return load_settings(lab_sites(tmp_path / "alerting.toml", queue_bot.lab.http.url(0) + "/shop"))
+
+
+async def _roots_of_a_502_and_an_alert(queue_bot: QueueBot) -> tuple[str, str]:
+    slack = queue_bot.slack
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 2, 5, "the /502 root and the alert")
+    alert = next(m for m in slack.roots(OPS) if "is failing since" in m.text)
+    asked = next(m for m in slack.roots(OPS) if m is not alert)
+    await slack.wait_for(lambda: "Diagnosis:" in alert.text, 5, "the alert's diagnosis queued")
+    return asked.ts, alert.ts
+
+
+async def _worker_completes_both(
+    queue_bot: QueueBot, settings_path: Path, asked_ts: str, alert_ts: str
+) -> None:
+    """A worker (monitoring, so that alerts' verdicts reach their roots) finishes both."""
+    slack = queue_bot.slack
+    await queue_bot.start_worker("late", BADGATEWAY_SITES=str(settings_path))
+    await slack.wait_for(lambda: queue_bot.verdicts(asked_ts), 20, "the /502 verdict")
+    await slack.wait_for(lambda: "Diagnosed:" in slack.message(alert_ts).text, 20, "alert verdict")
+    await slack.wait_for(lambda: not _says_waiting(slack, asked_ts), 5, "the /502 line gone")
+    assert not _says_waiting(slack, alert_ts)
+    names = [m.text.split(":")[0] for m in slack.thread(asked_ts)]
+    assert names == [*STEPS, "verdict"], queue_bot.logs()
+
+
+async def test_waiting_line_survives_a_web_restart_and_reaches_alert_roots(
+    queue_bot: QueueBot, tmp_path: Path
+) -> None:
+    slack = queue_bot.slack
+    settings = await _alerting_web(queue_bot, tmp_path)
+    wait_s = 3.0  # long enough to restart the web process before it passes
+    first = await queue_bot.start_web(settings, wait_s)
+    assert (await first.command(queue_bot.target(), channel=OPS)).status == 200
+    await _fire_alert(first, "shop")
+    asked_ts, alert_ts = await _roots_of_a_502_and_an_alert(queue_bot)
+
+    # The web process restarts before anyone noticed: the next one finds both in Redis.
+    await queue_bot.stop_web(first)
+    assert _waiting_edits(slack, asked_ts) == _waiting_edits(slack, alert_ts) == 0
+    await queue_bot.start_web(settings, wait_s)
+    await slack.wait_for(lambda: _says_waiting(slack, asked_ts), wait_s + 5, "the /502 line")
+    await slack.wait_for(lambda: _says_waiting(slack, alert_ts), 5, "the alert root's line")
+    assert "is `badgateway worker` running?" in slack.message(alert_ts).text
+
+    await _worker_completes_both(queue_bot, tmp_path / "alerting.toml", asked_ts, alert_ts)
+    # Scanned again and again while it waited: each root was edited once.
+    assert _waiting_edits(slack, asked_ts) == _waiting_edits(slack, alert_ts) == 1
+
+
+async def test_two_web_processes_edit_each_waiting_root_once(
+    queue_bot: QueueBot, tmp_path: Path
+) -> None:
+    slack = queue_bot.slack
+    settings = await _alerting_web(queue_bot, tmp_path)
+    one, two = await queue_bot.start_web(settings), await queue_bot.start_web(settings)
+    assert (await one.command(queue_bot.target(), channel=OPS)).status == 200
+    await _fire_alert(two, "shop")
+    asked_ts, alert_ts = await _roots_of_a_502_and_an_alert(queue_bot)
+    await slack.wait_for(lambda: _says_waiting(slack, asked_ts), WAIT_S + 5, "the /502 line")
+    await slack.wait_for(lambda: _says_waiting(slack, alert_ts), 5, "the alert root's line")
+
+    await _worker_completes_both(queue_bot, tmp_path / "alerting.toml", asked_ts, alert_ts)
+    assert _waiting_edits(slack, asked_ts) == _waiting_edits(slack, alert_ts) == 1
