@@ -98,16 +98,19 @@ async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
     # Before anything connects: a worker that cannot post stops here. Each verdict says what
     # changed since its target last worked (the history is shared through Redis).
     history = HistoryKeeper(redis_history(str(config.redis_url), config.history))
-    sink = HistorySink(make_sink(config), history)
+    posting = make_sink(config)
+    sink = HistorySink(posting, history)
     incidents = None
     deliveries = None
     try:
         await require_redis(str(config.redis_url))
         extra = []
-        if isinstance(sink, SlackSink) and DEFAULT_QUEUE in queues:
+        if isinstance(posting, SlackSink) and DEFAULT_QUEUE in queues:
+            # Posts to many threads go on in jobs of their own (the history is kept already).
             deliveries = DeliveryQueue(str(config.redis_url), config.tuning)
-            sink.hand_out, sink.hand_out_after_s = deliveries.hand_out, deliveries.hand_out_after_s
-            extra.append(deliveries.jobs(sink.deliver))
+            posting.hand_out = deliveries.hand_out
+            posting.hand_out_after_s = deliveries.hand_out_after_s
+            extra.append(deliveries.jobs(posting.deliver))
         incidents = monitoring(config, settings, queues)
         if incidents is None:
             return await work(config, settings, queues, sink, extra_jobs=extra)

@@ -45,7 +45,11 @@ async def test_a_run_shared_by_more_threads_than_a_job_can_serve_reaches_each_on
     queue_bot: QueueBot,
 ) -> None:
     slack = queue_bot.slack
-    worker = await queue_bot.start_worker("fan", BADGATEWAY_QUEUE_SINK_TIMEOUT_S=SINK_TIMEOUT_S)
+    worker = await queue_bot.start_worker(
+        "fan",
+        BADGATEWAY_QUEUE_SINK_TIMEOUT_S=SINK_TIMEOUT_S,
+        BADGATEWAY_SLACK_RATE_SCALE="1",  # Slack's real pace: the lab's workers are unpaced
+    )
     slack.limits = limits = SlackLimits()
     started = time.monotonic()
     target = queue_bot.target()
