@@ -313,3 +313,17 @@ class IncidentStore:
             return None
         doc = json.loads(text)
         return doc if isinstance(doc, dict) else None
+
+    # Where `show SITE` (or the grouped root's menu) posted a site's diagnosis, so that it is
+    # posted once however often it is asked for: "{channel} {ts}" per (thread, diagnosis).
+    def shown_lock(self, thread: str, shown: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return storage.redis_lock(self.redis, _key("lock", "shown", thread, shown), wait_s=60)
+
+    async def shown_at(self, thread: str, shown: str) -> tuple[str, str] | None:
+        """(channel, ts) of the message that shows ``shown`` for ``thread``, if posted."""
+        text = await self.redis.get(_key("shown", thread, shown))
+        channel, _, ts = str(text or "").partition(" ")
+        return (channel, ts) if channel and ts else None
+
+    async def save_shown(self, thread: str, shown: str, channel: str, ts: str) -> None:
+        await self.redis.set(_key("shown", thread, shown), f"{channel} {ts}", ex=INCIDENT_TTL_S)
