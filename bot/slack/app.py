@@ -35,6 +35,7 @@ from bot.state import BotState
 log = logging.getLogger(__name__)
 
 _ACTION_NAMES = {action_id: name for name, (action_id, _label) in ACTIONS.items()}
+_ACTION_NAMES[SHOW_SITE_ACTION] = "show"  # a grouped alert's menu of sites
 FAILED_TEXT = "⚠️ badgateway failed to handle this; its log says why. Try again in a moment."
 
 
@@ -114,17 +115,6 @@ def build_app(
             await private(route)(could_not_read("button press", problem))
             return
         route = PrivateRoute(press.response_url, press.user, press.channel)
-        if press.action_id == SHOW_SITE_ACTION:
-            show = chatops.show_site(
-                press.chosen,
-                user=press.user,
-                channel=press.channel,
-                root_ts=press.root_ts,
-                reply=private(route),
-                channel_name=press.channel_name,
-            )
-            await _safely("a site chosen", show)
-            return
         work = chatops.action(
             _ACTION_NAMES.get(press.action_id, press.action_id),
             user=press.user,
@@ -132,6 +122,7 @@ def build_app(
             root_ts=press.root_ts,
             reply=private(route),
             channel_name=press.channel_name,
+            chosen=press.chosen,
         )
         await _safely("a button", work)
 

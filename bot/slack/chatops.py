@@ -244,13 +244,22 @@ class ChatOps:
         root_ts: str,
         reply: Reply,
         channel_name: str = "",
+        chosen: str = "",
     ) -> None:
-        """A verdict button: rerun, take, escalate or resolve, on whatever thread it is in."""
+        """A verdict button: rerun, take, escalate or resolve, on whatever thread it is in;
+        or ``show``, the site ``chosen`` in a grouped alert's menu: its full diagnosis in the
+        thread, as `@badgateway show SITE` does."""
         refusal = await self.refusal(user, channel, channel_name) or await self.unavailable()
         if refusal:
             await reply(refusal)
             return
         owner = await self.threads.owner(channel, root_ts)
+        if name == "show":
+            if isinstance(owner, ShowsSites):
+                await owner.show(chosen, user, reply)
+            else:
+                await reply(NO_GROUP_TEXT)
+            return
         if owner is None:
             await reply(NO_RECORD_TEXT)
             return
@@ -270,28 +279,6 @@ class ChatOps:
             return []
         owner = await self.threads.owner(channel, root_ts)
         return await owner.site_options(typed) if isinstance(owner, ShowsSites) else []
-
-    async def show_site(
-        self,
-        site: str,
-        *,
-        user: str,
-        channel: str,
-        root_ts: str,
-        reply: Reply,
-        channel_name: str = "",
-    ) -> None:
-        """A site chosen in a grouped alert's menu: its full diagnosis in the thread, as
-        `@badgateway show SITE` does."""
-        refusal = await self.refusal(user, channel, channel_name) or await self.unavailable()
-        if refusal:
-            await reply(refusal)
-            return
-        owner = await self.threads.owner(channel, root_ts)
-        if not isinstance(owner, ShowsSites):
-            await reply(NO_GROUP_TEXT)
-            return
-        await owner.show(site, user, reply)
 
     # Mentions ------------------------------------------------------------------------------
     async def mention(
