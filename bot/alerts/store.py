@@ -6,7 +6,8 @@ consecutive probe results, mutes, the incidents waiting to be posted (the storm 
 active storm. Several processes (the web process taking webhooks, workers probing) change the
 same site, so each change to a site happens under that site's Redis lock. Keys, locks and
 records follow bot.storage: ``bgw:alert:incident:{id}``, ``bgw:alert:current:{site}``,
-``bgw:alert:lock:site:{site}``, ``bgw:alert:lock:storm``…
+``bgw:alert:lock:site:{site}``, ``bgw:alert:lock:storm``, ``bgw:alert:shown:…`` (where a
+site's diagnosis was shown on demand)…
 """
 
 from __future__ import annotations
