@@ -73,6 +73,11 @@ def test_block_kit_problems_finds_violations() -> None:
     assert blocks.options_problems([blocks.option("a" * 500, "v")]) == []  # cut to 75
 
 
+def test_a_menu_reads_as_its_placeholder_in_text() -> None:
+    menu = {"text": "x", "blocks": [blocks.site_menu("Show a site…")]}
+    assert blocks_to_text(menu) == "[Show a site… ▾]"
+
+
 def test_text_view_reads_like_the_thread() -> None:
     assert mrkdwn_to_text(
         "<@U1> &lt;b&gt; <https://x.example|site> <!date^1^{date}|2024-01-01>", {"U1": "you"}
