@@ -7,6 +7,7 @@ lives in a real Redis; its diagnoses are recorded as the alert sink would keep t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,7 +142,9 @@ async def test_the_menu_lists_the_storms_sites_as_typed_failing_first(
     storm: Storm, slack_bot: Callable[..., Any]
 ) -> None:
     bot: BotUnderTest = await slack_bot(storm.settings, other_threads=[storm.chat])
+    started = time.monotonic()
     everything = await menu(bot, storm.root_ts, "")
+    print(f"menu of {SITES} sites: answered in {(time.monotonic() - started) * 1000:.0f} ms")
     assert len(everything) == 100  # Slack's most per answer; typing narrows it
     assert everything[0]["text"]["text"] == "site003 · upstream_refused"
     assert not {"site000", "site001", "site002"} & set(values(everything))  # recovered: last
