@@ -130,20 +130,37 @@ class AlertChat:
     async def show(self, incident: Incident, *, channel: str, root_ts: str, reply: Reply) -> None:
         """Post a storm site's full diagnosis as one message (its checks in runbook order,
         then the verdict). One post, not seven: a grouped thread is where Slack's one post a
-        second per channel bites."""
+        second per channel bites. Asked for again (typed or chosen twice, by two people at
+        once), the same diagnosis is not posted again: the asker gets a private link to it."""
         doc = await self.latest(incident)
         if doc is None:
             await reply(f"{escape(incident.site)}: {STILL_RUNNING}")
             return
-        message = messages.site_diagnosis(incident, Diagnosis.from_dict(doc))
+        store = self.incidents.store
+        thread = f"{channel}:{root_ts}"
+        shown = f"{incident.id}:{incident.diagnosis_id or doc.get('started_at', '')}"
+        async with store.shown_lock(thread, shown):
+            where = await store.shown_at(thread, shown)
+            if where is None:
+                where = await self._show(incident, Diagnosis.from_dict(doc), channel, root_ts)
+                await store.save_shown(thread, shown, *where)
+                return
+        link = f"<{thread_link(*where)}|here>"
+        await reply(messages.already_shown(incident, link))
+
+    async def _show(
+        self, incident: Incident, diagnosis: Diagnosis, channel: str, root_ts: str
+    ) -> tuple[str, str]:
+        """Post the diagnosis: in the thread, or in the site's own channel (linked from the
+        thread) when it has one. Returns where it is (channel, ts)."""
+        message = messages.site_diagnosis(incident, diagnosis)
         site = self.incidents.settings.site_named(incident.site)
         if site is None or not site.channel or site.channel == channel:
-            await self._post(channel, message, root_ts)
-            return
-        # The site's own channel: the diagnosis is a message there, linked from the storm.
+            return channel, await self._post(channel, message, root_ts)
         ts = await self._post(site.channel, message, None)
         link = f"<{thread_link(site.channel, ts)}|<#{site.channel}>>"
         await self._post(channel, blocks.notice(messages.shown_elsewhere(incident, link)), root_ts)
+        return site.channel, ts
 
     async def _post(self, channel: str, message: blocks.Message, thread_ts: str | None) -> str:
         key = f"show:{uuid.uuid4().hex}"
@@ -198,3 +215,7 @@ class AlertThreadOwner:
             await reply(messages.not_in_storm(site))
             return
         await self.chat.show(found[0], channel=self.channel, root_ts=self.ts, reply=reply)
+
+    async def site_options(self, typed: str) -> list[dict[str, object]]:
+        """The grouped alert's menu: its sites whose name contains ``typed``."""
+        return messages.site_options(self.incidents, typed)

@@ -34,6 +34,7 @@ from bot.alerts.notifier import SlackNotifier
 from bot.alerts.posting import AlertPosts, diagnosis_origin
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, IncidentStore, Mute
 from bot.config import AlertPolicy
+from bot.flights import ShowRun, SiteFlights
 from bot.pipeline import Carrier
 from checks.settings import Settings, Site, default_port
 
@@ -107,13 +108,27 @@ class Incidents:
         policy: AlertPolicy | None = None,
         carrier: Carrier | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        flights: SiteFlights | None = None,
+        show_run: ShowRun | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.policy = policy or AlertPolicy()
         self.clock = clock
         # Slack and the carrier are the posting side's; the state machine only moves incidents.
-        self.posts = AlertPosts(store, notifier, settings, self.policy, carrier, clock)
+        self.posts = AlertPosts(
+            store,
+            notifier,
+            settings,
+            self.policy,
+            carrier,
+            clock,
+            flights=flights,
+            show_run=show_run,
+        )
+        # The verdict arrived (called by bot.alerts.sink): kept, and shown on the root.
+        self.diagnosed = self.posts.record_verdict
 
     origin = staticmethod(diagnosis_origin)
 
@@ -275,41 +290,14 @@ class Incidents:
             return None
         if user:
             await self.posts.note(incident, messages.rerun_note(user))
-        await self.posts.diagnose(incident_id)
+        await self.posts.diagnose(incident_id, fresh=True)  # never the run it re-runs
         return await self.store.get(incident_id)
 
-    async def diagnosed(
-        self,
-        incident_id: str,
-        cause: str,
-        summary: str | None,
-        *,
-        diagnosis_id: str | None = None,
-        requested_at: float | None = None,
-        doc: dict[str, Any] | None = None,
-    ) -> None:
-        """The verdict arrived (called by ``bot.alerts.sink``): show it on the root.
-
-        With ``diagnosis_id`` that diagnosis becomes the incident's latest (what *Escalate*
-        posts), also when it was not started here: `/502 SITE` and the Slack app's re-runs
-        submit into an alert's thread too. A run older than the latest, finishing late,
-        changes nothing. ``doc`` (the whole diagnosis) is kept for `show SITE`: a grouped
-        alert's sites show only their cause until someone asks."""
-        incident = await self.store.get(incident_id)
-        if incident is None:
-            return
-        async with self.store.site_lock(incident.site):
-            incident = await self.store.get(incident_id) or incident
-            if diagnosis_id is not None and diagnosis_id != incident.diagnosis_id:
-                latest = incident.diagnosis_requested_at
-                if requested_at is not None and latest is not None and requested_at < latest:
-                    return
-                incident.diagnosis_id, incident.diagnosis_requested_at = diagnosis_id, requested_at
-            incident.diagnosis, incident.cause, incident.cause_summary = "diagnosed", cause, summary
-            await self.store.save(incident)
-            if doc is not None:
-                await self.store.save_diagnosis(incident.id, doc)
-        await self.posts.refresh_root(incident)
+    async def sharing(self, url: str, diagnosis_id: str) -> Incident | None:
+        """The open incident of the site at ``url`` that shows the site's run
+        ``diagnosis_id`` (it joined the run rather than starting one)."""
+        incident = await self.incident_for_url(url)
+        return incident if incident is not None and incident.diagnosis_id == diagnosis_id else None
 
     async def waiting_for_worker(self, incident_id: str, diagnosis_id: str, since: float) -> None:
         """No worker has taken the incident's diagnosis (queued at ``since``): its root says so,

@@ -16,12 +16,16 @@ from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
 from bot.render.chat_text import waiting_for_worker_text
 from bot.render.mentions import user_mention
 from bot.render.slack_blocks import (
+    MAX_OPTION_VALUE,
+    MAX_OPTIONS,
     Message,
     context,
     fit,
+    option,
     ordered_names,
     section,
     sections,
+    site_menu,
     step_message,
     verdict_message,
 )
@@ -31,7 +35,10 @@ from checks.model import Diagnosis
 TABLE_ROWS = 400  # a storm's table rows before "…and N more" (blocks cut it sooner)
 TABLE_BLOCKS = 45  # of Block Kit's 50 blocks, the head and the table's sections
 GROUP_NAMES = 30  # sites named in a cause group's reply before "…and N more"
-SHOW_HINT = "A site's full diagnosis: mention me in this thread with `show SITE`."
+SHOW_HINT = (
+    "A site's full diagnosis: choose it in the menu, or mention me in this thread with `show SITE`."
+)
+SHOW_MENU = "Show a site's full diagnosis…"
 ALERTS_SHOWN = 5  # firing alerts named on an incident's root before "…and N more"
 NOTED_SHOWN = 10  # alerts named in one thread note before "…and N more"
 ALERT_TEXT_CHARS = 200  # an alert's text as the root and the notes quote it
@@ -146,7 +153,7 @@ def storm_message(storm: Storm, members: Sequence[Incident], now: float) -> Mess
     if len(blocks) > TABLE_BLOCKS:
         shown = sum(b["text"]["text"].count("\n") + 1 for b in blocks[1:TABLE_BLOCKS])
         blocks = [*blocks[:TABLE_BLOCKS], section(f"…and {len(ordered) - shown} more")]
-    blocks.append(context(SHOW_HINT))
+    blocks += [site_menu(SHOW_MENU), context(SHOW_HINT)]
     text = f":thunder_cloud_and_rain: {len(members)} sites failing at once: {done} diagnosed"
     return fit({"text": text, "blocks": blocks})
 
@@ -185,6 +192,32 @@ def site_diagnosis(incident: Incident, diagnosis: Diagnosis) -> Message:
     body = [b for part in [*parts, verdict] for b in part["blocks"] if b.get("type") != "actions"]
     text = f"{escape(incident.site)}: {verdict['text']}"
     return fit({"text": text, "blocks": [section(head), *body]})
+
+
+def site_options(members: Sequence[Incident], typed: str) -> list[dict[str, object]]:
+    """The grouped alert's sites for its menu, as the user types: those whose name contains
+    what was typed, failing ones first, at most Slack's 100 per answer."""
+    wanted = typed.strip().lower()
+    rank = {OPEN: 0, RECOVERED: 1, RESOLVED: 2}
+    found = sorted(
+        (i for i in members if wanted in i.site.lower() and len(i.site) <= MAX_OPTION_VALUE),
+        key=lambda i: (rank.get(i.state, 3), i.site),
+    )
+    return [option(_option_text(i), i.site) for i in found[:MAX_OPTIONS]]
+
+
+def _option_text(incident: Incident) -> str:
+    """A menu option: the site and where it stands (plain text: no mrkdwn in options)."""
+    if incident.state != OPEN:
+        return f"{incident.site} · {incident.state}"
+    if incident.diagnosis == "diagnosed" and incident.cause:
+        return f"{incident.site} · {incident.cause}"
+    return f"{incident.site} · diagnosing"
+
+
+def already_shown(incident: Incident, link: str) -> str:
+    """A private answer: this site's latest diagnosis is in the thread already."""
+    return f"{escape(incident.site)}'s latest diagnosis is already shown: {link}"
 
 
 def shown_elsewhere(incident: Incident, link: str) -> str:

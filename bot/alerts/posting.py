@@ -25,11 +25,12 @@ from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import OPEN, Incident, IncidentStore, Storm
 from bot.alerts.storm import is_storm, shared_facts
 from bot.config import AlertPolicy
+from bot.flights import Joined, ShowRun, SiteFlights, remember_request
 from bot.pipeline import Carrier, DiagnosisRequest
 from checks.causes import CATALOGUE
 from checks.context import ProbeContext
 from checks.guard import TargetRefused
-from checks.model import Cause
+from checks.model import Cause, Diagnosis
 from checks.runner import prepare
 from checks.settings import Settings
 from checks.target import BadTarget
@@ -43,12 +44,16 @@ SLACK_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 
 def diagnosis_origin(incident: Incident) -> dict[str, Any]:
-    """Where the Slack sink posts the diagnosis: the alert's (or the storm's) thread."""
+    """Where the Slack sink posts the diagnosis: the alert's thread. A grouped alert's site
+    names no thread: its diagnosis is kept for `show SITE`, not posted (bot.alerts.sink), and
+    reaches only the `/502` threads that share its run."""
+    thread = {}
+    if not incident.storm_id:
+        thread = {"channel": incident.channel, "root_ts": incident.root_ts}
+        thread["thread_ts"] = incident.root_ts
     return {
         "kind": "slack",
-        "channel": incident.channel,
-        "root_ts": incident.root_ts,
-        "thread_ts": incident.root_ts,
+        **thread,
         "incident": incident.id,
         "site": incident.site,
         "storm": incident.storm_id,
@@ -65,13 +70,20 @@ class AlertPosts:
         policy: AlertPolicy,
         carrier: Carrier | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        flights: SiteFlights | None = None,
+        show_run: ShowRun | None = None,
     ) -> None:
+        """``flights``: the sites' runs, shared with `/502` (without it every diagnosis is a
+        run of its own); ``show_run``: catches an alert's thread up with a run it joined."""
         self.store = store
         self.notifier = notifier
         self.settings = settings
         self.policy = policy
         self.carrier = carrier
         self.clock = clock
+        self.flights = flights
+        self.show_run = show_run
         self._dirty: set[str] = set()  # storms whose table changed since it was last shown
         self._pacers: dict[str, asyncio.Task[None]] = {}
 
@@ -181,8 +193,10 @@ class AlertPosts:
             await self._safe(self.notifier.post(storm.channel, note, storm.root_ts))
 
     # -- the diagnosis in the alert's thread ----------------------------------------------------
-    async def diagnose(self, incident_id: str) -> None:
-        """Run the full diagnosis into the incident's thread through the carrier."""
+    async def diagnose(self, incident_id: str, *, fresh: bool = False) -> None:
+        """Show the site's diagnosis in the incident's thread: the site's run under way or
+        just over (its flight, which `/502`s share too), else a new one through the carrier.
+        ``fresh`` (*Re-run*): always a new run, which becomes the site's flight."""
         incident = await self.store.get(incident_id)
         if incident is None or not incident.root_ts or self.carrier is None:
             return
@@ -198,13 +212,99 @@ class AlertPosts:
             await self.store.save(incident)
             await self.refresh_root(incident, storm=False)
             return
-        request = DiagnosisRequest.new(ctx, origin=diagnosis_origin(incident))
+        url = ctx.target.url
+        request = DiagnosisRequest.new(ctx, origin={**diagnosis_origin(incident), "flight": url})
+        # Diagnosing before the run is queued: an in-process run may end before submit returns.
         incident.diagnosis, incident.diagnosis_id = "diagnosing", request.id
         incident.diagnosis_requested_at = request.created_at
         incident.cause = incident.cause_summary = incident.waiting_since = None
         await self.store.save(incident)
-        await self.carrier.submit(request)
+        if self.flights is None:
+            await self.carrier.submit(request)
+        else:
+            # Remembered before it is queued: a `/502` joining the run reads its steps.
+            state, flights = self.flights.state, self.flights
+
+            async def new() -> DiagnosisRequest:
+                await remember_request(state, request)
+                return request
+
+            joined = await (flights.fresh(await new(), url) if fresh else flights.join(url, new))
+            if not joined.started:
+                await self._share(incident.id, request.id, joined)
+                return
         await self.refresh_root(incident, storm=False)
+
+    async def _share(self, incident_id: str, asked: str, joined: Joined) -> None:
+        """The incident shows a run it did not start: the site's flight (a `/502`'s, or an
+        earlier alert's within the window). Its thread becomes one of the run's sharers and
+        is caught up; a run already over gives its verdict now (else the sink gives it)."""
+        assert self.flights is not None
+        state = self.flights.state
+        incident = await self.store.get(incident_id)
+        if incident is None:
+            return
+        async with self.store.site_lock(incident.site):
+            incident = await self.store.get(incident_id)
+            if incident is None or incident.diagnosis_id != asked:
+                return  # a newer run, or its verdict, came meanwhile
+            incident.diagnosis_id = joined.diagnosis_id
+            incident.diagnosis_requested_at = joined.started_at
+            await self.store.save(incident)
+        quiet = bool(incident.storm_id)  # a grouped alert's site: kept, not posted
+        if not quiet and incident.channel and incident.root_ts:
+            await state.add_sharer(joined.diagnosis_id, incident.channel, incident.root_ts)
+            if self.show_run is not None:
+                await self.show_run(
+                    joined.diagnosis_id, joined.steps, incident.channel, incident.root_ts
+                )
+        doc = await state.diagnosis_doc(joined.diagnosis_id)
+        if doc is None:
+            await self.refresh_root(incident, storm=False)
+            return
+        verdict = Diagnosis.from_dict(doc).verdict
+        await self.record_verdict(
+            incident.id,
+            verdict.cause.value,
+            verdict.summary,
+            diagnosis_id=joined.diagnosis_id,
+            requested_at=joined.started_at,
+            doc=doc,
+        )
+
+    async def record_verdict(
+        self,
+        incident_id: str,
+        cause: str,
+        summary: str | None,
+        *,
+        diagnosis_id: str | None = None,
+        requested_at: float | None = None,
+        doc: dict[str, Any] | None = None,
+    ) -> None:
+        """The verdict arrived (``Incidents.diagnosed``, called by ``bot.alerts.sink``, or a
+        run joined after it ended): show it on the root.
+
+        With ``diagnosis_id`` that diagnosis becomes the incident's latest (what *Escalate*
+        posts), also when it was not started here: a `/502`'s run the incident joined
+        (bot.flights). A run older than the latest, finishing late,
+        changes nothing. ``doc`` (the whole diagnosis) is kept for `show SITE`: a grouped
+        alert's sites show only their cause until someone asks."""
+        incident = await self.store.get(incident_id)
+        if incident is None:
+            return
+        async with self.store.site_lock(incident.site):
+            incident = await self.store.get(incident_id) or incident
+            if diagnosis_id is not None and diagnosis_id != incident.diagnosis_id:
+                latest = incident.diagnosis_requested_at
+                if requested_at is not None and latest is not None and requested_at < latest:
+                    return
+                incident.diagnosis_id, incident.diagnosis_requested_at = diagnosis_id, requested_at
+            incident.diagnosis, incident.cause, incident.cause_summary = "diagnosed", cause, summary
+            await self.store.save(incident)
+            if doc is not None:
+                await self.store.save_diagnosis(incident.id, doc)
+        await self.refresh_root(incident)
 
     # -- keeping the thread up to date ---------------------------------------------------------
     async def note(self, incident: Incident, note: str) -> None:

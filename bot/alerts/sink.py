@@ -3,9 +3,14 @@
 The Slack sink posts an incident's diagnosis into the alert's thread; this wrapper also
 tells ``Incidents`` the verdict, so the alert's root message reads "diagnosed: cause".
 A grouped alert's (storm's) sites are the exception: two hundred full diagnoses in one
-thread are 1,200 posts no one reads, at Slack's one post a second. Their diagnoses are not
-posted; each verdict goes onto the storm's table and the whole diagnosis is kept for
-`show SITE` (bot.alerts.chat). A diagnosis someone asked for (`/502 SITE`) is posted.
+thread are 1,200 posts no one reads, at Slack's one post a second. Their diagnoses name no
+thread (bot.alerts.posting.diagnosis_origin), so the Slack sink posts them only to the `/502`
+threads sharing the run; each verdict goes onto the storm's table and the whole diagnosis is
+kept for `show SITE` (bot.alerts.chat).
+
+A site's run is shared (bot.flights): an incident may show a `/502`'s run it joined, whose
+origin names no incident; the incident is then found by the site, as the one showing that
+run.
 Wrap the sink the carrier (in-process or the queue's workers) delivers to:
 ``IncidentVerdicts(SlackSink(...), incidents)``.
 """
@@ -30,15 +35,17 @@ class IncidentVerdicts:
         incident_id = request.origin.get("incident")
         if incident_id:  # a worker has it now: a "waiting for a worker" line goes
             await self.incidents.worker_took(str(incident_id), request.id)
-        if not quiet(request):
-            await self.inner.step_finished(request, result)
+        await self.inner.step_finished(request, result)
 
     async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
         try:
-            if not quiet(request):
-                await self.inner.diagnosis_finished(request, diagnosis)
+            await self.inner.diagnosis_finished(request, diagnosis)
         finally:
             incident_id = request.origin.get("incident")
+            flight = request.origin.get("flight")
+            if not incident_id and flight:  # a `/502`'s run, which an alert joined
+                sharing = await self.incidents.sharing(str(flight), request.id)
+                incident_id = sharing.id if sharing is not None else None
             if incident_id:
                 verdict = diagnosis.verdict
                 await self.incidents.diagnosed(
@@ -49,8 +56,3 @@ class IncidentVerdicts:
                     requested_at=request.created_at,
                     doc=diagnosis.to_dict(),
                 )
-
-
-def quiet(request: DiagnosisRequest) -> bool:
-    """A storm site's own diagnosis, which no person asked for: kept, not posted."""
-    return bool(request.origin.get("storm")) and not request.origin.get("user")

@@ -6,7 +6,8 @@ consecutive probe results, mutes, the incidents waiting to be posted (the storm 
 active storm. Several processes (the web process taking webhooks, workers probing) change the
 same site, so each change to a site happens under that site's Redis lock. Keys, locks and
 records follow bot.storage: ``bgw:alert:incident:{id}``, ``bgw:alert:current:{site}``,
-``bgw:alert:lock:site:{site}``, ``bgw:alert:lock:storm``…
+``bgw:alert:lock:site:{site}``, ``bgw:alert:lock:storm``, ``bgw:alert:shown:…`` (where a
+site's diagnosis was shown on demand)…
 """
 
 from __future__ import annotations
@@ -314,3 +315,17 @@ class IncidentStore:
             return None
         doc = json.loads(text)
         return doc if isinstance(doc, dict) else None
+
+    # Where `show SITE` (or the grouped root's menu) posted a site's diagnosis, so that it is
+    # posted once however often it is asked for: "{channel} {ts}" per (thread, diagnosis).
+    def shown_lock(self, thread: str, shown: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return storage.redis_lock(self.redis, _key("lock", "shown", thread, shown), wait_s=60)
+
+    async def shown_at(self, thread: str, shown: str) -> tuple[str, str] | None:
+        """(channel, ts) of the message that shows ``shown`` for ``thread``, if posted."""
+        text = await self.redis.get(_key("shown", thread, shown))
+        channel, _, ts = str(text or "").partition(" ")
+        return (channel, ts) if channel and ts else None
+
+    async def save_shown(self, thread: str, shown: str, channel: str, ts: str) -> None:
+        await self.redis.set(_key("shown", thread, shown), f"{channel} {ts}", ex=INCIDENT_TTL_S)

@@ -12,8 +12,10 @@ from bot.alerts.incidents import Incidents
 from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
 from bot.config import BotConfig, ConfigError
+from bot.flights import ShowRun, SiteFlights
 from bot.pipeline import Carrier
 from bot.slack_client import make_web_client
+from bot.state import BotState
 from checks.settings import Settings
 
 
@@ -21,11 +23,27 @@ def build_incidents(
     config: BotConfig,
     settings: Settings,
     carrier: Carrier | None = None,
+    *,
+    state: BotState | None = None,
+    show_run: ShowRun | None = None,
 ) -> Incidents:
     """Incidents over ``REDIS_URL``, posting with the bot token. Alerts need Redis: the
-    state must outlive the process and be shared by the web process and the workers."""
+    state must outlive the process and be shared by the web process and the workers.
+    With the Slack side's ``state`` an incident's diagnosis is the site's run that `/502`s
+    share (bot.flights), and ``show_run`` catches its thread up with a run it joins."""
     if not config.redis_url:
         raise ConfigError("REDIS_URL is not set: automatic alerts keep their incidents in Redis")
     redis = Redis.from_url(config.redis_url, decode_responses=True)
     notifier = SlackNotifier(make_web_client(config)) if config.slack_bot_token else None
-    return Incidents(IncidentStore(redis), notifier, settings, config.alert_policy, carrier)
+    flights = None
+    if state is not None and carrier is not None:
+        flights = SiteFlights(state, carrier, config.share_window_s)
+    return Incidents(
+        IncidentStore(redis),
+        notifier,
+        settings,
+        config.alert_policy,
+        carrier,
+        flights=flights,
+        show_run=show_run,
+    )

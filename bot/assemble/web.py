@@ -148,7 +148,7 @@ def build_web(
     kinds, words, linked = list(other_threads), dict(commands or {}), list(links)
     health = QueueHealth(config.redis_url) if config.redis_url else None
     if config.redis_url:
-        incidents = build_incidents(config, settings, carrier)
+        incidents = build_incidents(config, settings, carrier, state=state, show_run=sink.show)
         alert_chat = AlertChat(incidents, state, client, carrier)
         kinds.append(alert_chat)
         words.update(alert_chat.commands())

@@ -71,12 +71,18 @@ def make_sink(config: BotConfig) -> ResultSink:
     return SlackSink(make_web_client(config), BotState(open_store(config.redis_url)))
 
 
-def monitoring(config: BotConfig, settings: Settings, queues: list[str]) -> Incidents | None:
+def monitoring(
+    config: BotConfig, settings: Settings, queues: list[str], sink: ResultSink
+) -> Incidents | None:
     """The alerting side when this worker monitors the sites, else None."""
     if DEFAULT_QUEUE not in queues or not settings.sites or not config.slack_bot_token:
         return None
-    # An incident's diagnosis goes through the queue like any other.
-    return build_incidents(config, settings, QueueCarrier(config, settings))
+    # An incident's diagnosis goes through the queue like any other, as the site's shared
+    # run when the worker posts to Slack (its sink keeps the Slack side's state).
+    carrier = QueueCarrier(config, settings)
+    if isinstance(sink, SlackSink):
+        return build_incidents(config, settings, carrier, state=sink.state, show_run=sink.show)
+    return build_incidents(config, settings, carrier)
 
 
 def monitor_jobs(incidents: Incidents) -> FeatureJobs:
@@ -111,7 +117,7 @@ async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
             posting.hand_out = deliveries.hand_out
             posting.hand_out_after_s = deliveries.hand_out_after_s
             extra.append(deliveries.jobs(posting.deliver))
-        incidents = monitoring(config, settings, queues)
+        incidents = monitoring(config, settings, queues, posting)
         if incidents is None:
             return await work(config, settings, queues, sink, extra_jobs=extra)
         # Verdicts of alerts' diagnoses also reach the alert's root message.

@@ -30,6 +30,10 @@ MAX_BUTTON_TEXT = 75
 MAX_ACTION_ELEMENTS = 25
 MAX_MESSAGE_TEXT = 40000
 CHANGES_SHOWN = 8  # changes since the last healthy check listed under a verdict
+MAX_PLACEHOLDER_TEXT = 150  # a select menu's placeholder
+MAX_OPTIONS = 100  # options in one select menu, or in one answer to an external select
+MAX_OPTION_TEXT = 75  # an option's plain text
+MAX_OPTION_VALUE = 150  # an option's value
 MAX_ROWS = 12  # evidence rows shown per table before "…and N more"
 
 Message = dict[str, Any]  # {"text": fallback, "blocks": [...]}
@@ -50,6 +54,8 @@ ACTIONS = {
     "escalate": ("bgw_escalate", "Escalate to host"),
     "resolve": ("bgw_resolve", "Resolved"),
 }
+# The menu on a grouped alert's root that shows one site's full diagnosis in its thread.
+SHOW_SITE_ACTION = "bgw_show_site"
 # The five steps the runbook has; only a display fallback when the registry lacks a step.
 _FALLBACK_TITLES = {
     "reload": "Reload",
@@ -347,6 +353,24 @@ def escalation_message(diagnosis: Diagnosis, user: str) -> Message:
     return fit({"text": "escalation summary for the hosting provider", "blocks": blocks})
 
 
+def site_menu(placeholder: str) -> dict[str, Any]:
+    """An actions block with the menu of a grouped alert's sites. Its options are served by
+    the app as the user types (an external select: a storm has more sites than the 100 a
+    static menu holds)."""
+    menu = {
+        "type": "external_select",
+        "action_id": SHOW_SITE_ACTION,
+        "placeholder": {"type": "plain_text", "text": cut(placeholder, MAX_PLACEHOLDER_TEXT)},
+        "min_query_length": 0,
+    }
+    return {"type": "actions", "block_id": "bgw_show_site_menu", "elements": [menu]}
+
+
+def option(text: str, value: str) -> dict[str, Any]:
+    """One option of a menu; ``text`` is cut to Slack's limit (``value`` must fit already)."""
+    return {"text": {"type": "plain_text", "text": cut(text, MAX_OPTION_TEXT)}, "value": value}
+
+
 def notice(text: str) -> Message:
     """A short thread note (who took it, who resolved it); ``text`` is already safe mrkdwn."""
     return fit({"text": text, "blocks": [section(text)]})
@@ -381,6 +405,22 @@ def block_kit_problems(message: Message) -> list[str]:
             problems += [
                 f"block {i}: button text too long"
                 for e in block["elements"]
-                if len(e["text"]["text"]) > MAX_BUTTON_TEXT
+                if e["type"] == "button" and len(e["text"]["text"]) > MAX_BUTTON_TEXT
             ]
+            problems += [
+                f"block {i}: menu placeholder too long"
+                for e in block["elements"]
+                if e["type"] != "button" and len(e["placeholder"]["text"]) > MAX_PLACEHOLDER_TEXT
+            ]
+    return problems
+
+
+def options_problems(options: Sequence[dict[str, Any]]) -> list[str]:
+    """Every way an answer to an external select breaks Slack's limits (empty when fine)."""
+    problems = [f"{len(options)} options > {MAX_OPTIONS}"] if len(options) > MAX_OPTIONS else []
+    for i, item in enumerate(options):
+        if not 0 < len(item["text"]["text"]) <= MAX_OPTION_TEXT:
+            problems.append(f"option {i}: text of {len(item['text']['text'])} chars")
+        if not 0 < len(item["value"]) <= MAX_OPTION_VALUE:
+            problems.append(f"option {i}: value of {len(item['value'])} chars")
     return problems

@@ -61,7 +61,11 @@ def blocks_to_text(message: dict[str, Any], names: dict[str, str] | None = None)
         elif kind == "actions":
             buttons, presses = [], []
             for element in block.get("elements") or []:
+                if element.get("type") != "button":  # a menu: its placeholder
+                    buttons.append(f"[{_text_of(element.get('placeholder'), names)} ▾]")
+                    continue
                 buttons.append(f"[{_text_of(element.get('text'), names)}]")
                 presses.append(_BUTTON_NAMES.get(element.get("action_id", ""), "?"))
-            lines.append(" ".join(buttons) + "   (press " + " | ".join(presses) + ")")
+            pressing = "   (press " + " | ".join(presses) + ")" if presses else ""
+            lines.append(" ".join(buttons) + pressing)
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import BotConfig
-from bot.render.slack_blocks import ACTIONS
+from bot.render.slack_blocks import ACTIONS, SHOW_SITE_ACTION
 from bot.slack import payloads
 from bot.slack.chatops import ChatOps, Command
 from bot.slack.payloads import PayloadProblem, PrivateRoute
@@ -35,6 +35,7 @@ from bot.state import BotState
 log = logging.getLogger(__name__)
 
 _ACTION_NAMES = {action_id: name for name, (action_id, _label) in ACTIONS.items()}
+_ACTION_NAMES[SHOW_SITE_ACTION] = "show"  # a grouped alert's menu of sites
 FAILED_TEXT = "⚠️ badgateway failed to handle this; its log says why. Try again in a moment."
 
 
@@ -121,8 +122,24 @@ def build_app(
             root_ts=press.root_ts,
             reply=private(route),
             channel_name=press.channel_name,
+            chosen=press.chosen,
         )
         await _safely("a button", work)
+
+    @app.options(SHOW_SITE_ACTION)
+    async def site_menu(ack: AsyncAck, body: dict[str, Any]) -> None:
+        """A grouped alert's menu of sites, answered as the user types (within Slack's 3 s)."""
+        options: list[dict[str, object]] = []
+        try:
+            typing = payloads.menu_typing(body)
+            options = await chatops.site_options(
+                user=typing.user, channel=typing.channel, root_ts=typing.root_ts, typed=typing.typed
+            )
+        except PayloadProblem as problem:
+            log.warning("a block_suggestion Slack would not send: %s", problem)
+        except Exception:  # the menu shows "no results"; the log says why
+            log.exception("the menu of a grouped alert's sites failed")
+        await ack(options=options)
 
     @app.event(payloads.LISTENED_EVENT)
     async def mentioned(event: dict[str, Any]) -> None:

@@ -43,13 +43,17 @@ VET_WAIT_S = 1.5  # how long `/502` waits for DNS before acknowledging (Slack al
 _LINK = re.compile(r"^<([^|>]+)(?:\|[^>]*)?>$")
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 NO_RECORD_TEXT = "I no longer have a record of this diagnosis; run `/502` again."
+NO_GROUP_TEXT = "I no longer have a record of this grouped alert; nothing was posted."
 
 
 @runtime_checkable
 class ShowsSites(Protocol):
-    """A thread owner with many sites (a grouped alert): `@badgateway show SITE`."""
+    """A thread owner with many sites (a grouped alert): `@badgateway show SITE`, or the
+    site chosen in its root's menu (whose options are ``site_options``)."""
 
     async def show(self, site: str, user: str, reply: Reply) -> None: ...
+
+    async def site_options(self, typed: str) -> list[dict[str, object]]: ...
 
 
 @dataclass(frozen=True)
@@ -240,13 +244,22 @@ class ChatOps:
         root_ts: str,
         reply: Reply,
         channel_name: str = "",
+        chosen: str = "",
     ) -> None:
-        """A verdict button: rerun, take, escalate or resolve, on whatever thread it is in."""
+        """A verdict button: rerun, take, escalate or resolve, on whatever thread it is in;
+        or ``show``, the site ``chosen`` in a grouped alert's menu: its full diagnosis in the
+        thread, as `@badgateway show SITE` does."""
         refusal = await self.refusal(user, channel, channel_name) or await self.unavailable()
         if refusal:
             await reply(refusal)
             return
         owner = await self.threads.owner(channel, root_ts)
+        if name == "show":
+            if isinstance(owner, ShowsSites):
+                await owner.show(chosen, user, reply)
+            else:
+                await reply(NO_GROUP_TEXT)
+            return
         if owner is None:
             await reply(NO_RECORD_TEXT)
             return
@@ -255,6 +268,17 @@ class ChatOps:
             await reply(f"Unknown action {escape(name)}.")
             return
         await press(user, reply)
+
+    # The menu of a grouped alert's sites -----------------------------------------------------
+    async def site_options(
+        self, *, user: str, channel: str, root_ts: str, typed: str
+    ) -> list[dict[str, object]]:
+        """The menu's options as the user types; none where the menu cannot be used (the
+        choice itself then says why, privately)."""
+        if await self.refusal(user, channel) or await self.unavailable():
+            return []
+        owner = await self.threads.owner(channel, root_ts)
+        return await owner.site_options(typed) if isinstance(owner, ShowsSites) else []
 
     # Mentions ------------------------------------------------------------------------------
     async def mention(

@@ -23,14 +23,15 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.flights import SiteFlights, remember_request
 from bot.pipeline import Carrier, DiagnosisRequest
 from bot.render import chat_text
 from bot.render import slack_blocks as blocks
 from bot.render.mentions import user_mention
 from bot.render.wording import ASKERS_SHOWN, asked_note, escape, on_it, thread_link
-from bot.slack.sink import SlackSink, remember_request, root_view
+from bot.slack.sink import SlackSink, root_view
 from bot.slack_client import post_once, slack_error
-from bot.state import BotState, DiagnosisThread, Flight
+from bot.state import BotState, DiagnosisThread
 from bot.threads import Reply, ThreadLink, ThreadLinks, open_thread
 from checks import steps as step_registry
 from checks.context import ProbeContext
@@ -51,7 +52,7 @@ IN_DM_TEXT = (
     "I can't post in this channel (it is private and I'm not a member), so the diagnosis is "
     "in our direct messages. Invite me with `/invite @badgateway` to have it here next time."
 )
-SHARE_WINDOW_S = 30.0  # bot.config.BotConfig.share_window_s
+SHARE_WINDOW_S = 30.0  # bot.config.BotConfig.share_window_s (bot.flights)
 
 
 class DiagnosisThreads:
@@ -76,7 +77,15 @@ class DiagnosisThreads:
         self.settings = settings
         self.sink = sink or SlackSink(client, state)
         self.links = tuple(links)
-        self.share_window_s = share_window_s
+        self.flights = SiteFlights(state, carrier, share_window_s)
+
+    @property
+    def share_window_s(self) -> float:
+        return self.flights.window_s
+
+    @share_window_s.setter
+    def share_window_s(self, seconds: float) -> None:
+        self.flights.window_s = seconds
 
     # ThreadKind ------------------------------------------------------------------------------
     async def owner(self, channel: str, ts: str) -> DiagnosisThreadOwner | None:
@@ -115,16 +124,8 @@ class DiagnosisThreads:
 
     async def _join_flight(self, ctx: ProbeContext, user: str) -> tuple[str, list[str]]:
         """The site's run to show: the one running or just finished, else a new one."""
-        url = ctx.target.url
-        async with self.state.flight_lock(url):
-            flight = await self.state.flight(url)
-            if flight is not None and flight.shareable(time.time(), self.share_window_s):
-                doc = await self.state.request_doc(flight.diagnosis_id)
-                if doc.get("steps"):
-                    return flight.diagnosis_id, list(doc["steps"])
-            request = await self._flight_request(ctx, user)
-            await self._queue_flight(request, url)
-        return request.id, request.steps
+        joined = await self.flights.join(ctx.target.url, lambda: self._flight_request(ctx, user))
+        return joined.diagnosis_id, joined.steps
 
     async def _flight_request(self, ctx: ProbeContext, user: str) -> DiagnosisRequest:
         """A fresh run of the whole sequence, to become the site's flight; the threads that
@@ -133,13 +134,6 @@ class DiagnosisThreads:
         request = DiagnosisRequest.new(ctx, origin={"kind": "slack", "flight": url, "user": user})
         await remember_request(self.state, request)
         return request
-
-    async def _queue_flight(self, request: DiagnosisRequest, url: str) -> None:
-        """Queue the run, then make it the site's flight (the caller holds the flight lock).
-        In that order: a submit that fails (Redis gone) leaves no flight for later requests
-        to join and wait on."""
-        await self.carrier.submit(request)
-        await self.state.save_flight(url, Flight(request.id, time.time()))
 
     async def _post_root(
         self, thread: DiagnosisThread, user: str, reply: Reply
@@ -262,8 +256,7 @@ class DiagnosisThreads:
         which = f"the {escape(step)} check" if step else "the whole diagnosis"
         await self.note(thread, f"🔁 {user_mention(user)} re-runs {which}.")
         if step is None:
-            async with self.state.flight_lock(ctx.target.url):
-                await self._queue_flight(request, ctx.target.url)
+            await self.flights.fresh(request, ctx.target.url)
         else:
             await self.carrier.submit(request)
 

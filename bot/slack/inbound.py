@@ -244,6 +244,8 @@ def routing_problem(body: Mapping[str, Any]) -> str | None:
         event = body.get("event")
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return "event has no type"
+    if kind == "block_suggestion" and not isinstance(body.get("action_id"), str):
+        return "action_id is missing or not text"
     return None
 
 
@@ -263,6 +265,8 @@ def unhandled(body: Mapping[str, Any]) -> Answered | None:
         return None if LISTENED_ACTIONS.search(body["actions"][0]["action_id"]) else ignored
     if kind == "event_callback":
         return None if body["event"]["type"] == LISTENED_EVENT else ignored
+    if kind == "block_suggestion":  # a menu's options as the user types
+        return None if LISTENED_ACTIONS.search(body["action_id"]) else ignored
     return Answered(400, "not a request this app handles")
 
 

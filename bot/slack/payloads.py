@@ -23,7 +23,7 @@ from bot.render.mentions import is_channel_id, is_user_id
 
 # What the app's listeners take (bot.slack.app); the HTTP door answers anything else itself.
 LISTENED_COMMANDS = re.compile(r"^/.+")  # the installer may rename the command; /502 by default
-LISTENED_ACTIONS = re.compile(r"^bgw_")  # the verdict's buttons
+LISTENED_ACTIONS = re.compile(r"^bgw_")  # the verdict's buttons, a grouped alert's menu
 LISTENED_EVENT = "app_mention"
 
 TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
@@ -56,6 +56,18 @@ class ButtonPress:
     channel_name: str
     root_ts: str  # the diagnosis thread the button belongs to
     response_url: str
+    chosen: str = ""  # a menu's choice (its option's value); "" for a button
+
+
+@dataclass(frozen=True)
+class MenuTyping:
+    """A block_suggestion: someone types in an external select; the app answers options."""
+
+    action_id: str
+    user: str
+    channel: str
+    root_ts: str  # the message the menu is on
+    typed: str
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,10 @@ def button_press(body: Mapping[str, Any], *, stand_in: str = "") -> ButtonPress:
     message = body.get("message") or {}
     if not isinstance(message, Mapping):
         raise PayloadProblem("message is not an object")
-    # The verdict's buttons carry the root's ts as their value; older ones may not.
+    # The verdict's buttons carry the root's ts as their value; older ones may not. A menu
+    # carries its choice instead, and sits on the root itself.
+    chosen = action.get("selected_option")
+    chosen = _object(chosen, "selected_option") if chosen is not None else {}
     value = action.get("value") or message.get("thread_ts") or message.get("ts")
     return ButtonPress(
         action_id=action_id,
@@ -182,6 +197,19 @@ def button_press(body: Mapping[str, Any], *, stand_in: str = "") -> ButtonPress:
         channel_name=text(channel.get("name"), "channel.name", MAX_NAME),
         root_ts=timestamp(value, "the button's message"),
         response_url=response_url(body.get("response_url"), stand_in=stand_in),
+        chosen=text(chosen.get("value"), "selected_option.value", MAX_NAME),
+    )
+
+
+def menu_typing(body: Mapping[str, Any]) -> MenuTyping:
+    """A block_suggestion payload: which menu, who types, on which message, what so far."""
+    container = _object(body.get("container"), "container")
+    return MenuTyping(
+        action_id=text(body.get("action_id"), "action_id", MAX_NAME),
+        user=user_id(_object(body.get("user"), "user").get("id"), "user.id"),
+        channel=channel_id(_object(body.get("channel"), "channel").get("id"), "channel.id"),
+        root_ts=timestamp(container.get("message_ts"), "container.message_ts"),
+        typed=text(body.get("value"), "value", MAX_NAME),
     )
 
 

@@ -94,11 +94,6 @@ async def root_view(state: BotState, thread: DiagnosisThread) -> dict[str, Any]:
     )
 
 
-async def remember_request(state: BotState, request: DiagnosisRequest) -> None:
-    """What the root message needs to show a diagnosis before any result arrives."""
-    await state.record_request(request.id, {"steps": request.steps, "previous": request.previous})
-
-
 class SlackSink:
     """A ResultSink that posts into every thread showing the request's diagnosis: the one in
     its origin (channel, root_ts) and its sharers."""

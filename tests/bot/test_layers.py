@@ -24,6 +24,7 @@ ROWS: dict[str, int] = {
     "bot.alerts": 4,
     "bot.queue": 4,
     "bot.render": 5,
+    "bot.flights": 5,
     "bot.state": 6,
     "bot.slack_client": 6,
     "bot.pipeline": 6,

@@ -523,7 +523,30 @@ class SlackSigner:
         thread_ts: str | None = None,
         user: str = "U0ALICE01",
         channel: str = "C0OPS0001",
+        chosen: str | None = None,
     ) -> tuple[str, str]:
+        """A button pressed (its ``value``), or with ``chosen`` an option chosen in an
+        external select menu (``value`` is then unused, as Slack sends none)."""
+        action: dict[str, Any] = {
+            "action_id": action_id,
+            "block_id": "bgw_verdict_actions",
+            "text": {"type": "plain_text", "text": action_id, "emoji": True},
+            "value": value,
+            "type": "button",
+            "action_ts": f"{time.time():.6f}",
+        }
+        if chosen is not None:
+            action = {
+                "action_id": action_id,
+                "block_id": "bgw_show_site_menu",
+                "type": "external_select",
+                "selected_option": {
+                    "text": {"type": "plain_text", "text": chosen, "emoji": True},
+                    "value": chosen,
+                },
+                "placeholder": {"type": "plain_text", "text": "Show…", "emoji": True},
+                "action_ts": f"{time.time():.6f}",
+            }
         payload: dict[str, Any] = {
             "type": "block_actions",
             "user": {
@@ -556,16 +579,44 @@ class SlackSigner:
             },
             "state": {"values": {}},
             "response_url": self.response_url(),
-            "actions": [
-                {
-                    "action_id": action_id,
-                    "block_id": "bgw_verdict_actions",
-                    "text": {"type": "plain_text", "text": action_id, "emoji": True},
-                    "value": value,
-                    "type": "button",
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
+            "actions": [action],
+        }
+        return urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+
+    def block_suggestion(
+        self,
+        action_id: str,
+        typed: str,
+        *,
+        message_ts: str,
+        user: str = "U0ALICE01",
+        channel: str = "C0OPS0001",
+    ) -> tuple[str, str]:
+        """Someone typing ``typed`` in an external select menu on the message ``message_ts``."""
+        payload: dict[str, Any] = {
+            "type": "block_suggestion",
+            "user": {
+                "id": user,
+                "username": user.lower(),
+                "name": user.lower(),
+                "team_id": TEAM_ID,
+            },
+            "container": {
+                "type": "message",
+                "message_ts": message_ts,
+                "channel_id": channel,
+                "is_ephemeral": False,
+            },
+            "api_app_id": "A0BGW0001",
+            "token": "legacy-verification-token",
+            "action_id": action_id,
+            "block_id": "bgw_show_site_menu",
+            "value": typed,
+            "team": {"id": TEAM_ID, "domain": "badgateway-test"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel, "name": "ops"},
+            "message": {"type": "message", "user": BOT_USER_ID, "ts": message_ts, "bot_id": BOT_ID},
         }
         return urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
 

@@ -19,6 +19,7 @@ from bot.alerts.incidents import Incidents
 from bot.alerts.notifier import SlackNotifier
 from bot.alerts.sink import IncidentVerdicts
 from bot.alerts.store import IncidentStore
+from bot.flights import SiteFlights
 from bot.pipeline import InProcessCarrier
 from bot.slack.sink import SlackSink
 from bot.slack_client import make_web_client
@@ -97,6 +98,7 @@ async def storm_bot(
     incidents = Incidents(IncidentStore(redis), SlackNotifier(client), settings, FAST)
     carrier = InProcessCarrier(settings, IncidentVerdicts(SlackSink(client, state), incidents))
     incidents.posts.carrier = carrier
+    incidents.posts.flights = SiteFlights(state, carrier)  # each site's run is its flight
     try:
         yield Bot(incidents, carrier, AlertChat(incidents, state, client, carrier))
     finally:

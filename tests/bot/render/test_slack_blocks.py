@@ -64,6 +64,18 @@ def test_block_kit_problems_finds_violations() -> None:
     }
     assert blocks.block_kit_problems(long_section)
     assert blocks.block_kit_problems(blocks.fit(too_many)) == []
+    long_menu = blocks.site_menu("x" * 149)
+    long_menu["elements"][0]["placeholder"]["text"] += "xx"  # as if built past the cut
+    assert blocks.block_kit_problems({"text": "x", "blocks": [long_menu]})
+    assert blocks.block_kit_problems({"text": "x", "blocks": [blocks.site_menu("x" * 500)]}) == []
+    assert blocks.options_problems([blocks.option("a", "v")] * 101)
+    assert blocks.options_problems([blocks.option("a", "v" * 151)])
+    assert blocks.options_problems([blocks.option("a" * 500, "v")]) == []  # cut to 75
+
+
+def test_a_menu_reads_as_its_placeholder_in_text() -> None:
+    menu = {"text": "x", "blocks": [blocks.site_menu("Show a site…")]}
+    assert blocks_to_text(menu) == "[Show a site… ▾]"
 
 
 def test_text_view_reads_like_the_thread() -> None:

@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 from bot.config import BotConfig
+from bot.flights import remember_request
 from bot.pipeline import DiagnosisRequest
 from bot.render.slack_blocks import ordered_names
-from bot.slack.sink import SlackSink, remember_request
+from bot.slack.sink import SlackSink
 from bot.slack_client import make_web_client
 from bot.state import BotState, DiagnosisThread, MemoryStore
 from checks.model import Cause, Diagnosis, Finding, Status, StepResult

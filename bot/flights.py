@@ -1,0 +1,72 @@
+"""One diagnosis per site at a time, whoever asks: `/502`, an alert, a re-check.
+
+A site's run is its flight (bot.state.Flight, ``bgw:flight:{url}``): a request while it runs,
+or within ``window_s`` after it ended, shares it instead of starting another. The Slack side
+(`/502` threads) and the alerting side (an incident's diagnosis) both join through
+``SiteFlights``, so an alert and fifty `/502`s for one site make one run; each shows it in its
+own way (the threads that share it are the run's sharers, bot.slack.sink). *Re-run* is always
+a fresh run, which becomes the site's flight (``fresh``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.pipeline import Carrier, DiagnosisRequest
+from bot.state import BotState, Flight
+
+SHARE_WINDOW_S = 30.0  # bot.config.BotConfig.share_window_s
+# Brings one thread up to date with a run, (diagnosis id, steps, channel, root_ts): what it
+# posted before the thread joined, and its verdict if it is over (bot.slack.sink's ``show``).
+ShowRun = Callable[[str, list[str], str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The run a request is shown: which, its steps, since when, and whether it started it."""
+
+    diagnosis_id: str
+    steps: list[str]
+    started_at: float
+    started: bool  # False: it joined a run already under way (or just over)
+
+
+async def remember_request(state: BotState, request: DiagnosisRequest) -> None:
+    """What a root message (or a joiner) needs to show a diagnosis before any result."""
+    await state.record_request(request.id, {"steps": request.steps, "previous": request.previous})
+
+
+class SiteFlights:
+    def __init__(self, state: BotState, carrier: Carrier, window_s: float = SHARE_WINDOW_S) -> None:
+        self.state = state
+        self.carrier = carrier
+        self.window_s = window_s
+
+    async def join(self, url: str, new: Callable[[], Awaitable[DiagnosisRequest]]) -> Joined:
+        """The site's run running or just over, else a new one (``new()``), queued."""
+        async with self.state.flight_lock(url):
+            flight = await self.state.flight(url)
+            if flight is not None and flight.shareable(time.time(), self.window_s):
+                doc = await self.state.request_doc(flight.diagnosis_id)
+                if doc.get("steps"):
+                    steps = list(doc["steps"])
+                    return Joined(flight.diagnosis_id, steps, flight.started_at, started=False)
+            request = await new()
+            return await self._launch(request, url)
+
+    async def fresh(self, request: DiagnosisRequest, url: str) -> Joined:
+        """Queue ``request`` as the site's new run, whatever runs now (*Re-run*). The caller
+        has remembered it (``remember_request``), as ``join``'s ``new`` does."""
+        async with self.state.flight_lock(url):
+            return await self._launch(request, url)
+
+    async def _launch(self, request: DiagnosisRequest, url: str) -> Joined:
+        """Queue the run, then make it the site's flight (the caller holds the flight lock).
+        In that order: a submit that fails (Redis gone) leaves no flight for later requests
+        to join and wait on."""
+        await self.carrier.submit(request)
+        started_at = time.time()
+        await self.state.save_flight(url, Flight(request.id, started_at))
+        return Joined(request.id, request.steps, started_at, started=True)
