@@ -24,6 +24,7 @@ from checks.settings import one_line
 MAX_DOTENV_BYTES = 1024 * 1024
 _PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() also takes "²", which int() refuses
 _COUNT = re.compile(r"[0-9]{1,9}")
+_REDIS_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")  # no ":" and no glob characters
 _SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,3})?")
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -50,6 +51,7 @@ class BotConfig:
     # Queue mode: a diagnosis no worker has taken after this long says so on its root message.
     worker_wait_s: float = 20.0
     share_window_s: float = 30.0  # a `/502` this soon after a site's run ends shares it
+    redis_prefix: str = "bgw"  # every Redis key of this install starts with it and ":"
 
     @property
     def socket_mode(self) -> bool:
@@ -122,6 +124,12 @@ def load_config(
         share_window_s = -1.0
     if not 0 <= share_window_s < 86400:
         raise ConfigError(f"BADGATEWAY_SHARE_WINDOW_S must be seconds (0-86399): {window_text!r}")
+    redis_prefix = get("BADGATEWAY_REDIS_PREFIX") or "bgw"
+    if not _REDIS_PREFIX.fullmatch(redis_prefix):
+        raise ConfigError(
+            "BADGATEWAY_REDIS_PREFIX must be 1-32 letters, digits, '_', '.' or '-' "
+            f"(no ':' or '*'), got {redis_prefix!r}"
+        )
     return BotConfig(
         slack_bot_token=bot_token,
         slack_signing_secret=secret,
@@ -134,6 +142,7 @@ def load_config(
         worker_concurrency=int(conc_text),
         worker_wait_s=float(wait_text),
         share_window_s=share_window_s,
+        redis_prefix=redis_prefix,
     )
 
 

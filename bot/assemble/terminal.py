@@ -15,6 +15,7 @@ from typing import TextIO, cast
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import storage
 from bot.config import BotConfig
 from bot.demo import DemoUnavailable, demo_site
 from bot.pipeline import InProcessCarrier
@@ -86,4 +87,5 @@ def run_shell(settings: Settings, stdin: TextIO, stdout: TextIO) -> int:
 
 def run_status(config: BotConfig, *, as_json: bool) -> int:
     """`badgateway status`: the queue's depth, latency and workers."""
+    storage.use_prefix(config.redis_prefix)
     return show_status(config, as_json)

@@ -26,6 +26,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import storage
 from bot.alerts.chat import AlertChat
 from bot.alerts.incidents import Incidents
 from bot.alerts.webhooks import add_alert_routes
@@ -118,6 +119,7 @@ def build_web(
 ) -> WebProcess:
     """``other_threads``, ``commands`` and ``links``: kinds of thread, `/502` words and open
     threads a `/502` root links to, besides the alerting side's (tests stand in for it)."""
+    storage.use_prefix(config.redis_prefix)  # before anything builds a key
     client = make_web_client(config)
     state = BotState(store or open_store(config.redis_url))
     waiting = WaitingRoots(client, state)

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from bot import storage
 from bot.alerts.incidents import Incidents
 from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
 from bot.alerts.sink import IncidentVerdicts
@@ -88,6 +89,7 @@ def run_worker(config: BotConfig, settings: Settings, queues: list[str]) -> int:
 
 
 async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
+    storage.use_prefix(config.redis_prefix)  # before anything builds a key
     sink = make_sink(config)  # before anything connects: a worker that cannot post stops here
     incidents = None
     try:
