@@ -52,6 +52,7 @@ class BotConfig:
     worker_wait_s: float = 20.0
     share_window_s: float = 30.0  # a `/502` this soon after a site's run ends shares it
     redis_prefix: str = "bgw"  # every Redis key of this install starts with it and ":"
+    metrics_push_s: float = 5.0  # a worker's metrics reach Redis (and /metrics) this often
 
     @property
     def socket_mode(self) -> bool:
@@ -130,6 +131,9 @@ def load_config(
             "BADGATEWAY_REDIS_PREFIX must be 1-32 letters, digits, '_', '.' or '-' "
             f"(no ':' or '*'), got {redis_prefix!r}"
         )
+    push_text = get("BADGATEWAY_METRICS_PUSH_S") or "5"
+    if not _SECONDS.fullmatch(push_text) or not 0.1 <= float(push_text) <= 300:
+        raise ConfigError(f"BADGATEWAY_METRICS_PUSH_S must be seconds (0.1-300): {push_text!r}")
     return BotConfig(
         slack_bot_token=bot_token,
         slack_signing_secret=secret,
@@ -143,7 +147,33 @@ def load_config(
         worker_wait_s=float(wait_text),
         share_window_s=share_window_s,
         redis_prefix=redis_prefix,
+        metrics_push_s=float(push_text),
     )
+
+
+LOG_FORMATS = ("json", "text")
+SECRET_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "ALERTS_TOKEN")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How a process logs (bot.logs): read before anything else, for every command."""
+
+    log_format: str | None = None  # "json", "text", or None: JSON unless stderr is a terminal
+    secrets: tuple[str, ...] = ()  # values no log line may show (tokens, Redis's password)
+
+
+def load_log_settings(
+    env: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env"
+) -> LogSettings:
+    """``BADGATEWAY_LOG_FORMAT`` and the secret settings' values; ConfigError on a bad format."""
+    v = _merged(env, dotenv_path)
+    log_format = v.get("BADGATEWAY_LOG_FORMAT", "").strip().lower() or None
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise ConfigError(f"BADGATEWAY_LOG_FORMAT must be json or text, got {log_format!r}")
+    secrets = [v.get(name, "").strip() for name in SECRET_SETTINGS]
+    redis_password = urlsplit(v.get("REDIS_URL", "").strip()).password
+    return LogSettings(log_format, tuple(s for s in [*secrets, redis_password] if s))
 
 
 @dataclass(frozen=True)
