@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from saq import CronJob, Queue
 
-from bot import storage
+from bot import metrics, storage
 from bot.alerts.incidents import Incidents, ProbeOutcome
 from checks.guard import TargetRefused
 from checks.http_probe import cache_busted, fetch
@@ -136,6 +136,7 @@ async def monitor_site(ctx: dict[str, Any], *, site: str) -> dict[str, Any]:
     if configured is None:
         return {"site": site, "skipped": "not configured"}
     outcome = await probe_site(configured, incidents.settings)
+    metrics.probe(site, outcome.ok)
     incident = await incidents.observe(configured, outcome)
     await incidents.settle()
     return {

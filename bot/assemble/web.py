@@ -23,16 +23,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import storage
+from bot import metrics, storage
 from bot.alerts.chat import AlertChat
 from bot.alerts.incidents import Incidents
+from bot.alerts.store import OPEN
 from bot.alerts.webhooks import add_alert_routes
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig
 from bot.pipeline import Carrier, InProcessCarrier, ResultSink
+from bot.queue import worker_metrics
 from bot.queue.carrier import QueueCarrier, Unclaimed
 from bot.queue.health import QueueHealth
 from bot.slack.app import build_app
@@ -73,8 +76,23 @@ class WebProcess:
     incidents: Incidents | None = None
     health: QueueHealth | None = None  # with Redis: is it there, is a worker taking jobs
 
+    async def metrics_snapshot(self) -> metrics.Snapshot:
+        """For `/metrics`, besides this process's own: the workers' and the install's."""
+        snapshot = metrics.Snapshot()
+        if self.health is not None:
+            await worker_metrics.read(self.health.redis, snapshot)
+        if self.incidents is not None:
+            try:
+                async with asyncio.timeout(worker_metrics.READ_TIMEOUT_S):
+                    active = await self.incidents.store.active()
+                snapshot.open_incidents = sum(1 for i in active if i.state == OPEN)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("/metrics without the open incidents: %s", exc)
+        return snapshot
+
     def web_app(self) -> web.Application:
-        """The aiohttp application: Slack's endpoint (unless Socket Mode), health, webhooks."""
+        """The aiohttp application: Slack's endpoint (unless Socket Mode), health, webhooks,
+        `/metrics`."""
         served = build_web_app(
             self.config,
             self.app,
@@ -84,6 +102,7 @@ class WebProcess:
         )
         if self.incidents is not None:
             add_alert_routes(served, self.config, self.settings, self.incidents)
+        metrics.add_metrics_route(served, self.metrics_snapshot)
         return served
 
     async def close(self) -> None:

@@ -29,7 +29,15 @@ from typing import Any
 
 from saq.job import Job, Status
 
-from bot.pipeline import DiagnosisRequest, ResultSink, combine, failed_step_result
+from bot import logs, metrics
+from bot.pipeline import (
+    DiagnosisRequest,
+    ResultSink,
+    combine,
+    count_verdict,
+    failed_step_result,
+    observe_step,
+)
 from bot.queue.job_kinds import (
     DIAGNOSE_JOB,
     PART_JOB,
@@ -222,6 +230,7 @@ class JobRunner:
                 result = await produce()
                 if result is None:
                     return
+                observe_step(result)  # made here, now: probed, or put together from parts
             state = await self._deliver(req, result)
         await self._maybe_conclude(req, *state)
 
@@ -295,6 +304,7 @@ class JobRunner:
                 self.sink.diagnosis_finished(req, diagnosis), self.tuning.sink_timeout_s
             )
             await self.store.mark_concluded(req.id)
+            count_verdict(req, diagnosis)
         except BaseException:
             # Failed or cancelled (a sweep, a shutdown): free the lease for the retry.
             with contextlib.suppress(Exception):
@@ -304,7 +314,7 @@ class JobRunner:
     @contextlib.asynccontextmanager
     async def _heartbeat(self, job: Job) -> AsyncIterator[None]:
         """SAQ does not beat by itself: touch the job while it runs, so that a sweep tells a
-        slow job from one whose worker died."""
+        slow job from one whose worker died. Also the job's fields for its log lines."""
 
         async def beat() -> None:
             while True:
@@ -314,9 +324,19 @@ class JobRunner:
                 except Exception as exc:  # Redis blip: the next beat may get through
                     log.warning("heartbeat for %s failed: %s", job.key, exc)
 
+        kwargs = job.kwargs or {}
+        request = kwargs.get("request") or {}
         task = asyncio.create_task(beat(), name=f"heartbeat-{job.key}")
         try:
-            yield
+            # Every line logged while the job runs (the checks' own too) says which job it is.
+            with logs.fields(
+                job_id=job.key,
+                job=job.function,
+                diagnosis=request.get("id"),
+                step=kwargs.get("step"),
+                target=(request.get("context") or {}).get("target"),
+            ):
+                yield
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -378,6 +398,9 @@ class JobRunner:
     async def before_process(self, ctx: dict[str, Any]) -> None:
         job: Job = ctx["job"]
         ctx["bgw_started_ms"] = job.started
+        if job.started and job.queued:
+            queue = job.queue.name if job.queue else DEFAULT_QUEUE
+            metrics.observe_job_wait(queue, job.function, job.started - job.queued)
 
     async def after_process(self, ctx: dict[str, Any]) -> None:
         job: Job = ctx["job"]
