@@ -13,7 +13,6 @@ file of loopback sites; `/502` arrives signed as Slack sends it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -25,7 +24,7 @@ from redis.asyncio import Redis
 
 from tests.lab import REPO
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackSigner, SlackStandIn, sign
-from tests.lab.process import ManagedProcess, free_port
+from tests.lab.process import ManagedProcess, free_port, wait_for_health
 
 BOT_TOKEN = "xoxb-0000000000-1111111111-ops0lab0token0not0real"
 ALERTS_TOKEN = "alerts-0ps-lab-bearer-token"
@@ -95,16 +94,8 @@ class BotProcesses:
     async def start_web(self, *cli_args: str) -> ManagedProcess:
         """``serve``, ready once /healthz answers."""
         web = self.spawn("web", *cli_args, "serve")
-        deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as session:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.base}/healthz") as response:
-                        if response.status == 200:
-                            return web
-                if web.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start:\n{web.output()[-3000:]}")
-                await asyncio.sleep(0.05)
+        await wait_for_health(f"{self.base}/healthz", web)
+        return web
 
     async def start_worker(self, name: str) -> ManagedProcess:
         """``worker`` on the default queue (needs REDIS_URL in ``env``), ready once its

@@ -3,6 +3,7 @@ aiohttp app in the test's own event loop on a loopback port the kernel picks."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -24,6 +26,23 @@ async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+
+async def wait_for_health(
+    url: str, process: ManagedProcess, what: str = "serve", within_s: float = 20.0
+) -> None:
+    """Until ``url`` (a /healthz) answers 200; fails with the process's output if it exits
+    or does not answer in time."""
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            if process.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start:\n{process.output()[-3000:]}")
+            await asyncio.sleep(0.05)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -40,7 +40,7 @@ from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_redis import LAB_QUEUE_ENV, RedisServer
 from tests.lab.fixtures_slack import SIGNING_SECRET, Message, SlackSigner, SlackStandIn, sign
 from tests.lab.fixtures_upstreams import Upstream
-from tests.lab.process import ManagedProcess, free_port
+from tests.lab.process import ManagedProcess, free_port, wait_for_health
 
 OPS = "C0OPS0001"  # where people type /502
 ALERTS = "C0ALERTS01"  # the alerting site's channel
@@ -110,16 +110,7 @@ class Deployment:
 
     async def start_web(self) -> None:
         self.web = self._spawn("web", "serve")
-        deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as session:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.base}/healthz") as response:
-                        if response.status == 200:
-                            return
-                if self.web.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start:\n{self.web.output()[-3000:]}")
-                await asyncio.sleep(0.05)
+        await wait_for_health(f"{self.base}/healthz", self.web)
 
     async def start_workers(self, *names: str) -> None:
         """Workers of the default queue; a name like ``logs@web-1`` is a worker on web-1
