@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bot import metrics
 from prometheus_client.parser import text_string_to_metric_families
 from tests.lab.bot_processes import BotProcesses
 from tests.lab.fixtures_redis import LAB_QUEUE_ENV, RedisServer
-from tests.lab.fixtures_slack import SlackStandIn
+from tests.lab.fixtures_slack import BOT_USER_ID, BotUnderTest, SlackStandIn, loopback_settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -96,3 +98,47 @@ async def test_metrics_after_a_diagnosis_through_the_queue(
     assert total(samples, "badgateway_slack_retries_total", reason="rate_limited") == 1
     # The monitored site was probed, and failed.
     assert total(samples, "badgateway_monitor_probes_total", site="probed", result="failed") >= 1
+
+
+def diagnoses(trigger: str) -> float:
+    """This process's concluded diagnoses with that trigger, whatever their cause."""
+    return sum(
+        s.value
+        for family in metrics.REGISTRY.collect()
+        if family.name == "badgateway_diagnoses"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["trigger"] == trigger
+    )
+
+
+async def test_each_trigger_is_counted_in_process(
+    slack_bot: Callable[..., Any], failing_site: str
+) -> None:
+    """No Redis: the web process runs diagnoses itself and counts them by what started them."""
+    before = {t: diagnoses(t) for t in metrics.TRIGGERS}
+    bot: BotUnderTest = await slack_bot(loopback_settings())
+    slack = bot.slack
+
+    def verdicts(root_ts: str) -> list[Any]:
+        return [m for m in slack.thread(root_ts) if m.text.startswith("verdict:")]
+
+    assert (await bot.command(failing_site)).status == 200
+    await slack.wait_for(lambda: slack.roots() and verdicts(slack.roots()[0].ts), what="verdict")
+    root_ts = slack.roots()[0].ts
+    mention = bot.signer.app_mention(f"<@{BOT_USER_ID}> rerun dns", thread_ts=root_ts)
+    assert (await bot.send(mention)).status == 200
+    await slack.wait_for(lambda: len(verdicts(root_ts)) == 2, what="the mention's verdict")
+    press = bot.signer.block_action(
+        "bgw_rerun", root_ts, message_ts=verdicts(root_ts)[-1].ts, thread_ts=root_ts
+    )
+    assert (await bot.send(press)).status == 200
+    await slack.wait_for(lambda: len(verdicts(root_ts)) == 3, what="the button's verdict")
+    await bot.settle()
+
+    counted = {t: diagnoses(t) - before[t] for t in metrics.TRIGGERS}
+    assert counted == {"slash": 1, "mention": 1, "rerun": 1, "alert": 0, "monitor": 0}
+    # The page of this process's own /metrics shows them (no Redis: no queue, no incidents).
+    text = metrics.render(metrics.Snapshot()).decode()
+    samples = parse(text)
+    assert total(samples, "badgateway_diagnoses_total", process="web", trigger="mention") >= 1
+    assert not any(name == "badgateway_open_incidents" for name, _ in samples)
