@@ -17,8 +17,9 @@ from importlib import metadata
 from pathlib import Path
 
 from bot.assemble import check_config, terminal, web, worker
-from bot.config import ConfigError, load_config
+from bot.config import ConfigError, load_config, load_log_settings
 from bot.history_store import default_state_file
+from bot.logs import configure as configure_logging
 from bot.queue.health import REDIS_DOWN, RedisUnreachable, redis_down
 from bot.queue.tuning import TuningError
 from checks.guard import TargetRefused
@@ -93,9 +94,14 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    try:
+        log_settings = load_log_settings()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    configure_logging(
+        logging.DEBUG if args.verbose else logging.WARNING,
+        log_settings.log_format,
+        log_settings.secrets,
     )
     try:
         if args.command == "demo":

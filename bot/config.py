@@ -28,6 +28,7 @@ from checks.settings import Settings, load_settings, one_line
 MAX_DOTENV_BYTES = 1024 * 1024
 _PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() also takes "²", which int() refuses
 _COUNT = re.compile(r"[0-9]{1,9}")
+_REDIS_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")  # no ":" and no glob characters
 _SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,3})?")
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -211,6 +212,8 @@ class BotConfig:
     tuning: QueueTuning = field(default_factory=QueueTuning)
     alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
     history: HistoryRetention = field(default_factory=HistoryRetention)
+    redis_prefix: str = "bgw"  # every Redis key of this install starts with it and ":"
+    metrics_push_s: float = 5.0  # a worker's metrics reach Redis (and /metrics) this often
 
     @property
     def socket_mode(self) -> bool:
@@ -311,6 +314,15 @@ def load_config(
             f"BADGATEWAY_SLACK_RATE_SCALE must be a number above 0, at most {MAX_RATE_SCALE:g}"
             f" (1 = Slack's documented limits): {scale_text!r}"
         )
+    redis_prefix = get("BADGATEWAY_REDIS_PREFIX") or "bgw"
+    if not _REDIS_PREFIX.fullmatch(redis_prefix):
+        raise ConfigError(
+            "BADGATEWAY_REDIS_PREFIX must be 1-32 letters, digits, '_', '.' or '-' "
+            f"(no ':' or '*'), got {redis_prefix!r}"
+        )
+    push_text = get("BADGATEWAY_METRICS_PUSH_S") or "5"
+    if not _SECONDS.fullmatch(push_text) or not 0.1 <= float(push_text) <= 300:
+        raise ConfigError(f"BADGATEWAY_METRICS_PUSH_S must be seconds (0.1-300): {push_text!r}")
     config = BotConfig(
         slack_bot_token=bot_token,
         slack_signing_secret=secret,
@@ -330,6 +342,8 @@ def load_config(
         tuning=QueueTuning.from_env(v),
         alert_policy=AlertPolicy.from_env(v),
         history=HistoryRetention.from_env(v),
+        redis_prefix=redis_prefix,
+        metrics_push_s=float(push_text),
     )
     problem = serve_problem(config) if require_slack else None
     if problem:
@@ -344,3 +358,28 @@ def serve_problem(config: BotConfig) -> str | None:
     if not config.socket_mode and not config.slack_signing_secret:
         return "SLACK_SIGNING_SECRET is not set (needed in HTTP mode)"
     return None
+
+
+LOG_FORMATS = ("json", "text")
+SECRET_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "ALERTS_TOKEN")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How a process logs (bot.logs): read before anything else, for every command."""
+
+    log_format: str | None = None  # "json", "text", or None: JSON unless stderr is a terminal
+    secrets: tuple[str, ...] = ()  # values no log line may show (tokens, Redis's password)
+
+
+def load_log_settings(
+    env: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env"
+) -> LogSettings:
+    """``BADGATEWAY_LOG_FORMAT`` and the secret settings' values; ConfigError on a bad format."""
+    v = _merged(env, dotenv_path)
+    log_format = v.get("BADGATEWAY_LOG_FORMAT", "").strip().lower() or None
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise ConfigError(f"BADGATEWAY_LOG_FORMAT must be json or text, got {log_format!r}")
+    secrets = [v.get(name, "").strip() for name in SECRET_SETTINGS]
+    redis_password = urlsplit(v.get("REDIS_URL", "").strip()).password
+    return LogSettings(log_format, tuple(s for s in [*secrets, redis_password] if s))

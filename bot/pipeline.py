@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from bot import metrics
 from checks.context import ProbeContext, new_mark
 from checks.model import Diagnosis, Finding, Status, StepResult
 from checks.runner import conclude, run_steps
@@ -80,6 +81,21 @@ class DiagnosisRequest:
             previous=list(d.get("previous") or []),
             created_at=float(d.get("created_at", time.time())),
         )
+
+
+def trigger(request: DiagnosisRequest) -> str:
+    """What made this diagnosis run (bot.metrics.TRIGGERS), from its origin."""
+    return str(request.origin.get("trigger") or "other")
+
+
+def observe_step(result: StepResult) -> None:
+    """A step ran: its duration (measured by checks.runner) goes to the step histogram."""
+    metrics.observe_step(result.name, result.status.value, result.duration_ms)
+
+
+def count_verdict(request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
+    """A diagnosis concluded: counted by its cause and its trigger."""
+    metrics.count_diagnosis(diagnosis.verdict.cause.value, trigger(request))
 
 
 class ResultSink(Protocol):
@@ -206,6 +222,7 @@ class InProcessCarrier:
         deliveries: list[asyncio.Task[None]] = []
 
         async def forward(result: StepResult) -> None:
+            observe_step(result)
             # Delivered beside the probes, not in their way: showing a step in many threads
             # under Slack's limits may take longer than the whole diagnosis.
             deliveries.append(
@@ -220,6 +237,7 @@ class InProcessCarrier:
         try:
             results = await run_steps(ctx, steps, on_step=forward)
             diagnosis = combine(request, results, self.settings)
+            count_verdict(request, diagnosis)
             # The verdict is known now; the sink posts it in each thread after that thread's
             # steps (a step not shown yet is shown first), so it need not wait for them.
             await self._deliver(

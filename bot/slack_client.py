@@ -15,6 +15,11 @@ many threads mostly waits its turn here instead of collecting 429s. A post still
 with 429 after the SDK's retries (a storm: many threads share the
 workspace's posting limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
 tries again, for up to ``RATE_LIMITED_FOR_S`` — a refused post was not posted, so this is safe.
+
+Every call is counted (bot.metrics): ``CountingWebClient`` counts each method's outcome after
+the retries, the retry handlers count each retry and each 429, and ``post_once`` its own.
+(Bolt makes a client of its own per request, with these retry handlers, for its token check:
+that auth.test's retries and 429s are counted, its outcome is not.)
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.config import BotConfig
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,10 @@ POST_ATTEMPTS = 4
 RATE_LIMITED_FOR_S = 600.0  # how long a post keeps waiting out 429s before it gives up
 METADATA_EVENT = "badgateway_post"
 NOT_RETRIED_BY_SDK = ("chat.postMessage",)  # not idempotent: post_once handles it
+
+
+def _method(request: HttpRequest) -> str:
+    return request.url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _not_idempotent(request: HttpRequest) -> bool:
@@ -74,17 +84,88 @@ class _SkipsNonIdempotent:
         )
 
 
-class IdempotentServerErrorRetryHandler(_SkipsNonIdempotent, AsyncServerErrorRetryHandler):
+class _CountsRetries:
+    """Mixin for a retry handler: each retry it makes is counted, with its reason."""
+
+    reason = "other"
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        metrics.slack_retry(_method(request), self.reason)
+        await super().prepare_for_next_attempt_async(  # type: ignore[misc]
+            state=state, request=request, response=response, error=error
+        )
+
+
+class OwnPostsRateLimitRetryHandler(
+    _CountsRetries, _SkipsNonIdempotent, AsyncRateLimitErrorRetryHandler
+):
+    """Waits out 429s, except chat.postMessage's: post_once waits those out itself, so that
+    it holds the channel's pace meanwhile and can give up at a caller's deadline. Counts every
+    429 (the first handler asked about each failed answer, so it sees all of them)."""
+
+    reason = "rate_limited"
+
+    async def can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is not None and response.status_code == 429:
+            metrics.slack_rate_limited(_method(request))
+        return await super().can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
+
+
+class IdempotentServerErrorRetryHandler(
+    _CountsRetries, _SkipsNonIdempotent, AsyncServerErrorRetryHandler
+):
     """Retries 500/503, except for methods where a retry could act twice."""
 
+    reason = "server_error"
 
-class IdempotentConnectionErrorRetryHandler(_SkipsNonIdempotent, AsyncConnectionErrorRetryHandler):
+
+class IdempotentConnectionErrorRetryHandler(
+    _CountsRetries, _SkipsNonIdempotent, AsyncConnectionErrorRetryHandler
+):
     """Retries dropped connections, except for methods where a retry could act twice."""
 
+    reason = "connection_error"
 
-class OwnPostsRateLimitRetryHandler(_SkipsNonIdempotent, AsyncRateLimitErrorRetryHandler):
-    """Waits out 429s, except chat.postMessage's: post_once waits those out itself, so that
-    it holds the channel's pace meanwhile and can give up at a caller's deadline."""
+
+class CountingWebClient(AsyncWebClient):
+    """slack_sdk's client, counting each call's outcome after its retries (bot.metrics)."""
+
+    async def api_call(self, api_method: str, **kwargs: Any) -> Any:
+        try:
+            response = await super().api_call(api_method, **kwargs)
+        except SlackApiError as exc:
+            metrics.slack_call(api_method, _outcome(exc))
+            raise
+        except (aiohttp.ClientError, TimeoutError):
+            metrics.slack_call(api_method, "connection_error")
+            raise
+        metrics.slack_call(api_method, "ok")
+        return response
+
+
+def _outcome(exc: SlackApiError) -> str:
+    status = int(getattr(exc.response, "status_code", 200) or 200)
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return f"http_{status}"
+    return slack_error(exc) or "error"
 
 
 def retry_handlers() -> list[AsyncRetryHandler]:
@@ -98,7 +179,7 @@ def retry_handlers() -> list[AsyncRetryHandler]:
 def make_web_client(config: BotConfig) -> AsyncWebClient:
     """A client whose posts (and root updates) keep the workspace's pace: Slack's documented
     limits times ``BADGATEWAY_SLACK_RATE_SCALE``."""
-    client = AsyncWebClient(
+    client = CountingWebClient(
         token=config.slack_bot_token,
         base_url=config.slack_api_url,
         timeout=15,
@@ -294,12 +375,14 @@ async def post_once(
                     raise PostRefused(f"{key}: rate limited for {wait_s:.1f} s") from exc
             if wait_s is not None and time.monotonic() + wait_s < limited_until:
                 attempt -= 1  # refused, so not posted: not an attempt
+                metrics.slack_retry("chat.postMessage", "rate_limited")
                 await asyncio.sleep(wait_s)
                 continue
             refused_only = False
             if not _ambiguous(exc) or attempt == POST_ATTEMPTS:
                 raise
             log.warning("posting %s failed (%s); checking whether Slack has it", key, exc)
+            metrics.slack_retry("chat.postMessage", "ambiguous_post")
         found = await find_posted(client, channel, thread_ts, key)
         if found:
             return found

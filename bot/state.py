@@ -42,7 +42,6 @@ THREAD_TTL_S = 30 * 24 * 3600.0
 DIAGNOSIS_TTL_S = 7 * 24 * 3600.0
 EVENT_TTL_S = 3600.0  # Slack retries an event for a few minutes at most
 VERDICT_FIELD = "_verdict"  # the verdict's ts lives beside the steps' ts
-OPEN_KEY = storage.key("threads", "open")
 # How long a running flight is trusted without news: a run whose carrier died does not keep
 # every later request waiting on it for ever.
 FLIGHT_RUNNING_TTL_S = 300.0
@@ -262,17 +261,17 @@ class BotState:
             storage.key("thread", thread.channel, thread.root_ts), thread.to_dict(), THREAD_TTL_S
         )
         if thread.resolved_at is None:
-            await self.store.set_add(OPEN_KEY, thread.key)
+            await self.store.set_add(storage.key("threads", "open"), thread.key)
         else:
-            await self.store.set_remove(OPEN_KEY, thread.key)
+            await self.store.set_remove(storage.key("threads", "open"), thread.key)
 
     async def open_threads(self) -> list[DiagnosisThread]:
         found: list[DiagnosisThread] = []
-        for key in await self.store.set_members(OPEN_KEY):
+        for key in await self.store.set_members(storage.key("threads", "open")):
             channel, _, root_ts = key.partition(":")
             thread = await self.thread(channel, root_ts)
             if thread is None:  # expired
-                await self.store.set_remove(OPEN_KEY, key)
+                await self.store.set_remove(storage.key("threads", "open"), key)
             elif thread.resolved_at is None:
                 found.append(thread)
         return sorted(found, key=lambda i: i.created_at)

@@ -1,8 +1,11 @@
 """How the bot keeps records in Redis: one key scheme, one lock, one way to write a record.
 
-Every key is ``bgw:`` and its parts joined by ``:`` (``key("diag", id, "results")`` is
-``bgw:diag:ID:results``), so the diagnosis threads (bot.state), the job queue (bot.queue.store)
-and the alerts (bot.alerts.store) share one namespace and one ``SCAN bgw:*`` finds all of it.
+Every key is the install's prefix (``BADGATEWAY_REDIS_PREFIX``, default ``bgw``), ``:`` and its
+parts joined by ``:`` (``key("diag", id, "results")`` is ``bgw:diag:ID:results``), so the
+diagnosis threads (bot.state), the job queue (bot.queue.store, and SAQ's own keys through
+bot.queue.saq_queue) and the alerts (bot.alerts.store) share one namespace: one ``SCAN bgw:*``
+finds all of it, and two installs with different prefixes can share one Redis. A process sets
+its prefix once, when it is assembled (``use_prefix``), before it builds any key.
 
 ``redis_lock`` serialises changes across processes: a short lease that its holder renews while
 it works, so a holder that dies frees the lock within ``LOCK_LEASE_S`` while a live one slowed
@@ -25,15 +28,27 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 
-PREFIX = "bgw:"
+DEFAULT_PREFIX = "bgw"
 LOCK_LEASE_S = 10.0
+_prefix = DEFAULT_PREFIX + ":"  # this process's; see use_prefix
 
 Record = TypeVar("Record")
 
 
+def use_prefix(name: str) -> None:
+    """Put every key this process builds from now on under ``name:`` (bot.config checks it)."""
+    global _prefix
+    _prefix = name + ":"
+
+
+def prefix() -> str:
+    """This process's key prefix with its ``:``, e.g. ``bgw:`` (``SCAN prefix()*``)."""
+    return _prefix
+
+
 def key(*parts: str) -> str:
     """``bgw:a:b:c`` from ``key("a", "b", "c")``: the one place keys are built."""
-    return PREFIX + ":".join(parts)
+    return _prefix + ":".join(parts)
 
 
 async def claim(redis: Redis, name: str, ttl_s: float) -> bool:

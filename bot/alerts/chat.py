@@ -195,8 +195,11 @@ class AlertThreadOwner:
             for incident in self.incidents:
                 await self.chat.incidents.resolve(incident.id, user)
 
-    async def rerun(self, user: str, reply: Reply, step: str | None = None) -> None:
-        """The whole diagnosis again (an alert's thread has no one-check re-run)."""
+    async def rerun(
+        self, user: str, reply: Reply, step: str | None = None, trigger: str = "rerun"
+    ) -> None:
+        """The whole diagnosis again (an alert's thread has no one-check re-run). It counts
+        under its alert's trigger (bot.alerts.posting.diagnosis_origin)."""
         if await self._presser_known(user, reply):
             still = [i for i in self.incidents if i.state == OPEN] or self.incidents[:1]
             for incident in still:

@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from saq import CronJob, Queue
 
-from bot import storage
+from bot import metrics, storage
 from bot.alerts.incidents import Incidents, ProbeOutcome
 from checks.guard import TargetRefused
 from checks.http_probe import cache_busted, fetch
@@ -34,7 +34,6 @@ from checks.target import BadTarget
 
 log = logging.getLogger(__name__)
 
-DUE_KEY = storage.key("alert", "monitor", "due")
 JITTER = 0.1  # ± share of the interval
 TICK_CRON = "* * * * * */5"  # croniter's sixth field is seconds: every 5 s
 
@@ -92,13 +91,14 @@ async def schedule_due_probes(
     """Enqueue a probe for every site that is due; returns the names enqueued."""
     now = time.time() if now is None else now
     names = {site.name for site in settings.sites}
+    due_key = storage.key("alert", "monitor", "due")
     # A new site starts within one interval, at a random point, so sites spread out.
     for site in settings.sites:
-        await redis.zadd(DUE_KEY, {site.name: now + random.uniform(0, site.interval_s)}, nx=True)
-    for stale in set(await redis.zrange(DUE_KEY, 0, -1)) - names:
-        await redis.zrem(DUE_KEY, stale)
+        await redis.zadd(due_key, {site.name: now + random.uniform(0, site.interval_s)}, nx=True)
+    for stale in set(await redis.zrange(due_key, 0, -1)) - names:
+        await redis.zrem(due_key, stale)
     enqueued: list[str] = []
-    for name in await redis.zrangebyscore(DUE_KEY, "-inf", now):
+    for name in await redis.zrangebyscore(due_key, "-inf", now):
         due = settings.site_named(name)
         if due is None:
             continue
@@ -113,7 +113,7 @@ async def schedule_due_probes(
         if job is not None:
             enqueued.append(name)
         spread = random.uniform(1 - JITTER, 1 + JITTER)
-        await redis.zadd(DUE_KEY, {name: now + due.interval_s * spread}, xx=True)
+        await redis.zadd(due_key, {name: now + due.interval_s * spread}, xx=True)
     return enqueued
 
 
@@ -136,6 +136,7 @@ async def monitor_site(ctx: dict[str, Any], *, site: str) -> dict[str, Any]:
     if configured is None:
         return {"site": site, "skipped": "not configured"}
     outcome = await probe_site(configured, incidents.settings)
+    metrics.probe(site, outcome.ok)
     incident = await incidents.observe(configured, outcome)
     await incidents.settle()
     return {

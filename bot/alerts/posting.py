@@ -58,6 +58,8 @@ def diagnosis_origin(incident: Incident) -> dict[str, Any]:
         "site": incident.site,
         "storm": incident.storm_id,
         "root_owner": "incident",  # the alert owns the root message; the sink only replies
+        # bot.metrics: a failing probe of ours, or an alert another system sent.
+        "trigger": "monitor" if incident.source == "monitor" else "alert",
     }
 
 

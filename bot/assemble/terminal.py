@@ -18,6 +18,7 @@ from typing import TextIO, cast
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import storage
 from bot.config import BotConfig, HistoryRetention
 from bot.demo import DemoUnavailable, demo_site
 from bot.history_store import FileHistory, HistoryKeeper, MemoryHistory
@@ -121,4 +122,5 @@ def run_shell(
 
 def run_status(config: BotConfig, *, as_json: bool) -> int:
     """`badgateway status`: the queue's depth, latency and workers."""
+    storage.use_prefix(config.redis_prefix)
     return show_status(config, as_json)

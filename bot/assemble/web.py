@@ -24,16 +24,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics, storage
 from bot.alerts.chat import AlertChat
 from bot.alerts.incidents import Incidents
+from bot.alerts.store import OPEN
 from bot.alerts.webhooks import add_alert_routes
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig
 from bot.history_store import HistoryKeeper, MemoryHistory
 from bot.pipeline import Carrier, DiagnosisRequest, HistorySink, InProcessCarrier, ResultSink
+from bot.queue import worker_metrics
 from bot.queue.carrier import QueueCarrier, Unclaimed
 from bot.queue.health import QueueHealth
 from bot.slack.app import build_app
@@ -75,9 +79,23 @@ class WebProcess:
     incidents: Incidents | None = None
     health: QueueHealth | None = None  # with Redis: is it there, is a worker taking jobs
 
+    async def metrics_snapshot(self) -> metrics.Snapshot:
+        """For `/metrics`, besides this process's own: the workers' and the install's."""
+        snapshot = metrics.Snapshot()
+        if self.health is not None:
+            await worker_metrics.read(self.health.redis, snapshot)
+        if self.incidents is not None:
+            try:
+                async with asyncio.timeout(worker_metrics.READ_TIMEOUT_S):
+                    active = await self.incidents.store.active()
+                snapshot.open_incidents = sum(1 for i in active if i.state == OPEN)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("/metrics without the open incidents: %s", exc)
+        return snapshot
+
     def web_app(self) -> web.Application:
-        """The aiohttp application: Slack's endpoint (unless Socket Mode), health, webhooks;
-        with the queue, it looks for diagnoses no worker takes while it serves."""
+        """The aiohttp application: Slack's endpoint (unless Socket Mode), health, webhooks,
+        `/metrics`; with the queue, it looks for diagnoses no worker takes while it serves."""
         served = build_web_app(
             self.config,
             self.app,
@@ -94,6 +112,7 @@ class WebProcess:
             served.on_startup.append(watch)
         if self.incidents is not None:
             add_alert_routes(served, self.config, self.settings, self.incidents)
+        metrics.add_metrics_route(served, self.metrics_snapshot)
         return served
 
     async def close(self) -> None:
@@ -131,6 +150,7 @@ def build_web(
 ) -> WebProcess:
     """``other_threads``, ``commands`` and ``links``: kinds of thread, `/502` words and open
     threads a `/502` root links to, besides the alerting side's (tests stand in for it)."""
+    storage.use_prefix(config.redis_prefix)  # before anything builds a key
     client = make_web_client(config)
     state = BotState(store or open_store(config.redis_url))
     waiting = WaitingRoots(client, state)

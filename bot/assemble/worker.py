@@ -22,6 +22,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from bot import storage
 from bot.alerts.incidents import Incidents
 from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
 from bot.alerts.sink import IncidentVerdicts
@@ -101,6 +102,7 @@ def run_worker(config: BotConfig, settings: Settings, queues: list[str]) -> int:
 
 
 async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
+    storage.use_prefix(config.redis_prefix)  # before anything builds a key
     # Before anything connects: a worker that cannot post stops here. Each verdict says what
     # changed since its target last worked (the history is shared through Redis).
     history = HistoryKeeper(redis_history(str(config.redis_url), config.history))

@@ -7,7 +7,7 @@ queue's own clients ride a Redis restart out for about 10 s (bot.queue.tuning), 
 a health check nor Slack's 3 s can wait for.
 
 Workers report themselves through SAQ every ``worker_info_s`` seconds; SAQ keeps, per queue,
-a sorted set of their reports scored by when each expires (``saq:QUEUE:stats``). A worker is
+a sorted set of their reports scored by when each expires (``bgw:saq:QUEUE:stats``). A worker is
 heartbeating while its report has not expired.
 """
 
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from bot.queue.saq_queue import DEFAULT_QUEUE
+from bot.queue.saq_queue import DEFAULT_QUEUE, saq_key
 from bot.queue.tuning import QueueTuning, connect_redis
 from checks.settings import one_line
 
@@ -70,7 +70,7 @@ class QueueHealth:
     async def workers(self, queue: str = DEFAULT_QUEUE) -> int:
         """How many workers of ``queue`` have reported themselves and not yet expired."""
         now_ms = int(time.time() * 1000)
-        stats = f"saq:{queue}:stats"  # SAQ's key (RedisQueue.namespace("stats"))
+        stats = saq_key(queue, "stats")  # SAQ's key (DiagnosisQueue.namespace("stats"))
         count = await asyncio.wait_for(self.redis.zcount(stats, now_ms, "+inf"), self.timeout_s)
         return int(count)
 

@@ -29,7 +29,15 @@ from typing import Any
 
 from saq.job import Job, Status
 
-from bot.pipeline import DiagnosisRequest, ResultSink, combine, failed_step_result
+from bot import logs, metrics
+from bot.pipeline import (
+    DiagnosisRequest,
+    ResultSink,
+    combine,
+    count_verdict,
+    failed_step_result,
+    observe_step,
+)
 from bot.queue.job_kinds import (
     DIAGNOSE_JOB,
     PART_JOB,
@@ -243,6 +251,7 @@ class JobRunner:
                 result = await produce()
                 if result is None:
                     return
+                observe_step(result)  # made here, now: probed, or put together from parts
             state = await self._deliver(req, result)
         await self._maybe_conclude(req, *state)
 
@@ -316,14 +325,28 @@ class JobRunner:
                 self.sink.diagnosis_finished(req, diagnosis), self.tuning.sink_timeout_s
             )
             await self.store.mark_concluded(req.id)
+            count_verdict(req, diagnosis)
         except BaseException:
             # Failed or cancelled (a sweep, a shutdown): free the lease for the retry.
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.release_conclusion(req.id))
             raise
 
-    def _heartbeat(self, job: Job) -> contextlib.AbstractAsyncContextManager[None]:
-        return heartbeat(job, self.tuning.beat_every_s)
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, job: Job) -> AsyncIterator[None]:
+        """The job's heartbeat, and the job's fields on every line logged while it runs (the
+        checks' own too)."""
+        kwargs = job.kwargs or {}
+        request = kwargs.get("request") or {}
+        async with heartbeat(job, self.tuning.beat_every_s):
+            with logs.fields(
+                job_id=job.key,
+                job=job.function,
+                diagnosis=request.get("id"),
+                step=kwargs.get("step"),
+                target=(request.get("context") or {}).get("target"),
+            ):
+                yield
 
     # -- dead letters ----------------------------------------------------------------------
 
@@ -382,6 +405,9 @@ class JobRunner:
     async def before_process(self, ctx: dict[str, Any]) -> None:
         job: Job = ctx["job"]
         ctx["bgw_started_ms"] = job.started
+        if job.started and job.queued:
+            queue = job.queue.name if job.queue else DEFAULT_QUEUE
+            metrics.observe_job_wait(queue, job.function, job.started - job.queued)
 
     async def after_process(self, ctx: dict[str, Any]) -> None:
         job: Job = ctx["job"]

@@ -8,6 +8,12 @@
 * ``finish`` reports a job that ended for good unsuccessfully (its last try failed, timed out,
   or its worker died) to ``on_final_failure``: the dead-letter hook that shows
   "step logs failed after 3 tries: …" in the thread instead of silence.
+
+And its keys live under the bot's prefix like every other key (``bgw:saq:default:queued``,
+``bgw:saq:job:default:KEY``, ``bgw:saq:abort:KEY``; SAQ's own are ``saq:…``), so that two
+installs with different ``BADGATEWAY_REDIS_PREFIX`` can share one Redis: ``namespace`` and
+``job_id`` are SAQ's hooks for that, and a job's abort marker (``Job.abort_id``, which SAQ
+builds from a constant) comes from ``BotJob``, the class every job of these queues has.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from saq.job import TERMINAL_STATUSES, Job, Status
-from saq.queue.redis import RedisQueue
+from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.utils import now
 
 from bot import storage
@@ -34,6 +40,26 @@ DEFAULT_QUEUE = "default"
 FinalFailureHook = Callable[[Job], Awaitable[None]]
 
 
+def saq_key(*parts: str) -> str:
+    """A key of SAQ's under the bot's prefix: ``saq_key(queue, "stats")``."""
+    return storage.key("saq", *parts)
+
+
+class BotJob(Job):
+    """A SAQ job whose abort marker is under the bot's prefix (SAQ's is ``saq:abort:KEY``)."""
+
+    @property
+    def abort_id(self) -> str:
+        return saq_key("abort", self.key)
+
+
+def _as_bot_job(job: Job) -> Job:
+    # The same object, not a copy: SAQ and its callers go on holding the job they passed in.
+    # BotJob adds no field, so only the class (and with it abort_id) changes.
+    job.__class__ = BotJob
+    return job
+
+
 class DiagnosisQueue(RedisQueue):
     def __init__(
         self,
@@ -43,9 +69,29 @@ class DiagnosisQueue(RedisQueue):
         on_final_failure: FinalFailureHook | None = None,
     ) -> None:
         super().__init__(redis, name=name, swept_error_message=SWEPT_ERROR)
+        # SAQ's multiplexer listens on its own "saq:job:NAME*": listen where job_id publishes.
+        self._pubsub = PubSubMultiplexer(redis.pubsub(), prefix=saq_key("job", name))
         self.tuning = tuning
         self.on_final_failure = on_final_failure
         self.accepting = True  # cleared on SIGTERM: take no new job
+
+    def namespace(self, key: str) -> str:
+        return saq_key(self.name, key)
+
+    def job_id(self, job_key: str) -> str:
+        return saq_key("job", self.name, job_key)
+
+    def job_key_from_id(self, job_id: str) -> str:
+        return job_id[len(self.job_id("")) :]
+
+    def deserialize(
+        self, payload: dict[str, Any] | str | bytes | None, status: Status | str | None = None
+    ) -> Job | None:
+        job = super().deserialize(payload, status)
+        return None if job is None else _as_bot_job(job)
+
+    async def _enqueue(self, job: Job) -> Job | None:
+        return await super()._enqueue(_as_bot_job(job))
 
     async def dequeue(
         self,

@@ -25,9 +25,6 @@ from redis.asyncio import Redis
 from bot import storage
 from checks.model import StepResult
 
-QUEUES_KEY = storage.key("queues")
-JOB_STATS_KEY = storage.key("stats", "jobs")
-DEAD_LETTERS_KEY = storage.key("stats", "dead_letters")
 JOB_STATS_KEPT = 1000
 
 
@@ -138,27 +135,29 @@ class DiagnosisStore:
         await self.redis.delete(_key(diagnosis_id, "concluding"))
 
     async def note_queues(self, *names: str) -> None:
-        await cast("Awaitable[int]", self.redis.sadd(QUEUES_KEY, *names))
+        await cast("Awaitable[int]", self.redis.sadd(storage.key("queues"), *names))
 
     async def queue_names(self) -> list[str]:
-        members = await cast("Awaitable[set[bytes]]", self.redis.smembers(QUEUES_KEY))
+        members = await cast("Awaitable[set[bytes]]", self.redis.smembers(storage.key("queues")))
         return sorted(_text(n) for n in members)
 
     async def record_job(self, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(JOB_STATS_KEY, json.dumps(entry))
-            pipe.ltrim(JOB_STATS_KEY, 0, JOB_STATS_KEPT - 1)
+            pipe.lpush(storage.key("stats", "jobs"), json.dumps(entry))
+            pipe.ltrim(storage.key("stats", "jobs"), 0, JOB_STATS_KEPT - 1)
             await pipe.execute()
 
     async def recent_jobs(self) -> list[dict[str, Any]]:
-        entries = await cast("Awaitable[list[bytes]]", self.redis.lrange(JOB_STATS_KEY, 0, -1))
+        entries = await cast(
+            "Awaitable[list[bytes]]", self.redis.lrange(storage.key("stats", "jobs"), 0, -1)
+        )
         return [json.loads(e) for e in entries]
 
     async def count_dead_letter(self) -> None:
-        await self.redis.incr(DEAD_LETTERS_KEY)
+        await self.redis.incr(storage.key("stats", "dead_letters"))
 
     async def dead_letters(self) -> int:
-        return int(await self.redis.get(DEAD_LETTERS_KEY) or 0)
+        return int(await self.redis.get(storage.key("stats", "dead_letters")) or 0)
 
 
 def now_ms() -> int:

@@ -28,6 +28,7 @@ from saq.types import PartialTimersDict
 
 from bot.config import BotConfig
 from bot.pipeline import ResultSink
+from bot.queue import worker_metrics
 from bot.queue.health import REDIS_DOWN, redis_down
 from bot.queue.jobs import JobRunner
 from bot.queue.store import DiagnosisStore
@@ -165,11 +166,17 @@ async def work(
         loop.add_signal_handler(signum, stop)
     outage_log = RedisOutageLog(str(config.redis_url))
     logging.getLogger("saq").addFilter(outage_log)
+    worked = asyncio.Event()  # set once the jobs it held are done: then its last push
+    pusher = asyncio.create_task(
+        worker_metrics.push_while(redis, name, config.metrics_push_s, worked)
+    )
     try:
         await store.note_queues(*queues)
         log.warning("worker %s taking jobs from %s", name, ", ".join(queues))
         await asyncio.gather(*(w.start() for w in workers))
     finally:
+        worked.set()
+        await pusher
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         logging.getLogger("saq").removeFilter(outage_log)

@@ -301,7 +301,8 @@ class ChatOps:
         owner = await self.threads.owner(channel, thread_ts) if thread_ts else None
         if words[:1] == ["rerun"] and owner is not None:
             step = words[1].lower() if len(words) > 1 else None
-            await owner.rerun(user, private, step)  # an alert's thread re-runs it all
+            # An alert's thread re-runs it all.
+            await owner.rerun(user, private, step, trigger="mention")
             return
         if words[:1] == ["show"] and len(words) == 2 and isinstance(owner, ShowsSites):
             await owner.show(unwrap_link(words[1]), user, private)

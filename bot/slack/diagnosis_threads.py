@@ -127,11 +127,14 @@ class DiagnosisThreads:
         joined = await self.flights.join(ctx.target.url, lambda: self._flight_request(ctx, user))
         return joined.diagnosis_id, joined.steps
 
-    async def _flight_request(self, ctx: ProbeContext, user: str) -> DiagnosisRequest:
+    async def _flight_request(
+        self, ctx: ProbeContext, user: str, trigger: str = "slash"
+    ) -> DiagnosisRequest:
         """A fresh run of the whole sequence, to become the site's flight; the threads that
         show it are its sharers, none in particular is its origin."""
         url = ctx.target.url
-        request = DiagnosisRequest.new(ctx, origin={"kind": "slack", "flight": url, "user": user})
+        origin = {"kind": "slack", "flight": url, "user": user, "trigger": trigger}
+        request = DiagnosisRequest.new(ctx, origin=origin)
         await remember_request(self.state, request)
         return request
 
@@ -212,7 +215,13 @@ class DiagnosisThreads:
 
     # What the buttons do ---------------------------------------------------------------------
     async def rerun(
-        self, thread: DiagnosisThread, *, user: str, reply: Reply, step: str | None = None
+        self,
+        thread: DiagnosisThread,
+        *,
+        user: str,
+        reply: Reply,
+        step: str | None = None,
+        trigger: str = "rerun",
     ) -> None:
         """Run the sequence (or one step) again in the same thread, with a new verdict."""
         if step is not None and step_registry.step_named(step) is None:
@@ -232,7 +241,7 @@ class DiagnosisThreads:
             previous = [r for name, r in kept.items() if name != step]
         if step is None:
             # Always a fresh run, which becomes the site's flight: later `/502`s share it.
-            request = await self._flight_request(ctx, user)
+            request = await self._flight_request(ctx, user, trigger)
         else:
             request = DiagnosisRequest.new(
                 ctx,
@@ -242,6 +251,7 @@ class DiagnosisThreads:
                     "channel": thread.channel,
                     "root_ts": thread.root_ts,
                     "user": user,
+                    "trigger": trigger,
                 },
                 previous=previous,
             )
@@ -316,8 +326,10 @@ class DiagnosisThreadOwner:
     async def resolve(self, user: str, reply: Reply) -> None:
         await self.threads.resolve(self.thread, user)
 
-    async def rerun(self, user: str, reply: Reply, step: str | None = None) -> None:
-        await self.threads.rerun(self.thread, user=user, reply=reply, step=step)
+    async def rerun(
+        self, user: str, reply: Reply, step: str | None = None, trigger: str = "rerun"
+    ) -> None:
+        await self.threads.rerun(self.thread, user=user, reply=reply, step=step, trigger=trigger)
 
     async def escalate(self, user: str, reply: Reply) -> None:
         await self.threads.escalate(self.thread, user, reply)

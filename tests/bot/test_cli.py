@@ -108,7 +108,7 @@ def test_worker_without_a_way_to_post_refuses_to_start(
     assert len(lines) == 1 and "SLACK_BOT_TOKEN is not set" in lines[0], done.stderr
     client = redis_server.client()
     try:
-        assert client.keys("saq:*") == []  # it never became a worker
+        assert client.keys("bgw:saq:*") == []  # it never became a worker
     finally:
         client.close()
 

@@ -35,6 +35,8 @@ ROWS: dict[str, int] = {
     "bot.history_store": 6,
     "bot.storage": 7,
     "bot.config": 7,
+    "bot.logs": 7,
+    "bot.metrics": 7,
     "bot": 8,  # the package's own __init__: a docstring
 }
 

@@ -16,7 +16,7 @@ class _Record:
 
 def test_every_key_has_one_prefix() -> None:
     assert storage.key("diag", "d1", "results") == "bgw:diag:d1:results"
-    assert storage.key("alert", "lock", "site", "shop").startswith(storage.PREFIX)
+    assert storage.key("alert", "lock", "site", "shop").startswith(storage.prefix())
 
 
 def test_records_round_trip_and_drop_unknown_fields() -> None:

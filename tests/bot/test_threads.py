@@ -23,7 +23,9 @@ class _Owner:
     async def resolve(self, user: str, reply: Reply) -> None:
         self.pressed.append(f"resolve {user}")
 
-    async def rerun(self, user: str, reply: Reply, step: str | None = None) -> None:
+    async def rerun(
+        self, user: str, reply: Reply, step: str | None = None, trigger: str = "rerun"
+    ) -> None:
         self.pressed.append(f"rerun {user} {step}")
 
     async def escalate(self, user: str, reply: Reply) -> None:

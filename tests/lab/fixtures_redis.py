@@ -387,6 +387,7 @@ class LabWorker:
     name: str
     queues: str
     process: ManagedProcess
+    prefix: str = "bgw"  # its BADGATEWAY_REDIS_PREFIX
 
     @property
     def pid(self) -> int:
@@ -445,7 +446,8 @@ class QueueLab:
             argv[1:1] = ["-m", "cProfile", "-o", worker_env["BADGATEWAY_PROFILE"]]
         log = self.directory / f"worker-{name}-{len(self.workers)}.log"
         process = ManagedProcess(argv, log, env=worker_env, cwd=str(REPO))
-        worker = LabWorker(name, queues, process)
+        prefix = worker_env.get("BADGATEWAY_REDIS_PREFIX", "bgw")
+        worker = LabWorker(name, queues, process, prefix)
         self.workers.append(worker)
         if wait:
             self.wait_worker_ready(worker)
@@ -454,7 +456,10 @@ class QueueLab:
     def wait_worker_ready(self, worker: LabWorker, timeout: float = 15.0) -> None:
         """Ready once every queue it serves has its worker-info record in Redis."""
         client = self.redis_server.client()
-        keys = [f"saq:{q}:worker_info:{worker.name}-{q}" for q in worker.queues.split(",")]
+        keys = [
+            f"{worker.prefix}:saq:{q}:worker_info:{worker.name}-{q}"
+            for q in worker.queues.split(",")
+        ]
         deadline = time.monotonic() + timeout
         try:
             while not all(client.exists(k) for k in keys):

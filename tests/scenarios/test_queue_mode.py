@@ -129,7 +129,7 @@ class Deployment:
         deadline = time.monotonic() + 20
         try:
             for name, process in self.workers.items():
-                info = f"saq:{queues[name]}:worker_info:{name}-{queues[name]}"
+                info = f"bgw:saq:{queues[name]}:worker_info:{name}-{queues[name]}"
                 while not await redis.exists(info):
                     if process.proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"worker {name} did not start:\n{process.output()}")
@@ -341,7 +341,7 @@ async def test_slash_command_runs_on_workers_into_one_thread_and_reruns_there(
 async def _holder_of(redis: Redis, step: str, held_for_s: float) -> tuple[str, str] | None:
     """(diagnosis id, worker) once a worker has been running ``step``'s job for
     ``held_for_s`` with its result not in yet, and no thread lock is held; else None."""
-    async for key in redis.scan_iter(match=f"saq:job:default:*:{step}"):
+    async for key in redis.scan_iter(match=f"bgw:saq:job:default:*:{step}"):
         raw = await redis.get(key)
         if not raw:
             continue

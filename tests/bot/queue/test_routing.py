@@ -20,7 +20,7 @@ from tests.lab.process import ManagedProcess, free_port, wait_for_port
 async def _queued(lab: QueueLab, queue: str) -> int:
     client = lab.redis_server.client()
     try:
-        return cast("int", client.llen(f"saq:{queue}:queued"))
+        return cast("int", client.llen(f"bgw:saq:{queue}:queued"))
     finally:
         client.close()
 

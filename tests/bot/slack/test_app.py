@@ -546,7 +546,9 @@ class _AlertSide:
     async def resolve(self, user: str, reply: Any) -> None:
         self.actions.append("resolve")
 
-    async def rerun(self, user: str, reply: Any, step: str | None = None) -> None:
+    async def rerun(
+        self, user: str, reply: Any, step: str | None = None, trigger: str = "rerun"
+    ) -> None:
         self.actions.append("rerun")
 
     async def escalate(self, user: str, reply: Any) -> None:
