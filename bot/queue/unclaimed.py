@@ -31,8 +31,15 @@ from bot.queue.saq_queue import DiagnosisQueue
 
 log = logging.getLogger(__name__)
 
-QUEUED_KEY = storage.key("unclaimed")
-REQUESTS_KEY = storage.key("unclaimed", "requests")
+
+def queued_key() -> str:  # built when used: the prefix is set when a process starts
+    return storage.key("unclaimed")
+
+
+def requests_key() -> str:
+    return storage.key("unclaimed", "requests")
+
+
 SCAN_EVERY_MAX_S = 2.0  # a root says it waits at most this long after ``wait_s``
 
 # Called with the request and when it was queued (epoch seconds).
@@ -42,8 +49,8 @@ Unclaimed = Callable[[DiagnosisRequest, float], Awaitable[None]]
 async def record_queued(redis: Redis, request: DiagnosisRequest, queued_at: float) -> None:
     """Note a diagnosis just queued, for whichever web process scans (``UnclaimedWatch``)."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(QUEUED_KEY, {request.id: queued_at})
-        pipe.hset(REQUESTS_KEY, request.id, json.dumps(request.to_dict()))
+        pipe.zadd(queued_key(), {request.id: queued_at})
+        pipe.hset(requests_key(), request.id, json.dumps(request.to_dict()))
         await pipe.execute()
 
 
@@ -78,7 +85,7 @@ class UnclaimedWatch:
     async def scan(self) -> int:
         """One pass; returns how many diagnoses were reported as waiting."""
         due = await self.redis.zrangebyscore(
-            QUEUED_KEY, "-inf", time.time() - self.wait_s, withscores=True
+            queued_key(), "-inf", time.time() - self.wait_s, withscores=True
         )
         reported = 0
         for raw_id, queued_at in due:
@@ -88,7 +95,7 @@ class UnclaimedWatch:
                 await self.forget(request_id)  # a worker took it (or it is gone)
                 continue
             text = await cast(
-                "Awaitable[bytes | str | None]", self.redis.hget(REQUESTS_KEY, request_id)
+                "Awaitable[bytes | str | None]", self.redis.hget(requests_key(), request_id)
             )
             if text is None:
                 await self.forget(request_id)
@@ -106,6 +113,6 @@ class UnclaimedWatch:
     async def forget(self, request_id: str) -> None:
         self._logged.discard(request_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(QUEUED_KEY, request_id)
-            pipe.hdel(REQUESTS_KEY, request_id)
+            pipe.zrem(queued_key(), request_id)
+            pipe.hdel(requests_key(), request_id)
             await pipe.execute()

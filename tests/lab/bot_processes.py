@@ -32,7 +32,8 @@ ALERTS_TOKEN = "alerts-0ps-lab-bearer-token"
 
 def sites_file(path: Path, sites: dict[str, str], intervals: dict[str, float]) -> Path:
     """Loopback allowed, one quick reload attempt, and a site per name → URL, monitored every
-    hour (never, in a test) unless ``intervals`` says otherwise."""
+    hour (never, in a test) unless ``intervals`` says otherwise; alerts go to one channel (a
+    site with nowhere to post its alerts stops `serve` and `worker`)."""
     text = """
 [settings]
 allow_networks = ["127.0.0.0/8"]
@@ -40,6 +41,7 @@ timeout_s = 2
 reload_attempts = 1
 reload_spacing_s = 0
 diagnosis_budget_s = 8
+default_channel = "C0ALERTS00"
 """
     for name, url in sites.items():
         interval = intervals.get(name, 3600)
