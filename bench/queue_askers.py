@@ -74,6 +74,8 @@ async def run(stack: Stack, directory: Path, plan: Plan) -> dict[str, Any]:
             "threads_complete": complete_threads,
             "threads_complete_s": round(threads_s, 1) if threads_s is not None else None,
             "roots_final_s": round(roots_s, 1) if roots_s is not None else None,
+            "replies": sum(len(slack.thread(r.ts)) for r in roots()),
+            "replies_expected": len(channels) * len(names),
             "diagnosis_runs": len(runs),
             "messages": len(slack.messages),
             "duplicates": len(tagged) - len(set(tagged)),

@@ -149,14 +149,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"**d. {a['channels']} × `/502` from {a['channels']} channels** "
             f"(queue mode, {a['workers']} worker processes):",
             "",
-            "| threads complete | after | roots final after | runs | duplicates | posts "
-            "| updates | 429s (unhonoured) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| threads complete | after | roots final after | replies | runs | duplicates "
+            "| posts | updates | 429s (unhonoured) |",
+            "|---|---|---|---|---|---|---|---|---|",
             _row(
                 [
                     f"{a['threads_complete']} of {a['channels']}",
                     f"{_cell(a['threads_complete_s'])} s",
                     f"{_cell(a['roots_final_s'])} s",
+                    f"{a['replies']} of {a['replies_expected']}",
                     a["diagnosis_runs"],
                     a["duplicates"],
                     a["posts"],
