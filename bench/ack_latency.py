@@ -59,6 +59,5 @@ async def run(stack: Stack, directory: Path, plan: Plan) -> dict[str, Any]:
             "site": SITE,
             "workers": 1,
             "phases": phases,
-            "peak_rss_mib": bot.peak_rss(),
-            "enqueue_to_start": await bot.enqueue_to_start(),
+            **await bot.figures(),
         }

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from bot.queue.store import DiagnosisStore
 from tests.lab import REPO
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackSigner, SlackStandIn, sign
-from tests.lab.process import ManagedProcess, free_port
+from tests.lab.process import ManagedProcess, free_port, wait_for_port
 from tests.lab.slack_limits import SlackLimits
 
 BOT_TOKEN = "xoxb-bench-token"
@@ -149,17 +149,12 @@ class Deployment:
         return ManagedProcess(argv, self.directory / f"{name}.log", env=env, cwd=str(REPO))
 
     async def _web_ready(self) -> None:
+        """Ready once it listens: serve opens its port after the app is built."""
         assert self.web is not None
-        deadline = time.monotonic() + START_WITHIN_S
-        async with aiohttp.ClientSession() as session:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.base}/healthz") as response:
-                        if response.status == 200:
-                            return
-                if self.web.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start:\n{self.web.output()[-3000:]}")
-                await asyncio.sleep(0.05)
+        try:
+            await asyncio.to_thread(wait_for_port, self.port, timeout=START_WITHIN_S)
+        except TimeoutError:
+            raise RuntimeError(f"serve did not start:\n{self.web.output()[-3000:]}") from None
 
     async def _workers_ready(self) -> None:
         """Ready once each worker has written its SAQ worker-info record."""
@@ -179,6 +174,19 @@ class Deployment:
         rss = {"web": peak_rss_mib(self.web.proc.pid) if self.web else None}
         rss.update({n: peak_rss_mib(p.proc.pid) for n, p in self.worker_processes.items()})
         return rss
+
+    async def figures(self) -> dict[str, Any]:
+        """What every part reports once it is done: Slack's accepted posts and updates, its
+        429s (and those retried before their Retry-After), peak memory, queue waits."""
+        return {
+            "posts": len(self.slack.calls_of("chat.postMessage", ok_only=True)),
+            "updates": len(self.slack.calls_of("chat.update", ok_only=True)),
+            "refused_429": self.limits.refused,
+            "unhonoured_429": self.limits.unhonoured,
+            "refused_429_by_method": self.refused_by_method(),
+            "peak_rss_mib": self.peak_rss(),
+            "enqueue_to_start": await self.enqueue_to_start(),
+        }
 
     def refused_by_method(self) -> dict[str, int]:
         """Slack's 429s, by Web API method."""
@@ -249,11 +257,3 @@ class Deployment:
         )
         await self.slack.stop()
         await asyncio.to_thread(self.redis_server.stop)
-
-
-@contextlib.asynccontextmanager
-async def deployed(
-    directory: Path, sites_toml: str, workers: int = 1, env: dict[str, str] | None = None
-) -> AsyncIterator[Deployment]:
-    async with Deployment(directory, sites_toml, workers, dict(env or {})) as deployment:
-        yield deployment

@@ -79,11 +79,5 @@ async def run(stack: Stack, directory: Path, plan: Plan) -> dict[str, Any]:
             "diagnosis_runs": len(runs),
             "messages": len(slack.messages),
             "duplicates": len(tagged) - len(set(tagged)),
-            "posts": len(slack.calls_of("chat.postMessage", ok_only=True)),
-            "updates": len(slack.calls_of("chat.update", ok_only=True)),
-            "refused_429": bot.limits.refused,
-            "unhonoured_429": bot.limits.unhonoured,
-            "refused_429_by_method": bot.refused_by_method(),
-            "peak_rss_mib": bot.peak_rss(),
-            "enqueue_to_start": await bot.enqueue_to_start(),
+            **await bot.figures(),
         }

@@ -74,13 +74,7 @@ async def run_one(stack: Stack, directory: Path, plan: Plan, workers: int) -> di
             "accounted_for_s": accounted_s,
             "storm_hold_s": float(plan.env.get("BADGATEWAY_ALERT_STORM_HOLD_S", DEFAULT_HOLD_S)),
             "roots": len(slack.roots(ALERTS_CHANNEL)),
-            "posts": len(slack.calls_of("chat.postMessage", ok_only=True)),
-            "updates": len(slack.calls_of("chat.update", ok_only=True)),
-            "refused_429": bot.limits.refused,
-            "unhonoured_429": bot.limits.unhonoured,
-            "refused_429_by_method": bot.refused_by_method(),
-            "peak_rss_mib": bot.peak_rss(),
-            "enqueue_to_start": await bot.enqueue_to_start(),
+            **await bot.figures(),
         }
 
 

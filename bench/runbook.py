@@ -146,5 +146,5 @@ async def run(stack: Stack, directory: Path, plan: Plan) -> dict[str, Any]:
             "slack_to_runbook": _ratio(figures["slack_s"], figures["runbook_s"]),
             "slack_verdicts": f"{len(slack_s)} of {plan.runbook_rounds}",
             "causes": sorted(causes),
-            "enqueue_to_start": await bot.enqueue_to_start(),
+            **await bot.figures(),
         }
