@@ -64,7 +64,7 @@ async def run_runbook(commands: list[list[str]]) -> float:
     return time.monotonic() - started
 
 
-async def run_terminal(sites: Path, stack: Stack) -> tuple[float, dict[str, Any]]:
+async def run_terminal(sites: Path) -> tuple[float, dict[str, Any]]:
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -122,7 +122,7 @@ async def run(stack: Stack, directory: Path, plan: Plan) -> dict[str, Any]:
         causes: set[str] = set()
         for round_n in range(plan.runbook_rounds):
             runbook_s.append(await run_runbook(commands))
-            took, doc = await run_terminal(directory / "sites.toml", stack)
+            took, doc = await run_terminal(directory / "sites.toml")
             terminal_s.append(took)
             engine_s.append(doc["duration_ms"] / 1000)
             causes.add(str(doc["verdict"]["cause"]))
