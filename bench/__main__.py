@@ -12,7 +12,8 @@ worker` processes). The parts, each in a fresh deployment:
   e. enqueue-to-start p50/p99 of the jobs of each part
 
 Writes RESULTS/latest.json and RESULTS/latest.md (default bench/results/) and prints the
-markdown. `--smoke` runs a tiny plan (a few requests, a 5-site storm) in well under a minute.
+markdown. `--smoke` runs a tiny plan (a few requests, a 5-site storm, the parts at once) in
+well under a minute and writes RESULTS/smoke.json|md instead.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated, in this order by default: {','.join(PARTS)}",
     )
     parser.add_argument("--storm-sites", type=int, help="sites in the storm (5 to 500)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json|md go")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where latest.json|md (smoke.json|md) go"
+    )
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
@@ -88,10 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, storm_sites=max(5, min(500, args.storm_sites)))
     with tempfile.TemporaryDirectory(prefix="bgw-bench-") as tmp:
         results = asyncio.run(run(plan, "smoke" if args.smoke else "full", parts, Path(tmp)))
+    # A smoke run never replaces the figures of a full one (the README quotes those).
+    stem = "smoke" if args.smoke else "latest"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = markdown(results)
-    (args.out / "latest.md").write_text(table, encoding="utf-8")
+    (args.out / f"{stem}.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
 

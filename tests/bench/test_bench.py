@@ -41,7 +41,8 @@ def test_smoke_run_writes_every_part_to_the_results_file(tmp_path: Path) -> None
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "latest.json").read_text(encoding="utf-8"))
+    assert not (tmp_path / "latest.json").exists()  # a full run's figures stay as they are
+    results = json.loads((tmp_path / "smoke.json").read_text(encoding="utf-8"))
 
     machine = results["machine"]
     assert machine["cpus"] >= 1 and machine["ram_gib"] > 0
@@ -80,6 +81,6 @@ def test_smoke_run_writes_every_part_to_the_results_file(tmp_path: Path) -> None
     for figures in waits.values():
         _spread(figures)
     assert waits["storm (1 worker)"]["jobs"] >= 5 * 5  # every step of every site
-    table = (tmp_path / "latest.md").read_text(encoding="utf-8")
+    table = (tmp_path / "smoke.md").read_text(encoding="utf-8")
     for heading in ("Ack latency", "Time to verdict", "Storm", "from 2 channels", "Enqueue"):
         assert heading in table
