@@ -27,6 +27,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bot.queue.job_kinds import DIAGNOSE_JOB, PART_JOB, STEP_JOB
+from bot.queue.saq_queue import saq_key
 from bot.queue.store import DiagnosisStore
 from tests.lab import REPO
 from tests.lab.fixtures_redis import RedisServer
@@ -162,7 +163,7 @@ class Deployment:
         deadline = time.monotonic() + START_WITHIN_S
         try:
             for name, process in self.worker_processes.items():
-                while not await redis.exists(f"saq:default:worker_info:{name}-default"):
+                while not await redis.exists(saq_key("default", "worker_info", f"{name}-default")):
                     if process.proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"worker {name} did not start:\n{process.output()}")
                     await asyncio.sleep(0.05)
