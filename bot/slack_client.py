@@ -222,7 +222,9 @@ class PostPace:
     documented ones — a proxy in front of the Web API, a grid with its own — and is where
     everything paced to Slack's limits reads it (``rate_scale``): root updates too."""
 
-    CHANNEL_PER_MINUTE, CHANNEL_BURST = 60.0, 3
+    # 57, not Slack's 60: a post paced exactly one second after the last can reach Slack a
+    # little sooner than that after it (the network's jitter), and draw a 429.
+    CHANNEL_PER_MINUTE, CHANNEL_BURST = 57.0, 3
     WORKSPACE_PER_MINUTE, WORKSPACE_BURST = 280.0, 20
 
     def __init__(self, scale: float = 1.0) -> None:
