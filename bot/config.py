@@ -172,11 +172,14 @@ class AlertPolicy:
 @dataclass(frozen=True)
 class HistoryRetention:
     """How much of each target's history is kept (bot.history_store): at most ``keep``
-    snapshots, none older than ``days``; the last healthy one is kept regardless. From
-    BADGATEWAY_HISTORY_KEEP and BADGATEWAY_HISTORY_DAYS."""
+    snapshots (and markers), none older than ``days``; the last healthy one is kept regardless.
+    From BADGATEWAY_HISTORY_KEEP, BADGATEWAY_HISTORY_DAYS and BADGATEWAY_MARKER_WINDOW_HOURS."""
 
     keep: int = 50
     days: float = 7.0
+    # A failure that starts this soon after a marker (checks.markers) names it as the likely
+    # cause; older markers are context.
+    marker_window_hours: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HistoryRetention:
@@ -186,6 +189,9 @@ class HistoryRetention:
         return cls(
             keep=int(number("BADGATEWAY_HISTORY_KEEP", base.keep, whole=True)),
             days=number("BADGATEWAY_HISTORY_DAYS", base.days),
+            marker_window_hours=number(
+                "BADGATEWAY_MARKER_WINDOW_HOURS", base.marker_window_hours, zero_ok=True
+            ),
         )
 
 

@@ -3,8 +3,10 @@ finished diagnosis with them (checks.changes) and then keeps its snapshot.
 
 Per target: the last healthy snapshot (kept however long ago it was: it is what a failure is
 compared with) and the recent ones, oldest first, healthy or not, bounded by ``Retention``
-(how many, how many days), which date a change more closely. Three stores of one shape: in
-Redis for the bot's processes (keys ``bgw:history:TARGET`` and ``bgw:baseline:TARGET``), a
+(how many, how many days), which date a change more closely; and the markers people
+recorded against it (checks.markers: "deployed shop v1.2.3 by CI"), bounded alike. Three
+stores of one shape: in Redis for the bot's processes (keys ``bgw:history:TARGET``,
+``bgw:baseline:TARGET`` and ``bgw:markers:TARGET``), a
 state file for `badgateway diagnose` from a shell, and memory (`serve` without Redis, tests).
 
 A diagnosis delivered twice (queues deliver at least once) keeps one snapshot, and a
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
 
@@ -33,7 +36,9 @@ from bot.config import HistoryRetention
 from bot.storage import claim, key
 from checks.baseline import Snapshot, SnapshotError, snapshot_of, target_of
 from checks.changes import with_changes
+from checks.markers import Marker, MarkerError, with_markers
 from checks.model import Diagnosis
+from checks.settings import Settings, Site
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +54,17 @@ class History:
 
     last_good: Snapshot | None = None
     recent: list[Snapshot] = field(default_factory=list)  # oldest first
+    markers: list[Marker] = field(default_factory=list)  # oldest first
 
 
 class HistoryStore(Protocol):
+    retention: HistoryRetention
+
     async def load(self, target: str) -> History: ...
 
     async def keep(self, snapshot: Snapshot) -> None: ...
+
+    async def mark(self, marker: Marker) -> None: ...
 
 
 def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> History:
@@ -67,7 +77,13 @@ def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> H
     last_good = history.last_good
     if snapshot.healthy:
         last_good = snapshot
-    return History(last_good, recent[-retention.keep :])
+    return History(last_good, recent[-retention.keep :], history.markers)
+
+
+def marked(history: History, marker: Marker, retention: HistoryRetention) -> History:
+    """``history`` with ``marker`` added, its markers trimmed to ``retention``."""
+    markers = _within_days([*history.markers, marker], retention.days)
+    return dataclasses.replace(history, markers=markers[-retention.keep :])
 
 
 def _same_run(kept: Snapshot, new: Snapshot) -> bool:
@@ -83,6 +99,15 @@ def _snapshots(raw: Any) -> list[Snapshot]:
     return found
 
 
+def _markers(raw: Any) -> list[Marker]:
+    """The readable markers of a stored list (one that is not a marker is left out)."""
+    found = []
+    for item in raw if isinstance(raw, list) else []:
+        with contextlib.suppress(MarkerError):
+            found.append(Marker.from_dict(item))
+    return found
+
+
 def _history(raw: Any) -> History:
     if not isinstance(raw, dict):
         return History()
@@ -90,13 +115,14 @@ def _history(raw: Any) -> History:
         last_good = Snapshot.from_dict(raw["last_good"]) if raw.get("last_good") else None
     except SnapshotError:
         last_good = None
-    return History(last_good, _snapshots(raw.get("recent")))
+    return History(last_good, _snapshots(raw.get("recent")), _markers(raw.get("markers")))
 
 
 def _raw(history: History) -> dict[str, Any]:
     return {
         "last_good": history.last_good.to_dict() if history.last_good else None,
         "recent": [s.to_dict() for s in history.recent],
+        "markers": [m.to_dict() for m in history.markers],
     }
 
 
@@ -113,6 +139,10 @@ class MemoryHistory:
     async def keep(self, snapshot: Snapshot) -> None:
         history = self.targets.get(snapshot.target, History())
         self.targets[snapshot.target] = kept(history, snapshot, self.retention)
+
+    async def mark(self, marker: Marker) -> None:
+        history = self.targets.get(marker.target, History())
+        self.targets[marker.target] = marked(history, marker, self.retention)
 
 
 def default_state_file() -> Path:
@@ -168,6 +198,12 @@ class FileHistory:
         targets[snapshot.target] = _raw(history)
         self._write({"version": STATE_FILE_VERSION, "targets": targets})
 
+    async def mark(self, marker: Marker) -> None:
+        targets = self._read()
+        history = marked(_history(targets.get(marker.target)), marker, self.retention)
+        targets[marker.target] = _raw(history)
+        self._write({"version": STATE_FILE_VERSION, "targets": targets})
+
     def _write(self, document: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
@@ -204,7 +240,13 @@ class RedisHistory:
         for raw in raw_recent:
             with contextlib.suppress(SnapshotError, ValueError):
                 recent.append(Snapshot.from_dict(json.loads(raw)))
-        return History(last_good, _within_days(recent, self.retention.days))
+        raw_markers = await self.redis.lrange(key("markers", target), 0, -1)  # type: ignore[misc]
+        markers = []
+        for raw in raw_markers:
+            with contextlib.suppress(MarkerError, ValueError):
+                markers.append(Marker.from_dict(json.loads(raw)))
+        days = self.retention.days
+        return History(last_good, _within_days(recent, days), _within_days(markers, days))
 
     async def keep(self, snapshot: Snapshot) -> None:
         target, text = snapshot.target, json.dumps(snapshot.to_dict())
@@ -214,7 +256,7 @@ class RedisHistory:
         recent_key = key("history", target)
         # Nothing older than the retention is kept; a configured site's baseline is kept
         # however old, an ad-hoc URL's (anyone may `/502` any URL) only as long.
-        expiry_s = max(1, math.ceil(self.retention.days * 86400))
+        expiry_s = self._expiry_s()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(recent_key, text)
             pipe.ltrim(recent_key, -self.retention.keep, -1)
@@ -224,19 +266,46 @@ class RedisHistory:
                 pipe.set(key("baseline", target), text, ex=good_expiry_s)
             await pipe.execute()
 
+    def _expiry_s(self) -> int:
+        return max(1, math.ceil(self.retention.days * 86400))
+
+    async def mark(self, marker: Marker) -> None:
+        """Pushed, trimmed to ``keep`` and expiring with the retention, in one transaction."""
+        markers_key = key("markers", marker.target)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(markers_key, json.dumps(marker.to_dict()))
+            pipe.ltrim(markers_key, -self.retention.keep, -1)
+            pipe.expire(markers_key, self._expiry_s())
+            await pipe.execute()
+
     async def aclose(self) -> None:
         await self.redis.aclose()
 
 
-def _within_days(recent: list[Snapshot], days: float) -> list[Snapshot]:
-    """The snapshots no more than ``days`` older than the newest."""
+Kept = TypeVar("Kept", Snapshot, Marker)
+
+
+def _time_of(item: Snapshot | Marker) -> datetime:
+    return datetime.fromisoformat(item.taken_at if isinstance(item, Snapshot) else item.at)
+
+
+def _within_days(recent: list[Kept], days: float) -> list[Kept]:
+    """The snapshots (or markers) no more than ``days`` older than the newest."""
     try:
-        newest = max(datetime.fromisoformat(s.taken_at) for s in recent)
-        return [
-            s for s in recent if datetime.fromisoformat(s.taken_at) >= newest - timedelta(days=days)
-        ]
-    except ValueError:  # no snapshot, or a taken_at that is not a time: keep by count only
+        newest = max(_time_of(s) for s in recent)
+        return [s for s in recent if _time_of(s) >= newest - timedelta(days=days)]
+    except (ValueError, TypeError):  # none, or a time that is not one: keep by count only
         return recent
+
+
+def marked_site(given: str, settings: Settings) -> Site | None:
+    """The configured site a marker names, by its name or its URL (None: no such site).
+    Markers are kept for configured sites only: a deploy is recorded against a site."""
+    named = settings.site_named(given)
+    if named is not None:
+        return named
+    wanted = given.strip().rstrip("/")
+    return next((s for s in settings.sites if s.url.rstrip("/") == wanted), None)
 
 
 def redis_history(url: str, retention: HistoryRetention | None = None) -> RedisHistory:
@@ -259,6 +328,10 @@ class HistoryKeeper:
             async with asyncio.timeout(HISTORY_BUDGET_S):
                 history = await self.store.load(target_of(diagnosis))
             compared = with_changes(diagnosis, history.last_good, history.recent)
+            window_s = self.store.retention.marker_window_hours * 3600
+            compared = with_markers(
+                compared, history.markers, window_s, history.last_good, history.recent
+            )
         except Exception:
             log.warning("history of %s not read", diagnosis.url, exc_info=True)
         try:

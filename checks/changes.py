@@ -113,7 +113,7 @@ def with_changes(
         note = f"{now.target} has not been seen healthy before: nothing to compare with."
         return dataclasses.replace(diagnosis, verdict=dataclasses.replace(verdict, baseline=note))
     changes = changes_since(last_good, recent, now, verdict.cause)
-    when = _when(last_good.taken_at, now.taken_at)
+    when = clock_at(last_good.taken_at, now.taken_at)
     counted = f"{len(changes)} change{'s' if len(changes) != 1 else ''}" if changes else "no change"
     note = f"Compared with the last healthy check, at {when}: {counted}."
     strong = [c for c in changes if c.at_failing_layer]
@@ -151,7 +151,9 @@ def _message(
     last_good, latest = snapshots
     seen_before, seen_now = seen
     kind, _, where = fact.partition("@")
-    between = f"changed between {_when(seen_before, seen_now)} and {_when(seen_now, seen_before)}"
+    between = (
+        f"changed between {clock_at(seen_before, seen_now)} and {clock_at(seen_now, seen_before)}"
+    )
     if kind == "dns.addresses":
         ttl = last_good.context.get(f"ttl@{where}")
         ttl_text = f"; TTL {duration_text(int(ttl))}" if isinstance(ttl, int) else ""
@@ -160,13 +162,13 @@ def _message(
         return f"CNAME chain {before} → {now} at {where} ({between})"
     if kind == "dns.answer":
         was, is_ = _ANSWER_WORDS.get(before, before), _ANSWER_WORDS.get(now, now)
-        return f"resolver {where} {was} at {_when(seen_before, seen_now)}, {is_} now ({between})"
+        return f"resolver {where} {was} at {clock_at(seen_before, seen_now)}, {is_} now ({between})"
     if kind in ("edge", "upstream"):
         subject = "upstream " + where if kind == "upstream" else where
         was = "answered" if before == "open" else _CONNECT_WORDS.get(before, before)
         return (
-            f"{subject} {was} at {_when(seen_before, seen_now)}, "
-            f"{_CONNECT_WORDS.get(now, now)} now (since {_when(seen_now, seen_now)})"
+            f"{subject} {was} at {clock_at(seen_before, seen_now)}, "
+            f"{_CONNECT_WORDS.get(now, now)} now (since {clock_at(seen_now, seen_now)})"
         )
     if kind == "tls.certificate":
         return f"certificate replaced ({_certificate_detail(last_good, latest)}; {between})"
@@ -199,9 +201,9 @@ def _next_step(change: Change, last_good: Snapshot) -> str:
         wait = f"wait up to {_ttl_words(ttl)} (its TTL)" if isinstance(ttl, int) else "wait"
         what = f"{change.before} → {change.now}"
         return f"Roll back the DNS change ({what}) or {wait} for it to spread."
-    until = _when(change.seen_before_at, change.seen_now_at)
+    until = clock_at(change.seen_before_at, change.seen_now_at)
     if kind == "tls.certificate":
-        since = _when(change.seen_now_at, change.seen_now_at)
+        since = clock_at(change.seen_now_at, change.seen_now_at)
         return (
             f"The certificate was replaced between {until} and {since}: check the new one "
             "(names, chain, dates) or put the previous one back."
@@ -247,7 +249,7 @@ def _moment(iso: str) -> datetime:
     return datetime.fromisoformat(iso)
 
 
-def _when(iso: str, reference: str) -> str:
+def clock_at(iso: str, reference: str) -> str:
     """ "12:01:05 UTC", with the date when it is not ``reference``'s day."""
     try:
         moment, ref = _moment(iso), _moment(reference)
