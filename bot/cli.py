@@ -23,6 +23,7 @@ from bot.logs import configure as configure_logging
 from bot.queue.health import REDIS_DOWN, RedisUnreachable, redis_down
 from bot.queue.tuning import TuningError
 from checks.guard import TargetRefused
+from checks.markers import MarkerError
 from checks.settings import SettingsError, one_line
 from checks.target import BadTarget
 
@@ -73,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         default="default",
         help="comma-separated queues to take jobs from, e.g. default,logs@web-1",
     )
+    m = sub.add_parser("mark", help="record a deploy or change against a site's history")
+    m.add_argument("site", help="a site's name (or URL) from the sites file")
+    m.add_argument("text", help="what was done, e.g. 'deployed shop v1.2.3'")
+    m.add_argument("--by", default="", help="who did it (a person, CI)")
+    m.add_argument("--kind", default="change", help="deploy, change, config, rollback, …")
+    m.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
+    m.add_argument(
+        "--state",
+        metavar="FILE",
+        help="without REDIS_URL: the state file `diagnose` uses "
+        "(default: $XDG_STATE_HOME/badgateway/state.json)",
+    )
     st = sub.add_parser("status", help="queue depth, job latency and workers (needs REDIS_URL)")
     st.add_argument("--json", action="store_true", help="print one JSON document")
     return p
@@ -116,6 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return terminal.run_diagnose(
                 args.target, settings, as_json=args.json, state=state, retention=config.history
             )
+        if args.command == "mark":
+            state = Path(args.state or default_state_file())
+            settings = config.load_sites(args.sites)
+            try:
+                return terminal.run_mark(
+                    config, settings, args.site, args.text, by=args.by, kind=args.kind, state=state
+                )
+            except REDIS_DOWN as exc:
+                if not config.redis_url:
+                    return _fail(f"cannot keep the marker in {state}: {exc}", EXIT_UNAVAILABLE)
+                return _fail(redis_down(config.redis_url, exc), EXIT_UNAVAILABLE)
         if args.command == "serve":
             return web.serve(config, config.load_sites(args.sites, alerting=True), args.host)
         if args.command == "shell":
@@ -135,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(str(exc), EXIT_UNAVAILABLE)
         except REDIS_DOWN as exc:  # gone for longer than the clients' retries ride out
             return _fail(redis_down(config.redis_url, exc), EXIT_UNAVAILABLE)
-    except (ConfigError, SettingsError, TuningError, BadTarget, TargetRefused) as exc:
+    except (ConfigError, SettingsError, TuningError, BadTarget, TargetRefused, MarkerError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

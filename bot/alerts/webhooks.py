@@ -206,7 +206,7 @@ def _status_name(signal: AlertSignal) -> str:
     return "firing" if signal.firing else "resolved"
 
 
-def _authorised(request: web.Request, token: bytes) -> bool:
+def authorised(request: web.Request, token: bytes) -> bool:
     """The one Authorization header, as the bytes that came in, is ``Bearer <token>``.
 
     Bytes, not text: a header with a byte that is not UTF-8 must be a wrong token (401),
@@ -221,7 +221,7 @@ def _authorised(request: web.Request, token: bytes) -> bool:
     return hmac.compare_digest(given.strip(), token)
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+async def read_capped(request: web.Request, limit: int) -> bytes | None:
     """The body, or None when it is longer than ``limit`` (read no further than that)."""
     if request.content_length is not None and request.content_length > limit:
         return None
@@ -234,7 +234,7 @@ async def _read_capped(request: web.Request, limit: int) -> bytes | None:
     return None
 
 
-def _reply(status: int, **fields: Any) -> web.Response:
+def reply(status: int, **fields: Any) -> web.Response:
     return web.json_response(fields, status=status)
 
 
@@ -246,8 +246,8 @@ def _reason(reason: str) -> str:
     return text
 
 
-def _refuse(status: int, reason: str) -> web.Response:
-    return _reply(status, error=_reason(reason))
+def refuse(status: int, reason: str) -> web.Response:
+    return reply(status, error=_reason(reason))
 
 
 def add_alert_routes(
@@ -273,24 +273,24 @@ def add_alert_routes(
 
     async def handle(request: web.Request, parse: AlertParser, source: str) -> web.Response:
         if not token:
-            return _refuse(503, "alert webhooks are off: ALERTS_TOKEN is not set")
-        if not _authorised(request, token):
-            return _refuse(401, "missing or wrong bearer token")
-        raw = await _read_capped(request, limit)
+            return refuse(503, "alert webhooks are off: ALERTS_TOKEN is not set")
+        if not authorised(request, token):
+            return refuse(401, "missing or wrong bearer token")
+        raw = await read_capped(request, limit)
         if raw is None:
-            return _refuse(413, f"body larger than {limit} bytes")
+            return refuse(413, f"body larger than {limit} bytes")
         try:
             body = bounded_json.loads(raw, max_bytes=limit)
         except bounded_json.JsonRejected as exc:
-            return _refuse(400, f"body: {exc}")
+            return refuse(400, f"body: {exc}")
         try:
             parsed = parse(body, settings)
         except BadAlert as exc:
-            return _refuse(400, str(exc))
+            return refuse(400, str(exc))
         for skipped in parsed.skipped:
             log.warning("%s: skipped %s", source, _reason(skipped.reason))
         if not parsed.accepted and source != "alertmanager":  # a person or script: say why
-            return _refuse(400, "; ".join(s.reason for s in parsed.skipped))
+            return refuse(400, "; ".join(s.reason for s in parsed.skipped))
         # Alertmanager resends a group on any non-2xx answer, every group_interval, for ever:
         # alerts it cannot map are named in a 2xx answer (and the log), never refused.
         by_site: dict[str, list[ParsedAlert]] = {}
@@ -305,7 +305,7 @@ def add_alert_routes(
             if incident is not None:
                 touched.append(incident.id)
         await settle_later()
-        return _reply(
+        return reply(
             202,
             accepted=len(parsed.accepted),
             alerts=[

@@ -1,9 +1,9 @@
 """The commands that answer in this terminal, each put together from its configuration.
 
 `badgateway diagnose` and `demo` (the diagnosis shown step by step, or as JSON),
-`badgateway shell` (the Slack bot against a terminal stand-in of Slack: the same ChatOps,
-SlackSink and Block Kit, an in-process carrier, state in memory) and `badgateway status`
-(the queue, read from Redis).
+`badgateway mark` (a deploy or change marker in a site's history), `badgateway shell` (the
+Slack bot against a terminal stand-in of Slack: the same ChatOps, SlackSink and Block Kit,
+an in-process carrier, state in memory) and `badgateway status` (the queue, from Redis).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import json
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, cast
 
@@ -21,7 +22,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import storage
 from bot.config import BotConfig, HistoryRetention
 from bot.demo import DemoUnavailable, demo_site
-from bot.history_store import FileHistory, HistoryKeeper, MemoryHistory
+from bot.history_store import (
+    FileHistory,
+    HistoryKeeper,
+    MemoryHistory,
+    marked_site,
+    redis_history,
+)
 from bot.pipeline import HistorySink, InProcessCarrier
 from bot.queue.status import show_status
 from bot.render.terminal import TerminalReport
@@ -31,6 +38,7 @@ from bot.slack.diagnosis_threads import DiagnosisThreads
 from bot.slack.root_updates import RootUpdates
 from bot.slack.sink import SlackSink
 from bot.state import BotState, MemoryStore
+from checks.markers import MarkerError, checked
 from checks.runner import diagnose, prepare
 from checks.settings import Settings, one_line
 from checks.steps import all_steps
@@ -118,6 +126,44 @@ def run_shell(
 ) -> int:
     """`badgateway shell`: until the input ends or the user quits."""
     return asyncio.run(build_shell(settings, stdout, retention).run(stdin))
+
+
+def run_mark(
+    config: BotConfig,
+    settings: Settings,
+    site: str,
+    text: str,
+    *,
+    by: str,
+    kind: str,
+    state: Path,
+) -> int:
+    """`badgateway mark SITE TEXT`: a marker in the site's history, kept in Redis when
+    REDIS_URL is set (where the bot's processes find it), else in ``state`` (where
+    `badgateway diagnose` does). Raises MarkerError for an unknown site or a bad marker."""
+    found = marked_site(site, settings)
+    if found is None:
+        raise MarkerError(f"unknown site {site[:100]!r}: not in the sites file")
+    marker = checked(
+        found.name, text, datetime.now(UTC).isoformat(timespec="seconds"), by=by, kind=kind
+    )
+    if config.redis_url:
+        storage.use_prefix(config.redis_prefix)
+        redis_store = redis_history(config.redis_url, config.history)
+
+        async def mark_in_redis() -> None:
+            try:
+                await redis_store.mark(marker)
+            finally:
+                await redis_store.aclose()
+
+        asyncio.run(mark_in_redis())
+        where = "Redis"
+    else:
+        asyncio.run(FileHistory(state, config.history, warn=_state_warning).mark(marker))
+        where = str(state)
+    print(f"marked {found.name}: {marker.line(marker.at)} (kept in {where})")
+    return 0
 
 
 def run_status(config: BotConfig, *, as_json: bool) -> int:

@@ -30,12 +30,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics, storage
 from bot.alerts.chat import AlertChat
+from bot.alerts.events import add_event_routes
 from bot.alerts.incidents import Incidents
 from bot.alerts.store import OPEN
 from bot.alerts.webhooks import add_alert_routes
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig
-from bot.history_store import HistoryKeeper, MemoryHistory
+from bot.history_store import HistoryKeeper, HistoryStore, MemoryHistory, redis_history
 from bot.pipeline import Carrier, DiagnosisRequest, HistorySink, InProcessCarrier, ResultSink
 from bot.queue import worker_metrics
 from bot.queue.carrier import QueueCarrier, Unclaimed
@@ -78,6 +79,7 @@ class WebProcess:
     replies: PrivateReplies
     incidents: Incidents | None = None
     health: QueueHealth | None = None  # with Redis: is it there, is a worker taking jobs
+    history: HistoryStore | None = None  # where POST /events keeps markers
 
     async def metrics_snapshot(self) -> metrics.Snapshot:
         """For `/metrics`, besides this process's own: the workers' and the install's."""
@@ -112,6 +114,8 @@ class WebProcess:
             served.on_startup.append(watch)
         if self.incidents is not None:
             add_alert_routes(served, self.config, self.settings, self.incidents)
+        if self.history is not None:
+            add_event_routes(served, self.config, self.settings, self.history)
         metrics.add_metrics_route(served, self.metrics_snapshot)
         return served
 
@@ -124,10 +128,17 @@ class WebProcess:
             await self.incidents.close()
         if self.health is not None:
             await self.health.close()
+        closer = getattr(self.history, "aclose", None)
+        if closer is not None:
+            await closer()
 
 
 def build_carrier(
-    config: BotConfig, settings: Settings, sink: ResultSink, on_unclaimed: Unclaimed | None = None
+    config: BotConfig,
+    settings: Settings,
+    sink: ResultSink,
+    on_unclaimed: Unclaimed | None = None,
+    history: HistoryStore | None = None,
 ) -> Carrier:
     """The queue (``REDIS_URL`` set) or in-process asyncio tasks (unset). With the queue the
     workers post with their own sink (bot.assemble.worker), sharing the state through Redis,
@@ -135,8 +146,8 @@ def build_carrier(
     if config.redis_url:
         return QueueCarrier(config, settings, on_unclaimed=on_unclaimed)
     # Without Redis the history of each target lives as long as this process.
-    history = HistoryKeeper(MemoryHistory(config.history))
-    return InProcessCarrier(settings, HistorySink(sink, history))
+    keeper = HistoryKeeper(history or MemoryHistory(config.history))
+    return InProcessCarrier(settings, HistorySink(sink, keeper))
 
 
 def build_web(
@@ -164,7 +175,13 @@ def build_web(
         if incidents is not None and incident_id:
             await incidents.waiting_for_worker(str(incident_id), request.id, since)
 
-    carrier = build_carrier(config, settings, sink, unclaimed)
+    # Markers (POST /events) go where the diagnoses' history is: Redis, else this process.
+    history: HistoryStore = (
+        redis_history(config.redis_url, config.history)
+        if config.redis_url
+        else MemoryHistory(config.history)
+    )
+    carrier = build_carrier(config, settings, sink, unclaimed, history)
     kinds, words, linked = list(other_threads), dict(commands or {}), list(links)
     health = QueueHealth(config.redis_url) if config.redis_url else None
     if config.redis_url:
@@ -193,7 +210,7 @@ def build_web(
     replies = PrivateReplies(client)
     app = build_app(config, chatops, state, client, replies)
     return WebProcess(
-        config, settings, client, state, carrier, chatops, app, replies, incidents, health
+        config, settings, client, state, carrier, chatops, app, replies, incidents, health, history
     )
 
 

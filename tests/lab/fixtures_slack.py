@@ -728,8 +728,8 @@ async def slack_bot(
     slack_api: SlackStandIn,
 ) -> AsyncIterator[Callable[..., Any]]:
     """Factory: ``bot = await slack_bot(settings)`` serves the real app against ``slack_api``;
-    ``rate_scale`` is the bot's BADGATEWAY_SLACK_RATE_SCALE; other keyword arguments go to
-    ``bot.assemble.web.build_web`` (other kinds of thread…)."""
+    ``rate_scale`` is the bot's BADGATEWAY_SLACK_RATE_SCALE, ``alerts_token`` its ALERTS_TOKEN;
+    other keyword arguments go to ``bot.assemble.web.build_web`` (other kinds of thread…)."""
 
     from bot.assemble.web import build_web
     from bot.config import BotConfig
@@ -737,12 +737,15 @@ async def slack_bot(
 
     started: list[tuple[Any, web.AppRunner]] = []
 
-    async def start(settings: Any, *, rate_scale: float = 1.0, **extra: Any) -> BotUnderTest:
+    async def start(
+        settings: Any, *, rate_scale: float = 1.0, alerts_token: str | None = None, **extra: Any
+    ) -> BotUnderTest:
         config = BotConfig(
             slack_bot_token="xoxb-test-token",
             slack_signing_secret=SIGNING_SECRET,
             slack_api_url=slack_api.base_url,
             slack_rate_scale=rate_scale,  # BADGATEWAY_SLACK_RATE_SCALE
+            alerts_token=alerts_token,  # POST /events (and, with Redis, the alert webhooks)
         )
         runtime = build_web(config, settings, **extra)
         runner, port = await serve_app(runtime.web_app())
