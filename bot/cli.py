@@ -86,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
         help="without REDIS_URL: the state file `diagnose` uses "
         "(default: $XDG_STATE_HOME/badgateway/state.json)",
     )
+    h = sub.add_parser("history", help="a site's recent checks, outages, changes and markers")
+    h.add_argument("site", help="a site's name (or URL) from the sites file")
+    h.add_argument("--json", action="store_true", help="print one JSON document")
+    h.add_argument("--hours", type=float, default=24.0, help="how far back (default: 24)")
+    h.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
+    h.add_argument(
+        "--state", metavar="FILE", help="without REDIS_URL: the state file `diagnose` uses"
+    )
     st = sub.add_parser("status", help="queue depth, job latency and workers (needs REDIS_URL)")
     st.add_argument("--json", action="store_true", help="print one JSON document")
     return p
@@ -129,16 +137,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return terminal.run_diagnose(
                 args.target, settings, as_json=args.json, state=state, retention=config.history
             )
-        if args.command == "mark":
+        if args.command in ("mark", "history"):
             state = Path(args.state or default_state_file())
             settings = config.load_sites(args.sites)
             try:
+                if args.command == "history":
+                    return terminal.run_history(
+                        config,
+                        settings,
+                        args.site,
+                        hours=args.hours,
+                        as_json=args.json,
+                        state=state,
+                    )
                 return terminal.run_mark(
                     config, settings, args.site, args.text, by=args.by, kind=args.kind, state=state
                 )
             except REDIS_DOWN as exc:
                 if not config.redis_url:
-                    return _fail(f"cannot keep the marker in {state}: {exc}", EXIT_UNAVAILABLE)
+                    return _fail(f"cannot use the state file {state}: {exc}", EXIT_UNAVAILABLE)
                 return _fail(redis_down(config.redis_url, exc), EXIT_UNAVAILABLE)
         if args.command == "serve":
             return web.serve(config, config.load_sites(args.sites, alerting=True), args.host)

@@ -26,7 +26,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +39,7 @@ from checks.changes import with_changes
 from checks.markers import Marker, MarkerError, with_markers
 from checks.model import Diagnosis
 from checks.settings import Settings, Site
+from checks.timeline import Timeline, timeline
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +307,17 @@ def marked_site(given: str, settings: Settings) -> Site | None:
         return named
     wanted = given.strip().rstrip("/")
     return next((s for s in settings.sites if s.url.rstrip("/") == wanted), None)
+
+
+async def timeline_of(
+    store: HistoryStore, target: str, hours: float, now: datetime | None = None
+) -> Timeline:
+    """What `history` shows of ``target``: its kept checks and markers of the last ``hours``."""
+    history = await store.load(target)
+    until = now or datetime.now(UTC)
+    return timeline(
+        target, history.recent, history.markers, until, hours, last_good=history.last_good
+    )
 
 
 def redis_history(url: str, retention: HistoryRetention | None = None) -> RedisHistory:

@@ -18,6 +18,7 @@ from bot.pipeline import InProcessCarrier
 from bot.render.slack_blocks import ACTIONS
 from bot.render.slack_text import blocks_to_text
 from bot.slack.chatops import ChatOps, Command
+from bot.threads import Answer
 
 SHELL_USER = "U0SHELL01"
 SHELL_CHANNEL = "C0SHELL01"
@@ -116,9 +117,10 @@ class Shell:
         self.chatops = chatops
         self._updates_before = 0
 
-    async def private(self, text: str | None) -> None:
+    async def private(self, text: Answer | None) -> None:
         if text:
-            self.out.write(f"(only you can see this)\n{blocks_to_text({'text': text}, NAMES)}\n")
+            message = text if isinstance(text, dict) else {"text": text}
+            self.out.write(f"(only you can see this)\n{blocks_to_text(message, NAMES)}\n")
             self.out.flush()
 
     async def handle(self, line: str) -> bool:

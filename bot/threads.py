@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from checks.context import ProbeContext
 
 Reply = Callable[[str], Awaitable[None]]  # a private (ephemeral) message to the user
-# A `/502 WORD …` command a feature adds (`/502 mute`): (the words, the user) -> private answer.
-CommandHandler = Callable[[list[str], str], Awaitable[str]]
+# A `/502 WORD …` command a feature adds (`/502 mute`): (the words, the user) -> private answer,
+# a text or a Block Kit message ({"text": fallback, "blocks": [...]}).
+Answer = str | dict[str, Any]
+CommandHandler = Callable[[list[str], str], Awaitable[Answer]]
 
 
 class ThreadOwner(Protocol):

@@ -13,9 +13,10 @@ import dataclasses
 import json
 import sys
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TextIO, TypeVar, cast
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -25,16 +26,20 @@ from bot.demo import DemoUnavailable, demo_site
 from bot.history_store import (
     FileHistory,
     HistoryKeeper,
+    HistoryStore,
     MemoryHistory,
     marked_site,
     redis_history,
+    timeline_of,
 )
 from bot.pipeline import HistorySink, InProcessCarrier
 from bot.queue.status import show_status
+from bot.render.history import history_text
 from bot.render.terminal import TerminalReport
 from bot.shell import Shell, TerminalSlack
 from bot.slack.chatops import ChatOps
 from bot.slack.diagnosis_threads import DiagnosisThreads
+from bot.slack.history import MAX_HOURS
 from bot.slack.root_updates import RootUpdates
 from bot.slack.sink import SlackSink
 from bot.state import BotState, MemoryStore
@@ -128,6 +133,33 @@ def run_shell(
     return asyncio.run(build_shell(settings, stdout, retention).run(stdin))
 
 
+def _history_store(config: BotConfig, state: Path) -> HistoryStore:
+    """Where the bot's processes keep the history (Redis), else `diagnose`'s state file."""
+    if config.redis_url:
+        storage.use_prefix(config.redis_prefix)
+        return redis_history(config.redis_url, config.history)
+    return FileHistory(state, config.history, warn=_state_warning)
+
+
+def _site_named(given: str, settings: Settings) -> str:
+    found = marked_site(given, settings)
+    if found is None:
+        raise MarkerError(f"unknown site {given[:100]!r}: not in the sites file")
+    return found.name
+
+
+T = TypeVar("T")
+
+
+async def _closed(store: HistoryStore, work: Awaitable[T]) -> T:
+    try:
+        return await work
+    finally:
+        closer = getattr(store, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
 def run_mark(
     config: BotConfig,
     settings: Settings,
@@ -141,28 +173,34 @@ def run_mark(
     """`badgateway mark SITE TEXT`: a marker in the site's history, kept in Redis when
     REDIS_URL is set (where the bot's processes find it), else in ``state`` (where
     `badgateway diagnose` does). Raises MarkerError for an unknown site or a bad marker."""
-    found = marked_site(site, settings)
-    if found is None:
-        raise MarkerError(f"unknown site {site[:100]!r}: not in the sites file")
-    marker = checked(
-        found.name, text, datetime.now(UTC).isoformat(timespec="seconds"), by=by, kind=kind
-    )
-    if config.redis_url:
-        storage.use_prefix(config.redis_prefix)
-        redis_store = redis_history(config.redis_url, config.history)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    marker = checked(_site_named(site, settings), text, at, by=by, kind=kind)
+    store = _history_store(config, state)
+    asyncio.run(_closed(store, store.mark(marker)))
+    where = "Redis" if config.redis_url else str(state)
+    print(f"marked {marker.target}: {marker.line(marker.at)} (kept in {where})")
+    return 0
 
-        async def mark_in_redis() -> None:
-            try:
-                await redis_store.mark(marker)
-            finally:
-                await redis_store.aclose()
 
-        asyncio.run(mark_in_redis())
-        where = "Redis"
+def run_history(
+    config: BotConfig,
+    settings: Settings,
+    site: str,
+    *,
+    hours: float,
+    as_json: bool,
+    state: Path,
+) -> int:
+    """`badgateway history SITE`: its last ``hours`` from Redis (REDIS_URL) or ``state``."""
+    if not 0 < hours <= MAX_HOURS:
+        raise MarkerError(f"--hours must be above 0 and at most {MAX_HOURS:g}, got {hours:g}")
+    name = _site_named(site, settings)
+    store = _history_store(config, state)
+    shown = asyncio.run(_closed(store, timeline_of(store, name, hours)))
+    if as_json:
+        print(json.dumps(shown.to_dict(), indent=2, ensure_ascii=False))
     else:
-        asyncio.run(FileHistory(state, config.history, warn=_state_warning).mark(marker))
-        where = str(state)
-    print(f"marked {found.name}: {marker.line(marker.at)} (kept in {where})")
+        sys.stdout.write(history_text(shown))
     return 0
 
 

@@ -44,6 +44,7 @@ from bot.queue.health import QueueHealth
 from bot.slack.app import build_app
 from bot.slack.chatops import ChatOps
 from bot.slack.diagnosis_threads import DiagnosisThreads
+from bot.slack.history import history_command
 from bot.slack.private import PrivateReplies
 from bot.slack.server import (
     EVENTS_PATH,
@@ -183,6 +184,7 @@ def build_web(
     )
     carrier = build_carrier(config, settings, sink, unclaimed, history)
     kinds, words, linked = list(other_threads), dict(commands or {}), list(links)
+    words.setdefault("history", history_command(settings, history))
     health = QueueHealth(config.redis_url) if config.redis_url else None
     if config.redis_url:
         incidents = build_incidents(config, settings, carrier, state=state, show_run=sink.show)

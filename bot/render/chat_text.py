@@ -32,6 +32,7 @@ def help_text() -> str:
             "• `/502 shop.example.com` — diagnose a host, a URL or a site's name",
             "• `/502 sites` — the configured sites",
             "• `/502 status` — open incidents",
+            "• `/502 history SITE` — its last day: checks, outages, changes, deploy markers",
             "• `/502 mute SITE 1h` (s, m, h or d) — no automatic alerts for a site for that long",
             "• `/502 unmute SITE` — alerts for the site again",
             "• `/502 help` — this text",

@@ -31,6 +31,7 @@ from bot.slack.payloads import PayloadProblem, PrivateRoute
 from bot.slack.private import PrivateReplies, could_not_read
 from bot.slack_client import slack_error
 from bot.state import BotState
+from bot.threads import Answer
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,11 @@ def build_app(
             await ack(text=could_not_read("command", problem), response_type="ephemeral")
             return
 
-        async def answer(text: str | None) -> None:
+        async def answer(text: Answer | None) -> None:
             if text is None:
                 await ack()
+            elif isinstance(text, dict):  # a Block Kit answer (`/502 history`)
+                await ack(text=text["text"], blocks=text["blocks"], response_type="ephemeral")
             else:
                 await ack(text=text, response_type="ephemeral")
 

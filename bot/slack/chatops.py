@@ -26,7 +26,7 @@ from bot.render import slack_blocks as blocks
 from bot.render.wording import escape
 from bot.slack.diagnosis_threads import DiagnosisThreads
 from bot.slack_client import post_once, slack_error
-from bot.threads import CommandHandler, Reply, ThreadKind, ThreadOwner, Threads
+from bot.threads import Answer, CommandHandler, Reply, ThreadKind, ThreadOwner, Threads
 from checks.guard import TargetRefused
 from checks.runner import prepare
 from checks.settings import Settings
@@ -34,7 +34,8 @@ from checks.target import BadTarget, parse_target
 
 log = logging.getLogger(__name__)
 
-Ack = Callable[[str | None], Awaitable[None]]  # acknowledge, optionally with a private text
+# Acknowledge, optionally with a private answer (a text, or a Block Kit message).
+Ack = Callable[[Answer | None], Awaitable[None]]
 # None when the bot can work now; else why not, in one line (bot.queue.health)
 Unavailable = Callable[[], Awaitable[str | None]]
 NO_REDIS_WORDS = ("help", "sites", "")  # answered from the settings alone

@@ -1,7 +1,8 @@
-"""End to end: a deploy marker recorded before a failure appears in the verdict. Through the
-web process (a token-guarded POST /events, then `/502 shop` from the Slack stand-in, nginx in
-front of an app that is gone) and from a shell (`badgateway mark`, then `badgateway diagnose`
-with the same state file)."""
+"""End to end: a deploy marker recorded before a failure appears in the verdict, and the
+site's history shows the checks, the outage and the marker. Through the web process (a
+token-guarded POST /events, `/502 shop` and `/502 history shop` from the Slack stand-in,
+nginx in front of an app that is gone) and from a shell (`badgateway mark`, `diagnose` and
+`history` on one state file)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,17 @@ async def test_a_deploy_posted_before_the_failure_is_in_the_slack_verdict(
     message = {"text": verdict.text, "blocks": verdict.blocks}
     assert block_kit_problems(message) == []
 
+    answer = await bot.command("history shop")
+    assert answer.status == 200
+    history = answer.json()
+    assert history["response_type"] == "ephemeral" and block_kit_problems(history) == []
+    shown = json.dumps(history["blocks"], ensure_ascii=False)
+    assert "History of shop: the last 24 h" in shown
+    assert "[deploy] deployed shop v1.2.3 by CI at " in shown
+    assert "Failing now: last good check never seen → first failure " in shown
+    assert "upstream_refused" in shown and "still failing" in shown
+    assert "Unknown site blog" in (await bot.command("history blog")).json()["text"]
+
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -86,7 +98,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_marker_from_the_shell_is_in_the_next_diagnosis(tmp_path: Path) -> None:
+def test_a_marker_from_the_shell_is_in_the_next_diagnosis_and_the_history(
+    tmp_path: Path,
+) -> None:
     state, sites = tmp_path / "state.json", tmp_path / "sites.toml"
     with Upstream("ok") as app:
         sites.write_text(
@@ -110,3 +124,16 @@ def test_a_marker_from_the_shell_is_in_the_next_diagnosis(tmp_path: Path) -> Non
     assert "Just before it started: deployed shop v2 by ann at " in verdict["summary"]
     assert "Last good check " in verdict["baseline"] and " → first failure " in verdict["baseline"]
     assert [f["code"] for f in verdict["evidence"]].count("marker") == 1
+
+    shown = cli("history", "shop", *where)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("shop: the last 24 h, 2 checks")
+    assert lines[1].startswith("status  ") and lines[1].count("▁") + lines[1].count("▅") >= 1
+    assert "Failing now: last good check " in shown.stdout
+    assert "  [change] deployed shop v2 by ann at " in shown.stdout
+    document = json.loads(cli("history", "shop", "--json", "--hours", "1", *where).stdout)
+    assert document["checks"] == 2 and [m["text"] for m in document["markers"]] == [
+        "deployed shop v2"
+    ]
+    assert document["first_failure_at"] is not None and document["outages"][0]["ended_at"] is None

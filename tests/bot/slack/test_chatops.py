@@ -16,6 +16,7 @@ from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn
 from tests.lab.process import free_port
 
 BUILT_IN_WORDS = ("help", "sites", "status")  # answered by ChatOps itself
+HISTORY_WORDS = ("history",)  # added by the web process's assembly, with or without Redis
 
 
 async def _command_words(slack_api: SlackStandIn) -> set[str]:
@@ -35,7 +36,7 @@ async def _command_words(slack_api: SlackStandIn) -> set[str]:
 
 async def test_help_and_the_manifest_list_every_command(slack_api: SlackStandIn) -> None:
     words = await _command_words(slack_api)
-    assert set(chat_text.REDIS_COMMANDS) == words - set(BUILT_IN_WORDS)
+    assert {*chat_text.REDIS_COMMANDS, *HISTORY_WORDS} == words - set(BUILT_IN_WORDS)
     help_text = chat_text.help_text()
     manifest = (REPO / "deploy" / "slack-manifest.yaml").read_text(encoding="utf-8")
     hint = re.search(r'usage_hint: "([^"]*)"', manifest)

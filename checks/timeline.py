@@ -1,0 +1,197 @@
+"""A site's recent history as something to look at: the kept checks of the last hours as a
+text sparkline of status and of latency, the outages they show (a run of failing checks: its
+cause, start, end and length), the facts that changed from one check to the next, the
+markers people recorded, and the last good check → first failure of a failure going on.
+
+Pure: built from the snapshots (checks.baseline) and markers (checks.markers) a store kept;
+``Timeline.to_dict`` is the JSON of `badgateway history --json`, and the renderers
+(bot.render.history) draw it for a terminal and for Slack.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from checks.baseline import Snapshot
+from checks.changes import changes_since
+from checks.markers import Marker, first_failure
+from checks.model import Cause, Change
+
+# One glyph per time bucket: the higher, the worse (a bar chart of trouble).
+GLYPH_OK, GLYPH_MIXED, GLYPH_FAIL, GLYPH_NONE = "▁", "▅", "█", "·"
+LATENCY_GLYPHS = "▁▂▃▄▅▆▇█"
+DEFAULT_BUCKETS = 48
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Consecutive failing checks: ``ended_at`` is the first healthy check after (None:
+    still failing at the last check)."""
+
+    cause: str
+    started_at: str
+    last_failing_at: str
+    ended_at: str | None
+    checks: int
+
+    def duration_s(self) -> float:
+        """From the first failing check to the first healthy one (or the last failing)."""
+        return _seconds(self.started_at, self.ended_at or self.last_failing_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cause": self.cause,
+            "started_at": self.started_at,
+            "last_failing_at": self.last_failing_at,
+            "ended_at": self.ended_at,
+            "checks": self.checks,
+            "duration_s": round(self.duration_s()),
+        }
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What `history` shows of one site between ``since`` and ``until``."""
+
+    target: str
+    since: str
+    until: str
+    bucket_s: float
+    status: str  # one glyph per bucket, oldest first
+    latency: str  # one glyph per bucket, scaled to ``latency_max_ms``
+    latency_max_ms: int | None
+    checks: int
+    outages: list[Outage] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    last_good_at: str | None = None
+    first_failure_at: str | None = None  # set while the last check is failing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "since": self.since,
+            "until": self.until,
+            "bucket_s": self.bucket_s,
+            "status": self.status,
+            "latency": self.latency,
+            "latency_max_ms": self.latency_max_ms,
+            "checks": self.checks,
+            "outages": [o.to_dict() for o in self.outages],
+            "changes": [c.to_dict() for c in self.changes],
+            "markers": [m.to_dict() for m in self.markers],
+            "last_good_at": self.last_good_at,
+            "first_failure_at": self.first_failure_at,
+        }
+
+
+def timeline(
+    target: str,
+    snapshots: Sequence[Snapshot],
+    markers: Sequence[Marker],
+    until: datetime,
+    hours: float = 24.0,
+    buckets: int = DEFAULT_BUCKETS,
+    last_good: Snapshot | None = None,
+) -> Timeline:
+    """The timeline of ``target`` over the ``hours`` up to ``until`` (aware), in ``buckets``."""
+    since = until - timedelta(hours=hours)
+    shown = sorted(
+        (s for s in snapshots if _within(s.taken_at, since, until)), key=lambda s: _at(s.taken_at)
+    )
+    bucket_s = hours * 3600 / buckets
+    grouped: list[list[Snapshot]] = [[] for _ in range(buckets)]
+    for snapshot in shown:
+        index = int((_at(snapshot.taken_at) - since).total_seconds() // bucket_s)
+        grouped[min(index, buckets - 1)].append(snapshot)
+    latencies = [_median_total(group) for group in grouped]
+    known = [ms for ms in latencies if ms is not None]
+    top = max(known) if known else None
+    failing_now = bool(shown) and not shown[-1].healthy
+    good = last_good or next((s for s in reversed(shown) if s.healthy), None)
+    return Timeline(
+        target=target,
+        since=since.isoformat(timespec="seconds"),
+        until=until.isoformat(timespec="seconds"),
+        bucket_s=bucket_s,
+        status="".join(_status_glyph(group) for group in grouped),
+        latency="".join(_latency_glyph(ms, top) for ms in latencies),
+        latency_max_ms=round(top) if top is not None else None,
+        checks=len(shown),
+        outages=_outages(shown),
+        changes=_changes(shown),
+        markers=sorted(
+            (m for m in markers if _within(m.at, since, until)), key=lambda m: _at(m.at)
+        ),
+        last_good_at=good.taken_at if good else None,
+        first_failure_at=first_failure(good, shown, shown[-1].taken_at) if failing_now else None,
+    )
+
+
+def _status_glyph(group: list[Snapshot]) -> str:
+    if not group:
+        return GLYPH_NONE
+    healthy = sum(1 for s in group if s.healthy)
+    return GLYPH_OK if healthy == len(group) else GLYPH_FAIL if healthy == 0 else GLYPH_MIXED
+
+
+def _median_total(group: list[Snapshot]) -> float | None:
+    totals = []
+    for snapshot in group:
+        phases = snapshot.context.get("phases_ms")
+        if isinstance(phases, dict) and isinstance(phases.get("total"), int | float):
+            totals.append(float(phases["total"]))
+    return statistics.median(totals) if totals else None
+
+
+def _latency_glyph(ms: float | None, top: float | None) -> str:
+    if ms is None or not top:
+        return GLYPH_NONE
+    return LATENCY_GLYPHS[min(len(LATENCY_GLYPHS) - 1, int(ms / top * len(LATENCY_GLYPHS)))]
+
+
+def _outages(shown: list[Snapshot]) -> list[Outage]:
+    found: list[Outage] = []
+    run: list[Snapshot] = []
+    for snapshot in [*shown, None]:
+        if snapshot is not None and not snapshot.healthy:
+            run.append(snapshot)
+            continue
+        if run:
+            cause = statistics.mode(s.cause for s in run)
+            ended = snapshot.taken_at if snapshot is not None else None
+            found.append(Outage(cause, run[0].taken_at, run[-1].taken_at, ended, len(run)))
+            run = []
+    return found
+
+
+def _changes(shown: list[Snapshot]) -> list[Change]:
+    """Each fact that differs from one kept check to the next, dated by the two."""
+    found: list[Change] = []
+    for before, after in itertools.pairwise(shown):
+        try:
+            cause = Cause(after.cause)
+        except ValueError:
+            cause = Cause.HEALTHY
+        found += changes_since(before, [], after, cause)
+    return found
+
+
+def _within(iso: str, since: datetime, until: datetime) -> bool:
+    try:
+        return since <= _at(iso) <= until
+    except (ValueError, TypeError):
+        return False
+
+
+def _at(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
+
+
+def _seconds(earlier: str, later: str) -> float:
+    return (_at(later) - _at(earlier)).total_seconds()

@@ -1,0 +1,76 @@
+"""checks.timeline: kept checks drawn as status and latency sparklines per time bucket, the
+outages they show (cause, start, end, length), changes from one check to the next, markers
+within the span, and when a failure going on started."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from checks.baseline import Snapshot
+from checks.markers import Marker
+from checks.timeline import GLYPH_FAIL, GLYPH_MIXED, GLYPH_NONE, GLYPH_OK, timeline
+
+UNTIL = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def snap(
+    hour: int, minute: int, healthy: bool, total_ms: float = 100.0, server: str = "a"
+) -> Snapshot:
+    return Snapshot(
+        "shop",
+        f"2026-12-01T{hour:02d}:{minute:02d}:00+00:00",
+        healthy,
+        "healthy" if healthy else "upstream_refused",
+        facts={"header.server": server},
+        context={"phases_ms": {"total": total_ms}},
+    )
+
+
+def test_each_bucket_shows_the_worst_and_latency_is_scaled_to_the_slowest() -> None:
+    checks = [
+        snap(8, 10, True, 100),
+        snap(9, 10, True, 100),
+        snap(9, 40, False, 800),  # hour 9: one good, one failing
+        snap(10, 30, False, 800),
+        snap(11, 30, True, 200),
+    ]
+    shown = timeline("shop", checks, [], UNTIL, hours=6, buckets=6)
+    assert shown.status == GLYPH_NONE * 2 + GLYPH_OK + GLYPH_MIXED + GLYPH_FAIL + GLYPH_OK
+    assert shown.latency == "··▂▅█▃" and shown.latency_max_ms == 800
+    assert shown.checks == 5 and shown.first_failure_at is None  # healthy again
+    [outage] = shown.outages
+    assert (outage.cause, outage.started_at, outage.ended_at, outage.checks) == (
+        "upstream_refused",
+        "2026-12-01T09:40:00+00:00",
+        "2026-12-01T11:30:00+00:00",
+        2,
+    )
+    assert outage.duration_s() == 110 * 60
+
+
+def test_a_failure_going_on_says_when_it_started_and_checks_outside_the_span_are_left_out() -> None:
+    checks = [snap(1, 0, True), snap(10, 0, True), snap(10, 5, False), snap(11, 0, False)]
+    deploy = Marker("shop", "deployed v2", "2026-12-01T10:01:00+00:00", "CI", "deploy")
+    old = Marker("shop", "old", "2026-11-01T10:01:00+00:00")
+    shown = timeline("shop", checks, [old, deploy], UNTIL, hours=3, buckets=3)
+    assert shown.checks == 3 and shown.markers == [deploy]
+    assert (shown.last_good_at, shown.first_failure_at) == (
+        "2026-12-01T10:00:00+00:00",
+        "2026-12-01T10:05:00+00:00",
+    )
+    assert shown.outages[0].ended_at is None
+    assert shown.to_dict()["outages"][0]["duration_s"] == 55 * 60
+
+
+def test_a_fact_changed_between_two_checks_is_listed_with_both_times() -> None:
+    checks = [snap(10, 0, True, server="nginx/1.22"), snap(10, 5, False, server="nginx/1.24")]
+    [change] = timeline("shop", checks, [], UNTIL).changes
+    assert change.message == (
+        "Server nginx/1.22 → nginx/1.24 (changed between 10:00:00 UTC and 10:05:00 UTC)"
+    )
+
+
+def test_no_checks_is_an_empty_timeline() -> None:
+    shown = timeline("shop", [], [], UNTIL, buckets=4)
+    assert (shown.status, shown.latency, shown.latency_max_ms) == ("····", "····", None)
+    assert shown.outages == [] and shown.last_good_at is None
