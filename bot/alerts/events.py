@@ -17,8 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot import bounded_json
-from bot.alerts.webhooks import authorised, read_capped, refuse, reply
+from bot.alerts.webhooks import bearer_token, guarded_json, refuse, reply
 from bot.config import BotConfig
 from bot.history_store import HistoryStore, marked_site
 from bot.malformed_http import quiet_malformed_requests
@@ -59,22 +58,15 @@ def add_event_routes(
 ) -> None:
     """Mount POST /events on ``app``, keeping markers in ``store``."""
     limit = config.alert_policy.body_limit_bytes
-    token = config.alerts_token.encode("utf-8", "surrogateescape") if config.alerts_token else b""
+    token = bearer_token(config)
     quiet_malformed_requests()
 
     async def event(request: web.Request) -> web.Response:
-        if not token:
-            return refuse(503, "events are off: ALERTS_TOKEN is not set")
-        if not authorised(request, token):
-            return refuse(401, "missing or wrong bearer token")
-        raw = await read_capped(request, limit)
-        if raw is None:
-            return refuse(413, f"body larger than {limit} bytes")
+        body = await guarded_json(request, token, limit, "events")
+        if isinstance(body, web.Response):
+            return body
         try:
-            body = bounded_json.loads(raw, max_bytes=limit)
             marker = parse_event(body, settings, datetime.now(UTC))
-        except bounded_json.JsonRejected as exc:
-            return refuse(400, f"body: {exc}")
         except MarkerError as exc:
             return refuse(400, str(exc))
         except LookupError as exc:

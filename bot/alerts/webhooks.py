@@ -206,7 +206,7 @@ def _status_name(signal: AlertSignal) -> str:
     return "firing" if signal.firing else "resolved"
 
 
-def authorised(request: web.Request, token: bytes) -> bool:
+def _authorised(request: web.Request, token: bytes) -> bool:
     """The one Authorization header, as the bytes that came in, is ``Bearer <token>``.
 
     Bytes, not text: a header with a byte that is not UTF-8 must be a wrong token (401),
@@ -221,7 +221,7 @@ def authorised(request: web.Request, token: bytes) -> bool:
     return hmac.compare_digest(given.strip(), token)
 
 
-async def read_capped(request: web.Request, limit: int) -> bytes | None:
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
     """The body, or None when it is longer than ``limit`` (read no further than that)."""
     if request.content_length is not None and request.content_length > limit:
         return None
@@ -232,6 +232,31 @@ async def read_capped(request: web.Request, limit: int) -> bytes | None:
             return bytes(body)
         body += chunk
     return None
+
+
+def bearer_token(config: BotConfig) -> bytes:
+    """ALERTS_TOKEN as bytes (b"" when unset). surrogateescape: a token from the environment
+    with bytes that are not UTF-8 is those bytes again, rather than an encoding error at
+    every request."""
+    return config.alerts_token.encode("utf-8", "surrogateescape") if config.alerts_token else b""
+
+
+async def guarded_json(
+    request: web.Request, token: bytes, limit: int, what: str
+) -> Any | web.Response:
+    """The request's JSON body, or the refusal to answer with: 503 when ``what`` is off (no
+    token), 401 before the body is read, 413 over ``limit``, 400 for JSON out of bounds."""
+    if not token:
+        return refuse(503, f"{what} are off: ALERTS_TOKEN is not set")
+    if not _authorised(request, token):
+        return refuse(401, "missing or wrong bearer token")
+    raw = await _read_capped(request, limit)
+    if raw is None:
+        return refuse(413, f"body larger than {limit} bytes")
+    try:
+        return bounded_json.loads(raw, max_bytes=limit)
+    except bounded_json.JsonRejected as exc:
+        return refuse(400, f"body: {exc}")
 
 
 def reply(status: int, **fields: Any) -> web.Response:
@@ -260,9 +285,7 @@ def add_alert_routes(
     """Mount POST /alerts/alertmanager and POST /alerts on ``app``."""
     limit = (policy or incidents.policy).body_limit_bytes
     pending: set[asyncio.Task[int]] = set()
-    # surrogateescape: a token from the environment with bytes that are not UTF-8 is those
-    # bytes again, rather than an encoding error at every request.
-    token = config.alerts_token.encode("utf-8", "surrogateescape") if config.alerts_token else b""
+    token = bearer_token(config)
     quiet_malformed_requests()
 
     async def settle_later() -> None:
@@ -272,17 +295,9 @@ def add_alert_routes(
         task.add_done_callback(pending.discard)
 
     async def handle(request: web.Request, parse: AlertParser, source: str) -> web.Response:
-        if not token:
-            return refuse(503, "alert webhooks are off: ALERTS_TOKEN is not set")
-        if not authorised(request, token):
-            return refuse(401, "missing or wrong bearer token")
-        raw = await read_capped(request, limit)
-        if raw is None:
-            return refuse(413, f"body larger than {limit} bytes")
-        try:
-            body = bounded_json.loads(raw, max_bytes=limit)
-        except bounded_json.JsonRejected as exc:
-            return refuse(400, f"body: {exc}")
+        body = await guarded_json(request, token, limit, "alert webhooks")
+        if isinstance(body, web.Response):
+            return body
         try:
             parsed = parse(body, settings)
         except BadAlert as exc:
