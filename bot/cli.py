@@ -74,26 +74,26 @@ def _parser() -> argparse.ArgumentParser:
         default="default",
         help="comma-separated queues to take jobs from, e.g. default,logs@web-1",
     )
-    m = sub.add_parser("mark", help="record a deploy or change against a site's history")
-    m.add_argument("site", help="a site's name (or URL) from the sites file")
-    m.add_argument("text", help="what was done, e.g. 'deployed shop v1.2.3'")
-    m.add_argument("--by", default="", help="who did it (a person, CI)")
-    m.add_argument("--kind", default="change", help="deploy, change, config, rollback, …")
-    m.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
-    m.add_argument(
-        "--state",
-        metavar="FILE",
-        help="without REDIS_URL: the state file `diagnose` uses "
-        "(default: $XDG_STATE_HOME/badgateway/state.json)",
-    )
-    h = sub.add_parser("history", help="a site's recent checks, outages, changes and markers")
-    h.add_argument("site", help="a site's name (or URL) from the sites file")
-    h.add_argument("--json", action="store_true", help="print one JSON document")
-    h.add_argument("--hours", type=float, default=24.0, help="how far back (default: 24)")
-    h.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
-    h.add_argument(
-        "--state", metavar="FILE", help="without REDIS_URL: the state file `diagnose` uses"
-    )
+    for name, text in (
+        ("mark", "record a deploy or change against a site's history"),
+        ("history", "a site's recent checks, outages, changes and markers"),
+    ):
+        h = sub.add_parser(name, help=text)
+        h.add_argument("site", help="a site's name (or URL) from the sites file")
+        if name == "mark":
+            h.add_argument("text", help="what was done, e.g. 'deployed shop v1.2.3'")
+            h.add_argument("--by", default="", help="who did it (a person, CI)")
+            h.add_argument("--kind", default="change", help="deploy, change, config, rollback…")
+        else:
+            h.add_argument("--json", action="store_true", help="print one JSON document")
+            h.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
+        h.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
+        h.add_argument(
+            "--state",
+            metavar="FILE",
+            help="without REDIS_URL: the state file `diagnose` uses "
+            "(default: $XDG_STATE_HOME/badgateway/state.json)",
+        )
     st = sub.add_parser("status", help="queue depth, job latency and workers (needs REDIS_URL)")
     st.add_argument("--json", action="store_true", help="print one JSON document")
     return p

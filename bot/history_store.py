@@ -4,9 +4,10 @@ finished diagnosis with them (checks.changes) and then keeps its snapshot.
 Per target: the last healthy snapshot (kept however long ago it was: it is what a failure is
 compared with) and the recent ones, oldest first, healthy or not, bounded by ``Retention``
 (how many, how many days), which date a change more closely; and the markers people
-recorded against it (checks.markers: "deployed shop v1.2.3 by CI"), bounded alike. Three
-stores of one shape: in Redis for the bot's processes (keys ``bgw:history:TARGET``,
-``bgw:baseline:TARGET`` and ``bgw:markers:TARGET``), a
+recorded against it (checks.markers: "deployed shop v1.2.3 by CI"), bounded alike; and the
+scheduled probes' thin results (checks.timeline.ProbePoint), at most ``PROBES_KEPT``, for
+the timeline only. Three stores of one shape: in Redis for the bot's processes (keys
+``bgw:history:TARGET``, ``bgw:baseline:TARGET``, ``bgw:markers:TARGET``, ``bgw:probes:TARGET``), a
 state file for `badgateway diagnose` from a shell, and memory (`serve` without Redis, tests).
 
 A diagnosis delivered twice (queues deliver at least once) keeps one snapshot, and a
@@ -36,10 +37,10 @@ from bot.config import HistoryRetention
 from bot.storage import claim, key
 from checks.baseline import Snapshot, SnapshotError, snapshot_of, target_of
 from checks.changes import with_changes
-from checks.markers import Marker, MarkerError, with_markers
+from checks.markers import Marker, with_markers
 from checks.model import Diagnosis
 from checks.settings import Settings, Site
-from checks.timeline import Timeline, timeline
+from checks.timeline import ProbePoint, Timeline, timeline
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ STATE_FILE_VERSION = 1
 _RUN_CLAIM_S = 3600.0  # a queue delivers a verdict again within minutes, not hours
 # Comparing and keeping must not hold a verdict up: past this, it is shown uncompared.
 HISTORY_BUDGET_S = 2.0
+# Probe points kept per site: a day and a bit at one probe a minute, 100 bytes each.
+PROBES_KEPT = 1500
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class History:
     last_good: Snapshot | None = None
     recent: list[Snapshot] = field(default_factory=list)  # oldest first
     markers: list[Marker] = field(default_factory=list)  # oldest first
+    probes: list[ProbePoint] = field(default_factory=list)  # oldest first
 
 
 class HistoryStore(Protocol):
@@ -66,6 +70,8 @@ class HistoryStore(Protocol):
     async def keep(self, snapshot: Snapshot) -> None: ...
 
     async def mark(self, marker: Marker) -> None: ...
+
+    async def probed(self, point: ProbePoint) -> None: ...
 
 
 def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> History:
@@ -78,7 +84,7 @@ def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> H
     last_good = history.last_good
     if snapshot.healthy:
         last_good = snapshot
-    return History(last_good, recent[-retention.keep :], history.markers)
+    return dataclasses.replace(history, last_good=last_good, recent=recent[-retention.keep :])
 
 
 def marked(history: History, marker: Marker, retention: HistoryRetention) -> History:
@@ -87,25 +93,26 @@ def marked(history: History, marker: Marker, retention: HistoryRetention) -> His
     return dataclasses.replace(history, markers=markers[-retention.keep :])
 
 
+def with_probe(history: History, point: ProbePoint, retention: HistoryRetention) -> History:
+    """``history`` with a probe's ``point`` added, its points trimmed."""
+    probes = _within_days([*history.probes, point], retention.days)
+    return dataclasses.replace(history, probes=probes[-PROBES_KEPT:])
+
+
 def _same_run(kept: Snapshot, new: Snapshot) -> bool:
     return kept.run == new.run if new.run else kept == new
 
 
-def _snapshots(raw: Any) -> list[Snapshot]:
-    """The readable snapshots of a stored list (one of another version is left out)."""
-    found = []
-    for item in raw if isinstance(raw, list) else []:
-        with contextlib.suppress(SnapshotError):
-            found.append(Snapshot.from_dict(item))
-    return found
+Read = TypeVar("Read")
 
 
-def _markers(raw: Any) -> list[Marker]:
-    """The readable markers of a stored list (one that is not a marker is left out)."""
+def _readable(raw: Any, read: Callable[[Any], Read], text: bool = False) -> list[Read]:
+    """What ``read`` can read of a stored list (``text``: of JSON texts): an item of another
+    version, or not JSON, is left out (SnapshotError, MarkerError, ProbeError: ValueErrors)."""
     found = []
     for item in raw if isinstance(raw, list) else []:
-        with contextlib.suppress(MarkerError):
-            found.append(Marker.from_dict(item))
+        with contextlib.suppress(ValueError):
+            found.append(read(json.loads(item) if text else item))
     return found
 
 
@@ -116,7 +123,12 @@ def _history(raw: Any) -> History:
         last_good = Snapshot.from_dict(raw["last_good"]) if raw.get("last_good") else None
     except SnapshotError:
         last_good = None
-    return History(last_good, _snapshots(raw.get("recent")), _markers(raw.get("markers")))
+    return History(
+        last_good,
+        _readable(raw.get("recent"), Snapshot.from_dict),
+        _readable(raw.get("markers"), Marker.from_dict),
+        _readable(raw.get("probes"), ProbePoint.from_dict),
+    )
 
 
 def _raw(history: History) -> dict[str, Any]:
@@ -124,6 +136,7 @@ def _raw(history: History) -> dict[str, Any]:
         "last_good": history.last_good.to_dict() if history.last_good else None,
         "recent": [s.to_dict() for s in history.recent],
         "markers": [m.to_dict() for m in history.markers],
+        "probes": [p.to_dict() for p in history.probes],
     }
 
 
@@ -144,6 +157,10 @@ class MemoryHistory:
     async def mark(self, marker: Marker) -> None:
         history = self.targets.get(marker.target, History())
         self.targets[marker.target] = marked(history, marker, self.retention)
+
+    async def probed(self, point: ProbePoint) -> None:
+        history = self.targets.get(point.target, History())
+        self.targets[point.target] = with_probe(history, point, self.retention)
 
 
 def default_state_file() -> Path:
@@ -205,6 +222,12 @@ class FileHistory:
         targets[marker.target] = _raw(history)
         self._write({"version": STATE_FILE_VERSION, "targets": targets})
 
+    async def probed(self, point: ProbePoint) -> None:
+        targets = self._read()
+        history = with_probe(_history(targets.get(point.target)), point, self.retention)
+        targets[point.target] = _raw(history)
+        self._write({"version": STATE_FILE_VERSION, "targets": targets})
+
     def _write(self, document: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
@@ -232,22 +255,21 @@ class RedisHistory:
 
     async def load(self, target: str) -> History:
         raw_good = await self.redis.get(key("baseline", target))
-        raw_recent = await self.redis.lrange(key("history", target), 0, -1)  # type: ignore[misc]
         last_good = None
         if raw_good:
-            with contextlib.suppress(SnapshotError, ValueError):
+            with contextlib.suppress(ValueError):
                 last_good = Snapshot.from_dict(json.loads(raw_good))
-        recent = []
-        for raw in raw_recent:
-            with contextlib.suppress(SnapshotError, ValueError):
-                recent.append(Snapshot.from_dict(json.loads(raw)))
-        raw_markers = await self.redis.lrange(key("markers", target), 0, -1)  # type: ignore[misc]
-        markers = []
-        for raw in raw_markers:
-            with contextlib.suppress(MarkerError, ValueError):
-                markers.append(Marker.from_dict(json.loads(raw)))
         days = self.retention.days
-        return History(last_good, _within_days(recent, days), _within_days(markers, days))
+        return History(
+            last_good,
+            _within_days(await self._list("history", target, Snapshot.from_dict), days),
+            _within_days(await self._list("markers", target, Marker.from_dict), days),
+            _within_days(await self._list("probes", target, ProbePoint.from_dict), days),
+        )
+
+    async def _list(self, kind: str, target: str, read: Callable[[Any], Read]) -> list[Read]:
+        raw = await self.redis.lrange(key(kind, target), 0, -1)  # type: ignore[misc]
+        return _readable(raw, read, text=True)
 
     async def keep(self, snapshot: Snapshot) -> None:
         target, text = snapshot.target, json.dumps(snapshot.to_dict())
@@ -272,21 +294,26 @@ class RedisHistory:
 
     async def mark(self, marker: Marker) -> None:
         """Pushed, trimmed to ``keep`` and expiring with the retention, in one transaction."""
-        markers_key = key("markers", marker.target)
+        await self._push(key("markers", marker.target), marker.to_dict(), self.retention.keep)
+
+    async def probed(self, point: ProbePoint) -> None:
+        await self._push(key("probes", point.target), point.to_dict(), PROBES_KEPT)
+
+    async def _push(self, list_key: str, item: dict[str, Any], keep: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(markers_key, json.dumps(marker.to_dict()))
-            pipe.ltrim(markers_key, -self.retention.keep, -1)
-            pipe.expire(markers_key, self._expiry_s())
+            pipe.rpush(list_key, json.dumps(item))
+            pipe.ltrim(list_key, -keep, -1)
+            pipe.expire(list_key, self._expiry_s())
             await pipe.execute()
 
     async def aclose(self) -> None:
         await self.redis.aclose()
 
 
-Kept = TypeVar("Kept", Snapshot, Marker)
+Kept = TypeVar("Kept", Snapshot, Marker, ProbePoint)
 
 
-def _time_of(item: Snapshot | Marker) -> datetime:
+def _time_of(item: Snapshot | Marker | ProbePoint) -> datetime:
     return datetime.fromisoformat(item.taken_at if isinstance(item, Snapshot) else item.at)
 
 
@@ -316,7 +343,13 @@ async def timeline_of(
     history = await store.load(target)
     until = now or datetime.now(UTC)
     return timeline(
-        target, history.recent, history.markers, until, hours, last_good=history.last_good
+        target,
+        history.recent,
+        history.markers,
+        until,
+        hours,
+        last_good=history.last_good,
+        probes=history.probes,
     )
 
 
@@ -354,6 +387,11 @@ class HistoryKeeper:
         return compared
 
     async def aclose(self) -> None:
-        closer = getattr(self.store, "aclose", None)
-        if closer is not None:
-            await closer()
+        await close_store(self.store)
+
+
+async def close_store(store: HistoryStore | None) -> None:
+    """Close ``store``'s connection, when it has one (RedisHistory)."""
+    closer = getattr(store, "aclose", None)
+    if closer is not None:
+        await closer()

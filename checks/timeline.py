@@ -3,13 +3,18 @@ text sparkline of status and of latency, the outages they show (a run of failing
 cause, start, end and length), the facts that changed from one check to the next, the
 markers people recorded, and the last good check → first failure of a failure going on.
 
-Pure: built from the snapshots (checks.baseline) and markers (checks.markers) a store kept;
+A check is a diagnosis's snapshot or a scheduled probe's ``ProbePoint``: thin (ok or not,
+what it saw, its time), it fills the sparklines and the outages between diagnoses but is
+never a baseline and carries no facts to compare.
+
+Pure: built from the snapshots (checks.baseline), probe points and markers a store kept;
 ``Timeline.to_dict`` is the JSON of `badgateway history --json`, and the renderers
 (bot.render.history) draw it for a terminal and for Slack.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
 from collections.abc import Sequence
@@ -19,13 +24,57 @@ from typing import Any
 
 from checks.baseline import Snapshot
 from checks.changes import changes_since
-from checks.markers import Marker, first_failure
+from checks.markers import Marker
 from checks.model import Cause, Change
 
 # One glyph per time bucket: the higher, the worse (a bar chart of trouble).
 GLYPH_OK, GLYPH_MIXED, GLYPH_FAIL, GLYPH_NONE = "▁", "▅", "█", "·"
 LATENCY_GLYPHS = "▁▂▃▄▅▆▇█"
 DEFAULT_BUCKETS = 48
+
+
+class ProbeError(ValueError):
+    """A stored probe point this version cannot read."""
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    """One scheduled probe of ``target`` at ``at`` (ISO UTC): did it work, what it saw."""
+
+    target: str
+    at: str
+    ok: bool
+    what: str  # "HTTP 502 Bad Gateway from http://…"
+    total_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ProbePoint:
+        if not isinstance(d, dict):
+            raise ProbeError("not a probe point")
+        try:
+            total = d.get("total_ms")
+            return cls(
+                str(d["target"]),
+                str(d["at"]),
+                bool(d["ok"]),
+                str(d.get("what") or ""),
+                float(total) if isinstance(total, int | float) else None,
+            )
+        except KeyError as exc:
+            raise ProbeError(f"a probe point without {exc}") from None
+
+
+@dataclass(frozen=True)
+class _Check:
+    """A snapshot or a probe point, as the sparklines and outages see it."""
+
+    at: str
+    healthy: bool
+    cause: str
+    total_ms: float | None
 
 
 @dataclass(frozen=True)
@@ -98,22 +147,38 @@ def timeline(
     hours: float = 24.0,
     buckets: int = DEFAULT_BUCKETS,
     last_good: Snapshot | None = None,
+    probes: Sequence[ProbePoint] = (),
 ) -> Timeline:
     """The timeline of ``target`` over the ``hours`` up to ``until`` (aware), in ``buckets``."""
     since = until - timedelta(hours=hours)
     shown = sorted(
         (s for s in snapshots if _within(s.taken_at, since, until)), key=lambda s: _at(s.taken_at)
     )
+    checks = sorted(
+        [_Check(s.taken_at, s.healthy, s.cause, _total_ms(s)) for s in shown]
+        + [
+            _Check(p.at, p.ok, "healthy" if p.ok else f"probe: {p.what}", p.total_ms)
+            for p in probes
+            if _within(p.at, since, until)
+        ],
+        key=lambda c: _at(c.at),
+    )
     bucket_s = hours * 3600 / buckets
-    grouped: list[list[Snapshot]] = [[] for _ in range(buckets)]
-    for snapshot in shown:
-        index = int((_at(snapshot.taken_at) - since).total_seconds() // bucket_s)
-        grouped[min(index, buckets - 1)].append(snapshot)
+    grouped: list[list[_Check]] = [[] for _ in range(buckets)]
+    for check in checks:
+        index = int((_at(check.at) - since).total_seconds() // bucket_s)
+        grouped[min(index, buckets - 1)].append(check)
     latencies = [_median_total(group) for group in grouped]
     known = [ms for ms in latencies if ms is not None]
     top = max(known) if known else None
-    failing_now = bool(shown) and not shown[-1].healthy
-    good = last_good or next((s for s in reversed(shown) if s.healthy), None)
+    failing_now = bool(checks) and not checks[-1].healthy
+    good_at = next((c.at for c in reversed(checks) if c.healthy), None)
+    if good_at is None and last_good is not None:
+        good_at = last_good.taken_at
+    failing_since = next(
+        (c.at for c in checks if not c.healthy and (good_at is None or _at(c.at) > _at(good_at))),
+        None,
+    )
     return Timeline(
         target=target,
         since=since.isoformat(timespec="seconds"),
@@ -122,30 +187,33 @@ def timeline(
         status="".join(_status_glyph(group) for group in grouped),
         latency="".join(_latency_glyph(ms, top) for ms in latencies),
         latency_max_ms=round(top) if top is not None else None,
-        checks=len(shown),
-        outages=_outages(shown),
+        checks=len(checks),
+        outages=_outages(checks),
         changes=_changes(shown),
         markers=sorted(
             (m for m in markers if _within(m.at, since, until)), key=lambda m: _at(m.at)
         ),
-        last_good_at=good.taken_at if good else None,
-        first_failure_at=first_failure(good, shown, shown[-1].taken_at) if failing_now else None,
+        last_good_at=good_at,
+        first_failure_at=failing_since if failing_now else None,
     )
 
 
-def _status_glyph(group: list[Snapshot]) -> str:
+def _status_glyph(group: list[_Check]) -> str:
     if not group:
         return GLYPH_NONE
     healthy = sum(1 for s in group if s.healthy)
     return GLYPH_OK if healthy == len(group) else GLYPH_FAIL if healthy == 0 else GLYPH_MIXED
 
 
-def _median_total(group: list[Snapshot]) -> float | None:
-    totals = []
-    for snapshot in group:
-        phases = snapshot.context.get("phases_ms")
-        if isinstance(phases, dict) and isinstance(phases.get("total"), int | float):
-            totals.append(float(phases["total"]))
+def _total_ms(snapshot: Snapshot) -> float | None:
+    phases = snapshot.context.get("phases_ms")
+    if isinstance(phases, dict) and isinstance(phases.get("total"), int | float):
+        return float(phases["total"])
+    return None
+
+
+def _median_total(group: list[_Check]) -> float | None:
+    totals = [c.total_ms for c in group if c.total_ms is not None]
     return statistics.median(totals) if totals else None
 
 
@@ -155,17 +223,19 @@ def _latency_glyph(ms: float | None, top: float | None) -> str:
     return LATENCY_GLYPHS[min(len(LATENCY_GLYPHS) - 1, int(ms / top * len(LATENCY_GLYPHS)))]
 
 
-def _outages(shown: list[Snapshot]) -> list[Outage]:
+def _outages(checks: list[_Check]) -> list[Outage]:
     found: list[Outage] = []
-    run: list[Snapshot] = []
-    for snapshot in [*shown, None]:
-        if snapshot is not None and not snapshot.healthy:
-            run.append(snapshot)
+    run: list[_Check] = []
+    for check in [*checks, None]:
+        if check is not None and not check.healthy:
+            run.append(check)
             continue
         if run:
-            cause = statistics.mode(s.cause for s in run)
-            ended = snapshot.taken_at if snapshot is not None else None
-            found.append(Outage(cause, run[0].taken_at, run[-1].taken_at, ended, len(run)))
+            # A diagnosis names the cause; probes only say what they saw.
+            diagnosed = [c.cause for c in run if not c.cause.startswith("probe: ")]
+            cause = statistics.mode(diagnosed or [c.cause for c in run])
+            ended = check.at if check is not None else None
+            found.append(Outage(cause, run[0].at, run[-1].at, ended, len(run)))
             run = []
     return found
 

@@ -61,6 +61,7 @@ class ProbeOutcome:
     what: str  # "HTTP 502 from http://…", "connection refused to 127.0.0.1:8080"
     facts: dict[str, list[str]] = field(default_factory=dict)
     context: dict[str, Any] | None = None  # ProbeContext.to_dict() when the target resolved
+    total_ms: float | None = None  # how long the GET took, when it was made
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)

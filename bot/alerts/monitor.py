@@ -6,18 +6,21 @@ Scheduling goes through SAQ, not a loop in the web process: a unique ``CronJob``
 ``monitor:SITE`` so a site never has two probes queued or running at once. Each site's
 next due time is its interval ± 10 %, so fifty sites do not all fire in the same second.
 A probe is one quick GET (``checks.http_probe.fetch``, cache busted) at the address
-``checks.runner.prepare`` resolved and vetted; its result feeds ``Incidents.observe``.
+``checks.runner.prepare`` resolved and vetted; its result feeds ``Incidents.observe``, and
+is kept as a thin probe point in the site's history (bot.history_store) for its timeline.
 
 The worker assembly (bot.assemble.worker) adds ``MONITOR_FUNCTIONS`` and
 ``monitor_cron_jobs()`` to the default queue's workers and puts an ``Incidents`` in their
-context under ``"alerts"``.
+context under ``"alerts"``, and the history store under ``"history"``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,12 +28,14 @@ from saq import CronJob, Queue
 
 from bot import metrics, storage
 from bot.alerts.incidents import Incidents, ProbeOutcome
+from bot.history_store import HISTORY_BUDGET_S, HistoryStore
 from checks.guard import TargetRefused
 from checks.http_probe import cache_busted, fetch
 from checks.http_status import server_failed
 from checks.runner import prepare
 from checks.settings import Settings, Site
 from checks.target import BadTarget
+from checks.timeline import ProbePoint
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ async def probe_site(site: Site, settings: Settings) -> ProbeOutcome:
         facts = site_facts(site, (), {"answer": [kind]})
         return ProbeOutcome(False, f"DNS {kind}: {ctx.resolve_error}", facts, ctx.to_dict())
     attempt = await fetch(ctx, cache_busted(site.url), follow_redirects=False)
+    total_ms = attempt.phases.get("total")
     extra: dict[str, list[str]] = {}
     if server := attempt.headers.get("server"):
         extra["edge"] = [server.split("/")[0]]
@@ -73,11 +79,13 @@ async def probe_site(site: Site, settings: Settings) -> ProbeOutcome:
         if not ok:
             extra["failure"] = [f"HTTP {attempt.status}"]
         what = f"HTTP {attempt.status} {attempt.reason}".strip() + f" from {site.url}"
-        return ProbeOutcome(ok, what, site_facts(site, ctx.addresses, extra), ctx.to_dict())
+        facts = site_facts(site, ctx.addresses, extra)
+        return ProbeOutcome(ok, what, facts, ctx.to_dict(), total_ms)
     error = attempt.error or {"kind": "error", "message": "no response"}
     extra["failure"] = [error.get("kind", "error")]
     what = f"{error.get('message') or error.get('kind')} ({site.url})"
-    return ProbeOutcome(False, what, site_facts(site, ctx.addresses, extra), ctx.to_dict())
+    facts = site_facts(site, ctx.addresses, extra)
+    return ProbeOutcome(False, what, facts, ctx.to_dict(), total_ms)
 
 
 def probe_timeout_s(settings: Settings, incidents: Incidents) -> int:
@@ -135,8 +143,13 @@ async def monitor_site(ctx: dict[str, Any], *, site: str) -> dict[str, Any]:
     configured = incidents.settings.site_named(site)
     if configured is None:
         return {"site": site, "skipped": "not configured"}
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     outcome = await probe_site(configured, incidents.settings)
     metrics.probe(site, outcome.ok)
+    await keep_probe(
+        ctx.get("history"),
+        ProbePoint(site, started, outcome.ok, outcome.what[:200], outcome.total_ms),
+    )
     incident = await incidents.observe(configured, outcome)
     await incidents.settle()
     return {
@@ -145,6 +158,18 @@ async def monitor_site(ctx: dict[str, Any], *, site: str) -> dict[str, Any]:
         "what": outcome.what,
         "incident": incident.id if incident else None,
     }
+
+
+async def keep_probe(store: HistoryStore | None, point: ProbePoint) -> None:
+    """The probe's point in the site's history: logged and skipped when it cannot be kept
+    (the timeline loses a point; the incident never waits on it)."""
+    if store is None:
+        return
+    try:
+        async with asyncio.timeout(HISTORY_BUDGET_S):
+            await store.probed(point)
+    except Exception:
+        log.warning("probe point of %s not kept", point.target, exc_info=True)
 
 
 MONITOR_FUNCTIONS = (monitor_tick, monitor_site)

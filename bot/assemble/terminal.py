@@ -28,6 +28,7 @@ from bot.history_store import (
     HistoryKeeper,
     HistoryStore,
     MemoryHistory,
+    close_store,
     marked_site,
     redis_history,
     timeline_of,
@@ -155,9 +156,7 @@ async def _closed(store: HistoryStore, work: Awaitable[T]) -> T:
     try:
         return await work
     finally:
-        closer = getattr(store, "aclose", None)
-        if closer is not None:
-            await closer()
+        await close_store(store)
 
 
 def run_mark(

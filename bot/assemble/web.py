@@ -36,7 +36,13 @@ from bot.alerts.store import OPEN
 from bot.alerts.webhooks import add_alert_routes
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig
-from bot.history_store import HistoryKeeper, HistoryStore, MemoryHistory, redis_history
+from bot.history_store import (
+    HistoryKeeper,
+    HistoryStore,
+    MemoryHistory,
+    close_store,
+    redis_history,
+)
 from bot.pipeline import Carrier, DiagnosisRequest, HistorySink, InProcessCarrier, ResultSink
 from bot.queue import worker_metrics
 from bot.queue.carrier import QueueCarrier, Unclaimed
@@ -129,9 +135,7 @@ class WebProcess:
             await self.incidents.close()
         if self.health is not None:
             await self.health.close()
-        closer = getattr(self.history, "aclose", None)
-        if closer is not None:
-            await closer()
+        await close_store(self.history)
 
 
 def build_carrier(

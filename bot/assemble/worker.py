@@ -28,7 +28,7 @@ from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
 from bot.alerts.sink import IncidentVerdicts
 from bot.assemble.alerts import build_incidents
 from bot.config import BotConfig, ConfigError
-from bot.history_store import HistoryKeeper, redis_history
+from bot.history_store import HistoryKeeper, HistoryStore, redis_history
 from bot.pipeline import HistorySink, LoggingSink, ResultSink
 from bot.queue.carrier import QueueCarrier
 from bot.queue.delivery import DeliveryQueue
@@ -86,9 +86,10 @@ def monitoring(
     return build_incidents(config, settings, carrier)
 
 
-def monitor_jobs(incidents: Incidents) -> FeatureJobs:
+def monitor_jobs(incidents: Incidents, history: HistoryStore | None = None) -> FeatureJobs:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["alerts"] = incidents  # what bot.alerts.monitor's jobs use
+        ctx["history"] = history  # where they keep each probe's point
 
     return FeatureJobs(MONITOR_QUEUE, MONITOR_FUNCTIONS, monitor_cron_jobs(), startup)
 
@@ -123,7 +124,7 @@ async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
         if incidents is None:
             return await work(config, settings, queues, sink, extra_jobs=extra)
         # Verdicts of alerts' diagnoses also reach the alert's root message.
-        extra.append(monitor_jobs(incidents))
+        extra.append(monitor_jobs(incidents, history.store))
         return await work(
             config, settings, queues, IncidentVerdicts(sink, incidents), extra_jobs=extra
         )
