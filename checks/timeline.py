@@ -171,14 +171,12 @@ def timeline(
     latencies = [_median_total(group) for group in grouped]
     known = [ms for ms in latencies if ms is not None]
     top = max(known) if known else None
-    failing_now = bool(checks) and not checks[-1].healthy
-    good_at = next((c.at for c in reversed(checks) if c.healthy), None)
+    # By position, not time: a check and the next may share a second.
+    last_ok = max((i for i, c in enumerate(checks) if c.healthy), default=-1)
+    good_at = checks[last_ok].at if last_ok >= 0 else None
     if good_at is None and last_good is not None:
         good_at = last_good.taken_at
-    failing_since = next(
-        (c.at for c in checks if not c.healthy and (good_at is None or _at(c.at) > _at(good_at))),
-        None,
-    )
+    failing_now = bool(checks) and not checks[-1].healthy
     return Timeline(
         target=target,
         since=since.isoformat(timespec="seconds"),
@@ -194,7 +192,7 @@ def timeline(
             (m for m in markers if _within(m.at, since, until)), key=lambda m: _at(m.at)
         ),
         last_good_at=good_at,
-        first_failure_at=failing_since if failing_now else None,
+        first_failure_at=checks[last_ok + 1].at if failing_now else None,
     )
 
 

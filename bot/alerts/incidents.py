@@ -173,7 +173,9 @@ class Incidents:
             if await self.store.muted(site.name):
                 return None
             since = streak.first_failure_at or now
-            return await self._open(site, outcome.what, "monitor", since, outcome, now)
+            return await self._open(
+                site, outcome.what, "monitor", since, outcome, now, last_good_at=streak.last_ok_at
+            )
 
     async def alerts_seen(
         self,
@@ -234,12 +236,14 @@ class Incidents:
         outcome: ProbeOutcome | None,
         now: float,
         firing: dict[str, str] | None = None,
+        last_good_at: float | None = None,
     ) -> Incident:
         incident = Incident.new(
             site.name,
             site.url,
             site.channel or self.settings.default_channel,
             since=since,
+            last_good_at=last_good_at,
             opened_at=now,
             what_failed=what,
             source=source,

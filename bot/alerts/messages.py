@@ -61,6 +61,11 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
             f" ({duration(now - incident.since)})"
         ]
     lines.append(f"*URL:* {escape(incident.url)}")
+    if incident.last_good_at is not None:  # when it started, as the probes saw it
+        lines.append(
+            f"*Started:* last good check {slack_time(incident.last_good_at)} → "
+            f"first failure {slack_time(incident.since)}"
+        )
     if incident.what_failed:
         lines.append(f"*What failed:* {escape(incident.what_failed)}")
     if incident.diagnosis == "diagnosing" and incident.waiting_since is not None:

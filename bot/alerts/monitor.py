@@ -143,7 +143,7 @@ async def monitor_site(ctx: dict[str, Any], *, site: str) -> dict[str, Any]:
     configured = incidents.settings.site_named(site)
     if configured is None:
         return {"site": site, "skipped": "not configured"}
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="milliseconds")  # probes come seconds apart
     outcome = await probe_site(configured, incidents.settings)
     metrics.probe(site, outcome.ok)
     await keep_probe(

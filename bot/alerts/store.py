@@ -45,6 +45,7 @@ class Incident:
     storm_id: str | None = None
     state: str = OPEN
     since: float = field(default_factory=time.time)  # first failure seen
+    last_good_at: float | None = None  # the last probe that passed before it, when known
     opened_at: float = field(default_factory=time.time)
     what_failed: str = ""
     source: str = "monitor"  # monitor | alertmanager | webhook
@@ -99,6 +100,7 @@ class Streak:
     failures: int
     successes: int
     first_failure_at: float | None
+    last_ok_at: float | None = None  # the latest probe that passed
 
 
 T = TypeVar("T")
@@ -196,7 +198,8 @@ class IncidentStore:
     async def record_probe(self, site: str, ok: bool, now: float) -> Streak:
         key = _key("streak", site)
         if ok:
-            await _done(self.redis.hset(key, mapping={"failures": "0", "first_failure_at": ""}))
+            reset = {"failures": "0", "first_failure_at": "", "last_ok_at": str(now)}
+            await _done(self.redis.hset(key, mapping=reset))
             await _done(self.redis.hincrby(key, "successes", 1))
         else:
             await _done(self.redis.hset(key, "successes", "0"))
@@ -204,11 +207,12 @@ class IncidentStore:
                 await _done(self.redis.hset(key, "first_failure_at", str(now)))
         raw = await _done(self.redis.hgetall(key))
         await self.redis.expire(key, 7 * 24 * 3600)
-        first = raw.get("first_failure_at") or ""
+        first, last_ok = raw.get("first_failure_at") or "", raw.get("last_ok_at") or ""
         return Streak(
             failures=int(raw.get("failures", 0)),
             successes=int(raw.get("successes", 0)),
             first_failure_at=float(first) if first else None,
+            last_ok_at=float(last_ok) if last_ok else None,
         )
 
     # -- mutes -----------------------------------------------------------------------------

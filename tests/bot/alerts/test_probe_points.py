@@ -1,6 +1,7 @@
 """Scheduled probes keep a thin point each in the site's history (real nginx in front of an
 app the test stops, real redis-server): ok or not, what it saw, how long it took; the
-timeline draws them and their outage. A store that is down costs the point, not the probe."""
+timeline draws them and their outage. A store that is down costs the point, not the probe.
+And the alert a failing probe opens says when it started: last good check → first failure."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from bot.history_store import PROBES_KEPT, RedisHistory, timeline_of
 from bot.storage import key
 from checks.settings import Site
 from checks.timeline import ProbePoint
-from tests.lab.alerts import CHANNEL, App, RecordingCarrier, lab_settings, make_incidents
+from tests.lab.alerts import (
+    CHANNEL,
+    App,
+    RecordingCarrier,
+    lab_settings,
+    make_incidents,
+    probe,
+    until,
+)
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_slack import SlackStandIn
 
@@ -66,3 +75,22 @@ async def test_a_probe_goes_on_when_its_point_cannot_be_kept(
     finally:
         await gone.aclose()
     assert done["ok"] is True
+
+
+async def test_an_alert_says_its_last_good_check_and_first_failure(
+    redis: Redis, slack_api: SlackStandIn, app: App
+) -> None:
+    site = Site("shop", f"http://127.0.0.1:{app.port}/shop", channel=CHANNEL)
+    incidents = make_incidents(redis, slack_api, lab_settings(site), RecordingCarrier())
+    await probe(incidents, site)
+    app.stop()
+    await probe(incidents, site, 2)  # FAST: two failures open the incident
+    await incidents.settle()
+    await until(lambda: len(slack_api.roots()) == 1, within_s=10, what="alert")
+    incident = await incidents.store.current("shop")
+    assert incident is not None and incident.last_good_at is not None
+    assert incident.last_good_at < incident.since
+    [root] = slack_api.roots()
+    assert "*Started:* last good check <!date^" in root.text and "→ first failure <!date^" in (
+        root.text
+    )
