@@ -63,8 +63,7 @@ class SlackAuthWatch:
         return f"Slack rejects SLACK_BOT_TOKEN ({self.rejected}); the bot cannot post"
 
     def accepted_at_start(self) -> None:
-        """The process checked the token itself as it started (bot.slack.server.check_token):
-        the first refresh waits its interval."""
+        """The process checked the token itself as it started (bot.slack.server.check_token)."""
         self.rejected, self.checked_at = None, time.monotonic()
 
     async def check(self) -> None:
@@ -93,15 +92,11 @@ class SlackAuthWatch:
             self._task = asyncio.create_task(self._keep_checking())
 
     async def _keep_checking(self) -> None:
+        """The first check an interval after the start (`serve` checked the token as it
+        started), then one an interval after each."""
         while True:
-            if self.checked_at is not None:
-                due = self.checked_at + self.every_s - time.monotonic()
-                if due > 0:
-                    await asyncio.sleep(due)
-            before = self.checked_at
+            await asyncio.sleep(self.every_s)
             await self.check()
-            if self.checked_at == before:  # no answer from Slack: try again after the interval
-                await asyncio.sleep(self.every_s)
 
     async def close(self) -> None:
         if self._task is not None:
