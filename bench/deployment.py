@@ -184,10 +184,19 @@ class Deployment:
             "updates": len(self.slack.calls_of("chat.update", ok_only=True)),
             "refused_429": self.limits.refused,
             "unhonoured_429": self.limits.unhonoured,
+            "unhonoured_429_by_method": self.unhonoured_by_method(),
             "refused_429_by_method": self.refused_by_method(),
             "peak_rss_mib": self.peak_rss(),
             "enqueue_to_start": await self.enqueue_to_start(),
         }
+
+    def unhonoured_by_method(self) -> dict[str, int]:
+        """The 429s retried before their Retry-After, by Web API method."""
+        counts: dict[str, int] = {}
+        for call in self.limits.unhonoured_calls:
+            method = str(json.loads(call)[0]) if call.startswith("[") else call.split()[0]
+            counts[method] = counts.get(method, 0) + 1
+        return counts
 
     def refused_by_method(self) -> dict[str, int]:
         """Slack's 429s, by Web API method."""

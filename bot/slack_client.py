@@ -272,7 +272,7 @@ def rate_scale(client: AsyncWebClient) -> float:
     return post_pace(client).scale
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def retry_after(exc: BaseException) -> float | None:
     """The Retry-After seconds of a 429, else None."""
     if not isinstance(exc, SlackApiError) or exc.response is None:
         return None
@@ -295,7 +295,18 @@ def _ambiguous(exc: BaseException) -> bool:
 
 
 class PostRefused(Exception):
-    """Slack refused the post (429) for longer than the caller can wait: it was not posted."""
+    """Slack refused the post (429) for longer than the caller can wait: it was not posted.
+
+    ``retry_at`` (time.time(), so that another process can read it): when Slack's Retry-After
+    for the refused call ends; the same post sent sooner, by any process, ignores it."""
+
+    def __init__(self, message: str, retry_at: float) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+def _wall(monotonic_at: float) -> float:
+    return time.time() + (monotonic_at - time.monotonic())
 
 
 async def find_posted(
@@ -353,7 +364,8 @@ async def post_once(
                 turn = post_pace(client).take(channel)
                 await asyncio.wait_for(turn, max(0.0, give_up_at - time.monotonic()))
             except TimeoutError:
-                raise PostRefused(f"{key}: no turn to post again in time") from None
+                held = post_pace(client).held.get(channel, time.monotonic())
+                raise PostRefused(f"{key}: no turn to post again in time", _wall(held)) from None
         else:
             await post_pace(client).take(channel)
         try:
@@ -368,13 +380,15 @@ async def post_once(
             )
             return str(response["ts"])
         except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
-            wait_s = _retry_after(exc)
+            wait_s = retry_after(exc)
             if wait_s is not None:
                 wait_s += random.random()
                 post_pace(client).hold(channel, time.monotonic() + wait_s)
             if wait_s is not None and give_up_at is not None and refused_only:
                 if time.monotonic() + wait_s > give_up_at:
-                    raise PostRefused(f"{key}: rate limited for {wait_s:.1f} s") from exc
+                    raise PostRefused(
+                        f"{key}: rate limited for {wait_s:.1f} s", time.time() + wait_s
+                    ) from exc
             if wait_s is not None and time.monotonic() + wait_s < limited_until:
                 attempt -= 1  # refused, so not posted: not an attempt
                 metrics.slack_retry("chat.postMessage", "rate_limited")

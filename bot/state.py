@@ -40,6 +40,7 @@ from checks.model import StepResult
 
 THREAD_TTL_S = 30 * 24 * 3600.0
 DIAGNOSIS_TTL_S = 7 * 24 * 3600.0
+ROOT_TTL_S = 24 * 3600.0  # what a root shows is kept this long after its last update
 EVENT_TTL_S = 3600.0  # Slack retries an event for a few minutes at most
 VERDICT_FIELD = "_verdict"  # the verdict's ts lives beside the steps' ts
 # How long a running flight is trusted without news: a run whose carrier died does not keep
@@ -305,6 +306,22 @@ class BotState:
         await self.store.hash_set(
             _posted_key(diagnosis_id, channel, root_ts), part, ts, DIAGNOSIS_TTL_S
         )
+
+    def root_turn(
+        self, channel: str, root_ts: str, wait_s: float
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a root message is updated, by whichever process (bot.slack.root_updates:
+        the web process and each worker keep the same roots up to date)."""
+        return self.store.lock(storage.key("lock", "root", channel, root_ts), wait_s)
+
+    async def root_shows(self, channel: str, root_ts: str) -> str | None:
+        """The digest of what the root shows, as the last process to update it left it."""
+        found = await self.store.get_json(storage.key("slack", "root", channel, root_ts))
+        return None if found is None else str(found)
+
+    async def record_root_shows(self, channel: str, root_ts: str, digest: str) -> None:
+        key = storage.key("slack", "root", channel, root_ts)
+        await self.store.set_json(key, digest, ROOT_TTL_S)
 
     async def sharers(self, diagnosis_id: str) -> list[tuple[str, str]]:
         """The threads (channel, root_ts) that show this diagnosis, in no particular order."""

@@ -6,11 +6,12 @@ in: its threads and `/502 mute|unmute|status` reach the Slack app through bot.th
 the alert webhooks are mounted on the same server. Without Redis there are no alerts
 (incidents must outlive the process). Stops cleanly on SIGTERM/SIGINT.
 
-With Redis the process also says when it cannot work (bot.queue.health): `/readyz` fails
-while Redis is out of reach or no worker heartbeats, `/502` answers one private line instead
-of starting what it cannot finish, and a root whose diagnosis no worker takes says so
-(bot.slack.waiting; an alert's root through bot.alerts.incidents). Its clients reconnect by
-themselves once Redis is back.
+`/readyz` fails while Slack rejects the bot token (bot.slack.slack_auth: checked at start and
+every minute, not per probe). With Redis the process also says when it cannot work
+(bot.queue.health): `/readyz` fails while Redis is out of reach or no worker heartbeats,
+`/502` answers one private line instead of starting what it cannot finish, and a root whose
+diagnosis no worker takes says so (bot.slack.waiting; an alert's root through
+bot.alerts.incidents). Its clients reconnect by themselves once Redis is back.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from bot.slack.server import (
     until_connected,
 )
 from bot.slack.sink import SlackSink
+from bot.slack.slack_auth import SlackAuthWatch
 from bot.slack.waiting import WaitingRoots
 from bot.slack_client import make_web_client
 from bot.state import BotState, StateStore, open_store
@@ -87,6 +89,14 @@ class WebProcess:
     incidents: Incidents | None = None
     health: QueueHealth | None = None  # with Redis: is it there, is a worker taking jobs
     history: HistoryStore | None = None  # where POST /events keeps markers
+    slack_auth: SlackAuthWatch | None = None  # does Slack still accept the token
+
+    async def not_ready(self) -> str | None:
+        """`/readyz`: None when the bot can work now; else why not, in one line."""
+        problem = self.slack_auth.problem() if self.slack_auth is not None else None
+        if problem is None and self.health is not None:
+            problem = await self.health.not_ready()
+        return problem
 
     async def metrics_snapshot(self) -> metrics.Snapshot:
         """For `/metrics`, besides this process's own: the workers' and the install's."""
@@ -110,8 +120,19 @@ class WebProcess:
             self.app,
             self.replies,
             events=not self.config.socket_mode,
-            ready=self.health.not_ready if self.health is not None else None,
+            ready=self.not_ready,
         )
+        if self.slack_auth is not None:
+            slack_auth = self.slack_auth
+
+            async def watch_token(_: web.Application) -> None:
+                slack_auth.start()
+
+            async def stop_watching(_: web.Application) -> None:
+                await slack_auth.close()
+
+            served.on_startup.append(watch_token)
+            served.on_cleanup.append(stop_watching)
         if isinstance(self.carrier, QueueCarrier):
             carrier = self.carrier
 
@@ -216,7 +237,18 @@ def build_web(
     replies = PrivateReplies(client)
     app = build_app(config, chatops, state, client, replies)
     return WebProcess(
-        config, settings, client, state, carrier, chatops, app, replies, incidents, health, history
+        config,
+        settings,
+        client,
+        state,
+        carrier,
+        chatops,
+        app,
+        replies,
+        incidents,
+        health,
+        history,
+        SlackAuthWatch(client),
     )
 
 
@@ -235,6 +267,8 @@ async def run(
                 loop.add_signal_handler(sig, stop.set)
     process = build_web(config, settings)
     problem = await check_token(process.chatops, config)
+    if problem is None and process.slack_auth is not None:
+        process.slack_auth.accepted_at_start()
     socket_url = ""
     if problem is None and config.socket_mode:
         socket_url, problem = await socket_mode_url(process.client, config)

@@ -14,12 +14,20 @@ A 429 is honoured by the client (bot.slack_client: Retry-After, then retry); an 
 still fails is tried again later, a few times, and then given up with a log line (the thread's
 replies, which are posts, carry everything the root shows). ``settle`` waits until every
 root asked for so far has been sent: a process flushes its roots before it stops.
+
+In queue mode the web process and every worker keep the same roots up to date, each with a
+``RootUpdates`` of its own. Given the shared ``state``, one process at a time updates a root
+(``BotState.root_turn``), and what the root shows is recorded there: a process that would
+send the view another one just sent sends nothing (no second call for the Tier 3 budget, and
+none repeating a call Slack refused before its Retry-After), and a process whose update Slack
+refused keeps the root's turn until the Retry-After has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -28,10 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack_client import TokenBucket, rate_scale, update
+from bot.slack_client import TokenBucket, rate_scale, retry_after, update
+from bot.state import BotState
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,7 @@ WORKSPACE_BURST = 5
 UPDATE_TRIES = 4
 RETRY_DELAY_S = 2.0
 IDLE_KEPT = 200  # roots remembered (for their spacing) before idle ones are dropped
+ROOT_TURN_WAIT_S = 60.0  # another process's update of the root (its 429s waited out included)
 
 
 @dataclass
@@ -66,9 +77,12 @@ class RootUpdates:
         per_root_s: float | None = None,
         per_minute: float | None = None,
         burst: int = WORKSPACE_BURST,
+        state: BotState | None = None,
     ) -> None:
-        """Unset, the spacing and the budget are Slack's (times the client's rate scale)."""
+        """Unset, the spacing and the budget are Slack's (times the client's rate scale).
+        ``state``: shared with the other processes updating the same roots."""
         self.client = client
+        self.state = state
         scale = rate_scale(client)
         self.per_root_s = PER_ROOT_S / scale if per_root_s is None else per_root_s
         self.budget = TokenBucket(
@@ -152,7 +166,7 @@ class RootUpdates:
             root.progress_only = True  # what is asked from now on is judged again
             try:
                 await self._send(channel, ts, root)
-            except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
+            except (TimeoutError, SlackApiError, aiohttp.ClientError, RedisError) as exc:
                 tries += 1
                 root.last_sent = time.monotonic()
                 if tries < UPDATE_TRIES:
@@ -170,13 +184,36 @@ class RootUpdates:
             return
         if _fingerprint(view) == root.last_view:
             return
+        if self.state is None:
+            await self._update(channel, ts, root, view)
+            return
+        async with self.state.root_turn(channel, ts, ROOT_TURN_WAIT_S):
+            view = await root.render() or view  # another process may have changed it meanwhile
+            if _fingerprint(view) == await self.state.root_shows(channel, ts):
+                root.last_view = _fingerprint(view)  # shown by another process already
+                return
+            shown = await self._update(channel, ts, root, view)
+            await self.state.record_root_shows(channel, ts, shown)
+
+    async def _update(self, channel: str, ts: str, root: _Root, view: dict[str, Any]) -> str:
+        """Send the update (rendered again once the budget allows); what it shows, as a
+        fingerprint. A refused update waits out its Retry-After before it fails, so that no
+        process repeats the call sooner (the root's turn is held meanwhile)."""
         await self.budget.take()
-        view = await root.render() or view
+        view = (await root.render() if root.render is not None else None) or view
         self.sent += 1
         root.last_sent = time.monotonic()
-        await update(self.client, channel=channel, ts=ts, message=view)
+        try:
+            await update(self.client, channel=channel, ts=ts, message=view)
+        except SlackApiError as exc:
+            wait_s = retry_after(exc)
+            if wait_s is not None:
+                await asyncio.sleep(wait_s)
+            raise
         root.last_view = _fingerprint(view)
+        return root.last_view
 
 
 def _fingerprint(view: dict[str, Any]) -> str:
-    return json.dumps(view, sort_keys=True, default=str)
+    text = json.dumps(view, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()

@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 
 # Marks a part whose post was begun; see SlackSink._post_part.
 INTENT_SUFFIX = ":posting"
-NOT_POSTED = "refused"  # an intent whose post Slack refused (429): nothing to look up
+# An intent whose post Slack refused (429): nothing to look up. "refused:<time.time()>" names
+# when its Retry-After ends: the job that takes the thread over (maybe in another process,
+# whose pace knows nothing of that 429) does not post it again sooner.
+NOT_POSTED = "refused"
 THREADS_AT_ONCE = 16  # threads posted to side by side (each channel has its own 1/s limit)
 SETTLE_S = 120.0  # how long a closing sink waits for its roots' last updates
 
@@ -109,7 +112,7 @@ class SlackSink:
     ) -> None:
         self.client = client
         self.state = state
-        self.roots = roots or RootUpdates(client)
+        self.roots = roots or RootUpdates(client, state=state)
         self.hand_out = hand_out
         self.hand_out_after_s = hand_out_after_s
         self._at_once = asyncio.Semaphore(THREADS_AT_ONCE)
@@ -346,9 +349,11 @@ class SlackSink:
         """
         key = f"{diagnosis_id}:{'verdict' if part == VERDICT_FIELD else part}"
         ts = None
-        if posted.get(part + INTENT_SUFFIX, NOT_POSTED) != NOT_POSTED:
+        intent_was = posted.get(part + INTENT_SUFFIX, NOT_POSTED)
+        if not intent_was.startswith(NOT_POSTED):
             ts = await find_posted(self.client, channel, root_ts, key)
         if ts is None:
+            _honour_refusal(self.client, channel, intent_was)
             paced = deadline is not None
             if deadline is not None:
                 try:
@@ -369,8 +374,22 @@ class SlackSink:
                     # A post begun by the deadline may wait out 429s for as long again.
                     give_up_at=None if deadline is None else deadline + self.hand_out_after_s,
                 )
-            except PostRefused:
-                # Refused, so not posted: the next try posts it without looking it up.
-                await self.state.record_posted(diagnosis_id, channel, root_ts, intent, NOT_POSTED)
+            except PostRefused as refused:
+                # Refused, so not posted: the next try posts it without looking it up, and
+                # not before Slack's Retry-After.
+                refusal = f"{NOT_POSTED}:{refused.retry_at:.3f}"
+                await self.state.record_posted(diagnosis_id, channel, root_ts, intent, refusal)
                 raise DeliveryCut from None
         await self.state.record_posted(diagnosis_id, channel, root_ts, part, ts)
+
+
+def _honour_refusal(client: AsyncWebClient, channel: str, intent: str) -> None:
+    """An earlier try of this post was refused until a time ("refused:<time.time()>"): no
+    post to the channel before then, from this process either (its pace holds it)."""
+    _, _, retry_at = intent.partition(":")
+    try:
+        wait_s = float(retry_at) - time.time()
+    except ValueError:
+        return
+    if wait_s > 0:
+        post_pace(client).hold(channel, time.monotonic() + wait_s)

@@ -84,6 +84,7 @@ class SlackLimits:
     scale: float = 1.0  # the rates' multiple of the documented ones (the bot's rate scale)
     refused: int = 0  # calls answered 429 because of a limit
     unhonoured: int = 0  # refused calls repeated before their Retry-After had passed
+    unhonoured_calls: list[str] = field(default_factory=list)  # which (``call``s)
     _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
     _refused_until: dict[str, float] = field(default_factory=dict)  # call -> when it may come
 
@@ -98,6 +99,7 @@ class SlackLimits:
         key = call or f"{method} {channel}"
         if now < self._refused_until.pop(key, 0.0):
             self.unhonoured += 1
+            self.unhonoured_calls.append(key)
         for bucket in buckets:
             bucket.refill(now)
         wait_s = max((b.wait_s() for b in buckets), default=0.0)
