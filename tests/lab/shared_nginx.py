@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
+from tests.lab.process import ManagedProcess, free_ports, require_binary, wait_for_port
 
 
 @dataclass
@@ -35,7 +35,7 @@ def start_shared_nginx(
     directory: Path, upstreams: Mapping[str, str], deny: tuple[str, ...] = ()
 ) -> SharedNginx:
     binary = require_binary("nginx", "/usr/sbin/nginx")
-    ports = {name: free_port() for name in upstreams}
+    ports = dict(zip(upstreams, free_ports(len(upstreams)), strict=True))
     temp = " ".join(
         f"{name}_temp_path {directory}/tmp_{name};"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
