@@ -11,6 +11,7 @@ line) cannot be told apart and counts for the site whose log it is.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -107,6 +108,13 @@ class SiteKeys:
         return False
 
 
+@functools.lru_cache(maxsize=8)
+def _keys_of(sites: tuple[Site, ...]) -> tuple[SiteKeys, ...]:
+    """Every site's keys, once per sites file rather than once per diagnosis: a storm's 200
+    diagnoses of 200 sites built 40,000 of them (seconds of CPU, while the storm waits)."""
+    return tuple(SiteKeys.of(s) for s in sites)
+
+
 @dataclass(frozen=True)
 class LineOwners:
     """Reads lines for one diagnosis of one site."""
@@ -120,7 +128,8 @@ class LineOwners:
     def of(
         cls, site: Site, sites: tuple[Site, ...], mark: str, sent: tuple[SentRequest, ...] = ()
     ) -> LineOwners:
-        others = tuple(SiteKeys.of(s) for s in sites if s.name != site.name)
+        keys = _keys_of(sites)
+        others = tuple(k for s, k in zip(sites, keys, strict=True) if s.name != site.name)
         return cls(SiteKeys.of(site), others, mark, sent)
 
     def own_request(self, line: LogLine) -> str | None:

@@ -11,8 +11,9 @@ never to show what it already shows. A root asked for again
 while it waits is still one update: nothing queues beyond one entry per root.
 
 A 429 is honoured by the client (bot.slack_client: Retry-After, then retry); an update that
-still fails is tried again later, a few times, and then given up with a log line (the thread's
-replies, which are posts, carry everything the root shows). ``settle`` waits until every
+still fails — Slack refusing it, or Redis, which a render reads, out of reach — is tried again
+later, a few times, and then given up with a log line (the thread's replies, which are posts,
+carry everything the root shows). ``settle`` waits until every
 root asked for so far has been sent: a process flushes its roots before it stops.
 
 In queue mode the web process and every worker keep the same roots up to date, each with a
@@ -166,6 +167,8 @@ class RootUpdates:
             root.progress_only = True  # what is asked from now on is judged again
             try:
                 await self._send(channel, ts, root)
+            # A RedisError too: else the root's task ends with it, the root is not shown
+            # until asked again, and close() raises it.
             except (TimeoutError, SlackApiError, aiohttp.ClientError, RedisError) as exc:
                 tries += 1
                 root.last_sent = time.monotonic()

@@ -176,11 +176,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 class SleepyHTTPServer:
     """GET /sleep/<seconds> answers 200 after that long; counts requests and the peak number
-    in flight at once (what a worker's concurrency limit bounds)."""
+    in flight at once (what a worker's concurrency limit bounds). GET /held/<seconds> answers
+    once ``release()`` is called (or after that long at most): requests pile up however slowly
+    a loaded machine sends them."""
 
     def __init__(self) -> None:
         lab = self
         self.lock = threading.Lock()
+        self.released = threading.Event()
         self.in_flight = 0
         self.peak = 0
         self.requests: list[tuple[float, str]] = []  # (monotonic time, path)
@@ -195,10 +198,13 @@ class SleepyHTTPServer:
                     lab.requests.append((time.monotonic(), self.path))
                 try:
                     delay = 0.0
-                    if self.path.startswith("/sleep/"):
+                    if self.path.startswith(("/sleep/", "/held/")):
                         with contextlib.suppress(ValueError):
-                            delay = min(10.0, float(self.path.split("/")[2]))
-                    time.sleep(delay)
+                            delay = min(60.0, float(self.path.split("/")[2]))
+                    if self.path.startswith("/held/"):
+                        lab.released.wait(delay)
+                    else:
+                        time.sleep(min(10.0, delay))
                     body = b"ok\n"
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
@@ -224,6 +230,14 @@ class SleepyHTTPServer:
     def url(self, delay_s: float = 0.0) -> str:
         return f"http://127.0.0.1:{self.port}/sleep/{delay_s:g}"
 
+    def held_url(self, at_most_s: float) -> str:
+        """A URL answered on ``release()``, or after ``at_most_s`` if nothing releases it."""
+        return f"http://127.0.0.1:{self.port}/held/{at_most_s:g}"
+
+    def release(self) -> None:
+        """Answer every held request, and answer later ones at once."""
+        self.released.set()
+
     def count(self, path_prefix: str = "/") -> int:
         with self.lock:
             return sum(1 for _, p in self.requests if p.startswith(path_prefix))
@@ -237,6 +251,7 @@ class SleepyHTTPServer:
         raise TimeoutError(f"the lab HTTP server did not see {n} request(s) to {path_prefix}")
 
     def close(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 
@@ -510,13 +525,13 @@ class QueueLab:
             worker.process.stop(signal.SIGTERM, timeout=10)
 
 
-def write_lab_sites(path: Path, http_port: int) -> None:
+def write_lab_sites(path: Path, http_port: int, timeout_s: float = 5, budget_s: float = 8) -> None:
     path.write_text(
         f"""
 [settings]
 allow_networks = ["127.0.0.0/8"]
-timeout_s = 5
-diagnosis_budget_s = 8
+timeout_s = {timeout_s:g}
+diagnosis_budget_s = {budget_s:g}
 
 [[site]]
 name = "shop"

@@ -40,6 +40,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different free TCP ports. Each is held until all are picked: the kernel
+    hands out a port it just gave and saw closed again, so picking them one at a time gives
+    repeats (2 or 3 among 200, most runs), and two servers on one port serve one site's
+    traffic to the other."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        for _ in range(count):
+            s = held.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            s.bind((host, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP (DNS servers take both)."""
     for _ in range(50):

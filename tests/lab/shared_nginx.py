@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
+from tests.lab.process import ManagedProcess, free_ports, require_binary, wait_for_port
 
 
 @dataclass
@@ -35,7 +35,7 @@ def start_shared_nginx(
     directory: Path, upstreams: Mapping[str, str], deny: tuple[str, ...] = ()
 ) -> SharedNginx:
     binary = require_binary("nginx", "/usr/sbin/nginx")
-    ports = {name: free_port() for name in upstreams}
+    ports = dict(zip(upstreams, free_ports(len(upstreams)), strict=True))
     temp = " ".join(
         f"{name}_temp_path {directory}/tmp_{name};"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -54,11 +54,17 @@ def start_shared_nginx(
         for name, address in upstreams.items()
     )
     error_log = directory / "error.log"
-    # Each listening port takes a connection slot: a storm's hundreds of sites need room.
+    # Each listening port takes a connection slot, and each proxied request two (client and
+    # upstream) while it lasts: a storm's hundreds of sites diagnosed at once on a loaded
+    # machine overlapped past 2 a site, and nginx, "reusing connections", closed requests
+    # mid-way — a refused site then read as one whose upstream closed. Room as a real
+    # proxy for hundreds of sites has it.
+    connections = 64 + 16 * len(ports)
     conf = f"""worker_processes 1;
+worker_rlimit_nofile {2 * connections};
 error_log {error_log} warn;
 pid {directory}/nginx.pid;
-events {{ worker_connections {64 + 2 * len(ports)}; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log {directory}/access.log;
     {temp}

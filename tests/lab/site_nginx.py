@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.lab.certs import LabCerts, make_test_certs
-from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
+from tests.lab.process import ManagedProcess, free_ports, require_binary, wait_for_port
 
 
 @dataclass
@@ -27,7 +27,7 @@ class SiteNginx:
 
 def start_site_nginx(directory: Path, certs: LabCerts) -> SiteNginx:
     binary = require_binary("nginx", "/usr/sbin/nginx")
-    http_port, https_port = free_port(), free_port()
+    http_port, https_port = free_ports(2)
     temp = " ".join(
         f"{name}_temp_path {directory}/tmp_{name};"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")

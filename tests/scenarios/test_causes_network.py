@@ -22,7 +22,7 @@ from checks.settings import Settings, Site
 from tests.lab.certs import CertPair, LabCerts
 from tests.lab.fixtures_netns import NetnsListener
 from tests.lab.fixtures_proxies import Proxy
-from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
+from tests.lab.process import ManagedProcess, free_port, free_ports, require_binary, wait_for_port
 
 LOOPBACK = ip_network("127.0.0.0/8")
 
@@ -107,8 +107,10 @@ def tls_nginx(tls_certs: LabCerts, tmp_path_factory: pytest.TempPathFactory) -> 
     """One nginx, one TLS server block per certificate."""
     binary = require_binary("nginx", "/usr/sbin/nginx")
     directory = tmp_path_factory.mktemp("tls-nginx")
+    names = ("valid", "expired", "wrong_host")
     servers = {
-        name: (free_port(), getattr(tls_certs, name)) for name in ("valid", "expired", "wrong_host")
+        name: (port, getattr(tls_certs, name))
+        for name, port in zip(names, free_ports(len(names)), strict=True)
     }
     (directory / "nginx.conf").write_text(_tls_nginx_config(directory, servers))
     argv = [binary, "-p", str(directory), "-c", str(directory / "nginx.conf")]
