@@ -477,6 +477,11 @@ async def test_rate_limits_and_server_errors_lose_nothing_and_post_nothing_twice
     slack.fail("chat.postMessage", status=429, times=3, retry_after=0)
     root_ts = await run_diagnosis(bot, failing_site)
     unspent = [(f.method, f.status, f.times) for f in slack.failures if f.times]
+    # Under load the fake steps can finish before the root is posted (after its 429s and the
+    # 500): the root is then posted showing the verdict and never updated, so the scripted
+    # chat.update 503 has nothing to refuse. Any update made must have met it.
+    if not slack.calls_of("chat.update", ok_only=False):
+        unspent.remove(("chat.update", 503, 1))
     assert not unspent, (unspent, [(c.method, c.status) for c in slack.calls])
     assert len(slack.roots()) == 1
     thread = slack.thread(root_ts)
