@@ -1,7 +1,8 @@
 """A site's recent history as something to look at: the kept checks of the last hours as a
 text sparkline of status and of latency, the outages they show (a run of failing checks: its
 cause, start, end and length), the facts that changed from one check to the next, the
-markers people recorded, and the last good check → first failure of a failure going on.
+markers people recorded, the alert incidents that ended (``IncidentRecord``), and the last
+good check → first failure of a failure going on.
 
 A check is a diagnosis's snapshot or a scheduled probe's ``ProbePoint``: thin (ok or not,
 what it saw, its time), it fills the sparklines and the outages between diagnoses but is
@@ -67,6 +68,49 @@ class ProbePoint:
             raise ProbeError(f"a probe point without {exc}") from None
 
 
+class IncidentRecordError(ValueError):
+    """A stored incident record this version cannot read."""
+
+
+@dataclass(frozen=True)
+class IncidentRecord:
+    """An alert incident of ``target`` that ended: kept when it closes (resolved by a person
+    or its alerts, or recovered: its probes pass again), so the history shows incidents as the
+    alerts saw them, not only the outages its checks show. Times are ISO UTC."""
+
+    id: str
+    target: str
+    opened_at: str
+    ended_at: str
+    cause: str  # the diagnosed cause and its summary, else what failed
+    ended: str  # how it ended: "resolved by <@U1>", "its alertmanager alert resolved"…
+
+    def duration_s(self) -> float:
+        return _seconds(self.opened_at, self.ended_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.to_dict(), "duration_s": round(self.duration_s())}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> IncidentRecord:
+        if not isinstance(d, dict):
+            raise IncidentRecordError("not an incident record")
+        try:
+            record = cls(*(str(d[name]) for name in _RECORD_FIELDS))
+            record.duration_s()  # both times must be times
+        except KeyError as exc:
+            raise IncidentRecordError(f"an incident record without {exc}") from None
+        except (ValueError, TypeError):
+            raise IncidentRecordError("an incident record with a time that is not one") from None
+        return record
+
+
+_RECORD_FIELDS = ("id", "target", "opened_at", "ended_at", "cause", "ended")
+
+
 @dataclass(frozen=True)
 class _Check:
     """A snapshot or a probe point, as the sparklines and outages see it."""
@@ -118,6 +162,7 @@ class Timeline:
     outages: list[Outage] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
+    incidents: list[IncidentRecord] = field(default_factory=list)  # oldest first
     last_good_at: str | None = None
     first_failure_at: str | None = None  # set while the last check is failing
 
@@ -134,6 +179,7 @@ class Timeline:
             "outages": [o.to_dict() for o in self.outages],
             "changes": [c.to_dict() for c in self.changes],
             "markers": [m.to_dict() for m in self.markers],
+            "incidents": [i.to_json() for i in self.incidents],
             "last_good_at": self.last_good_at,
             "first_failure_at": self.first_failure_at,
         }
@@ -148,6 +194,7 @@ def timeline(
     buckets: int = DEFAULT_BUCKETS,
     last_good: Snapshot | None = None,
     probes: Sequence[ProbePoint] = (),
+    incidents: Sequence[IncidentRecord] = (),
 ) -> Timeline:
     """The timeline of ``target`` over the ``hours`` up to ``until`` (aware), in ``buckets``."""
     since = until - timedelta(hours=hours)
@@ -191,9 +238,20 @@ def timeline(
         markers=sorted(
             (m for m in markers if _within(m.at, since, until)), key=lambda m: _at(m.at)
         ),
+        incidents=_incidents_within(incidents, since, until),
         last_good_at=good_at,
         first_failure_at=checks[last_ok + 1].at if failing_now else None,
     )
+
+
+def _incidents_within(
+    records: Sequence[IncidentRecord], since: datetime, until: datetime
+) -> list[IncidentRecord]:
+    """The incidents that ended within the span, each once: an incident that recovered,
+    failed again and closed is recorded twice, and its last record is what happened."""
+    last = {r.id: r for r in records}
+    shown = [r for r in last.values() if _within(r.ended_at, since, until)]
+    return sorted(shown, key=lambda r: _at(r.opened_at))
 
 
 def _status_glyph(group: list[_Check]) -> str:

@@ -20,11 +20,13 @@ What people do in Slack (bot.alerts.chat) calls ``take``, ``resolve``, ``rediagn
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +37,10 @@ from bot.alerts.posting import AlertPosts, diagnosis_origin
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, IncidentStore, Mute
 from bot.config import AlertPolicy
 from bot.flights import ShowRun, SiteFlights
+from bot.history_store import HISTORY_BUDGET_S, HistoryStore
 from bot.pipeline import Carrier
 from checks.settings import Settings, Site, default_port
+from checks.timeline import IncidentRecord
 
 WAITING_SHOWN_TTL_S = 7 * 24 * 3600.0  # an incident's diagnosis is said to wait once
 
@@ -79,6 +83,10 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
 def site_for_url(url: str, settings: Settings) -> Site:
     """The configured site serving ``url``, or an ad-hoc one posted to the default channel."""
     parts = urlsplit(url)
@@ -112,8 +120,10 @@ class Incidents:
         *,
         flights: SiteFlights | None = None,
         show_run: ShowRun | None = None,
+        history: HistoryStore | None = None,
     ) -> None:
         self.store = store
+        self.history = history  # where an incident that ended is kept for `history SITE`
         self.settings = settings
         self.policy = policy or AlertPolicy()
         self.clock = clock
@@ -276,6 +286,9 @@ class Incidents:
         await self.store.set_current(incident, ttl_s=self.policy.flap_window_s)
         await self.posts.note(incident, messages.recovered_note(incident, now))
         await self.posts.refresh_root(incident)
+        # Kept now: a recovered incident is over unless it fails again within the flap window
+        # (then its record is kept again when it ends, and the later one is shown).
+        await self._keep_ended(incident, now, "recovered: its probes pass again")
 
     async def _close(self, incident: Incident, user: str | None, why: str) -> None:
         now = self.clock()
@@ -287,6 +300,24 @@ class Incidents:
         await self.store.drop_pending(incident.id)
         await self.posts.note(incident, messages.resolved_note(incident, user, why, now))
         await self.posts.refresh_root(incident)
+        await self._keep_ended(incident, now, f"resolved by {user}" if user else why)
+
+    async def _keep_ended(self, incident: Incident, now: float, how: str) -> None:
+        """The ended incident in its site's history: logged and skipped when it cannot be
+        kept (the history loses a line; the incident never waits on it)."""
+        if self.history is None:
+            return
+        cause = incident.cause or incident.what_failed or "unknown"
+        if incident.cause and incident.cause_summary:
+            cause = f"{incident.cause}: {incident.cause_summary}"
+        record = IncidentRecord(
+            incident.id, incident.site, _iso(incident.opened_at), _iso(now), cause[:300], how
+        )
+        try:
+            async with asyncio.timeout(HISTORY_BUDGET_S):
+                await self.history.ended(record)
+        except Exception:
+            log.warning("ended incident %s not kept in history", incident.id, exc_info=True)
 
     async def rediagnose(self, incident_id: str, user: str | None = None) -> Incident | None:
         """*Re-run* in an alert's thread: a new diagnosis into the same thread."""

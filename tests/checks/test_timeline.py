@@ -4,11 +4,22 @@ within the span, and when a failure going on started."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
+
+import pytest
 
 from checks.baseline import Snapshot
 from checks.markers import Marker
-from checks.timeline import GLYPH_FAIL, GLYPH_MIXED, GLYPH_NONE, GLYPH_OK, timeline
+from checks.timeline import (
+    GLYPH_FAIL,
+    GLYPH_MIXED,
+    GLYPH_NONE,
+    GLYPH_OK,
+    IncidentRecord,
+    IncidentRecordError,
+    timeline,
+)
 
 UNTIL = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -74,3 +85,31 @@ def test_no_checks_is_an_empty_timeline() -> None:
     shown = timeline("shop", [], [], UNTIL, buckets=4)
     assert (shown.status, shown.latency, shown.latency_max_ms) == ("····", "····", None)
     assert shown.outages == [] and shown.last_good_at is None
+
+
+def test_an_incident_ended_twice_shows_once_as_it_last_ended() -> None:
+    until = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    recovered = IncidentRecord(
+        "i1",
+        "shop",
+        "2026-12-01T11:00:00+00:00",
+        "2026-12-01T11:05:00+00:00",
+        "upstream_refused",
+        "recovered",
+    )
+    resolved = dataclasses.replace(
+        recovered, ended_at="2026-12-01T11:20:00+00:00", ended="resolved by U1"
+    )
+    old = IncidentRecord(
+        "i0",
+        "shop",
+        "2026-11-29T11:00:00+00:00",
+        "2026-11-29T11:05:00+00:00",
+        "dns_nxdomain",
+        "recovered",
+    )
+    shown = timeline("shop", [], [], until, incidents=[old, recovered, resolved])
+    assert shown.incidents == [resolved]  # the one of two days ago is outside the 24 h
+    assert shown.to_dict()["incidents"][0]["duration_s"] == 20 * 60
+    with pytest.raises(IncidentRecordError):
+        IncidentRecord.from_dict({**recovered.to_dict(), "ended_at": "not a time"})
