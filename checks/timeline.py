@@ -254,6 +254,51 @@ def _incidents_within(
     return sorted(shown, key=lambda r: _at(r.opened_at))
 
 
+@dataclass(frozen=True)
+class Started:
+    """When a failure reported at some time started, as the kept checks saw it: the last
+    healthy check before it, and the first failing check after that one (None: no check
+    failed before it was reported; the report's own time is the first failure known)."""
+
+    last_good_at: str
+    first_failure_at: str | None
+
+
+def started_before(
+    snapshots: Sequence[Snapshot],
+    probes: Sequence[ProbePoint],
+    before: datetime,
+    last_good: Snapshot | None = None,
+) -> Started | None:
+    """When a failure reported at ``before`` (aware) started, from the checks kept up to
+    then; None when no check before it was healthy (the history cannot say)."""
+    checks = sorted(
+        [
+            _Check(s.taken_at, s.healthy, s.cause, None)
+            for s in snapshots
+            if _not_after(s.taken_at, before)
+        ]
+        + [_Check(p.at, p.ok, "", None) for p in probes if _not_after(p.at, before)],
+        key=lambda c: _at(c.at),
+    )
+    last_ok = max((i for i, c in enumerate(checks) if c.healthy), default=-1)
+    if last_ok >= 0:
+        good_at = checks[last_ok].at
+    elif last_good is not None and _not_after(last_good.taken_at, before):
+        good_at = last_good.taken_at
+    else:
+        return None
+    after = [c for c in checks if _at(c.at) > _at(good_at)]
+    return Started(good_at, after[0].at if after else None)
+
+
+def _not_after(iso: str, moment: datetime) -> bool:
+    try:
+        return _at(iso) <= moment
+    except (ValueError, TypeError):
+        return False
+
+
 def _status_glyph(group: list[_Check]) -> str:
     if not group:
         return GLYPH_NONE

@@ -40,7 +40,7 @@ from bot.flights import ShowRun, SiteFlights
 from bot.history_store import HISTORY_BUDGET_S, HistoryStore
 from bot.pipeline import Carrier
 from checks.settings import Settings, Site, default_port
-from checks.timeline import IncidentRecord
+from checks.timeline import IncidentRecord, started_before
 
 WAITING_SHOWN_TTL_S = 7 * 24 * 3600.0  # an incident's diagnosis is said to wait once
 
@@ -210,7 +210,10 @@ class Incidents:
                 if not firing or muted:
                     return None
                 what = next(iter(firing.values()))
-                return await self._open(site, what, source, now, outcome, now, firing)
+                since, last_good_at = await self._started(site, now)
+                return await self._open(
+                    site, what, source, since, outcome, now, firing, last_good_at
+                )
             tracked = len(incident.firing)
             started = {k: text for k, text in firing.items() if k not in incident.firing}
             ended = [incident.firing.pop(k) for k in stopped if k in incident.firing]
@@ -236,6 +239,26 @@ class Incidents:
                 await self.posts.note(incident, note)
             await self.posts.refresh_root(incident)
             return incident
+
+    async def _started(self, site: Site, now: float) -> tuple[float, float | None]:
+        """When an alert arriving ``now`` started, as the site's history saw it (an alert
+        has no probe streak): (its first failure, its last good check); (``now``, None) when
+        the history cannot say, or cannot be read in its budget."""
+        if self.history is None:
+            return now, None
+        try:
+            async with asyncio.timeout(HISTORY_BUDGET_S):
+                history = await self.history.load(site.name)
+        except Exception:
+            log.warning("history of %s not read for an alert", site.name, exc_info=True)
+            return now, None
+        arrived = datetime.fromtimestamp(now, UTC)
+        found = started_before(history.recent, history.probes, arrived, history.last_good)
+        if found is None:
+            return now, None
+        first = found.first_failure_at
+        since = datetime.fromisoformat(first).timestamp() if first else now
+        return since, datetime.fromisoformat(found.last_good_at).timestamp()
 
     async def _open(
         self,

@@ -18,6 +18,9 @@ from checks.timeline import (
     GLYPH_OK,
     IncidentRecord,
     IncidentRecordError,
+    ProbePoint,
+    Started,
+    started_before,
     timeline,
 )
 
@@ -113,3 +116,22 @@ def test_an_incident_ended_twice_shows_once_as_it_last_ended() -> None:
     assert shown.to_dict()["incidents"][0]["duration_s"] == 20 * 60
     with pytest.raises(IncidentRecordError):
         IncidentRecord.from_dict({**recovered.to_dict(), "ended_at": "not a time"})
+
+
+def test_when_a_reported_failure_started_is_read_off_the_checks_before_it() -> None:
+    def snap(at: str, healthy: bool) -> Snapshot:
+        return Snapshot("shop", f"2026-12-01T{at}+00:00", healthy, "healthy" if healthy else "x")
+
+    reported = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    checks = [snap("11:00:00", True), snap("11:10:00", False), snap("11:20:00", False)]
+    later_ok = [ProbePoint("shop", "2026-12-01T12:05:00+00:00", True, "HTTP 200")]
+    found = started_before(checks, later_ok, reported)
+    assert found == Started("2026-12-01T11:00:00+00:00", "2026-12-01T11:10:00+00:00")
+    # Healthy last, no failing check yet: the report itself is the first failure.
+    assert started_before(checks[:1], [], reported) == Started(checks[0].taken_at, None)
+    # Only failures kept: the baseline (kept however old) is the last good check.
+    old = snap("02:00:00", True)
+    assert started_before(checks[1:], [], reported, old) == Started(
+        old.taken_at, checks[1].taken_at
+    )
+    assert started_before(checks[1:], [], reported) is None
