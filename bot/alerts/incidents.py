@@ -55,6 +55,7 @@ class AlertSignal:
     key: str
     firing: bool
     text: str  # what it says: its summary, description or name
+    starts_at: float | None = None  # when its sender saw it start (Alertmanager's startsAt)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,13 @@ def parse_duration(text: str) -> float:
     if not 0 < seconds <= 30 * 86400:
         raise ValueError("a mute lasts from a second to 30 days")
     return seconds
+
+
+def _reported_at(alerts: Sequence[AlertSignal], now: float) -> float:
+    """The earliest start its firing alerts give (Alertmanager's ``startsAt``), else ``now``:
+    a start in the future (a sender's clock ahead) is not one."""
+    starts = [a.starts_at for a in alerts if a.firing and a.starts_at is not None]
+    return min([s for s in starts if s <= now] or [now])
 
 
 def _iso(epoch: float) -> str:
@@ -210,7 +218,7 @@ class Incidents:
                 if not firing or muted:
                     return None
                 what = next(iter(firing.values()))
-                since, last_good_at = await self._started(site, now)
+                since, last_good_at = await self._started(site, _reported_at(alerts, now))
                 return await self._open(
                     site, what, source, since, outcome, now, firing, last_good_at
                 )
@@ -241,9 +249,10 @@ class Incidents:
             return incident
 
     async def _started(self, site: Site, now: float) -> tuple[float, float | None]:
-        """When an alert arriving ``now`` started, as the site's history saw it (an alert
-        has no probe streak): (its first failure, its last good check); (``now``, None) when
-        the history cannot say, or cannot be read in its budget."""
+        """When an alert reported at ``now`` (its start, else its arrival) started, as the
+        site's history saw it (an alert has no probe streak): (its first failure, its last
+        good check); (``now``, None) when the history cannot say, or cannot be read in its
+        budget."""
         if self.history is None:
             return now, None
         try:

@@ -6,7 +6,7 @@ nothing when it does not."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest_asyncio
 from aiohttp import web
@@ -88,3 +88,37 @@ async def test_a_webhook_alert_without_history_says_nothing_of_its_start(
     assert "*Started:*" not in root
     incident = await served.incidents.store.current("shop")
     assert incident is not None and incident.last_good_at is None
+
+
+async def test_an_alertmanager_alert_starts_at_its_starts_at(
+    served: Bot, slack_api: SlackStandIn, app: App, redis: Redis
+) -> None:
+    """The history before the alert's startsAt, not its arrival: a failing probe after
+    startsAt is not its first failure, startsAt is."""
+    incidents: Incidents = served.incidents
+    ctx = {"alerts": incidents, "history": RedisHistory(redis)}
+    await monitor_site(ctx, site="shop")
+    app.stop()
+    await monitor_site(ctx, site="shop")
+    good, failed = (await RedisHistory(redis).load("shop")).probes
+    good_s, failed_s = (datetime.fromisoformat(p.at).timestamp() for p in (good, failed))
+    assert failed_s - good_s >= 0.002  # room for a start between them
+    starts_s = (good_s + failed_s) / 2
+    starts_at = datetime.fromtimestamp(starts_s, UTC).isoformat().replace("+00:00", "123Z")
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "ShopDown", "site": "shop"},
+        "annotations": {"summary": "shop is down"},
+        "startsAt": starts_at,  # nanoseconds, as Alertmanager writes it
+        "fingerprint": "a1b2c3",
+    }
+    body = {"version": "4", "status": "firing", "alerts": [alert], "commonLabels": {}}
+    status, _ = await served.post("/alerts/alertmanager", body)
+    assert status == 202
+    await incidents.settle()
+    await until(lambda: len(slack_api.roots()) == 1, within_s=10, what="the alert's root")
+    incident = await incidents.store.current("shop")
+    assert incident is not None and incident.source == "alertmanager"
+    assert incident.last_good_at is not None and abs(incident.last_good_at - good_s) < 0.01
+    assert abs(incident.since - starts_s) < 0.01  # not the failing probe after it
+    assert f"*Started:* last good check <!date^{int(good_s)}^" in slack_api.roots()[0].text
