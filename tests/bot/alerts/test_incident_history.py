@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import AlertSignal
+from bot.alerts.incidents import AlertSignal, Incidents
 from bot.config import HistoryRetention
 from bot.history_store import RedisHistory, timeline_of
 from bot.render.history import history_message, history_text
@@ -30,14 +30,17 @@ from tests.lab.alerts import (
 from tests.lab.fixtures_slack import SlackStandIn
 
 
+def _keeping(redis: Redis, slack: SlackStandIn, app: App) -> tuple[Site, RedisHistory, Incidents]:
+    """The site served by ``app``, its history in Redis, and incidents that keep in it."""
+    site = Site("shop", f"http://127.0.0.1:{app.port}/shop", channel=CHANNEL)
+    store = RedisHistory(redis)
+    return site, store, make_incidents(redis, slack, lab_settings(site), history=store)
+
+
 async def test_an_incident_resolved_by_a_person_shows_in_the_history(
     redis: Redis, slack_api: SlackStandIn, app: App
 ) -> None:
-    site = Site("shop", f"http://127.0.0.1:{app.port}/shop", channel=CHANNEL)
-    store = RedisHistory(redis)
-    incidents = make_incidents(
-        redis, slack_api, lab_settings(site), RecordingCarrier(), history=store
-    )
+    site, store, incidents = _keeping(redis, slack_api, app)
     await probe(incidents, site)
     app.stop()
     await probe(incidents, site, 2)  # FAST: two failures open the incident
@@ -69,11 +72,7 @@ async def test_an_incident_resolved_by_a_person_shows_in_the_history(
 async def test_a_webhook_alert_resolving_and_probes_recovering_end_incidents(
     redis: Redis, slack_api: SlackStandIn, app: App
 ) -> None:
-    site = Site("shop", f"http://127.0.0.1:{app.port}/shop", channel=CHANNEL)
-    store = RedisHistory(redis)
-    incidents = make_incidents(
-        redis, slack_api, lab_settings(site), RecordingCarrier(), history=store
-    )
+    site, store, incidents = _keeping(redis, slack_api, app)
     firing = AlertSignal("webhook:shop-5xx", True, "shop 5xx rate high")
     opened = await incidents.alerts_seen(site, "webhook", [firing])
     assert opened is not None
