@@ -83,7 +83,9 @@ class IncidentRecord:
     opened_at: str
     ended_at: str
     cause: str  # the diagnosed cause and its summary, else what failed
-    ended: str  # how it ended: "resolved by <@U1>", "its alertmanager alert resolved"…
+    # How it ended: "resolved by U1", "the alertmanager alert resolved"…; REOPENED: a
+    # recovered incident failed again (its record at recovery no longer says how it ended).
+    ended: str
 
     def duration_s(self) -> float:
         return _seconds(self.opened_at, self.ended_at)
@@ -109,6 +111,7 @@ class IncidentRecord:
 
 
 _RECORD_FIELDS = ("id", "target", "opened_at", "ended_at", "cause", "ended")
+REOPENED = "reopened"
 
 
 @dataclass(frozen=True)
@@ -248,9 +251,10 @@ def _incidents_within(
     records: Sequence[IncidentRecord], since: datetime, until: datetime
 ) -> list[IncidentRecord]:
     """The incidents that ended within the span, each once: an incident that recovered,
-    failed again and closed is recorded twice, and its last record is what happened."""
+    failed again and closed is recorded three times, and its last record is what happened
+    (REOPENED: it has not ended)."""
     last = {r.id: r for r in records}
-    shown = [r for r in last.values() if _within(r.ended_at, since, until)]
+    shown = [r for r in last.values() if r.ended != REOPENED and _within(r.ended_at, since, until)]
     return sorted(shown, key=lambda r: _at(r.opened_at))
 
 

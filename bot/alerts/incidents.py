@@ -40,7 +40,7 @@ from bot.flights import ShowRun, SiteFlights
 from bot.history_store import HISTORY_BUDGET_S, HistoryStore
 from bot.pipeline import Carrier
 from checks.settings import Settings, Site, default_port
-from checks.timeline import IncidentRecord, started_before
+from checks.timeline import REOPENED, IncidentRecord, started_before
 
 WAITING_SHOWN_TTL_S = 7 * 24 * 3600.0  # an incident's diagnosis is said to wait once
 
@@ -307,6 +307,7 @@ class Incidents:
         incident.what_failed = what
         await self.store.save(incident)
         await self.store.set_current(incident)  # no expiry while open
+        await self._keep_ended(incident, now, REOPENED)  # its recovery was not its end
         if not await self.store.muted(incident.site):
             await self.posts.note(incident, messages.failing_again_note(incident, what))
         await self.posts.refresh_root(incident)
@@ -335,8 +336,8 @@ class Incidents:
         await self._keep_ended(incident, now, f"resolved by {user}" if user else why)
 
     async def _keep_ended(self, incident: Incident, now: float, how: str) -> None:
-        """The ended incident in its site's history: logged and skipped when it cannot be
-        kept (the history loses a line; the incident never waits on it)."""
+        """The ended (or REOPENED) incident in its site's history: logged and skipped when
+        it cannot be kept (the history loses a line; the incident never waits on it)."""
         if self.history is None:
             return
         cause = incident.cause or incident.what_failed or "unknown"

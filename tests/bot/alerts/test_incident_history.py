@@ -127,3 +127,24 @@ async def test_an_incident_closes_when_its_history_cannot_be_kept(
     closed = await incidents.store.get(opened.id)
     assert closed is not None and closed.state == "resolved"
     assert await incidents.store.current("shop") is None
+
+
+async def test_an_incident_that_fails_again_after_recovering_has_not_ended(
+    redis: Redis, slack_api: SlackStandIn, app: App
+) -> None:
+    site, store, incidents = _keeping(redis, slack_api, app)
+    app.stop()
+    await probe(incidents, site, 2)
+    app.start()
+    await probe(incidents, site, 2)
+    [recovered] = (await timeline_of(store, "shop", 1)).incidents
+    app.stop()
+    await probe(incidents, site, 2)  # within the flap window: the same incident reopens
+    reopened = await incidents.store.current("shop")
+    assert reopened is not None and reopened.id == recovered.id and reopened.flaps == 1
+    assert (await timeline_of(store, "shop", 1)).incidents == []  # going on again
+    app.start()
+    await probe(incidents, site, 2)
+    [ended] = (await timeline_of(store, "shop", 1)).incidents
+    assert ended.id == recovered.id and ended.ended_at >= recovered.ended_at
+    assert len((await store.load("shop")).incidents) == 3  # recovered, reopened, recovered
