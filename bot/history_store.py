@@ -6,8 +6,10 @@ compared with) and the recent ones, oldest first, healthy or not, bounded by ``R
 (how many, how many days), which date a change more closely; and the markers people
 recorded against it (checks.markers: "deployed shop v1.2.3 by CI"), bounded alike; and the
 scheduled probes' thin results (checks.timeline.ProbePoint), at most ``PROBES_KEPT``, for
-the timeline only. Three stores of one shape: in Redis for the bot's processes (keys
-``bgw:history:TARGET``, ``bgw:baseline:TARGET``, ``bgw:markers:TARGET``, ``bgw:probes:TARGET``), a
+the timeline only; and the alert incidents that ended (checks.timeline.IncidentRecord),
+bounded like the markers. Three stores of one shape: in Redis for the bot's processes (keys
+``bgw:history:TARGET``, ``bgw:baseline:TARGET``, ``bgw:markers:TARGET``, ``bgw:probes:TARGET``,
+``bgw:incidents:TARGET``), a
 state file for `badgateway diagnose` from a shell, and memory (`serve` without Redis, tests).
 
 A diagnosis delivered twice (queues deliver at least once) keeps one snapshot, and a
@@ -40,7 +42,7 @@ from checks.changes import with_changes
 from checks.markers import Marker, with_markers
 from checks.model import Diagnosis
 from checks.settings import Settings, Site
-from checks.timeline import ProbePoint, Timeline, timeline
+from checks.timeline import IncidentRecord, ProbePoint, Timeline, timeline
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class History:
     recent: list[Snapshot] = field(default_factory=list)  # oldest first
     markers: list[Marker] = field(default_factory=list)  # oldest first
     probes: list[ProbePoint] = field(default_factory=list)  # oldest first
+    incidents: list[IncidentRecord] = field(default_factory=list)  # oldest first
 
 
 class HistoryStore(Protocol):
@@ -72,6 +75,8 @@ class HistoryStore(Protocol):
     async def mark(self, marker: Marker) -> None: ...
 
     async def probed(self, point: ProbePoint) -> None: ...
+
+    async def ended(self, record: IncidentRecord) -> None: ...
 
 
 def kept(history: History, snapshot: Snapshot, retention: HistoryRetention) -> History:
@@ -97,6 +102,12 @@ def with_probe(history: History, point: ProbePoint, retention: HistoryRetention)
     """``history`` with a probe's ``point`` added, its points trimmed."""
     probes = _within_days([*history.probes, point], retention.days)
     return dataclasses.replace(history, probes=probes[-PROBES_KEPT:])
+
+
+def with_incident(history: History, record: IncidentRecord, retention: HistoryRetention) -> History:
+    """``history`` with an ended incident's ``record`` added, its records trimmed."""
+    records = _within_days([*history.incidents, record], retention.days)
+    return dataclasses.replace(history, incidents=records[-retention.keep :])
 
 
 def _same_run(kept: Snapshot, new: Snapshot) -> bool:
@@ -128,6 +139,7 @@ def _history(raw: Any) -> History:
         _readable(raw.get("recent"), Snapshot.from_dict),
         _readable(raw.get("markers"), Marker.from_dict),
         _readable(raw.get("probes"), ProbePoint.from_dict),
+        _readable(raw.get("incidents"), IncidentRecord.from_dict),
     )
 
 
@@ -137,6 +149,7 @@ def _raw(history: History) -> dict[str, Any]:
         "recent": [s.to_dict() for s in history.recent],
         "markers": [m.to_dict() for m in history.markers],
         "probes": [p.to_dict() for p in history.probes],
+        "incidents": [i.to_dict() for i in history.incidents],
     }
 
 
@@ -161,6 +174,10 @@ class MemoryHistory:
     async def probed(self, point: ProbePoint) -> None:
         history = self.targets.get(point.target, History())
         self.targets[point.target] = with_probe(history, point, self.retention)
+
+    async def ended(self, record: IncidentRecord) -> None:
+        history = self.targets.get(record.target, History())
+        self.targets[record.target] = with_incident(history, record, self.retention)
 
 
 def default_state_file() -> Path:
@@ -228,6 +245,12 @@ class FileHistory:
         targets[point.target] = _raw(history)
         self._write({"version": STATE_FILE_VERSION, "targets": targets})
 
+    async def ended(self, record: IncidentRecord) -> None:
+        targets = self._read()
+        history = with_incident(_history(targets.get(record.target)), record, self.retention)
+        targets[record.target] = _raw(history)
+        self._write({"version": STATE_FILE_VERSION, "targets": targets})
+
     def _write(self, document: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
@@ -265,6 +288,7 @@ class RedisHistory:
             _within_days(await self._list("history", target, Snapshot.from_dict), days),
             _within_days(await self._list("markers", target, Marker.from_dict), days),
             _within_days(await self._list("probes", target, ProbePoint.from_dict), days),
+            _within_days(await self._list("incidents", target, IncidentRecord.from_dict), days),
         )
 
     async def _list(self, kind: str, target: str, read: Callable[[Any], Read]) -> list[Read]:
@@ -299,6 +323,10 @@ class RedisHistory:
     async def probed(self, point: ProbePoint) -> None:
         await self._push(key("probes", point.target), point.to_dict(), PROBES_KEPT)
 
+    async def ended(self, record: IncidentRecord) -> None:
+        """Pushed, trimmed to ``keep`` and expiring with the retention, like a marker."""
+        await self._push(key("incidents", record.target), record.to_dict(), self.retention.keep)
+
     async def _push(self, list_key: str, item: dict[str, Any], keep: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(list_key, json.dumps(item))
@@ -310,11 +338,15 @@ class RedisHistory:
         await self.redis.aclose()
 
 
-Kept = TypeVar("Kept", Snapshot, Marker, ProbePoint)
+Kept = TypeVar("Kept", Snapshot, Marker, ProbePoint, IncidentRecord)
 
 
-def _time_of(item: Snapshot | Marker | ProbePoint) -> datetime:
-    return datetime.fromisoformat(item.taken_at if isinstance(item, Snapshot) else item.at)
+def _time_of(item: Snapshot | Marker | ProbePoint | IncidentRecord) -> datetime:
+    if isinstance(item, Snapshot):
+        return datetime.fromisoformat(item.taken_at)
+    if isinstance(item, IncidentRecord):
+        return datetime.fromisoformat(item.ended_at)
+    return datetime.fromisoformat(item.at)
 
 
 def _within_days(recent: list[Kept], days: float) -> list[Kept]:
@@ -350,6 +382,7 @@ async def timeline_of(
         hours,
         last_good=history.last_good,
         probes=history.probes,
+        incidents=history.incidents,
     )
 
 

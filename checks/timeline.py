@@ -1,7 +1,8 @@
 """A site's recent history as something to look at: the kept checks of the last hours as a
 text sparkline of status and of latency, the outages they show (a run of failing checks: its
 cause, start, end and length), the facts that changed from one check to the next, the
-markers people recorded, and the last good check → first failure of a failure going on.
+markers people recorded, the alert incidents that ended (``IncidentRecord``), and the last
+good check → first failure of a failure going on.
 
 A check is a diagnosis's snapshot or a scheduled probe's ``ProbePoint``: thin (ok or not,
 what it saw, its time), it fills the sparklines and the outages between diagnoses but is
@@ -67,6 +68,52 @@ class ProbePoint:
             raise ProbeError(f"a probe point without {exc}") from None
 
 
+class IncidentRecordError(ValueError):
+    """A stored incident record this version cannot read."""
+
+
+@dataclass(frozen=True)
+class IncidentRecord:
+    """An alert incident of ``target`` that ended: kept when it closes (resolved by a person
+    or its alerts, or recovered: its probes pass again), so the history shows incidents as the
+    alerts saw them, not only the outages its checks show. Times are ISO UTC."""
+
+    id: str
+    target: str
+    opened_at: str
+    ended_at: str
+    cause: str  # the diagnosed cause and its summary, else what failed
+    # How it ended: "resolved by U1", "the alertmanager alert resolved"…; REOPENED: a
+    # recovered incident failed again (its record at recovery no longer says how it ended).
+    ended: str
+
+    def duration_s(self) -> float:
+        return _seconds(self.opened_at, self.ended_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.to_dict(), "duration_s": round(self.duration_s())}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> IncidentRecord:
+        if not isinstance(d, dict):
+            raise IncidentRecordError("not an incident record")
+        try:
+            record = cls(*(str(d[name]) for name in _RECORD_FIELDS))
+            record.duration_s()  # both times must be times
+        except KeyError as exc:
+            raise IncidentRecordError(f"an incident record without {exc}") from None
+        except (ValueError, TypeError):
+            raise IncidentRecordError("an incident record with a time that is not one") from None
+        return record
+
+
+_RECORD_FIELDS = ("id", "target", "opened_at", "ended_at", "cause", "ended")
+REOPENED = "reopened"
+
+
 @dataclass(frozen=True)
 class _Check:
     """A snapshot or a probe point, as the sparklines and outages see it."""
@@ -118,6 +165,7 @@ class Timeline:
     outages: list[Outage] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
+    incidents: list[IncidentRecord] = field(default_factory=list)  # oldest first
     last_good_at: str | None = None
     first_failure_at: str | None = None  # set while the last check is failing
 
@@ -134,6 +182,7 @@ class Timeline:
             "outages": [o.to_dict() for o in self.outages],
             "changes": [c.to_dict() for c in self.changes],
             "markers": [m.to_dict() for m in self.markers],
+            "incidents": [i.to_json() for i in self.incidents],
             "last_good_at": self.last_good_at,
             "first_failure_at": self.first_failure_at,
         }
@@ -148,6 +197,7 @@ def timeline(
     buckets: int = DEFAULT_BUCKETS,
     last_good: Snapshot | None = None,
     probes: Sequence[ProbePoint] = (),
+    incidents: Sequence[IncidentRecord] = (),
 ) -> Timeline:
     """The timeline of ``target`` over the ``hours`` up to ``until`` (aware), in ``buckets``."""
     since = until - timedelta(hours=hours)
@@ -191,9 +241,66 @@ def timeline(
         markers=sorted(
             (m for m in markers if _within(m.at, since, until)), key=lambda m: _at(m.at)
         ),
+        incidents=_incidents_within(incidents, since, until),
         last_good_at=good_at,
         first_failure_at=checks[last_ok + 1].at if failing_now else None,
     )
+
+
+def _incidents_within(
+    records: Sequence[IncidentRecord], since: datetime, until: datetime
+) -> list[IncidentRecord]:
+    """The incidents that ended within the span, each once: an incident that recovered,
+    failed again and closed is recorded three times, and its last record is what happened
+    (REOPENED: it has not ended)."""
+    last = {r.id: r for r in records}
+    shown = [r for r in last.values() if r.ended != REOPENED and _within(r.ended_at, since, until)]
+    return sorted(shown, key=lambda r: _at(r.opened_at))
+
+
+@dataclass(frozen=True)
+class Started:
+    """When a failure reported at some time started, as the kept checks saw it: the last
+    healthy check before it, and the first failing check after that one (None: no check
+    failed before it was reported; the report's own time is the first failure known)."""
+
+    last_good_at: str
+    first_failure_at: str | None
+
+
+def started_before(
+    snapshots: Sequence[Snapshot],
+    probes: Sequence[ProbePoint],
+    before: datetime,
+    last_good: Snapshot | None = None,
+) -> Started | None:
+    """When a failure reported at ``before`` (aware) started, from the checks kept up to
+    then; None when no check before it was healthy (the history cannot say)."""
+    checks = sorted(
+        [
+            _Check(s.taken_at, s.healthy, s.cause, None)
+            for s in snapshots
+            if _not_after(s.taken_at, before)
+        ]
+        + [_Check(p.at, p.ok, "", None) for p in probes if _not_after(p.at, before)],
+        key=lambda c: _at(c.at),
+    )
+    last_ok = max((i for i, c in enumerate(checks) if c.healthy), default=-1)
+    if last_ok >= 0:
+        good_at = checks[last_ok].at
+    elif last_good is not None and _not_after(last_good.taken_at, before):
+        good_at = last_good.taken_at
+    else:
+        return None
+    after = [c for c in checks if _at(c.at) > _at(good_at)]
+    return Started(good_at, after[0].at if after else None)
+
+
+def _not_after(iso: str, moment: datetime) -> bool:
+    try:
+        return _at(iso) <= moment
+    except (ValueError, TypeError):
+        return False
 
 
 def _status_glyph(group: list[_Check]) -> str:

@@ -20,11 +20,13 @@ What people do in Slack (bot.alerts.chat) calls ``take``, ``resolve``, ``rediagn
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +37,10 @@ from bot.alerts.posting import AlertPosts, diagnosis_origin
 from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, IncidentStore, Mute
 from bot.config import AlertPolicy
 from bot.flights import ShowRun, SiteFlights
+from bot.history_store import HISTORY_BUDGET_S, HistoryStore
 from bot.pipeline import Carrier
 from checks.settings import Settings, Site, default_port
+from checks.timeline import REOPENED, IncidentRecord, started_before
 
 WAITING_SHOWN_TTL_S = 7 * 24 * 3600.0  # an incident's diagnosis is said to wait once
 
@@ -51,6 +55,7 @@ class AlertSignal:
     key: str
     firing: bool
     text: str  # what it says: its summary, description or name
+    starts_at: float | None = None  # when its sender saw it start (Alertmanager's startsAt)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,17 @@ def parse_duration(text: str) -> float:
     if not 0 < seconds <= 30 * 86400:
         raise ValueError("a mute lasts from a second to 30 days")
     return seconds
+
+
+def _reported_at(alerts: Sequence[AlertSignal], now: float) -> float:
+    """The earliest start its firing alerts give (Alertmanager's ``startsAt``), else ``now``:
+    a start in the future (a sender's clock ahead) is not one."""
+    starts = [a.starts_at for a in alerts if a.firing and a.starts_at is not None]
+    return min([s for s in starts if s <= now] or [now])
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def site_for_url(url: str, settings: Settings) -> Site:
@@ -112,8 +128,10 @@ class Incidents:
         *,
         flights: SiteFlights | None = None,
         show_run: ShowRun | None = None,
+        history: HistoryStore | None = None,
     ) -> None:
         self.store = store
+        self.history = history  # where an incident that ended is kept for `history SITE`
         self.settings = settings
         self.policy = policy or AlertPolicy()
         self.clock = clock
@@ -200,7 +218,10 @@ class Incidents:
                 if not firing or muted:
                     return None
                 what = next(iter(firing.values()))
-                return await self._open(site, what, source, now, outcome, now, firing)
+                since, last_good_at = await self._started(site, _reported_at(alerts, now))
+                return await self._open(
+                    site, what, source, since, outcome, now, firing, last_good_at
+                )
             tracked = len(incident.firing)
             started = {k: text for k, text in firing.items() if k not in incident.firing}
             ended = [incident.firing.pop(k) for k in stopped if k in incident.firing]
@@ -226,6 +247,27 @@ class Incidents:
                 await self.posts.note(incident, note)
             await self.posts.refresh_root(incident)
             return incident
+
+    async def _started(self, site: Site, now: float) -> tuple[float, float | None]:
+        """When an alert reported at ``now`` (its start, else its arrival) started, as the
+        site's history saw it (an alert has no probe streak): (its first failure, its last
+        good check); (``now``, None) when the history cannot say, or cannot be read in its
+        budget."""
+        if self.history is None:
+            return now, None
+        try:
+            async with asyncio.timeout(HISTORY_BUDGET_S):
+                history = await self.history.load(site.name)
+        except Exception:
+            log.warning("history of %s not read for an alert", site.name, exc_info=True)
+            return now, None
+        arrived = datetime.fromtimestamp(now, UTC)
+        found = started_before(history.recent, history.probes, arrived, history.last_good)
+        if found is None:
+            return now, None
+        first = found.first_failure_at
+        since = datetime.fromisoformat(first).timestamp() if first else now
+        return since, datetime.fromisoformat(found.last_good_at).timestamp()
 
     async def _open(
         self,
@@ -265,6 +307,7 @@ class Incidents:
         incident.what_failed = what
         await self.store.save(incident)
         await self.store.set_current(incident)  # no expiry while open
+        await self._keep_ended(incident, now, REOPENED)  # its recovery was not its end
         if not await self.store.muted(incident.site):
             await self.posts.note(incident, messages.failing_again_note(incident, what))
         await self.posts.refresh_root(incident)
@@ -276,6 +319,9 @@ class Incidents:
         await self.store.set_current(incident, ttl_s=self.policy.flap_window_s)
         await self.posts.note(incident, messages.recovered_note(incident, now))
         await self.posts.refresh_root(incident)
+        # Kept now: a recovered incident is over unless it fails again within the flap window
+        # (then its record is kept again when it ends, and the later one is shown).
+        await self._keep_ended(incident, now, "recovered: its probes pass again")
 
     async def _close(self, incident: Incident, user: str | None, why: str) -> None:
         now = self.clock()
@@ -287,6 +333,24 @@ class Incidents:
         await self.store.drop_pending(incident.id)
         await self.posts.note(incident, messages.resolved_note(incident, user, why, now))
         await self.posts.refresh_root(incident)
+        await self._keep_ended(incident, now, f"resolved by {user}" if user else why)
+
+    async def _keep_ended(self, incident: Incident, now: float, how: str) -> None:
+        """The ended (or REOPENED) incident in its site's history: logged and skipped when
+        it cannot be kept (the history loses a line; the incident never waits on it)."""
+        if self.history is None:
+            return
+        cause = incident.cause or incident.what_failed or "unknown"
+        if incident.cause and incident.cause_summary:
+            cause = f"{incident.cause}: {incident.cause_summary}"
+        record = IncidentRecord(
+            incident.id, incident.site, _iso(incident.opened_at), _iso(now), cause[:300], how
+        )
+        try:
+            async with asyncio.timeout(HISTORY_BUDGET_S):
+                await self.history.ended(record)
+        except Exception:
+            log.warning("ended incident %s not kept in history", incident.id, exc_info=True)
 
     async def rediagnose(self, incident_id: str, user: str | None = None) -> Incident | None:
         """*Re-run* in an alert's thread: a new diagnosis into the same thread."""

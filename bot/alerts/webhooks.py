@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -197,9 +198,22 @@ def parse_alertmanager(body: Any, settings: Settings) -> ParsedBody:
             ),
             "alert",
         )
-        signal = AlertSignal(_alert_key(alert, own), firing, summary[:500])
+        starts_at = _starts_at(alert.get("startsAt"))
+        signal = AlertSignal(_alert_key(alert, own), firing, summary[:500], starts_at)
         parsed.accepted.append(ParsedAlert(where, site, signal))
     return parsed
+
+
+def _starts_at(value: Any) -> float | None:
+    """Alertmanager's ``startsAt`` (RFC 3339, nanoseconds) as epoch seconds; None when it is
+    missing, not a time, or its zero time (0001-01-01: not known)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value[:64]).timestamp()
+    except (ValueError, OverflowError):
+        return None
+    return at if at > 0 else None
 
 
 def _status_name(signal: AlertSignal) -> str:

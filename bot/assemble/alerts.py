@@ -13,6 +13,7 @@ from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
 from bot.config import BotConfig, ConfigError
 from bot.flights import ShowRun, SiteFlights
+from bot.history_store import RedisHistory
 from bot.pipeline import Carrier
 from bot.slack_client import make_web_client
 from bot.state import BotState
@@ -46,4 +47,5 @@ def build_incidents(
         carrier,
         flights=flights,
         show_run=show_run,
+        history=RedisHistory(redis, config.history),
     )

@@ -1,8 +1,9 @@
 """A site's history (checks.timeline) drawn for a terminal and as a Slack message.
 
 Both show the same lines: the status and latency sparklines over the hours asked for, when a
-failure going on started, the outages with their causes and lengths, what changed from one
-check to the next, and the markers. In Slack it is Block Kit cut to its limits, every text
+failure going on started, the alert incidents that ended (cause, length, how it ended), the
+outages the checks show with their causes and lengths, what changed from one check to the
+next, and the markers. In Slack it is Block Kit cut to its limits, every text
 that came from a site or a person escaped.
 """
 
@@ -49,6 +50,15 @@ def _outage_lines(timeline: Timeline) -> list[str]:
     return _with_more(lines, len(timeline.outages))
 
 
+def _incident_lines(timeline: Timeline) -> list[str]:
+    lines = [
+        f"{_clock(timeline, i.opened_at)} → {_clock(timeline, i.ended_at)}: {i.cause} "
+        f"({duration_text(round(i.duration_s()))}, {i.ended})"
+        for i in timeline.incidents[-LISTED:]
+    ]
+    return _with_more(lines, len(timeline.incidents))
+
+
 def _change_lines(timeline: Timeline) -> list[str]:
     return _with_more([c.message for c in timeline.changes[-LISTED:]], len(timeline.changes))
 
@@ -80,6 +90,7 @@ def history_text(timeline: Timeline) -> str:
     if started:
         out.append(started)
     for title, lines in (
+        ("Incidents", _incident_lines(timeline)),
         ("Outages", _outage_lines(timeline)),
         ("Changes", _change_lines(timeline)),
         ("Markers", _marker_lines(timeline)),
@@ -104,6 +115,7 @@ def history_message(timeline: Timeline) -> Message:
     if started:
         blocks.append(section(f"*{escape(started)}*"))
     for title, lines in (
+        ("Incidents", _incident_lines(timeline)),
         ("Outages", _outage_lines(timeline)),
         ("Changes", _change_lines(timeline)),
         ("Markers", _marker_lines(timeline)),
@@ -112,5 +124,8 @@ def history_message(timeline: Timeline) -> Message:
             blocks += sections([f"*{title}*", *(f"• {escape(line)}" for line in lines)])
         else:
             blocks.append(context(f"{title}: none"))
-    text = f"History of {target}: {timeline.checks} checks, {len(timeline.outages)} outages"
+    text = (
+        f"History of {target}: {timeline.checks} checks, {len(timeline.outages)} outages, "
+        f"{len(timeline.incidents)} incidents"
+    )
     return fit({"text": text, "blocks": blocks[:MAX_BLOCKS]})

@@ -4,11 +4,25 @@ within the span, and when a failure going on started."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
+
+import pytest
 
 from checks.baseline import Snapshot
 from checks.markers import Marker
-from checks.timeline import GLYPH_FAIL, GLYPH_MIXED, GLYPH_NONE, GLYPH_OK, timeline
+from checks.timeline import (
+    GLYPH_FAIL,
+    GLYPH_MIXED,
+    GLYPH_NONE,
+    GLYPH_OK,
+    IncidentRecord,
+    IncidentRecordError,
+    ProbePoint,
+    Started,
+    started_before,
+    timeline,
+)
 
 UNTIL = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -74,3 +88,50 @@ def test_no_checks_is_an_empty_timeline() -> None:
     shown = timeline("shop", [], [], UNTIL, buckets=4)
     assert (shown.status, shown.latency, shown.latency_max_ms) == ("····", "····", None)
     assert shown.outages == [] and shown.last_good_at is None
+
+
+def test_an_incident_ended_twice_shows_once_as_it_last_ended() -> None:
+    until = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    recovered = IncidentRecord(
+        "i1",
+        "shop",
+        "2026-12-01T11:00:00+00:00",
+        "2026-12-01T11:05:00+00:00",
+        "upstream_refused",
+        "recovered",
+    )
+    resolved = dataclasses.replace(
+        recovered, ended_at="2026-12-01T11:20:00+00:00", ended="resolved by U1"
+    )
+    old = IncidentRecord(
+        "i0",
+        "shop",
+        "2026-11-29T11:00:00+00:00",
+        "2026-11-29T11:05:00+00:00",
+        "dns_nxdomain",
+        "recovered",
+    )
+    shown = timeline("shop", [], [], until, incidents=[old, recovered, resolved])
+    assert shown.incidents == [resolved]  # the one of two days ago is outside the 24 h
+    assert shown.to_dict()["incidents"][0]["duration_s"] == 20 * 60
+    with pytest.raises(IncidentRecordError):
+        IncidentRecord.from_dict({**recovered.to_dict(), "ended_at": "not a time"})
+
+
+def test_when_a_reported_failure_started_is_read_off_the_checks_before_it() -> None:
+    def snap(at: str, healthy: bool) -> Snapshot:
+        return Snapshot("shop", f"2026-12-01T{at}+00:00", healthy, "healthy" if healthy else "x")
+
+    reported = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    checks = [snap("11:00:00", True), snap("11:10:00", False), snap("11:20:00", False)]
+    later_ok = [ProbePoint("shop", "2026-12-01T12:05:00+00:00", True, "HTTP 200")]
+    found = started_before(checks, later_ok, reported)
+    assert found == Started("2026-12-01T11:00:00+00:00", "2026-12-01T11:10:00+00:00")
+    # Healthy last, no failing check yet: the report itself is the first failure.
+    assert started_before(checks[:1], [], reported) == Started(checks[0].taken_at, None)
+    # Only failures kept: the baseline (kept however old) is the last good check.
+    old = snap("02:00:00", True)
+    assert started_before(checks[1:], [], reported, old) == Started(
+        old.taken_at, checks[1].taken_at
+    )
+    assert started_before(checks[1:], [], reported) is None

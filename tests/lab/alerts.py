@@ -29,6 +29,7 @@ from bot.alerts.notifier import SlackNotifier
 from bot.alerts.store import IncidentStore
 from bot.alerts.webhooks import add_alert_routes
 from bot.config import AlertPolicy, BotConfig
+from bot.history_store import HistoryStore
 from bot.pipeline import DiagnosisRequest
 from bot.slack_client import make_web_client
 from checks.settings import Settings, Site
@@ -115,10 +116,11 @@ def make_incidents(
     settings: Settings,
     carrier: RecordingCarrier | None = None,
     policy: AlertPolicy = FAST,
+    history: HistoryStore | None = None,
 ) -> Incidents:
     """A fresh bot-side object over the given Redis: what a restarted process builds."""
     notifier = SlackNotifier(make_web_client(bot_config(slack)))
-    return Incidents(IncidentStore(redis), notifier, settings, policy, carrier)
+    return Incidents(IncidentStore(redis), notifier, settings, policy, carrier, history=history)
 
 
 @contextlib.asynccontextmanager

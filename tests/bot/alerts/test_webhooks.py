@@ -6,16 +6,20 @@ Alertmanager."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from bot.alerts.webhooks import parse_alertmanager
 from tests.lab.alerts import (
     ALERTS_TOKEN,
     CHANNEL,
+    SHOP,
     Bot,
+    lab_settings,
     serve_webhooks,
     until,
 )
@@ -315,3 +319,15 @@ async def test_without_alerts_token_webhooks_are_off(
         status, reply = await served.post("/alerts", {"site": "shop", "status": "firing"}, token="")
         assert status == 503 and "ALERTS_TOKEN" in reply["error"]
         assert await redis.keys("*") == [] and slack_api.calls == []
+
+
+def test_an_alertmanager_start_is_read_when_it_is_a_time() -> None:
+    settings = lab_settings(SHOP)
+    body = alertmanager(
+        "firing",
+        am_alert("firing", PROBE_FAILED),
+        {**am_alert("firing", PROBE_FAILED, fingerprint="b"), "startsAt": "0001-01-01T00:00:00Z"},
+        {**am_alert("firing", PROBE_FAILED, fingerprint="c"), "startsAt": "yesterday"},
+    )
+    starts = [a.signal.starts_at for a in parse_alertmanager(body, settings).accepted]
+    assert starts == [datetime(2026, 12, 1, 17, 48, 41, 541969, tzinfo=UTC).timestamp(), None, None]
