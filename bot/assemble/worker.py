@@ -1,9 +1,9 @@
 """`badgateway worker`: a worker process, put together from the configuration.
 
 Where results go (the sink): ``$BADGATEWAY_SINK`` if set (``module:factory``; tests, other
-chat tools; ``bot.assemble.worker:log_sink`` only logs them), else the Slack thread. Without
-either the worker refuses to start (ConfigError, one line): a worker that quietly wrote every
-diagnosis to its own log would leave every `/502` thread waiting. So does a worker that cannot
+chat tools; ``bot.assemble.worker:log_sink`` only logs them), else the Slack thread.
+Without either the worker refuses to start (ConfigError, one line): a worker that quietly wrote
+every diagnosis to its own log would leave every `/502` thread waiting. So does a worker that cannot
 reach Redis (RedisUnreachable, one line).
 
 On the default queue, with sites to watch and a Slack token to post alerts with, the worker

@@ -37,7 +37,8 @@ def test_every_setting_is_read_from_dotenv_and_the_environment_wins(tmp_path: Pa
         f"BADGATEWAY_SITES={sites}\nBADGATEWAY_CA_FILE={ca}\n"
         "BADGATEWAY_QUEUE_HEARTBEAT_S=2\nBADGATEWAY_QUEUE_HOST_WAIT_S=7.5\n"
         "BADGATEWAY_ALERT_FAILURES=4\nBADGATEWAY_ALERT_STORM_THRESHOLD=0\n"
-        "BADGATEWAY_SINK=bot.assemble.worker:log_sink\nBADGATEWAY_WORKER_NAME=w1\nPORT=3001\n"
+        "BADGATEWAY_SINK=bot.assemble.worker:log_sink\n"
+        "BADGATEWAY_WORKER_NAME=w1\nPORT=3001\n"
     )
     config = load_config({"PORT": "3002"}, dotenv_path=str(dotenv))
     assert config.port == 3002  # the environment wins

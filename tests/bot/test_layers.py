@@ -1,5 +1,6 @@
 """bot/'s import structure: parts in rows, each importing only rows below it; no cycle; no
-import inside a function; and checks/ never imports bot/.
+import inside a function; and checks/ never imports bot/. Both are imported as parts of the
+one installed package (``badgateway.bot``, ``badgateway.checks``), never by a top-level name.
 
 A part is a subpackage (bot.slack, bot.alerts, bot.queue, bot.render, bot.assemble) or a
 top-level module (bot.config, bot.state, …). Modules are read with ``ast``, not imported.
@@ -9,10 +10,13 @@ docs/architecture.md shows the rows.
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 from tests.lab import REPO
 
 BOT = REPO / "bot"
+PACKAGE = "badgateway.bot"  # what bot/ is imported as
+DEPTH = PACKAGE.count(".") + 1  # pieces of a module name before the part's own
 
 # The rows of bot/: a part may import parts of higher-numbered rows only (so never a part of its
 # own row, which keeps the features apart). A new part gets a row here, on purpose.
@@ -37,7 +41,7 @@ ROWS: dict[str, int] = {
     "bot.config": 7,
     "bot.logs": 7,
     "bot.metrics": 7,
-    "bot": 8,  # the package's own __init__: a docstring
+    PACKAGE: 8,  # the package's own __init__: a docstring
 }
 
 # module -> why it may import inside a function. Only optional dependencies belong here;
@@ -48,8 +52,8 @@ FUNCTION_IMPORTS_ALLOWED: dict[str, str] = {}
 def _modules() -> dict[str, ast.Module]:
     found: dict[str, ast.Module] = {}
     for path in sorted(BOT.rglob("*.py")):
-        parts = path.relative_to(BOT.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        parts = path.relative_to(BOT).with_suffix("").parts
+        name = ".".join((PACKAGE, *(parts[:-1] if parts[-1] == "__init__" else parts)))
         found[name] = ast.parse(path.read_text(encoding="utf-8"), str(path))
     return found
 
@@ -57,17 +61,21 @@ def _modules() -> dict[str, ast.Module]:
 def _part(module: str) -> str:
     """bot.slack.chatops -> bot.slack; bot.config -> bot.config."""
     pieces = module.split(".")
-    return ".".join(pieces[:2])
+    return ".".join(pieces[: DEPTH + 1])
 
 
 def _imported(node: ast.Import | ast.ImportFrom, known: set[str]) -> list[str]:
     """The bot modules an import statement names (``from bot import storage`` included)."""
     if isinstance(node, ast.Import):
-        return [a.name for a in node.names if a.name.split(".")[0] == "bot"]
-    if node.level or not node.module or node.module.split(".")[0] != "bot":
+        return [a.name for a in node.names if _in_package(a.name)]
+    if node.level or not node.module or not _in_package(node.module):
         return []
     names = [f"{node.module}.{a.name}" for a in node.names]
     return [n for n in names if n in known] or [node.module]
+
+
+def _in_package(module: str) -> bool:
+    return module == PACKAGE or module.startswith(PACKAGE + ".")
 
 
 def _top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
@@ -153,17 +161,38 @@ def test_every_part_imports_only_rows_below_it() -> None:
 
 
 def test_checks_never_imports_bot() -> None:
-    found = []
-    for path in sorted((REPO / "checks").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                names = [node.module or ""]
-            else:
-                continue
-            found += [f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] == "bot"]
+    found = [
+        f"{path.name}:{line}"
+        for path in sorted((REPO / "checks").rglob("*.py"))
+        for line, module in _imports(path)
+        if _in_package(module)
+    ]
     assert found == []
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in the file at ``path``."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_nothing_imports_bot_or_checks_by_a_top_level_name() -> None:
+    """Only ``badgateway`` is installed: ``import bot`` works in a checkout and nowhere else
+    (and would load a second copy of every module). A branch written before the rename is
+    brought over by scripts/rename-imports."""
+    found = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for folder in ("bot", "checks", "tests", "bench")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for line, module in _imports(path)
+        if module.split(".")[0] in ("bot", "checks")
+    ]
+    assert found == [], "run scripts/rename-imports: " + "; ".join(found[:5])
 
 
 def test_no_import_inside_a_function() -> None:

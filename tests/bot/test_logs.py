@@ -97,8 +97,8 @@ def test_json_off_a_terminal_text_on_one_or_as_set(root_logging: None) -> None:
 
     out = Terminal()
     logs.configure(logging.INFO, None, stream=out)
-    logging.getLogger("bot").info("on a terminal")
-    assert out.getvalue().rstrip().endswith("INFO bot: on a terminal")
+    logging.getLogger("some.app").info("on a terminal")
+    assert out.getvalue().rstrip().endswith("INFO some.app: on a terminal")
 
 
 def test_log_settings() -> None:

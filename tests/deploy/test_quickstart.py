@@ -27,9 +27,11 @@ def _copy_checkout(dest: Path) -> None:
         timeout=30,
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
-        source = REPO / name
-        if source.is_file():
-            target = dest / name
+        source, target = REPO / name, dest / name
+        if source.is_symlink():  # badgateway/bot -> ../bot: what the package is built from
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(os.readlink(source))
+        elif source.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
 

@@ -1,7 +1,8 @@
 """The whole bot in queue mode, deployed as it runs in production: a real redis-server, the
-real web process (`python -m bot.cli serve`), real `python -m bot.cli worker` processes, the
-local Slack Web API stand-in, and sites that are real nginx servers in front of misbehaving
-upstreams. Requests arrive signed as Slack signs them, alerts as Alertmanager sends them.
+real web process (`python -m bot.cli serve`), real `python -m bot.cli worker`
+processes, the local Slack Web API stand-in, and sites that are real nginx servers in front of
+misbehaving upstreams. Requests arrive signed as Slack signs them, alerts as Alertmanager sends
+them.
 
 Each piece has its own tests; these check that they fit: the web process posts the root and
 enqueues, the workers probe and post every step into that thread exactly once (also when one
