@@ -1,6 +1,6 @@
 """The bot deployed for the benchmark as it runs in production, on loopback: one real
-redis-server, the web process (`python -m bot.cli serve`) and N worker processes
-(`python -m bot.cli worker`) with production queue timings, the Slack Web API stand-in of
+redis-server, the web process (`python -m badgateway.bot.cli serve`) and N worker processes
+(`python -m badgateway.bot.cli worker`) with production queue timings, the Slack Web API stand-in of
 tests/lab enforcing Slack's documented rate limits, and a sites file written for the part.
 
 A fresh deployment per bench part, so that one part's posting backlog, single-flight window
@@ -26,9 +26,9 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from bot.queue.job_kinds import DIAGNOSE_JOB, PART_JOB, STEP_JOB
-from bot.queue.saq_queue import saq_key
-from bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.job_kinds import DIAGNOSE_JOB, PART_JOB, STEP_JOB
+from badgateway.bot.queue.saq_queue import saq_key
+from badgateway.bot.queue.store import DiagnosisStore
 from tests.lab import REPO
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackSigner, SlackStandIn, sign
@@ -146,7 +146,7 @@ class Deployment:
         await self.aclose()
 
     def _spawn(self, name: str, env: dict[str, str], *args: str) -> ManagedProcess:
-        argv = [sys.executable, "-m", "bot.cli", *args]
+        argv = [sys.executable, "-m", "badgateway.bot.cli", *args]
         return ManagedProcess(argv, self.directory / f"{name}.log", env=env, cwd=str(REPO))
 
     async def _web_ready(self) -> None:

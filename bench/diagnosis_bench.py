@@ -28,11 +28,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bot.demo import demo_site
-from checks.model import Diagnosis
-from checks.runner import diagnose
-from checks.settings import LogSource, Settings, Site
-from checks.steps import step_names
+from badgateway.bot.demo import demo_site
+from badgateway.checks.model import Diagnosis
+from badgateway.checks.runner import diagnose
+from badgateway.checks.settings import LogSource, Settings, Site
+from badgateway.checks.steps import step_names
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 

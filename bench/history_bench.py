@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redis.asyncio import Redis
 
-from bot.config import HistoryRetention
-from bot.history_store import FileHistory, HistoryKeeper, HistoryStore, RedisHistory
-from checks.baseline import snapshot_of
-from checks.model import Diagnosis
-from checks.runner import diagnose
+from badgateway.bot.config import HistoryRetention
+from badgateway.bot.history_store import FileHistory, HistoryKeeper, HistoryStore, RedisHistory
+from badgateway.checks.baseline import snapshot_of
+from badgateway.checks.model import Diagnosis
+from badgateway.checks.runner import diagnose
 from tests.lab.diagnosis import lab_settings
 from tests.lab.fixtures_proxies import start_nginx
 from tests.lab.fixtures_redis import RedisServer

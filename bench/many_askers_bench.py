@@ -23,11 +23,11 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.assemble.web import build_web
-from bot.config import BotConfig
-from bot.slack.server import EVENTS_PATH
-from checks.settings import Settings
-from checks.steps import step_names
+from badgateway.bot.assemble.web import build_web
+from badgateway.bot.config import BotConfig
+from badgateway.bot.slack.server import EVENTS_PATH
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import step_names
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackSigner, SlackStandIn, sign
 from tests.lab.process import serve_app
 from tests.lab.slack_limits import SlackLimits

@@ -16,10 +16,10 @@ from typing import Any
 
 import aiohttp
 
+from badgateway.checks.steps import step_names
 from bench.deployment import Deployment
 from bench.plan import Plan
 from bench.stack import Stack, sites_toml
-from checks.steps import step_names
 
 SITE = "askshop"
 

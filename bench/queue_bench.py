@@ -22,11 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.queue.carrier import QueueCarrier
-from bot.queue.status import collect_status
-from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import QueueTuning
-from checks.settings import load_settings
+from badgateway.bot.queue.carrier import QueueCarrier
+from badgateway.bot.queue.status import collect_status
+from badgateway.bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.tuning import QueueTuning
+from badgateway.checks.settings import load_settings
 from tests.lab.fixtures_redis import (
     LAB_QUEUE_ENV,
     QueueLab,

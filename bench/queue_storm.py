@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from badgateway.bot.config import AlertPolicy
 from bench.deployment import Deployment
 from bench.plan import Plan
 from bench.stack import ALERTS_CHANNEL, Stack, sites_toml, storm_site
-from bot.config import AlertPolicy
 from tests.lab.alerts import shown
 
 DEFAULT_HOLD_S = AlertPolicy().storm_hold_s  # included in the time to account for the storm

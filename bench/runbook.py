@@ -69,7 +69,7 @@ async def run_terminal(sites: Path) -> tuple[float, dict[str, Any]]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "badgateway.bot.cli",
         "diagnose",
         SITE,
         "--sites",

@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from bot.assemble import check_config, terminal, web, worker
-from bot.config import ConfigError, load_config, load_log_settings
-from bot.history_store import default_state_file
-from bot.logs import configure as configure_logging
-from bot.queue.health import REDIS_DOWN, RedisUnreachable, redis_down
-from bot.queue.tuning import TuningError
-from checks.guard import TargetRefused
-from checks.markers import MarkerError
-from checks.settings import SettingsError, one_line
-from checks.target import BadTarget
+from badgateway.bot.assemble import check_config, terminal, web, worker
+from badgateway.bot.config import ConfigError, load_config, load_log_settings
+from badgateway.bot.history_store import default_state_file
+from badgateway.bot.logs import configure as configure_logging
+from badgateway.bot.queue.health import REDIS_DOWN, RedisUnreachable, redis_down
+from badgateway.bot.queue.tuning import TuningError
+from badgateway.checks.guard import TargetRefused
+from badgateway.checks.markers import MarkerError
+from badgateway.checks.settings import SettingsError, one_line
+from badgateway.checks.target import BadTarget
 
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1  # something the command needs (Redis) is not there now

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from checks.regular_file import read_regular_file
-from checks.settings import Settings, load_settings, one_line
+from badgateway.checks.regular_file import read_regular_file
+from badgateway.checks.settings import Settings, load_settings, one_line
 
 MAX_DOTENV_BYTES = 1024 * 1024
 _PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() also takes "²", which int() refuses

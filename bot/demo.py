@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from checks.settings import LogSource, Settings, Site
+from badgateway.checks.settings import LogSource, Settings, Site
 
 _NGINX_CONF = """
 worker_processes 1;

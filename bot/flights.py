@@ -14,8 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.pipeline import Carrier, DiagnosisRequest
-from bot.state import BotState, Flight
+from badgateway.bot.pipeline import Carrier, DiagnosisRequest
+from badgateway.bot.state import BotState, Flight
 
 SHARE_WINDOW_S = 30.0  # bot.config.BotConfig.share_window_s
 # Brings one thread up to date with a run, (diagnosis id, steps, channel, root_ts): what it

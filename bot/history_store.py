@@ -35,14 +35,14 @@ from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
 
-from bot.config import HistoryRetention
-from bot.storage import claim, key
-from checks.baseline import Snapshot, SnapshotError, snapshot_of, target_of
-from checks.changes import with_changes
-from checks.markers import Marker, with_markers
-from checks.model import Diagnosis
-from checks.settings import Settings, Site
-from checks.timeline import IncidentRecord, ProbePoint, Timeline, timeline
+from badgateway.bot.config import HistoryRetention
+from badgateway.bot.storage import claim, key
+from badgateway.checks.baseline import Snapshot, SnapshotError, snapshot_of, target_of
+from badgateway.checks.changes import with_changes
+from badgateway.checks.markers import Marker, with_markers
+from badgateway.checks.model import Diagnosis
+from badgateway.checks.settings import Settings, Site
+from badgateway.checks.timeline import IncidentRecord, ProbePoint, Timeline, timeline
 
 log = logging.getLogger(__name__)
 

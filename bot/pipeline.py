@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bot import metrics
-from checks.context import ProbeContext, new_mark
-from checks.model import Diagnosis, Finding, Status, StepResult
-from checks.runner import conclude, run_steps
-from checks.settings import Settings
-from checks.steps import all_steps, step_named
+from badgateway.bot import metrics
+from badgateway.checks.context import ProbeContext, new_mark
+from badgateway.checks.model import Diagnosis, Finding, Status, StepResult
+from badgateway.checks.runner import conclude, run_steps
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import all_steps, step_named
 
 log = logging.getLogger(__name__)
 

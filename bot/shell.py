@@ -14,11 +14,11 @@ import itertools
 import time
 from typing import Any, TextIO
 
-from bot.pipeline import InProcessCarrier
-from bot.render.slack_blocks import ACTIONS
-from bot.render.slack_text import blocks_to_text
-from bot.slack.chatops import ChatOps, Command
-from bot.threads import Answer
+from badgateway.bot.pipeline import InProcessCarrier
+from badgateway.bot.render.slack_blocks import ACTIONS
+from badgateway.bot.render.slack_text import blocks_to_text
+from badgateway.bot.slack.chatops import ChatOps, Command
+from badgateway.bot.threads import Answer
 
 SHELL_USER = "U0SHELL01"
 SHELL_CHANNEL = "C0SHELL01"

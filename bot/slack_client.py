@@ -44,8 +44,8 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import metrics
-from bot.config import BotConfig
+from badgateway.bot import metrics
+from badgateway.bot.config import BotConfig
 
 log = logging.getLogger(__name__)
 

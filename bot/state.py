@@ -35,8 +35,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as redis
 
-from bot import storage
-from checks.model import StepResult
+from badgateway.bot import storage
+from badgateway.checks.model import StepResult
 
 THREAD_TTL_S = 30 * 24 * 3600.0
 DIAGNOSIS_TTL_S = 7 * 24 * 3600.0

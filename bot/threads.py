@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from checks.context import ProbeContext
+from badgateway.checks.context import ProbeContext
 
 Reply = Callable[[str], Awaitable[None]]  # a private (ephemeral) message to the user
 # A `/502 WORD …` command a feature adds (`/502 mute`): (the words, the user) -> private answer,

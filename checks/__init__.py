@@ -4,11 +4,11 @@ Input (a target typed by a user, the sites file) -> steps (reload, dns, firewall
 host) -> findings -> verdict. Nothing here knows about Slack, queues or terminals.
 """
 
-from checks.guard import TargetRefused
-from checks.model import Cause, Diagnosis, Finding, Status, StepResult, Verdict, Weight
-from checks.runner import diagnose, prepare, run_step, run_steps
-from checks.settings import Settings, SettingsError, Site, load_settings
-from checks.target import BadTarget, Target, parse_target
+from badgateway.checks.guard import TargetRefused
+from badgateway.checks.model import Cause, Diagnosis, Finding, Status, StepResult, Verdict, Weight
+from badgateway.checks.runner import diagnose, prepare, run_step, run_steps
+from badgateway.checks.settings import Settings, SettingsError, Site, load_settings
+from badgateway.checks.target import BadTarget, Target, parse_target
 
 __all__ = [
     "BadTarget",

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
 
-from checks.http_status import GATEWAY_STATUSES
-from checks.model import SentRequest
+from badgateway.checks.http_status import GATEWAY_STATUSES
+from badgateway.checks.model import SentRequest
 
 EXCERPT_CHARS = 2000  # how much of the body goes into JSON; fingerprinting sees all it read
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from checks.model import Cause, Diagnosis, StepResult
+from badgateway.checks.model import Cause, Diagnosis, StepResult
 
 SNAPSHOT_VERSION = 1
 

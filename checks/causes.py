@@ -2,7 +2,7 @@
 means and what to do about it. The verdict's layers, the set of causes behind the proxy and
 docs/causes.md are all read off this table.
 
-docs/causes.md is generated from it (``python -m checks.causes > docs/causes.md``), and a
+docs/causes.md is generated from it (``python -m badgateway.checks.causes > docs/causes.md``), and a
 test keeps the two in step.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from checks.model import Cause
+from badgateway.checks.model import Cause
 
 
 class Layer(StrEnum):
@@ -280,7 +280,7 @@ def render_markdown() -> str:
         "# Causes",
         "",
         "Every verdict names exactly one of these causes. This file is generated from "
-        "`checks/causes.py` (`python -m checks.causes > docs/causes.md`).",
+        "`checks/causes.py` (`python -m badgateway.checks.causes > docs/causes.md`).",
         "",
     ]
     for cause, info in CATALOGUE.items():

@@ -17,10 +17,10 @@ import ipaddress
 from collections.abc import Sequence
 from datetime import datetime
 
-from checks.baseline import Snapshot, snapshot_of
-from checks.causes import CATALOGUE, Layer
-from checks.model import Cause, Change, Diagnosis, Finding, Status, Weight
-from checks.readable import duration_text
+from badgateway.checks.baseline import Snapshot, snapshot_of
+from badgateway.checks.causes import CATALOGUE, Layer
+from badgateway.checks.model import Cause, Change, Diagnosis, Finding, Status, Weight
+from badgateway.checks.readable import duration_text
 
 # The layer of each kind of fact (the part of its name before "@"), outside in.
 FACT_LAYERS: dict[str, Layer] = {

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypedDict
 
-from checks.clock import ms_since
+from badgateway.checks.clock import ms_since
 
 
 class ConnectState(StrEnum):

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from checks.model import StepResult
-from checks.resolve import ResolveKind
-from checks.settings import Settings
-from checks.target import Target, parse_target
+from badgateway.checks.model import StepResult
+from badgateway.checks.resolve import ResolveKind
+from badgateway.checks.settings import Settings
+from badgateway.checks.target import Target, parse_target
 
 
 def new_mark() -> str:

@@ -26,8 +26,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from checks.clock import ms_since
-from checks.resolve import parse_resolver, system_addresses
+from badgateway.checks.clock import ms_since
+from badgateway.checks.resolve import parse_resolver, system_addresses
 
 RESOLV_CONF = "/etc/resolv.conf"  # the system's resolvers when none are configured
 _MAX_CNAME_HOPS = 8  # more than this is a loop or a misconfiguration

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
 
-from checks.attempt import Attempt
-from checks.model import Cause
+from badgateway.checks.attempt import Attempt
+from badgateway.checks.model import Cause
 
 # Request-ID headers in the order they are most useful to quote to a provider.
 REQUEST_ID_HEADERS = (

@@ -27,12 +27,12 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import certifi
 import httpx
 
-from checks.attempt import Attempt, ErrorKind, ErrorPhase
-from checks.context import ProbeContext
-from checks.guard import TargetRefused, check_address, parse_ip
-from checks.http_trace import Timer, classify_error, may_be_http
-from checks.resolve import ResolveFailed, ResolveKind, resolve_host
-from checks.settings import Settings
+from badgateway.checks.attempt import Attempt, ErrorKind, ErrorPhase
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.guard import TargetRefused, check_address, parse_ip
+from badgateway.checks.http_trace import Timer, classify_error, may_be_http
+from badgateway.checks.resolve import ResolveFailed, ResolveKind, resolve_host
+from badgateway.checks.settings import Settings
 
 BOT_USER_AGENT = "badgateway/0.1 (+https://github.com/badgateway; 502 diagnosis)"
 BROWSER_USER_AGENT = (

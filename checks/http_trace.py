@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from checks.attempt import AttemptError, ErrorKind, ErrorPhase
+from badgateway.checks.attempt import AttemptError, ErrorKind, ErrorPhase
 
 _FIRST_BYTES = 64  # of an answer that is not HTTP, quoted as evidence
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from checks.logparse import FORMATS
-from checks.logscan import LogScan, Tally, iso
-from checks.model import Cause, Finding, Status, Weight
+from badgateway.checks.logparse import FORMATS
+from badgateway.checks.logscan import LogScan, Tally, iso
+from badgateway.checks.model import Cause, Finding, Status, Weight
 
 # An app server's own verdict explains what the proxy in front of it saw: php-fpm killing a
 # request (request_terminate_timeout) is why nginx's connection was reset, and a full pool

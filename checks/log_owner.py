@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from checks.guard import parse_ip
-from checks.logparse import LogLine
-from checks.model import SentRequest
-from checks.settings import Site, default_port
+from badgateway.checks.guard import parse_ip
+from badgateway.checks.logparse import LogLine
+from badgateway.checks.model import SentRequest
+from badgateway.checks.settings import Site, default_port
 
 
 class Owner(StrEnum):

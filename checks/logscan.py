@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from checks.log_owner import LineOwners, Owner
-from checks.logparse import FORMATS, LogLine, classifier, detect_format, record_splitter
-from checks.model import Cause
-from checks.redact import redact
-from checks.regular_file import open_regular_file
-from checks.settings import LogSource
+from badgateway.checks.log_owner import LineOwners, Owner
+from badgateway.checks.logparse import FORMATS, LogLine, classifier, detect_format, record_splitter
+from badgateway.checks.model import Cause
+from badgateway.checks.redact import redact
+from badgateway.checks.regular_file import open_regular_file
+from badgateway.checks.settings import LogSource
 
 TAIL_BYTES = 2 * 1024 * 1024  # only the recent end of a log is read
 MAX_SAMPLES = 3

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from checks.baseline import Snapshot
-from checks.changes import clock_at
-from checks.model import Cause, Diagnosis, Finding, Status, Weight
+from badgateway.checks.baseline import Snapshot
+from badgateway.checks.changes import clock_at
+from badgateway.checks.model import Cause, Diagnosis, Finding, Status, Weight
 
 MAX_MARKER_TEXT = 300  # a marker is a line, not a changelog
 MAX_MARKER_BY = 80

@@ -10,7 +10,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from checks.guard import parse_ip
+from badgateway.checks.guard import parse_ip
 
 
 def parse_resolver(spec: str) -> tuple[str, int]:

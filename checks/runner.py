@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from checks.context import ProbeContext
-from checks.guard import TargetRefused, check_address
-from checks.model import Diagnosis, Finding, Status, StepResult
-from checks.resolve import ResolveFailed, resolve_host
-from checks.settings import Settings
-from checks.steps import ANYWHERE, Step, all_steps
-from checks.target import Target, parse_target
-from checks.verdict import decide
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.guard import TargetRefused, check_address
+from badgateway.checks.model import Diagnosis, Finding, Status, StepResult
+from badgateway.checks.resolve import ResolveFailed, resolve_host
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import ANYWHERE, Step, all_steps
+from badgateway.checks.target import Target, parse_target
+from badgateway.checks.verdict import decide
 
 log = logging.getLogger(__name__)
 

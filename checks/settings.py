@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from checks.logparse import FORMATS
-from checks.regular_file import file_kind, read_regular_file
-from checks.resolve import parse_resolver
-from checks.typed_url import BadTarget, read_url, typed_text
-from checks.upstream_spec import parse_upstream
+from badgateway.checks.logparse import FORMATS
+from badgateway.checks.regular_file import file_kind, read_regular_file
+from badgateway.checks.resolve import parse_resolver
+from badgateway.checks.typed_url import BadTarget, read_url, typed_text
+from badgateway.checks.upstream_spec import parse_upstream
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 MAX_SITES_FILE_BYTES = 1024 * 1024

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from checks.guard import parse_ip
-from checks.settings import Settings, Site, default_port
-from checks.typed_url import BadTarget, read_url, typed_text
+from badgateway.checks.guard import parse_ip
+from badgateway.checks.settings import Settings, Site, default_port
+from badgateway.checks.typed_url import BadTarget, read_url, typed_text
 
 __all__ = ["BadTarget", "Target", "parse_target"]
 

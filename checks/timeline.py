@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from checks.baseline import Snapshot
-from checks.changes import changes_since
-from checks.markers import Marker
-from checks.model import Cause, Change
+from badgateway.checks.baseline import Snapshot
+from badgateway.checks.changes import changes_since
+from badgateway.checks.markers import Marker
+from badgateway.checks.model import Cause, Change
 
 # One glyph per time bucket: the higher, the worse (a bar chart of trouble).
 GLYPH_OK, GLYPH_MIXED, GLYPH_FAIL, GLYPH_NONE = "▁", "▅", "█", "·"

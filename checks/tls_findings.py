@@ -6,9 +6,9 @@ A handshake that timed out is inferred, not observed: the bot's timeout is not t
 
 from __future__ import annotations
 
-from checks.certificate import common_name, day_of
-from checks.model import Cause, Finding, Status, Weight
-from checks.tls_inspect import EXPIRY_WARNING_DAYS, TlsProblemKind, TlsReport
+from badgateway.checks.certificate import common_name, day_of
+from badgateway.checks.model import Cause, Finding, Status, Weight
+from badgateway.checks.tls_inspect import EXPIRY_WARNING_DAYS, TlsProblemKind, TlsReport
 
 
 def tls_findings(report: TlsReport, *, show_address: bool = False) -> list[Finding]:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypedDict
 
-from checks.certificate import (
+from badgateway.checks.certificate import (
     CertificateDict,
     CertificateFacts,
     certificate_facts,

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from checks.guard import parse_ip
+from badgateway.checks.guard import parse_ip
 
 
 class BadTarget(ValueError):

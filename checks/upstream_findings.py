@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from checks.connect import ConnectState
-from checks.http_status import server_failed
-from checks.model import Cause, Finding, Status, Weight
-from checks.socket_access import SocketAccess
-from checks.upstream_probe import (
+from badgateway.checks.connect import ConnectState
+from badgateway.checks.http_status import server_failed
+from badgateway.checks.model import Cause, Finding, Status, Weight
+from badgateway.checks.socket_access import SocketAccess
+from badgateway.checks.upstream_probe import (
     HEADER_LIMIT_FAIL,
     HEADER_LIMIT_WARN,
     HttpAnswer,

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypedDict
 
-from checks.clock import ms_since
-from checks.connect import (
+from badgateway.checks.clock import ms_since
+from badgateway.checks.connect import (
     ConnectDict,
     ConnectResult,
     ConnectState,
@@ -37,9 +37,9 @@ from checks.connect import (
     connect_unix,
     failed_connect,
 )
-from checks.resolve import system_addresses
-from checks.socket_access import SocketAccess, SocketAccessDict, socket_access
-from checks.upstream_spec import Upstream, UpstreamKind, parse_upstream
+from badgateway.checks.resolve import system_addresses
+from badgateway.checks.socket_access import SocketAccess, SocketAccessDict, socket_access
+from badgateway.checks.upstream_spec import Upstream, UpstreamKind, parse_upstream
 
 # Response heads larger than this fail behind any proxy left at its defaults: nginx's
 # proxy_buffer_size is one memory page (4 KiB on x86-64, 8 KiB on some platforms),

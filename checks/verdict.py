@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from checks.causes import BEHIND_THE_PROXY, CATALOGUE, LAYERS, Layer, causes_in
-from checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
+from badgateway.checks.causes import BEHIND_THE_PROXY, CATALOGUE, LAYERS, Layer, causes_in
+from badgateway.checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
 
 # Within one layer, the best-supported cause wins (LAYERS: outside in, from checks.causes).
 _DNS_LAYERS = causes_in(Layer.NAME, Layer.ANSWER)

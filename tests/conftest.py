@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bot.slack import root_updates
-from bot.slack_client import PostPace
+from badgateway.bot.slack import root_updates
+from badgateway.bot.slack_client import PostPace
 
 pytest_plugins = [
     "tests.hypothesis_profiles",  # before any test module: --hypothesis-profile=long

@@ -16,18 +16,18 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.alerts import messages
-from bot.alerts.incidents import Incidents, parse_duration
-from bot.alerts.store import OPEN, Incident
-from bot.pipeline import Carrier
-from bot.render import slack_blocks as blocks
-from bot.render.mentions import is_user_id
-from bot.render.wording import escape, thread_link
-from bot.slack_client import post_once
-from bot.state import BotState
-from bot.threads import CommandHandler, Reply, ThreadLink
-from checks.context import ProbeContext
-from checks.model import Diagnosis
+from badgateway.bot.alerts import messages
+from badgateway.bot.alerts.incidents import Incidents, parse_duration
+from badgateway.bot.alerts.store import OPEN, Incident
+from badgateway.bot.pipeline import Carrier
+from badgateway.bot.render import slack_blocks as blocks
+from badgateway.bot.render.mentions import is_user_id
+from badgateway.bot.render.wording import escape, thread_link
+from badgateway.bot.slack_client import post_once
+from badgateway.bot.state import BotState
+from badgateway.bot.threads import CommandHandler, Reply, ThreadLink
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Diagnosis
 
 DEFAULT_MUTE = "1h"
 USAGE = "Write `/502 mute SITE 1h` (s, m, h or d), `/502 unmute SITE`."

@@ -17,12 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.alerts.webhooks import bearer_token, guarded_json, refuse, reply
-from bot.config import BotConfig
-from bot.history_store import HistoryStore, marked_site
-from bot.malformed_http import quiet_malformed_requests
-from checks.markers import Marker, MarkerError, checked
-from checks.settings import Settings
+from badgateway.bot.alerts.webhooks import bearer_token, guarded_json, refuse, reply
+from badgateway.bot.config import BotConfig
+from badgateway.bot.history_store import HistoryStore, marked_site
+from badgateway.bot.malformed_http import quiet_malformed_requests
+from badgateway.checks.markers import Marker, MarkerError, checked
+from badgateway.checks.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -30,17 +30,17 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot import storage
-from bot.alerts import messages
-from bot.alerts.notifier import SlackNotifier
-from bot.alerts.posting import AlertPosts, diagnosis_origin
-from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, IncidentStore, Mute
-from bot.config import AlertPolicy
-from bot.flights import ShowRun, SiteFlights
-from bot.history_store import HISTORY_BUDGET_S, HistoryStore
-from bot.pipeline import Carrier
-from checks.settings import Settings, Site, default_port
-from checks.timeline import REOPENED, IncidentRecord, started_before
+from badgateway.bot import storage
+from badgateway.bot.alerts import messages
+from badgateway.bot.alerts.notifier import SlackNotifier
+from badgateway.bot.alerts.posting import AlertPosts, diagnosis_origin
+from badgateway.bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, IncidentStore, Mute
+from badgateway.bot.config import AlertPolicy
+from badgateway.bot.flights import ShowRun, SiteFlights
+from badgateway.bot.history_store import HISTORY_BUDGET_S, HistoryStore
+from badgateway.bot.pipeline import Carrier
+from badgateway.checks.settings import Settings, Site, default_port
+from badgateway.checks.timeline import REOPENED, IncidentRecord, started_before
 
 WAITING_SHOWN_TTL_S = 7 * 24 * 3600.0  # an incident's diagnosis is said to wait once
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
-from bot.render.chat_text import waiting_for_worker_text
-from bot.render.mentions import user_mention
-from bot.render.slack_blocks import (
+from badgateway.bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
+from badgateway.bot.render.chat_text import waiting_for_worker_text
+from badgateway.bot.render.mentions import user_mention
+from badgateway.bot.render.slack_blocks import (
     MAX_OPTION_VALUE,
     MAX_OPTIONS,
     Message,
@@ -29,8 +29,16 @@ from bot.render.slack_blocks import (
     step_message,
     verdict_message,
 )
-from bot.render.wording import at_most, cut, duration, escape, on_it, slack_time, thread_link
-from checks.model import Diagnosis
+from badgateway.bot.render.wording import (
+    at_most,
+    cut,
+    duration,
+    escape,
+    on_it,
+    slack_time,
+    thread_link,
+)
+from badgateway.checks.model import Diagnosis
 
 TABLE_ROWS = 400  # a storm's table rows before "…and N more" (blocks cut it sooner)
 TABLE_BLOCKS = 45  # of Block Kit's 50 blocks, the head and the table's sections

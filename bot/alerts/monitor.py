@@ -26,16 +26,16 @@ from typing import Any
 from redis.asyncio import Redis
 from saq import CronJob, Queue
 
-from bot import metrics, storage
-from bot.alerts.incidents import Incidents, ProbeOutcome
-from bot.history_store import HISTORY_BUDGET_S, HistoryStore
-from checks.guard import TargetRefused
-from checks.http_probe import cache_busted, fetch
-from checks.http_status import server_failed
-from checks.runner import prepare
-from checks.settings import Settings, Site
-from checks.target import BadTarget
-from checks.timeline import ProbePoint
+from badgateway.bot import metrics, storage
+from badgateway.bot.alerts.incidents import Incidents, ProbeOutcome
+from badgateway.bot.history_store import HISTORY_BUDGET_S, HistoryStore
+from badgateway.checks.guard import TargetRefused
+from badgateway.checks.http_probe import cache_busted, fetch
+from badgateway.checks.http_status import server_failed
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings, Site
+from badgateway.checks.target import BadTarget
+from badgateway.checks.timeline import ProbePoint
 
 log = logging.getLogger(__name__)
 

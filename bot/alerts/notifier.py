@@ -11,8 +11,8 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.render.wording import cut
-from bot.slack_client import post_once, update
+from badgateway.bot.render.wording import cut
+from badgateway.bot.slack_client import post_once, update
 
 SECTION_LIMIT = 3000  # Block Kit: characters in one section's text
 

@@ -20,20 +20,20 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot.alerts import messages
-from bot.alerts.notifier import SlackNotifier
-from bot.alerts.store import OPEN, Incident, IncidentStore, Storm
-from bot.alerts.storm import is_storm, shared_facts
-from bot.config import AlertPolicy
-from bot.flights import Joined, ShowRun, SiteFlights, remember_request
-from bot.pipeline import Carrier, DiagnosisRequest
-from checks.causes import CATALOGUE
-from checks.context import ProbeContext
-from checks.guard import TargetRefused
-from checks.model import Cause, Diagnosis
-from checks.runner import prepare
-from checks.settings import Settings
-from checks.target import BadTarget
+from badgateway.bot.alerts import messages
+from badgateway.bot.alerts.notifier import SlackNotifier
+from badgateway.bot.alerts.store import OPEN, Incident, IncidentStore, Storm
+from badgateway.bot.alerts.storm import is_storm, shared_facts
+from badgateway.bot.config import AlertPolicy
+from badgateway.bot.flights import Joined, ShowRun, SiteFlights, remember_request
+from badgateway.bot.pipeline import Carrier, DiagnosisRequest
+from badgateway.checks.causes import CATALOGUE
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.guard import TargetRefused
+from badgateway.checks.model import Cause, Diagnosis
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings
+from badgateway.checks.target import BadTarget
 
 log = logging.getLogger(__name__)
 

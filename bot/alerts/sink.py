@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 
-from bot.alerts.incidents import Incidents
-from bot.pipeline import DiagnosisRequest, ResultSink
-from checks.model import Diagnosis, StepResult
+from badgateway.bot.alerts.incidents import Incidents
+from badgateway.bot.pipeline import DiagnosisRequest, ResultSink
+from badgateway.checks.model import Diagnosis, StepResult
 
 log = logging.getLogger(__name__)
 

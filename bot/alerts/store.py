@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
-from bot import storage
+from badgateway.bot import storage
 
 INCIDENT_TTL_S = 30 * 24 * 3600  # closed incidents stay readable for a month
 

@@ -29,13 +29,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bot import bounded_json
-from bot.alerts.incidents import AlertSignal, Incidents, ProbeOutcome, site_for_url
-from bot.alerts.monitor import site_facts
-from bot.config import AlertPolicy, BotConfig
-from bot.malformed_http import quiet_malformed_requests
-from checks.settings import Settings, Site, one_line
-from checks.target import BadTarget, parse_target
+from badgateway.bot import bounded_json
+from badgateway.bot.alerts.incidents import AlertSignal, Incidents, ProbeOutcome, site_for_url
+from badgateway.bot.alerts.monitor import site_facts
+from badgateway.bot.config import AlertPolicy, BotConfig
+from badgateway.bot.malformed_http import quiet_malformed_requests
+from badgateway.checks.settings import Settings, Site, one_line
+from badgateway.checks.target import BadTarget, parse_target
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import Incidents
-from bot.alerts.notifier import SlackNotifier
-from bot.alerts.store import IncidentStore
-from bot.config import BotConfig, ConfigError
-from bot.flights import ShowRun, SiteFlights
-from bot.history_store import RedisHistory
-from bot.pipeline import Carrier
-from bot.slack_client import make_web_client
-from bot.state import BotState
-from checks.settings import Settings
+from badgateway.bot.alerts.incidents import Incidents
+from badgateway.bot.alerts.notifier import SlackNotifier
+from badgateway.bot.alerts.store import IncidentStore
+from badgateway.bot.config import BotConfig, ConfigError
+from badgateway.bot.flights import ShowRun, SiteFlights
+from badgateway.bot.history_store import RedisHistory
+from badgateway.bot.pipeline import Carrier
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState
+from badgateway.checks.settings import Settings
 
 
 def build_incidents(

@@ -24,11 +24,11 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import BotConfig, ConfigError, load_config, serve_problem
-from bot.queue.health import RedisUnreachable, require_redis
-from bot.slack_client import slack_error
-from checks.dns_client import Answer, Source, ask_resolver
-from checks.settings import LogSource, Settings, SettingsError, one_line
+from badgateway.bot.config import BotConfig, ConfigError, load_config, serve_problem
+from badgateway.bot.queue.health import RedisUnreachable, require_redis
+from badgateway.bot.slack_client import slack_error
+from badgateway.checks.dns_client import Answer, Source, ask_resolver
+from badgateway.checks.settings import LogSource, Settings, SettingsError, one_line
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1

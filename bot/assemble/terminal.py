@@ -20,10 +20,10 @@ from typing import TextIO, TypeVar, cast
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import storage
-from bot.config import BotConfig, HistoryRetention
-from bot.demo import DemoUnavailable, demo_site
-from bot.history_store import (
+from badgateway.bot import storage
+from badgateway.bot.config import BotConfig, HistoryRetention
+from badgateway.bot.demo import DemoUnavailable, demo_site
+from badgateway.bot.history_store import (
     FileHistory,
     HistoryKeeper,
     HistoryStore,
@@ -33,21 +33,21 @@ from bot.history_store import (
     redis_history,
     timeline_of,
 )
-from bot.pipeline import HistorySink, InProcessCarrier
-from bot.queue.status import show_status
-from bot.render.history import history_text
-from bot.render.terminal import TerminalReport
-from bot.shell import Shell, TerminalSlack
-from bot.slack.chatops import ChatOps
-from bot.slack.diagnosis_threads import DiagnosisThreads
-from bot.slack.history import MAX_HOURS
-from bot.slack.root_updates import RootUpdates
-from bot.slack.sink import SlackSink
-from bot.state import BotState, MemoryStore
-from checks.markers import MarkerError, checked
-from checks.runner import diagnose, prepare
-from checks.settings import Settings, one_line
-from checks.steps import all_steps
+from badgateway.bot.pipeline import HistorySink, InProcessCarrier
+from badgateway.bot.queue.status import show_status
+from badgateway.bot.render.history import history_text
+from badgateway.bot.render.terminal import TerminalReport
+from badgateway.bot.shell import Shell, TerminalSlack
+from badgateway.bot.slack.chatops import ChatOps
+from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
+from badgateway.bot.slack.history import MAX_HOURS
+from badgateway.bot.slack.root_updates import RootUpdates
+from badgateway.bot.slack.sink import SlackSink
+from badgateway.bot.state import BotState, MemoryStore
+from badgateway.checks.markers import MarkerError, checked
+from badgateway.checks.runner import diagnose, prepare
+from badgateway.checks.settings import Settings, one_line
+from badgateway.checks.steps import all_steps
 
 
 async def _diagnose(

@@ -29,31 +29,37 @@ from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import metrics, storage
-from bot.alerts.chat import AlertChat
-from bot.alerts.events import add_event_routes
-from bot.alerts.incidents import Incidents
-from bot.alerts.store import OPEN
-from bot.alerts.webhooks import add_alert_routes
-from bot.assemble.alerts import build_incidents
-from bot.config import BotConfig
-from bot.history_store import (
+from badgateway.bot import metrics, storage
+from badgateway.bot.alerts.chat import AlertChat
+from badgateway.bot.alerts.events import add_event_routes
+from badgateway.bot.alerts.incidents import Incidents
+from badgateway.bot.alerts.store import OPEN
+from badgateway.bot.alerts.webhooks import add_alert_routes
+from badgateway.bot.assemble.alerts import build_incidents
+from badgateway.bot.config import BotConfig
+from badgateway.bot.history_store import (
     HistoryKeeper,
     HistoryStore,
     MemoryHistory,
     close_store,
     redis_history,
 )
-from bot.pipeline import Carrier, DiagnosisRequest, HistorySink, InProcessCarrier, ResultSink
-from bot.queue import worker_metrics
-from bot.queue.carrier import QueueCarrier, Unclaimed
-from bot.queue.health import QueueHealth
-from bot.slack.app import build_app
-from bot.slack.chatops import ChatOps
-from bot.slack.diagnosis_threads import DiagnosisThreads
-from bot.slack.history import history_command
-from bot.slack.private import PrivateReplies
-from bot.slack.server import (
+from badgateway.bot.pipeline import (
+    Carrier,
+    DiagnosisRequest,
+    HistorySink,
+    InProcessCarrier,
+    ResultSink,
+)
+from badgateway.bot.queue import worker_metrics
+from badgateway.bot.queue.carrier import QueueCarrier, Unclaimed
+from badgateway.bot.queue.health import QueueHealth
+from badgateway.bot.slack.app import build_app
+from badgateway.bot.slack.chatops import ChatOps
+from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
+from badgateway.bot.slack.history import history_command
+from badgateway.bot.slack.private import PrivateReplies
+from badgateway.bot.slack.server import (
     EVENTS_PATH,
     build_web_app,
     check_token,
@@ -61,13 +67,13 @@ from bot.slack.server import (
     socket_mode_url,
     until_connected,
 )
-from bot.slack.sink import SlackSink
-from bot.slack.slack_auth import SlackAuthWatch
-from bot.slack.waiting import WaitingRoots
-from bot.slack_client import make_web_client
-from bot.state import BotState, StateStore, open_store
-from bot.threads import CommandHandler, ThreadKind, ThreadLinks
-from checks.settings import Settings
+from badgateway.bot.slack.sink import SlackSink
+from badgateway.bot.slack.slack_auth import SlackAuthWatch
+from badgateway.bot.slack.waiting import WaitingRoots
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, StateStore, open_store
+from badgateway.bot.threads import CommandHandler, ThreadKind, ThreadLinks
+from badgateway.checks.settings import Settings
 
 log = logging.getLogger(__name__)
 DEFAULT_HOST = "0.0.0.0"  # every IPv4 address: what `serve` has always bound
@@ -307,5 +313,5 @@ async def run(
 
 def serve(config: BotConfig, settings: Settings, host: str = DEFAULT_HOST) -> int:
     """Listen on ``host`` until SIGTERM/SIGINT; returns the process exit code."""
-    logging.getLogger("bot").setLevel(logging.INFO)
+    logging.getLogger("badgateway.bot").setLevel(logging.INFO)
     return asyncio.run(run(config, settings, host=host))

@@ -1,7 +1,7 @@
 """`badgateway worker`: a worker process, put together from the configuration.
 
 Where results go (the sink): ``$BADGATEWAY_SINK`` if set (``module:factory``; tests, other
-chat tools; ``bot.assemble.worker:log_sink`` only logs them), else the Slack thread.
+chat tools; ``badgateway.bot.assemble.worker:log_sink`` only logs them), else the Slack thread.
 Without either the worker refuses to start (ConfigError, one line): a worker that quietly wrote
 every diagnosis to its own log would leave every `/502` thread waiting. So does a worker that cannot
 reach Redis (RedisUnreachable, one line).
@@ -22,28 +22,28 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from bot import storage
-from bot.alerts.incidents import Incidents
-from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
-from bot.alerts.sink import IncidentVerdicts
-from bot.assemble.alerts import build_incidents
-from bot.config import BotConfig, ConfigError
-from bot.history_store import HistoryKeeper, HistoryStore, redis_history
-from bot.pipeline import HistorySink, LoggingSink, ResultSink
-from bot.queue.carrier import QueueCarrier
-from bot.queue.delivery import DeliveryQueue
-from bot.queue.health import require_redis
-from bot.queue.saq_queue import DEFAULT_QUEUE
-from bot.queue.worker import FeatureJobs, work
-from bot.slack.sink import SlackSink
-from bot.slack_client import make_web_client
-from bot.state import BotState, open_store
-from checks.settings import Settings
+from badgateway.bot import storage
+from badgateway.bot.alerts.incidents import Incidents
+from badgateway.bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
+from badgateway.bot.alerts.sink import IncidentVerdicts
+from badgateway.bot.assemble.alerts import build_incidents
+from badgateway.bot.config import BotConfig, ConfigError
+from badgateway.bot.history_store import HistoryKeeper, HistoryStore, redis_history
+from badgateway.bot.pipeline import HistorySink, LoggingSink, ResultSink
+from badgateway.bot.queue.carrier import QueueCarrier
+from badgateway.bot.queue.delivery import DeliveryQueue
+from badgateway.bot.queue.health import require_redis
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE
+from badgateway.bot.queue.worker import FeatureJobs, work
+from badgateway.bot.slack.sink import SlackSink
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, open_store
+from badgateway.checks.settings import Settings
 
 MONITOR_QUEUE = "monitor"  # the monitoring jobs' own queue (see FeatureJobs)
 NO_TOKEN = (
     "SLACK_BOT_TOKEN is not set: a worker posts each diagnosis into its Slack thread with it "
-    "(to only log results instead, set BADGATEWAY_SINK=bot.assemble.worker:log_sink)"
+    "(to only log results instead, set BADGATEWAY_SINK=badgateway.bot.assemble.worker:log_sink)"
 )
 
 

@@ -15,14 +15,14 @@ import contextlib
 import logging
 import time
 
-from bot.config import BotConfig
-from bot.pipeline import DiagnosisRequest
-from bot.queue.job_kinds import diagnosis_job
-from bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
-from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import QueueTuning, connect_redis
-from bot.queue.unclaimed import Unclaimed, UnclaimedWatch, record_queued
-from checks.settings import Settings
+from badgateway.bot.config import BotConfig
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.queue.job_kinds import diagnosis_job
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
+from badgateway.bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.tuning import QueueTuning, connect_redis
+from badgateway.bot.queue.unclaimed import Unclaimed, UnclaimedWatch, record_queued
+from badgateway.checks.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from saq.job import Job
 
-from bot.queue.jobs import heartbeat
-from bot.queue.saq_queue import DiagnosisQueue
-from bot.queue.tuning import QueueTuning, connect_redis
-from bot.queue.worker import FeatureJobs
+from badgateway.bot.queue.jobs import heartbeat
+from badgateway.bot.queue.saq_queue import DiagnosisQueue
+from badgateway.bot.queue.tuning import QueueTuning, connect_redis
+from badgateway.bot.queue.worker import FeatureJobs
 
 DELIVER_JOB = "bgw.deliver"
 DELIVERY_QUEUE = "deliver"

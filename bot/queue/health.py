@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from bot.queue.saq_queue import DEFAULT_QUEUE, saq_key
-from bot.queue.tuning import QueueTuning, connect_redis
-from checks.settings import one_line
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, saq_key
+from badgateway.bot.queue.tuning import QueueTuning, connect_redis
+from badgateway.checks.settings import one_line
 
 # What a Redis call raises when the server is gone: redis-py's ConnectionError and
 # TimeoutError are RedisErrors; a refused or reset socket may surface as an OSError.

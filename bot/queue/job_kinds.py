@@ -15,11 +15,11 @@ from typing import Any
 
 from saq.job import Job
 
-from bot.pipeline import DiagnosisRequest
-from bot.queue.saq_queue import DEFAULT_QUEUE, SWEPT_ERROR
-from bot.queue.tuning import QueueTuning
-from checks.settings import Settings
-from checks.steps import step_named
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, SWEPT_ERROR
+from badgateway.bot.queue.tuning import QueueTuning
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import step_named
 
 DIAGNOSE_JOB = "bgw.diagnose"
 STEP_JOB = "bgw.step"

@@ -29,8 +29,8 @@ from typing import Any
 
 from saq.job import Job, Status
 
-from bot import logs, metrics
-from bot.pipeline import (
+from badgateway.bot import logs, metrics
+from badgateway.bot.pipeline import (
     DiagnosisRequest,
     ResultSink,
     combine,
@@ -38,7 +38,7 @@ from bot.pipeline import (
     failed_step_result,
     observe_step,
 )
-from bot.queue.job_kinds import (
+from badgateway.bot.queue.job_kinds import (
     DIAGNOSE_JOB,
     PART_JOB,
     PARTS_DUE_JOB,
@@ -49,15 +49,15 @@ from bot.queue.job_kinds import (
     parts_due_job,
     step_job,
 )
-from bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
-from bot.queue.store import DiagnosisStore, now_ms
-from bot.queue.tuning import QueueTuning
-from checks.context import ProbeContext
-from checks.model import StepResult
-from checks.runner import assemble_parts, part_places, run_part, run_step
-from checks.settings import Settings
-from checks.steps import Step, step_named
-from checks.target import BadTarget
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
+from badgateway.bot.queue.store import DiagnosisStore, now_ms
+from badgateway.bot.queue.tuning import QueueTuning
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import StepResult
+from badgateway.checks.runner import assemble_parts, part_places, run_part, run_step
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import Step, step_named
+from badgateway.checks.target import BadTarget
 
 log = logging.getLogger(__name__)
 

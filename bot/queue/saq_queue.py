@@ -29,8 +29,8 @@ from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.utils import now
 
-from bot import storage
-from bot.queue.tuning import QueueTuning
+from badgateway.bot import storage
+from badgateway.bot.queue.tuning import QueueTuning
 
 log = logging.getLogger(__name__)
 

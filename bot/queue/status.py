@@ -14,11 +14,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bot.config import BotConfig
-from bot.queue.health import require_redis
-from bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
-from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import connect_redis
+from badgateway.bot.config import BotConfig
+from badgateway.bot.queue.health import require_redis
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
+from badgateway.bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.tuning import connect_redis
 
 RECENT_S = 900  # latency figures cover the last 15 minutes
 

@@ -22,8 +22,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from bot import storage
-from checks.model import StepResult
+from badgateway.bot import storage
+from badgateway.checks.model import StepResult
 
 JOB_STATS_KEPT = 1000
 

@@ -15,7 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from bot.config import QueueTuning, TuningError
+from badgateway.bot.config import QueueTuning, TuningError
 
 __all__ = ["QueueTuning", "TuningError", "connect_redis"]
 

@@ -24,10 +24,10 @@ from typing import cast
 from redis.asyncio import Redis
 from saq.job import Status
 
-from bot import storage
-from bot.pipeline import DiagnosisRequest
-from bot.queue.health import REDIS_DOWN
-from bot.queue.saq_queue import DiagnosisQueue
+from badgateway.bot import storage
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.queue.health import REDIS_DOWN
+from badgateway.bot.queue.saq_queue import DiagnosisQueue
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """SAQ's own web UI over the badgateway queues: queued/active jobs, their kwargs, errors and
 tries, workers, with retry and abort buttons.
 
-    REDIS_URL=redis://… python -m bot.queue.web --port 8081      # http://127.0.0.1:8081/
+    REDIS_URL=redis://… python -m badgateway.bot.queue.web --port 8081      # http://127.0.0.1:8081/
 
 It binds to 127.0.0.1 by default: it can retry and abort jobs, so reach it through an SSH
 tunnel rather than exposing it. Queues are listed as they exist when it starts (a new
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from aiohttp import web
 from saq.web.aiohttp import create_app
 
-from bot.config import ConfigError, load_config
-from bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
-from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import QueueTuning, connect_redis
+from badgateway.bot.config import ConfigError, load_config
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
+from badgateway.bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.tuning import QueueTuning, connect_redis
 
 
 async def build_app(redis_url: str, tuning: QueueTuning) -> web.Application:
@@ -30,7 +30,7 @@ async def build_app(redis_url: str, tuning: QueueTuning) -> web.Application:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bot.queue.web", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m badgateway.bot.queue.web", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
     args = p.parse_args(argv)

@@ -26,14 +26,14 @@ from typing import Any, cast
 from saq import CronJob, Worker
 from saq.types import PartialTimersDict
 
-from bot.config import BotConfig
-from bot.pipeline import ResultSink
-from bot.queue import worker_metrics
-from bot.queue.health import REDIS_DOWN, redis_down
-from bot.queue.jobs import JobRunner
-from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import connect_redis
-from checks.settings import Settings
+from badgateway.bot.config import BotConfig
+from badgateway.bot.pipeline import ResultSink
+from badgateway.bot.queue import worker_metrics
+from badgateway.bot.queue.health import REDIS_DOWN, redis_down
+from badgateway.bot.queue.jobs import JobRunner
+from badgateway.bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.tuning import connect_redis
+from badgateway.checks.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot import metrics, storage
-from bot.queue.saq_queue import DEFAULT_QUEUE, saq_key
-from bot.queue.store import DiagnosisStore
+from badgateway.bot import metrics, storage
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, saq_key
+from badgateway.bot.queue.store import DiagnosisStore
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 2.0

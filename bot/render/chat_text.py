@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.render.mentions import channel_mention, user_mention
-from bot.render.slack_blocks import MAX_SECTION_TEXT
-from bot.render.wording import at_most, cut, escape, slack_date_time, slack_time
-from bot.state import DiagnosisThread
-from checks import steps as step_registry
-from checks.settings import Settings
+from badgateway.bot.render.mentions import channel_mention, user_mention
+from badgateway.bot.render.slack_blocks import MAX_SECTION_TEXT
+from badgateway.bot.render.wording import at_most, cut, escape, slack_date_time, slack_time
+from badgateway.bot.state import DiagnosisThread
+from badgateway.checks import steps as step_registry
+from badgateway.checks.settings import Settings
 
 SITES_SHOWN = 40
 THREADS_SHOWN = 20

@@ -10,8 +10,8 @@ escapes them for the medium.
 
 from __future__ import annotations
 
-from checks.model import StepResult
-from checks.steps import step_named
+from badgateway.checks.model import StepResult
+from badgateway.checks.steps import step_named
 
 MAX_LINES = 12
 

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.render.slack_blocks import MAX_BLOCKS, Message, context, fit, header, section, sections
-from bot.render.wording import escape
-from checks.changes import clock_at
-from checks.readable import duration_text
-from checks.timeline import GLYPH_FAIL, GLYPH_MIXED, GLYPH_NONE, GLYPH_OK, Timeline
+from badgateway.bot.render.slack_blocks import (
+    MAX_BLOCKS,
+    Message,
+    context,
+    fit,
+    header,
+    section,
+    sections,
+)
+from badgateway.bot.render.wording import escape
+from badgateway.checks.changes import clock_at
+from badgateway.checks.readable import duration_text
+from badgateway.checks.timeline import GLYPH_FAIL, GLYPH_MIXED, GLYPH_NONE, GLYPH_OK, Timeline
 
 LISTED = 10  # outages, changes and markers listed each; the rest counted
 LEGEND = f"{GLYPH_OK} ok  {GLYPH_MIXED} some failed  {GLYPH_FAIL} failing  {GLYPH_NONE} no check"

@@ -12,13 +12,13 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bot.render.evidence import step_evidence
-from bot.render.mentions import escape_mrkdwn, user_mention
-from bot.render.wording import alert_link, cut, escape, on_it, slack_date_time
-from checks import steps as step_registry
-from checks.causes import CATALOGUE
-from checks.model import Cause, Diagnosis, Status, StepResult, Verdict
-from checks.redact import redact
+from badgateway.bot.render.evidence import step_evidence
+from badgateway.bot.render.mentions import escape_mrkdwn, user_mention
+from badgateway.bot.render.wording import alert_link, cut, escape, on_it, slack_date_time
+from badgateway.checks import steps as step_registry
+from badgateway.checks.causes import CATALOGUE
+from badgateway.checks.model import Cause, Diagnosis, Status, StepResult, Verdict
+from badgateway.checks.redact import redact
 
 # Block Kit limits (https://api.slack.com/reference/block-kit/blocks)
 MAX_BLOCKS = 50

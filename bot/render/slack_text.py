@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.render.slack_blocks import ACTIONS
+from badgateway.bot.render.slack_blocks import ACTIONS
 
 _BUTTON_NAMES = {action_id: name for name, (action_id, _label) in ACTIONS.items()}
 _DATE = re.compile(r"<!date\^[^|>]*\|([^>]*)>")

@@ -9,8 +9,8 @@ import sys
 import time
 from typing import TextIO
 
-from checks.model import Diagnosis, Status, StepResult
-from checks.steps import Step
+from badgateway.checks.model import Diagnosis, Status, StepResult
+from badgateway.checks.steps import Step
 
 _MARK = {
     Status.OK: ("✔", "32"),

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from bot.render.mentions import channel_mention, escape_mrkdwn, user_mention
-from checks.redact import redact
+from badgateway.bot.render.mentions import channel_mention, escape_mrkdwn, user_mention
+from badgateway.checks.redact import redact
 
 ON_IT = "🙋"  # Unicode, not :raising_hand:, so the terminal shell shows it too
 

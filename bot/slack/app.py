@@ -23,15 +23,15 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import BotConfig
-from bot.render.slack_blocks import ACTIONS, SHOW_SITE_ACTION
-from bot.slack import payloads
-from bot.slack.chatops import ChatOps, Command
-from bot.slack.payloads import PayloadProblem, PrivateRoute
-from bot.slack.private import PrivateReplies, could_not_read
-from bot.slack_client import slack_error
-from bot.state import BotState
-from bot.threads import Answer
+from badgateway.bot.config import BotConfig
+from badgateway.bot.render.slack_blocks import ACTIONS, SHOW_SITE_ACTION
+from badgateway.bot.slack import payloads
+from badgateway.bot.slack.chatops import ChatOps, Command
+from badgateway.bot.slack.payloads import PayloadProblem, PrivateRoute
+from badgateway.bot.slack.private import PrivateReplies, could_not_read
+from badgateway.bot.slack_client import slack_error
+from badgateway.bot.state import BotState
+from badgateway.bot.threads import Answer
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.render import chat_text
-from bot.render import slack_blocks as blocks
-from bot.render.wording import escape
-from bot.slack.diagnosis_threads import DiagnosisThreads
-from bot.slack_client import post_once, slack_error
-from bot.threads import Answer, CommandHandler, Reply, ThreadKind, ThreadOwner, Threads
-from checks.guard import TargetRefused
-from checks.runner import prepare
-from checks.settings import Settings
-from checks.target import BadTarget, parse_target
+from badgateway.bot.render import chat_text
+from badgateway.bot.render import slack_blocks as blocks
+from badgateway.bot.render.wording import escape
+from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
+from badgateway.bot.slack_client import post_once, slack_error
+from badgateway.bot.threads import Answer, CommandHandler, Reply, ThreadKind, ThreadOwner, Threads
+from badgateway.checks.guard import TargetRefused
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings
+from badgateway.checks.target import BadTarget, parse_target
 
 log = logging.getLogger(__name__)
 

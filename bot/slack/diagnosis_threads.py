@@ -23,23 +23,23 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.flights import SiteFlights, remember_request
-from bot.pipeline import Carrier, DiagnosisRequest
-from bot.render import chat_text
-from bot.render import slack_blocks as blocks
-from bot.render.mentions import user_mention
-from bot.render.wording import ASKERS_SHOWN, asked_note, escape, on_it, thread_link
-from bot.slack.sink import SlackSink, root_view
-from bot.slack_client import post_once, slack_error
-from bot.state import BotState, DiagnosisThread
-from bot.threads import Reply, ThreadLink, ThreadLinks, open_thread
-from checks import steps as step_registry
-from checks.context import ProbeContext
-from checks.guard import TargetRefused
-from checks.model import Diagnosis, StepResult
-from checks.runner import prepare
-from checks.settings import Settings
-from checks.target import BadTarget, parse_target
+from badgateway.bot.flights import SiteFlights, remember_request
+from badgateway.bot.pipeline import Carrier, DiagnosisRequest
+from badgateway.bot.render import chat_text
+from badgateway.bot.render import slack_blocks as blocks
+from badgateway.bot.render.mentions import user_mention
+from badgateway.bot.render.wording import ASKERS_SHOWN, asked_note, escape, on_it, thread_link
+from badgateway.bot.slack.sink import SlackSink, root_view
+from badgateway.bot.slack_client import post_once, slack_error
+from badgateway.bot.state import BotState, DiagnosisThread
+from badgateway.bot.threads import Reply, ThreadLink, ThreadLinks, open_thread
+from badgateway.checks import steps as step_registry
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.guard import TargetRefused
+from badgateway.checks.model import Diagnosis, StepResult
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings
+from badgateway.checks.target import BadTarget, parse_target
 
 log = logging.getLogger(__name__)
 

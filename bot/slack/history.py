@@ -3,11 +3,11 @@ Block Kit (bot.render.history): its checks as sparklines, outages, changes and m
 
 from __future__ import annotations
 
-from bot.history_store import HistoryStore, marked_site, timeline_of
-from bot.render.history import history_message
-from bot.render.wording import escape
-from bot.threads import Answer, CommandHandler
-from checks.settings import Settings
+from badgateway.bot.history_store import HistoryStore, marked_site, timeline_of
+from badgateway.bot.render.history import history_message
+from badgateway.bot.render.wording import escape
+from badgateway.bot.threads import Answer, CommandHandler
+from badgateway.checks.settings import Settings
 
 DEFAULT_HOURS = 24.0
 MAX_HOURS = 24.0 * 30

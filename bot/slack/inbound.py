@@ -44,8 +44,8 @@ from slack_bolt.request.payload_utils import (
     to_view,
 )
 
-from bot import bounded_json
-from bot.slack.payloads import LISTENED_ACTIONS, LISTENED_COMMANDS, LISTENED_EVENT
+from badgateway.bot import bounded_json
+from badgateway.bot.slack.payloads import LISTENED_ACTIONS, LISTENED_COMMANDS, LISTENED_EVENT
 
 MAX_BODY = bounded_json.MAX_BYTES
 BODY_TIMEOUT_S = 10

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.render.mentions import is_channel_id, is_user_id
+from badgateway.bot.render.mentions import is_channel_id, is_user_id
 
 # What the app's listeners take (bot.slack.app); the HTTP door answers anything else itself.
 LISTENED_COMMANDS = re.compile(r"^/.+")  # the installer may rename the command; /502 by default

@@ -15,9 +15,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.slack.payloads import PrivateRoute
-from bot.slack_client import slack_error
-from bot.threads import Reply
+from badgateway.bot.slack.payloads import PrivateRoute
+from badgateway.bot.slack_client import slack_error
+from badgateway.bot.threads import Reply
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack_client import TokenBucket, rate_scale, retry_after, update
-from bot.state import BotState
+from badgateway.bot.slack_client import TokenBucket, rate_scale, retry_after, update
+from badgateway.bot.state import BotState
 
 log = logging.getLogger(__name__)
 

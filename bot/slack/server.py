@@ -25,13 +25,13 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import BotConfig
-from bot.malformed_http import quiet_malformed_requests
-from bot.slack.chatops import ChatOps
-from bot.slack.inbound import Answered, UnreadableInteraction, read_request
-from bot.slack.payloads import private_route
-from bot.slack.private import PrivateReplies, could_not_read
-from bot.slack_client import slack_error
+from badgateway.bot.config import BotConfig
+from badgateway.bot.malformed_http import quiet_malformed_requests
+from badgateway.bot.slack.chatops import ChatOps
+from badgateway.bot.slack.inbound import Answered, UnreadableInteraction, read_request
+from badgateway.bot.slack.payloads import private_route
+from badgateway.bot.slack.private import PrivateReplies, could_not_read
+from badgateway.bot.slack_client import slack_error
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ from typing import Any
 from redis.exceptions import LockError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.pipeline import DiagnosisRequest
-from bot.render import slack_blocks as blocks
-from bot.slack.root_updates import RootUpdates
-from bot.slack_client import PostRefused, find_posted, post_once, post_pace, update
-from bot.state import VERDICT_FIELD, BotState, DiagnosisThread
-from checks.model import Diagnosis, StepResult
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.render import slack_blocks as blocks
+from badgateway.bot.slack.root_updates import RootUpdates
+from badgateway.bot.slack_client import PostRefused, find_posted, post_once, post_pace, update
+from badgateway.bot.state import VERDICT_FIELD, BotState, DiagnosisThread
+from badgateway.checks.model import Diagnosis, StepResult
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack_client import slack_error
+from badgateway.bot.slack_client import slack_error
 
 log = logging.getLogger(__name__)
 

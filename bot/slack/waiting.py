@@ -20,13 +20,13 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import storage
-from bot.pipeline import DiagnosisRequest
-from bot.render import chat_text
-from bot.render import slack_blocks as blocks
-from bot.slack.sink import root_view
-from bot.slack_client import slack_error, update
-from bot.state import DIAGNOSIS_TTL_S, BotState
+from badgateway.bot import storage
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.render import chat_text
+from badgateway.bot.render import slack_blocks as blocks
+from badgateway.bot.slack.sink import root_view
+from badgateway.bot.slack_client import slack_error, update
+from badgateway.bot.state import DIAGNOSIS_TTL_S, BotState
 
 log = logging.getLogger(__name__)
 

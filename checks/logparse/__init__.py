@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from types import ModuleType
 
-from checks.model import Cause
+from badgateway.checks.model import Cause
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from checks.logparse import LogLine, first_match, local_time, rule
-from checks.logparse.phpfpm import php_error, php_minor_only
-from checks.model import Cause
+from badgateway.checks.logparse import LogLine, first_match, local_time, rule
+from badgateway.checks.logparse.phpfpm import php_error, php_minor_only
+from badgateway.checks.model import Cause
 
 _LINE = re.compile(
     r"^\[(?P<ts>\w{3} \w{3} [ \d]\d \d{2}:\d{2}:\d{2})(?:\.\d+)? (?P<year>\d{4})\] "

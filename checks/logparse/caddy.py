@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from checks.http_status import server_failed
-from checks.logparse import LogLine, Rule, first_match, rule
-from checks.model import Cause
+from badgateway.checks.http_status import server_failed
+from badgateway.checks.logparse import LogLine, Rule, first_match, rule
+from badgateway.checks.model import Cause
 
 # Caddy's loggers are named after its modules: http.*, tls.*, admin.*, pki.*, events...
 # Requiring one keeps other zap-based programs' JSON logs (same keys) from being claimed.

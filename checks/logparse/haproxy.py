@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-from checks.http_status import server_failed
-from checks.logparse import LogLine, first_match, local_time, rule
-from checks.model import Cause
+from badgateway.checks.http_status import server_failed
+from badgateway.checks.logparse import LogLine, first_match, local_time, rule
+from badgateway.checks.model import Cause
 
 _HTTP = re.compile(
     r"(?:^|\s)(?P<client>\S+:\d+) \[(?P<ts>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2})(?:\.\d+)?\] "

@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
-from checks.logparse import LogLine, continued_records, first_match, local_time, rule
-from checks.logparse.phpfpm import php_error, php_minor_only
-from checks.model import Cause
+from badgateway.checks.logparse import LogLine, continued_records, first_match, local_time, rule
+from badgateway.checks.logparse.phpfpm import php_error, php_minor_only
+from badgateway.checks.model import Cause
 
 _LINE = re.compile(
     r"^(?P<ts>\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) \[(?P<level>[a-z]+)\] \d+#\d+: "

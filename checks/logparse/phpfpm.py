@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from checks.logparse import LogLine, continued_records, first_match, local_time, rule
-from checks.model import Cause
+from badgateway.checks.logparse import LogLine, continued_records, first_match, local_time, rule
+from badgateway.checks.model import Cause
 
 _LINE = re.compile(
     r"^\[(?P<ts>\d{2}-\w{3}-\d{4} \d{2}:\d{2}:\d{2})(?:\.\d+)?\] "

@@ -35,9 +35,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from checks.http_status import server_failed
-from checks.logparse import LogLine, Rule, first_match, rule
-from checks.model import Cause
+from badgateway.checks.http_status import server_failed
+from badgateway.checks.logparse import LogLine, Rule, first_match, rule
+from badgateway.checks.model import Cause
 
 # varnishncsa -F: one key=value line per fetch (varnishncsa -b), free text last and quoted.
 # %r is "METHOD http://HOST/PATH?QUERY PROTO", so the request's query (its mark) stays in.

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from checks.context import ProbeContext
-from checks.model import StepResult
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import StepResult
 
 StepRun = Callable[[ProbeContext], Awaitable[StepResult]]
 

@@ -20,8 +20,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
-from checks.context import ProbeContext
-from checks.dns_client import (
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.dns_client import (
     Answer,
     ResolverDict,
     ResolverReport,
@@ -31,9 +31,9 @@ from checks.dns_client import (
     ask_resolver,
     system_resolvers,
 )
-from checks.model import Cause, Finding, Status, StepResult, Weight
-from checks.readable import duration_text, ms_text
-from checks.steps import Step
+from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
+from badgateway.checks.readable import duration_text, ms_text
+from badgateway.checks.steps import Step
 
 NAME = "dns"
 

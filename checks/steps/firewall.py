@@ -15,15 +15,15 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
-from checks.connect import ConnectResult, ConnectState, connect_tcp
-from checks.context import ProbeContext
-from checks.model import Cause, Finding, Status, StepResult, Weight
-from checks.readable import ms_text
-from checks.steps import Step
-from checks.tls_findings import tls_findings
-from checks.tls_inspect import TlsDict, TlsReport, inspect_tls
-from checks.upstream_findings import upstream_findings
-from checks.upstream_probe import UpstreamAttemptDict, UpstreamReport, probe_upstreams
+from badgateway.checks.connect import ConnectResult, ConnectState, connect_tcp
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
+from badgateway.checks.readable import ms_text
+from badgateway.checks.steps import Step
+from badgateway.checks.tls_findings import tls_findings
+from badgateway.checks.tls_inspect import TlsDict, TlsReport, inspect_tls
+from badgateway.checks.upstream_findings import upstream_findings
+from badgateway.checks.upstream_probe import UpstreamAttemptDict, UpstreamReport, probe_upstreams
 
 NAME = "firewall"
 _SPARE_S = 0.15  # finish this much before the step's deadline, to report what was found

@@ -21,15 +21,20 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from checks.attempt import Attempt, AttemptDict
-from checks.context import ProbeContext
-from checks.fingerprint import REQUEST_ID_HEADERS, Fingerprint, FingerprintDict, identify_attempt
-from checks.http_probe import cache_busted, fetch
-from checks.http_status import server_failed
-from checks.model import Finding, Status, StepResult
-from checks.readable import ms_text
-from checks.resolve import make_resolver
-from checks.steps import Step
+from badgateway.checks.attempt import Attempt, AttemptDict
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.fingerprint import (
+    REQUEST_ID_HEADERS,
+    Fingerprint,
+    FingerprintDict,
+    identify_attempt,
+)
+from badgateway.checks.http_probe import cache_busted, fetch
+from badgateway.checks.http_status import server_failed
+from badgateway.checks.model import Finding, Status, StepResult
+from badgateway.checks.readable import ms_text
+from badgateway.checks.resolve import make_resolver
+from badgateway.checks.steps import Step
 
 PTR_TIMEOUT_S = 2.0
 MAX_PTR_LOOKUPS = 4

@@ -24,14 +24,14 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, NotRequired, TypedDict, cast
 
-from checks.context import ProbeContext
-from checks.log_findings import APP_SERVER_FORMATS, findings_for, summary_of
-from checks.log_owner import LineOwners
-from checks.logparse import FORMATS
-from checks.logscan import LogScan, scan_log
-from checks.model import Finding, SentRequest, Status, StepResult
-from checks.settings import LogSource, Site
-from checks.steps import ANYWHERE, Parts, Step
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.log_findings import APP_SERVER_FORMATS, findings_for, summary_of
+from badgateway.checks.log_owner import LineOwners
+from badgateway.checks.logparse import FORMATS
+from badgateway.checks.logscan import LogScan, scan_log
+from badgateway.checks.model import Finding, SentRequest, Status, StepResult
+from badgateway.checks.settings import LogSource, Site
+from badgateway.checks.steps import ANYWHERE, Parts, Step
 
 # The queues this step's parts go to: the part for machine HOST on "logs@HOST".
 QUEUE = "logs"

@@ -14,16 +14,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TypedDict, cast
 
-from checks.attempt import Attempt, AttemptDict, ErrorKind, ErrorPhase
-from checks.causes import BEHIND_THE_PROXY
-from checks.context import ProbeContext
-from checks.fingerprint import Fingerprint, FingerprintDict, identify_attempt
-from checks.http_probe import BOT_USER_AGENT, BROWSER_USER_AGENT, cache_busted, fetch
-from checks.http_status import GATEWAY_STATUSES, server_failed
-from checks.model import Cause, Finding, Status, StepResult, Weight
-from checks.readable import ms_text
-from checks.settings import Site
-from checks.steps import Step
+from badgateway.checks.attempt import Attempt, AttemptDict, ErrorKind, ErrorPhase
+from badgateway.checks.causes import BEHIND_THE_PROXY
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.fingerprint import Fingerprint, FingerprintDict, identify_attempt
+from badgateway.checks.http_probe import BOT_USER_AGENT, BROWSER_USER_AGENT, cache_busted, fetch
+from badgateway.checks.http_status import GATEWAY_STATUSES, server_failed
+from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
+from badgateway.checks.readable import ms_text
+from badgateway.checks.settings import Site
+from badgateway.checks.steps import Step
 
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.bounded_json import JsonRejected, loads
+from badgateway.bot.bounded_json import JsonRejected, loads
 
 
 @pytest.mark.parametrize(

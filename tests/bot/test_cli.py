@@ -21,7 +21,7 @@ def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "badgateway.bot.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -205,7 +205,7 @@ def test_the_sites_file_named_in_dotenv_is_the_one_every_command_uses(tmp_path: 
     (tmp_path / "sites.toml").write_text(SITE)
     (tmp_path / ".env").write_text("BADGATEWAY_SITES=sites.toml\n")
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "shell"],
+        [sys.executable, "-m", "badgateway.bot.cli", "shell"],
         input="/502 sites\n",
         capture_output=True,
         text=True,
@@ -236,7 +236,7 @@ async def test_serve_listens_on_the_host_it_is_given_only(
         SLACK_API_URL=slack_api.base_url,
         PORT=str(port),
     )
-    argv = [sys.executable, "-m", "bot.cli", "serve", "--host", host]
+    argv = [sys.executable, "-m", "badgateway.bot.cli", "serve", "--host", host]
     with running(argv, tmp_path / "serve.log", env=env, cwd=str(tmp_path)) as serve:
         shown = f"[{host}]" if ":" in host else host
         await serve.until_ok(f"http://{shown}:{port}/healthz")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, QueueTuning, load_config
-from checks.settings import SettingsError
+from badgateway.bot.config import ConfigError, QueueTuning, load_config
+from badgateway.checks.settings import SettingsError
 
 
 def test_worker_wait_defaults_to_20_s_and_takes_fractions() -> None:
@@ -37,7 +37,7 @@ def test_every_setting_is_read_from_dotenv_and_the_environment_wins(tmp_path: Pa
         f"BADGATEWAY_SITES={sites}\nBADGATEWAY_CA_FILE={ca}\n"
         "BADGATEWAY_QUEUE_HEARTBEAT_S=2\nBADGATEWAY_QUEUE_HOST_WAIT_S=7.5\n"
         "BADGATEWAY_ALERT_FAILURES=4\nBADGATEWAY_ALERT_STORM_THRESHOLD=0\n"
-        "BADGATEWAY_SINK=bot.assemble.worker:log_sink\n"
+        "BADGATEWAY_SINK=badgateway.bot.assemble.worker:log_sink\n"
         "BADGATEWAY_WORKER_NAME=w1\nPORT=3001\n"
     )
     config = load_config({"PORT": "3002"}, dotenv_path=str(dotenv))
@@ -45,7 +45,7 @@ def test_every_setting_is_read_from_dotenv_and_the_environment_wins(tmp_path: Pa
     assert (config.tuning.heartbeat_s, config.tuning.host_wait_s) == (2, 7.5)
     assert config.tuning.sweep_s == QueueTuning().sweep_s
     assert (config.alert_policy.failures_to_open, config.alert_policy.storm_threshold) == (4, 0)
-    assert (config.sink, config.worker_name) == ("bot.assemble.worker:log_sink", "w1")
+    assert (config.sink, config.worker_name) == ("badgateway.bot.assemble.worker:log_sink", "w1")
     settings = config.load_sites()
     assert [s.name for s in settings.sites] == ["shop"] and settings.ca_file == str(ca)
 

@@ -16,7 +16,7 @@ from tests.lab.fixtures_upstreams import Upstream
 
 def diagnose(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "diagnose", "shop", *args],
+        [sys.executable, "-m", "badgateway.bot.cli", "diagnose", "shop", *args],
         capture_output=True,
         text=True,
         timeout=60,

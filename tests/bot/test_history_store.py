@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.config import ConfigError, HistoryRetention
-from bot.history_store import FileHistory, HistoryKeeper, MemoryHistory, RedisHistory
-from bot.storage import key
-from checks.baseline import Snapshot
-from checks.model import Cause, Diagnosis, Verdict
+from badgateway.bot.config import ConfigError, HistoryRetention
+from badgateway.bot.history_store import FileHistory, HistoryKeeper, MemoryHistory, RedisHistory
+from badgateway.bot.storage import key
+from badgateway.checks.baseline import Snapshot
+from badgateway.checks.model import Cause, Diagnosis, Verdict
 from tests.lab.fixtures_redis import RedisServer
 
 RETENTION = HistoryRetention(keep=5, days=7)

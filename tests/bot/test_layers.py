@@ -21,26 +21,26 @@ DEPTH = PACKAGE.count(".") + 1  # pieces of a module name before the part's own
 # The rows of bot/: a part may import parts of higher-numbered rows only (so never a part of its
 # own row, which keeps the features apart). A new part gets a row here, on purpose.
 ROWS: dict[str, int] = {
-    "bot.cli": 1,
-    "bot.assemble": 2,
-    "bot.shell": 3,
-    "bot.slack": 4,
-    "bot.alerts": 4,
-    "bot.queue": 4,
-    "bot.render": 5,
-    "bot.flights": 5,
-    "bot.state": 6,
-    "bot.slack_client": 6,
-    "bot.pipeline": 6,
-    "bot.threads": 6,
-    "bot.bounded_json": 6,
-    "bot.malformed_http": 6,
-    "bot.demo": 6,
-    "bot.history_store": 6,
-    "bot.storage": 7,
-    "bot.config": 7,
-    "bot.logs": 7,
-    "bot.metrics": 7,
+    "badgateway.bot.cli": 1,
+    "badgateway.bot.assemble": 2,
+    "badgateway.bot.shell": 3,
+    "badgateway.bot.slack": 4,
+    "badgateway.bot.alerts": 4,
+    "badgateway.bot.queue": 4,
+    "badgateway.bot.render": 5,
+    "badgateway.bot.flights": 5,
+    "badgateway.bot.state": 6,
+    "badgateway.bot.slack_client": 6,
+    "badgateway.bot.pipeline": 6,
+    "badgateway.bot.threads": 6,
+    "badgateway.bot.bounded_json": 6,
+    "badgateway.bot.malformed_http": 6,
+    "badgateway.bot.demo": 6,
+    "badgateway.bot.history_store": 6,
+    "badgateway.bot.storage": 7,
+    "badgateway.bot.config": 7,
+    "badgateway.bot.logs": 7,
+    "badgateway.bot.metrics": 7,
     PACKAGE: 8,  # the package's own __init__: a docstring
 }
 
@@ -130,7 +130,9 @@ def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle_between_the_parts_of_bot() -> None:
     edges = _graph()
-    assert {"bot.slack", "bot.alerts", "bot.queue"} <= set(edges)  # the graph is read
+    assert {"badgateway.bot.slack", "badgateway.bot.alerts", "badgateway.bot.queue"} <= set(
+        edges
+    )  # the graph is read
     assert _cycle(edges) is None, " -> ".join(_cycle(edges) or [])
 
 
@@ -141,11 +143,11 @@ def test_the_cycle_finder_finds_one() -> None:
 
 def test_features_do_not_import_each_other_or_the_assemblies() -> None:
     edges = _graph()
-    features = {"bot.slack", "bot.alerts", "bot.queue"}
+    features = {"badgateway.bot.slack", "badgateway.bot.alerts", "badgateway.bot.queue"}
     for feature in features:
         assert not edges.get(feature, set()) & (features - {feature}), feature
-    importers = {part for part, targets in edges.items() if "bot.assemble" in targets}
-    assert importers <= {"bot.cli"}, importers
+    importers = {part for part, targets in edges.items() if "badgateway.bot.assemble" in targets}
+    assert importers <= {"badgateway.bot.cli"}, importers
 
 
 def test_every_part_imports_only_rows_below_it() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import logs
-from bot.config import ConfigError, load_log_settings
+from badgateway.bot import logs
+from badgateway.bot.config import ConfigError, load_log_settings
 from tests.lab.bot_processes import ALERTS_TOKEN, BOT_TOKEN, BotProcesses
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackStandIn
 
@@ -135,7 +135,9 @@ async def test_a_real_process_at_debug_logs_json_and_no_secret(
     lines = bot.lines("web")
     assert len(lines) > 20, bot.logs()  # DEBUG logging ran: there is something to check
     docs = [json.loads(line) for line in lines]  # every line is one JSON object
-    assert {"slack_sdk.web.async_base_client", "bot.assemble.web"} <= {d["logger"] for d in docs}
+    assert {"slack_sdk.web.async_base_client", "badgateway.bot.assemble.web"} <= {
+        d["logger"] for d in docs
+    }
     access = [d["message"] for d in docs if d["logger"] == "aiohttp.access"]
     assert any("/healthz?token=[redacted]" in m for m in access), access
     for secret in (BOT_TOKEN, SIGNING_SECRET, ALERTS_TOKEN):

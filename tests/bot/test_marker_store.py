@@ -8,11 +8,11 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from bot.config import HistoryRetention
-from bot.history_store import FileHistory, HistoryKeeper, MemoryHistory, RedisHistory
-from bot.storage import key
-from checks.markers import Marker
-from checks.model import Cause, Diagnosis, Verdict
+from badgateway.bot.config import HistoryRetention
+from badgateway.bot.history_store import FileHistory, HistoryKeeper, MemoryHistory, RedisHistory
+from badgateway.bot.storage import key
+from badgateway.checks.markers import Marker
+from badgateway.checks.model import Cause, Diagnosis, Verdict
 from tests.lab.fixtures_redis import RedisServer
 
 RETENTION = HistoryRetention(keep=5, days=7)

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import metrics
+from badgateway.bot import metrics
 from tests.lab.bot_processes import BotProcesses
 from tests.lab.fixtures_redis import LAB_QUEUE_ENV, RedisServer
 from tests.lab.fixtures_slack import BOT_USER_ID, BotUnderTest, SlackStandIn, loopback_settings

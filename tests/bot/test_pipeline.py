@@ -2,10 +2,10 @@
 
 import ipaddress
 
-from bot.pipeline import DiagnosisRequest, InProcessCarrier
-from checks.model import Diagnosis, StepResult
-from checks.runner import prepare
-from checks.settings import Settings
+from badgateway.bot.pipeline import DiagnosisRequest, InProcessCarrier
+from badgateway.checks.model import Diagnosis, StepResult
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings
 
 LOOPBACK = Settings(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),), timeout_s=1)
 

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bot.assemble.terminal import run_shell
-from checks.settings import Settings
-from checks.steps import all_steps
+from badgateway.bot.assemble.terminal import run_shell
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import all_steps
 
 
 class _BadGateway(BaseHTTPRequestHandler):

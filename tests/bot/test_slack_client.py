@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from bot.config import BotConfig
-from bot.slack_client import make_web_client, post_once, rate_scale
+from badgateway.bot.config import BotConfig
+from badgateway.bot.slack_client import make_web_client, post_once, rate_scale
 from tests.lab.fixtures_slack import SlackStandIn
 from tests.lab.slack_limits import Limit, Scope, SlackLimits
 

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bot.state import BotState, DiagnosisThread, Flight, MemoryStore, RedisStore, StateStore
-from checks.model import Status, StepResult
+from badgateway.bot.state import (
+    BotState,
+    DiagnosisThread,
+    Flight,
+    MemoryStore,
+    RedisStore,
+    StateStore,
+)
+from badgateway.checks.model import Status, StepResult
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
 
 

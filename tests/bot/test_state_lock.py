@@ -9,16 +9,16 @@ import time
 
 import pytest
 
-import bot.storage
-from bot.state import RedisStore
+import badgateway.bot.storage
+from badgateway.bot.state import RedisStore
 from tests.lab.fixtures_redis import RedisServer
 
 HOLD_AND_WAIT = """
 import asyncio, sys
-import bot.state, bot.storage
-bot.storage.LOCK_LEASE_S = 1.0
+import badgateway.bot.state, badgateway.bot.storage
+badgateway.bot.storage.LOCK_LEASE_S = 1.0
 async def main():
-    store = bot.state.RedisStore(sys.argv[1])
+    store = badgateway.bot.state.RedisStore(sys.argv[1])
     async with store.lock("bgw:lock:test"):
         print("held", flush=True)
         await asyncio.sleep(60)
@@ -54,7 +54,7 @@ async def test_a_killed_holder_frees_the_lock_within_its_lease(redis_server: Red
 async def test_a_live_holder_keeps_the_lock_past_its_lease(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bot.storage, "LOCK_LEASE_S", 0.6)
+    monkeypatch.setattr(badgateway.bot.storage, "LOCK_LEASE_S", 0.6)
     store = RedisStore(redis_server.url)
     order: list[str] = []
 

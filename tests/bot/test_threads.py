@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.threads import Reply, ThreadLink, ThreadOwner, Threads, open_thread
-from checks.context import ProbeContext
-from checks.settings import Settings
-from checks.target import parse_target
+from badgateway.bot.threads import Reply, ThreadLink, ThreadOwner, Threads, open_thread
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.settings import Settings
+from badgateway.checks.target import parse_target
 
 
 @dataclass

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from checks.baseline import Snapshot, SnapshotError, snapshot_of
-from checks.model import Cause, Diagnosis, Status, StepResult, Verdict
+from badgateway.checks.baseline import Snapshot, SnapshotError, snapshot_of
+from badgateway.checks.model import Cause, Diagnosis, Status, StepResult, Verdict
 
 
 def attempt(status: int, server: str, *, body: str = "", mark: str = "d1.1") -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The cause table (checks.causes): every cause has an entry and, unless it is a conclusion
 rather than a place of failure, a layer, so that no cause can be left out of the verdict."""
 
-from checks.causes import BEHIND_THE_PROXY, CATALOGUE, LAYERS, Layer, causes_in
-from checks.model import Cause
+from badgateway.checks.causes import BEHIND_THE_PROXY, CATALOGUE, LAYERS, Layer, causes_in
+from badgateway.checks.model import Cause
 
 CONCLUSIONS = {Cause.HEALTHY, Cause.TRANSIENT, Cause.UNKNOWN}
 

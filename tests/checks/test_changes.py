@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from checks.baseline import Snapshot
-from checks.causes import Layer
-from checks.changes import FACT_LAYERS, changes_since, with_changes
-from checks.model import Cause, Diagnosis, Verdict
+from badgateway.checks.baseline import Snapshot
+from badgateway.checks.causes import Layer
+from badgateway.checks.changes import FACT_LAYERS, changes_since, with_changes
+from badgateway.checks.model import Cause, Diagnosis, Verdict
 
 DNS = "dns.addresses@127.0.0.1:53"
 

@@ -5,7 +5,7 @@ import socket
 import time
 from pathlib import Path
 
-from checks.connect import ConnectState, connect_tcp, connect_unix
+from badgateway.checks.connect import ConnectState, connect_tcp, connect_unix
 
 
 async def test_an_open_port_and_a_closed_one() -> None:

@@ -1,6 +1,6 @@
 """The DNS client (checks.dns_client): A and AAAA through one resolver, put together."""
 
-from checks.dns_client import FAILED, Answer, Lookup, Source, _combine
+from badgateway.checks.dns_client import FAILED, Answer, Lookup, Source, _combine
 
 
 def test_any_address_is_an_answer() -> None:

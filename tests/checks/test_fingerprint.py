@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import pytest
 
-from checks.attempt import Attempt
-from checks.fingerprint import Fingerprint, identify, identify_attempt, request_id
-from checks.http_probe import fetch
-from checks.model import Cause
-from checks.runner import prepare
-from checks.settings import Settings
+from badgateway.checks.attempt import Attempt
+from badgateway.checks.fingerprint import Fingerprint, identify, identify_attempt, request_id
+from badgateway.checks.http_probe import fetch
+from badgateway.checks.model import Cause
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_upstreams import Upstream
 

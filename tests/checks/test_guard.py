@@ -18,14 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from checks.context import ProbeContext
-from checks.guard import TargetRefused, check_address, embedded_ipv4, parse_ip, refusal_reason
-from checks.http_probe import _vetted_address, fetch
-from checks.model import Status
-from checks.runner import diagnose, prepare
-from checks.settings import Settings
-from checks.steps.reload import run as run_reload
-from checks.target import parse_target
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.guard import (
+    TargetRefused,
+    check_address,
+    embedded_ipv4,
+    parse_ip,
+    refusal_reason,
+)
+from badgateway.checks.http_probe import _vetted_address, fetch
+from badgateway.checks.model import Status
+from badgateway.checks.runner import diagnose, prepare
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps.reload import run as run_reload
+from badgateway.checks.target import parse_target
 from tests.lab.fixtures_dns import DnsLab
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
 

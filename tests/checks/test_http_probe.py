@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from checks.context import ProbeContext
-from checks.http_probe import MAX_BODY_BYTES, MAX_REDIRECTS, cache_busted, fetch
-from checks.settings import Settings
-from checks.target import parse_target
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.http_probe import MAX_BODY_BYTES, MAX_REDIRECTS, cache_busted, fetch
+from badgateway.checks.settings import Settings
+from badgateway.checks.target import parse_target
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import free_port
 from tests.lab.site_nginx import SiteNginx, running_site_nginx

@@ -1,6 +1,6 @@
 """The one rule for what an HTTP status says about the server that answered."""
 
-from checks.http_status import GATEWAY_STATUSES, server_failed
+from badgateway.checks.http_status import GATEWAY_STATUSES, server_failed
 
 
 def test_a_5xx_is_a_failure_anything_else_an_answer() -> None:

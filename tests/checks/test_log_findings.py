@@ -1,8 +1,8 @@
 """What log scans are evidence for (checks.log_findings), on scans built by hand."""
 
-from checks.log_findings import findings_for, summary_of, window_text
-from checks.logscan import LogScan
-from checks.model import Status
+from badgateway.checks.log_findings import findings_for, summary_of, window_text
+from badgateway.checks.logscan import LogScan
+from badgateway.checks.model import Status
 
 
 def test_window_text() -> None:

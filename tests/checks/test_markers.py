@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from checks.baseline import Snapshot
-from checks.markers import MAX_MARKER_TEXT, Marker, MarkerError, checked, with_markers
-from checks.model import Cause, Diagnosis, Verdict
+from badgateway.checks.baseline import Snapshot
+from badgateway.checks.markers import MAX_MARKER_TEXT, Marker, MarkerError, checked, with_markers
+from badgateway.checks.model import Cause, Diagnosis, Verdict
 
 WINDOW_S = 2 * 3600
 

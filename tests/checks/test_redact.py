@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks.redact import MASK, redact
+from badgateway.checks.redact import MASK, redact
 
 SECRETS: list[tuple[str, str]] = [
     ('request: "GET /login?user=bob&password=hunter2 HTTP/1.1"', "hunter2"),

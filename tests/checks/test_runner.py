@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from checks.context import ProbeContext
-from checks.guard import TargetRefused
-from checks.model import Status, StepResult
-from checks.runner import prepare, run_steps
-from checks.settings import Settings
-from checks.steps import Step, all_steps
-from checks.target import parse_target
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.guard import TargetRefused
+from badgateway.checks.model import Status, StepResult
+from badgateway.checks.runner import prepare, run_steps
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import Step, all_steps
+from badgateway.checks.target import parse_target
 from tests.lab.fixtures_dns import DnsLab
 
 LOOPBACK = Settings(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),), diagnosis_budget_s=1.0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.settings import SettingsError, load_settings, one_line
+from badgateway.checks.settings import SettingsError, load_settings, one_line
 
 GOOD = """
 [settings]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from checks.model import Cause, Finding, Status
-from checks.runner import prepare
-from checks.settings import Settings, Site
-from checks.socket_access import Worker, proxy_workers, socket_access
-from checks.steps.firewall import run as firewall
+from badgateway.checks.model import Cause, Finding, Status
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings, Site
+from badgateway.checks.socket_access import Worker, proxy_workers, socket_access
+from badgateway.checks.steps.firewall import run as firewall
 from tests.lab.fixtures_proxies import Proxy
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the case is the bot running as root")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from checks.settings import Settings, Site
-from checks.target import BadTarget, parse_target
+from badgateway.checks.settings import Settings, Site
+from badgateway.checks.target import BadTarget, parse_target
 
 SETTINGS = Settings(
     sites=(

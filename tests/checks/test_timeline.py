@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from checks.baseline import Snapshot
-from checks.markers import Marker
-from checks.timeline import (
+from badgateway.checks.baseline import Snapshot
+from badgateway.checks.markers import Marker
+from badgateway.checks.timeline import (
     GLYPH_FAIL,
     GLYPH_MIXED,
     GLYPH_NONE,

@@ -8,15 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from checks.certificate import (
+from badgateway.checks.certificate import (
     CertificateFacts,
     certificate_facts,
     decode_certificate,
     matches_host,
 )
-from checks.model import Cause, Status
-from checks.tls_findings import tls_findings
-from checks.tls_inspect import inspect_tls
+from badgateway.checks.model import Cause, Status
+from badgateway.checks.tls_findings import tls_findings
+from badgateway.checks.tls_inspect import inspect_tls
 from tests.lab.certs import LabCerts, PlainHttpServer, TlsServer
 
 TIMEOUT_S = 2.0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from checks.typed_url import BadTarget, read_url, typed_text
+from badgateway.checks.typed_url import BadTarget, read_url, typed_text
 
 
 def test_a_url_is_split_and_its_host_normalised() -> None:

@@ -4,9 +4,9 @@ These test the ordering logic only (which layer wins, which evidence is stronger
 end-to-end tests (test_causes_*.py) prove each cause against real servers.
 """
 
-from checks.causes import CATALOGUE, render_markdown
-from checks.model import Cause, Finding, Status, StepResult, Weight
-from checks.verdict import decide
+from badgateway.checks.causes import CATALOGUE, render_markdown
+from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
+from badgateway.checks.verdict import decide
 from tests.lab import REPO
 
 
@@ -112,5 +112,5 @@ def test_every_cause_is_documented_and_the_docs_are_current() -> None:
     assert set(CATALOGUE) == set(Cause)
     with open(REPO / "docs" / "causes.md", encoding="utf-8") as fh:
         assert fh.read() == render_markdown(), (
-            "regenerate: python -m checks.causes > docs/causes.md"
+            "regenerate: python -m badgateway.checks.causes > docs/causes.md"
         )

@@ -23,16 +23,16 @@ import pytest_asyncio
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import Incidents
-from bot.alerts.monitor import probe_site
-from bot.alerts.notifier import SlackNotifier
-from bot.alerts.store import IncidentStore
-from bot.alerts.webhooks import add_alert_routes
-from bot.config import AlertPolicy, BotConfig
-from bot.history_store import HistoryStore
-from bot.pipeline import DiagnosisRequest
-from bot.slack_client import make_web_client
-from checks.settings import Settings, Site
+from badgateway.bot.alerts.incidents import Incidents
+from badgateway.bot.alerts.monitor import probe_site
+from badgateway.bot.alerts.notifier import SlackNotifier
+from badgateway.bot.alerts.store import IncidentStore
+from badgateway.bot.alerts.webhooks import add_alert_routes
+from badgateway.bot.config import AlertPolicy, BotConfig
+from badgateway.bot.history_store import HistoryStore
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.slack_client import make_web_client
+from badgateway.checks.settings import Settings, Site
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import Message, SlackStandIn
 from tests.lab.fixtures_upstreams import Upstream

@@ -1,4 +1,4 @@
-"""The bot's own processes for the operations tests: `python -m bot.cli serve` (and, with
+"""The bot's own processes for the operations tests: `python -m badgateway.bot.cli serve` (and, with
 Redis, `worker`) started as an operator starts them, against the Slack stand-in, with a sites
 file of loopback sites; `/502` arrives signed as Slack sends it.
 
@@ -86,7 +86,7 @@ class BotProcesses:
         return f"http://127.0.0.1:{self.port}"
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> ManagedProcess:
-        argv = [sys.executable, "-m", "bot.cli", *args]
+        argv = [sys.executable, "-m", "badgateway.bot.cli", *args]
         process = ManagedProcess(
             argv, self.directory / f"{name}.log", env={**self.env, **(env or {})}, cwd=str(REPO)
         )

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import httpx
 
-from checks.context import ProbeContext
-from checks.model import Diagnosis, StepResult
-from checks.runner import diagnose
-from checks.settings import LogSource, Settings, Site
-from checks.steps.logs import run
-from checks.target import parse_target
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Diagnosis, StepResult
+from badgateway.checks.runner import diagnose
+from badgateway.checks.settings import LogSource, Settings, Site
+from badgateway.checks.steps.logs import run
+from badgateway.checks.target import parse_target
 
 
 def get(url: str) -> int | None:

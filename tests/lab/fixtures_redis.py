@@ -50,16 +50,16 @@ import httpx
 import pytest
 import redis
 
-import checks.steps
-from bot.config import BotConfig
-from bot.pipeline import DiagnosisRequest
-from bot.queue.carrier import QueueCarrier
-from bot.queue.tuning import QueueTuning, connect_redis
-from checks.context import ProbeContext
-from checks.model import Diagnosis, Finding, Status, StepResult
-from checks.runner import prepare
-from checks.settings import Settings, load_settings
-from checks.steps import ANYWHERE, Parts, Step
+import badgateway.checks.steps
+from badgateway.bot.config import BotConfig
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.queue.carrier import QueueCarrier
+from badgateway.bot.queue.tuning import QueueTuning, connect_redis
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Diagnosis, Finding, Status, StepResult
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings, load_settings
+from badgateway.checks.steps import ANYWHERE, Parts, Step
 from tests.lab import REPO
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
 from tests.lab.slack_limits import UNLIMITED_ENV
@@ -329,16 +329,16 @@ LAB_STEPS: tuple[Step, ...] = (
 
 def install_lab_steps() -> None:
     """Add LAB_STEPS to ``checks.steps``' registry in this process (idempotent)."""
-    if getattr(checks.steps.all_steps, "lab", False):
+    if getattr(badgateway.checks.steps.all_steps, "lab", False):
         return
-    original = checks.steps.all_steps
+    original = badgateway.checks.steps.all_steps
 
     @functools.cache
     def with_lab_steps() -> tuple[Step, ...]:
         return (*original(), *LAB_STEPS)
 
     with_lab_steps.lab = True  # type: ignore[attr-defined]
-    checks.steps.all_steps = with_lab_steps  # type: ignore[assignment]
+    badgateway.checks.steps.all_steps = with_lab_steps  # type: ignore[assignment]
 
 
 class LabSink:
@@ -456,7 +456,7 @@ class QueueLab:
             "BADGATEWAY_WORKER_CONCURRENCY": str(concurrency),
             **(env or {}),
         }
-        argv = [sys.executable, "-m", "bot.cli", "worker", "--queues", queues]
+        argv = [sys.executable, "-m", "badgateway.bot.cli", "worker", "--queues", queues]
         if worker_env.get("BADGATEWAY_PROFILE"):  # bench/queue_bench.py --profile FILE
             argv[1:1] = ["-m", "cProfile", "-o", worker_env["BADGATEWAY_PROFILE"]]
         log = self.directory / f"worker-{name}-{len(self.workers)}.log"
@@ -556,7 +556,7 @@ async def queue_lab(
     redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Any:
     # Recorded so that the registry is the real one again after this test.
-    monkeypatch.setattr(checks.steps, "all_steps", checks.steps.all_steps)
+    monkeypatch.setattr(badgateway.checks.steps, "all_steps", badgateway.checks.steps.all_steps)
     install_lab_steps()
     http = SleepyHTTPServer()
     sites = tmp_path / "sites.toml"

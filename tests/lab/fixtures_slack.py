@@ -731,9 +731,9 @@ async def slack_bot(
     ``rate_scale`` is the bot's BADGATEWAY_SLACK_RATE_SCALE, ``alerts_token`` its ALERTS_TOKEN;
     other keyword arguments go to ``bot.assemble.web.build_web`` (other kinds of thread…)."""
 
-    from bot.assemble.web import build_web
-    from bot.config import BotConfig
-    from bot.slack.server import EVENTS_PATH
+    from badgateway.bot.assemble.web import build_web
+    from badgateway.bot.config import BotConfig
+    from badgateway.bot.slack.server import EVENTS_PATH
 
     started: list[tuple[Any, web.AppRunner]] = []
 
@@ -769,7 +769,7 @@ def loopback_settings() -> Any:
     """Settings for the Slack tests' loopback sites: quick, one reload attempt."""
     import ipaddress
 
-    from checks.settings import Settings
+    from badgateway.checks.settings import Settings
 
     return Settings(
         allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.logparse.varnish import NCSA_FORMAT
+from badgateway.checks.logparse.varnish import NCSA_FORMAT
 from tests.lab.fixtures_proxies import Proxy, proxy_factory, tmp_dirs
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port

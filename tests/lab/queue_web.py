@@ -19,10 +19,10 @@ import aiohttp
 import pytest_asyncio
 from aiohttp import web
 
-from bot.assemble.web import WebProcess, build_web
-from bot.config import AlertPolicy, BotConfig
-from bot.slack.server import EVENTS_PATH, READY_PATH
-from checks.settings import Settings, load_settings
+from badgateway.bot.assemble.web import WebProcess, build_web
+from badgateway.bot.config import AlertPolicy, BotConfig
+from badgateway.bot.slack.server import EVENTS_PATH, READY_PATH
+from badgateway.checks.settings import Settings, load_settings
 from tests.lab.fixtures_redis import (
     LAB_TUNING,
     LabWorker,

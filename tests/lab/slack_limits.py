@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.config import MAX_RATE_SCALE
+from badgateway.bot.config import MAX_RATE_SCALE
 
 # The environment of a bot subprocess (serve, worker) whose stand-in enforces no limits: its
 # posts and root updates need not keep Slack's pace (as tests/conftest.py does in-process).

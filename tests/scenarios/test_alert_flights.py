@@ -17,19 +17,19 @@ import pytest_asyncio
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.alerts.chat import AlertChat
-from bot.alerts.incidents import Incidents, ProbeOutcome
-from bot.alerts.notifier import SlackNotifier
-from bot.alerts.sink import IncidentVerdicts
-from bot.alerts.store import Incident, IncidentStore
-from bot.flights import SiteFlights
-from bot.pipeline import DiagnosisRequest, InProcessCarrier
-from bot.slack.diagnosis_threads import DiagnosisThreads
-from bot.slack.sink import SlackSink
-from bot.slack_client import make_web_client
-from bot.state import BotState, open_store
-from checks.runner import prepare
-from checks.settings import Site
+from badgateway.bot.alerts.chat import AlertChat
+from badgateway.bot.alerts.incidents import Incidents, ProbeOutcome
+from badgateway.bot.alerts.notifier import SlackNotifier
+from badgateway.bot.alerts.sink import IncidentVerdicts
+from badgateway.bot.alerts.store import Incident, IncidentStore
+from badgateway.bot.flights import SiteFlights
+from badgateway.bot.pipeline import DiagnosisRequest, InProcessCarrier
+from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
+from badgateway.bot.slack.sink import SlackSink
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, open_store
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Site
 from tests.lab.alerts import FAST, bot_config, lab_settings, until
 from tests.lab.fixtures_slack import Message, SlackStandIn
 from tests.lab.process import serve_app

@@ -34,13 +34,13 @@ from typing import Any
 import httpx
 import pytest
 
-from checks.fingerprint import identify
-from checks.logparse import FORMATS, LogLine, classifier, detect_format
-from checks.logparse import caddy as caddy_log
-from checks.model import Cause, Status, Weight
-from checks.runner import diagnose
-from checks.settings import LogSource
-from checks.verdict import decide
+from badgateway.checks.fingerprint import identify
+from badgateway.checks.logparse import FORMATS, LogLine, classifier, detect_format
+from badgateway.checks.logparse import caddy as caddy_log
+from badgateway.checks.model import Cause, Status, Weight
+from badgateway.checks.runner import diagnose
+from badgateway.checks.settings import LogSource
+from badgateway.checks.verdict import decide
 from tests.lab.certs import LabCerts, PlainHttpServer, TlsServer
 from tests.lab.diagnosis import explain, lab_settings, run_logs
 from tests.lab.fixtures_dns import DnsLab
@@ -644,7 +644,7 @@ def test_other_formats_do_not_claim_caddy_lines(
     assert len(named) >= 3 and all(caddy_log.detect(line) for line in named)
     for name in FORMATS:
         if name != "caddy":
-            module = importlib.import_module(f"checks.logparse.{name.replace('-', '')}")
+            module = importlib.import_module(f"badgateway.checks.logparse.{name.replace('-', '')}")
             assert not any(module.detect(line) for line in lines), name
 
 

@@ -21,11 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import connect_redis
-from bot.slack.server import EVENTS_PATH
-from checks.settings import Settings, load_settings
-from checks.steps import step_names
+from badgateway.bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.tuning import connect_redis
+from badgateway.bot.slack.server import EVENTS_PATH
+from badgateway.checks.settings import Settings, load_settings
+from badgateway.checks.steps import step_names
 from tests.lab.fixtures_redis import LAB_TUNING
 from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn
 from tests.lab.queue_web import ALERTS_TOKEN, OPS, WAIT_S, QueueBot, lab_sites

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from checks.model import Cause
+from badgateway.checks.model import Cause
 from tests.lab.diagnosis import explain, get, own_log_evidence, run_diagnosis
 from tests.lab.fixtures_proxies import PhpFpm, Proxy
 

@@ -9,9 +9,9 @@ import ipaddress
 
 import pytest
 
-from checks.model import Cause, Diagnosis
-from checks.runner import diagnose
-from checks.settings import Settings, Site
+from badgateway.checks.model import Cause, Diagnosis
+from badgateway.checks.runner import diagnose
+from badgateway.checks.settings import Settings, Site
 from tests.lab import fixtures_dns as lab_names
 from tests.lab.fixtures_dns import DnsLab
 from tests.lab.process import free_port

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from checks.model import Cause
+from badgateway.checks.model import Cause
 from tests.lab.diagnosis import diagnose_lab, explain
 from tests.lab.fixtures_proxies import PhpFpm, Proxy
 

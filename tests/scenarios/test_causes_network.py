@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from checks.model import Cause, Diagnosis
-from checks.runner import diagnose
-from checks.settings import Settings, Site
+from badgateway.checks.model import Cause, Diagnosis
+from badgateway.checks.runner import diagnose
+from badgateway.checks.settings import Settings, Site
 from tests.lab.certs import CertPair, LabCerts
 from tests.lab.fixtures_netns import NetnsListener
 from tests.lab.fixtures_proxies import Proxy

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from checks.model import Cause, Status, StepResult, Weight
-from checks.settings import LogSource
-from checks.verdict import decide
+from badgateway.checks.model import Cause, Status, StepResult, Weight
+from badgateway.checks.settings import LogSource
+from badgateway.checks.verdict import decide
 from tests.lab.certs import LabCerts, TlsServer
 from tests.lab.diagnosis import explain, get, run_diagnosis, run_logs
 from tests.lab.fixtures_dns import DnsLab

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from checks.guard import parse_ip
-from checks.settings import (
+from badgateway.checks.guard import parse_ip
+from badgateway.checks.settings import (
     SETTINGS_KEYS,
     Settings,
     SettingsError,
@@ -30,7 +30,7 @@ from checks.settings import (
     load_settings,
     parse_settings,
 )
-from checks.target import BadTarget, Target, parse_target
+from badgateway.checks.target import BadTarget, Target, parse_target
 from tests.hypothesis_profiles import CHEAP, ONE_PROCESS_EACH, examples
 from tests.lab import REPO
 
@@ -53,7 +53,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("BADGATEWAY_SITES", None)
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "badgateway.bot.cli", *args],
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_S,

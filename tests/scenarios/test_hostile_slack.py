@@ -38,15 +38,15 @@ import pytest_asyncio
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-import bot.pipeline
-import checks.runner
-import checks.steps
-from bot.render.mentions import channel_mention, is_channel_id, is_user_id, user_mention
-from bot.slack import payloads
-from checks.context import ProbeContext
-from checks.model import Finding, Status, StepResult
-from checks.settings import Settings
-from checks.steps import Step
+import badgateway.bot.pipeline
+import badgateway.checks.runner
+import badgateway.checks.steps
+from badgateway.bot.render.mentions import channel_mention, is_channel_id, is_user_id, user_mention
+from badgateway.bot.slack import payloads
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Finding, Status, StepResult
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import Step
 from tests.hypothesis_profiles import active
 from tests.lab.fixtures_dns import DnsLab
 from tests.lab.fixtures_slack import (
@@ -77,7 +77,7 @@ QUIET_STEPS = (Step("quiet", 10, "Quiet check", _quiet),)
 
 @pytest.fixture
 def quiet_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (checks.steps, checks.runner, bot.pipeline):
+    for module in (badgateway.checks.steps, badgateway.checks.runner, badgateway.bot.pipeline):
         monkeypatch.setattr(module, "all_steps", lambda: QUIET_STEPS)
 
 

@@ -24,7 +24,7 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from bot.malformed_http import quiet_malformed_requests
+from badgateway.bot.malformed_http import quiet_malformed_requests
 from tests.hypothesis_profiles import CHEAP, examples
 from tests.lab.alerts import ALERTS_TOKEN, Bot, serve_webhooks
 from tests.lab.fixtures_slack import SlackStandIn

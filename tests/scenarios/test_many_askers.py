@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-import bot.pipeline
-import checks.runner
-import checks.steps
-from bot.threads import ThreadLink
-from checks.context import ProbeContext
-from checks.model import Finding, Status, StepResult
-from checks.steps import Step
+import badgateway.bot.pipeline
+import badgateway.checks.runner
+import badgateway.checks.steps
+from badgateway.bot.threads import ThreadLink
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Finding, Status, StepResult
+from badgateway.checks.steps import Step
 from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn, loopback_settings
 from tests.lab.slack_limits import SlackLimits
 
@@ -61,7 +61,7 @@ class Probes:
 def probes(monkeypatch: pytest.MonkeyPatch) -> Probes:
     counted = Probes()
     registry = counted.steps()
-    for module in (checks.steps, checks.runner, bot.pipeline):
+    for module in (badgateway.checks.steps, badgateway.checks.runner, badgateway.bot.pipeline):
         monkeypatch.setattr(module, "all_steps", lambda: registry)
     return counted
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import aiohttp
 
-from bot.alerts.events import EVENTS_PATH
-from bot.render.slack_blocks import block_kit_problems
-from checks.settings import Settings, Site
+from badgateway.bot.alerts.events import EVENTS_PATH
+from badgateway.bot.render.slack_blocks import block_kit_problems
+from badgateway.checks.settings import Settings, Site
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_slack import BotUnderTest
 from tests.lab.fixtures_upstreams import Upstream
@@ -89,7 +89,7 @@ async def test_a_deploy_posted_before_the_failure_is_in_the_slack_verdict(
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "badgateway.bot.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -22,10 +22,10 @@ import time
 
 import pytest
 
-from bot.queue.delivery import DELIVER_JOB
-from bot.queue.store import DiagnosisStore
-from bot.queue.tuning import connect_redis
-from checks.steps import step_names
+from badgateway.bot.queue.delivery import DELIVER_JOB
+from badgateway.bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.tuning import connect_redis
+from badgateway.checks.steps import step_names
 from tests.lab.fixtures_redis import LAB_TUNING
 from tests.lab.fixtures_slack import SlackStandIn
 from tests.lab.queue_web import QueueBot

@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from checks.settings import load_settings
+from badgateway.checks.settings import load_settings
 from tests.lab.fixtures_redis import QueueLab, step_calls, write_lab_sites
 
 DIAGNOSES = 300

@@ -1,5 +1,5 @@
 """The whole bot in queue mode, deployed as it runs in production: a real redis-server, the
-real web process (`python -m bot.cli serve`), real `python -m bot.cli worker`
+real web process (`python -m badgateway.bot.cli serve`), real `python -m badgateway.bot.cli worker`
 processes, the local Slack Web API stand-in, and sites that are real nginx servers in front of
 misbehaving upstreams. Requests arrive signed as Slack signs them, alerts as Alertmanager sends
 them.
@@ -32,10 +32,10 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from bot.alerts.store import IncidentStore
-from bot.slack.root_updates import PER_ROOT_S
-from bot.state import BotState, open_store
-from checks.steps import step_names
+from badgateway.bot.alerts.store import IncidentStore
+from badgateway.bot.slack.root_updates import PER_ROOT_S
+from badgateway.bot.state import BotState, open_store
+from badgateway.checks.steps import step_names
 from tests.lab import REPO
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_redis import LAB_QUEUE_ENV, RedisServer
@@ -106,7 +106,7 @@ class Deployment:
         return f"http://127.0.0.1:{self.port}"
 
     def _spawn(self, name: str, *args: str) -> ManagedProcess:
-        argv = [sys.executable, "-m", "bot.cli", *args]
+        argv = [sys.executable, "-m", "badgateway.bot.cli", *args]
         log = self.directory / f"{name}.log"
         return ManagedProcess(argv, log, env=self.env, cwd=str(REPO))
 
@@ -121,7 +121,7 @@ class Deployment:
         for name in names:
             env = {**self.env, "BADGATEWAY_WORKER_NAME": name}
             self.workers[name] = ManagedProcess(
-                [sys.executable, "-m", "bot.cli", "worker", "--queues", queues[name]],
+                [sys.executable, "-m", "badgateway.bot.cli", "worker", "--queues", queues[name]],
                 self.directory / f"worker-{name}.log",
                 env=env,
                 cwd=str(REPO),

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from checks.model import Cause, Diagnosis
-from checks.runner import diagnose
-from checks.settings import LogSource, Settings, Site
+from badgateway.checks.model import Cause, Diagnosis
+from badgateway.checks.runner import diagnose
+from badgateway.checks.settings import LogSource, Settings, Site
 from tests.lab.shared_nginx import SharedNginx, running_shared_nginx
 
 

@@ -14,17 +14,17 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from bot.alerts.chat import AlertChat, AlertThreadOwner
-from bot.alerts.incidents import Incidents
-from bot.alerts.notifier import SlackNotifier
-from bot.alerts.sink import IncidentVerdicts
-from bot.alerts.store import IncidentStore
-from bot.flights import SiteFlights
-from bot.pipeline import InProcessCarrier
-from bot.slack.sink import SlackSink
-from bot.slack_client import make_web_client
-from bot.state import BotState, open_store
-from checks.settings import LogSource, Site
+from badgateway.bot.alerts.chat import AlertChat, AlertThreadOwner
+from badgateway.bot.alerts.incidents import Incidents
+from badgateway.bot.alerts.notifier import SlackNotifier
+from badgateway.bot.alerts.sink import IncidentVerdicts
+from badgateway.bot.alerts.store import IncidentStore
+from badgateway.bot.flights import SiteFlights
+from badgateway.bot.pipeline import InProcessCarrier
+from badgateway.bot.slack.sink import SlackSink
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, open_store
+from badgateway.checks.settings import LogSource, Site
 from tests.lab.alerts import CHANNEL, FAST, bot_config, lab_settings, probe, shown, until
 from tests.lab.fixtures_slack import SlackStandIn
 from tests.lab.fixtures_upstreams import Upstream

@@ -15,19 +15,23 @@ from typing import Any
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from bot.alerts.chat import AlertChat
-from bot.alerts.incidents import Incidents, ProbeOutcome
-from bot.alerts.store import Incident
-from bot.assemble.web import build_web
-from bot.config import BotConfig
-from bot.render.slack_blocks import SHOW_SITE_ACTION, block_kit_problems, options_problems
-from bot.slack.chatops import NO_GROUP_TEXT
-from bot.slack.server import socket_mode_handler, socket_mode_url
-from bot.slack_client import make_web_client
-from bot.state import BotState, MemoryStore
-from checks.model import Cause, Diagnosis, Finding, Status, StepResult, Weight
-from checks.settings import Settings, Site
-from checks.verdict import decide
+from badgateway.bot.alerts.chat import AlertChat
+from badgateway.bot.alerts.incidents import Incidents, ProbeOutcome
+from badgateway.bot.alerts.store import Incident
+from badgateway.bot.assemble.web import build_web
+from badgateway.bot.config import BotConfig
+from badgateway.bot.render.slack_blocks import (
+    SHOW_SITE_ACTION,
+    block_kit_problems,
+    options_problems,
+)
+from badgateway.bot.slack.chatops import NO_GROUP_TEXT
+from badgateway.bot.slack.server import socket_mode_handler, socket_mode_url
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, MemoryStore
+from badgateway.checks.model import Cause, Diagnosis, Finding, Status, StepResult, Weight
+from badgateway.checks.settings import Settings, Site
+from badgateway.checks.verdict import decide
 from tests.lab.alerts import CHANNEL, RecordingCarrier, bot_config, lab_settings, make_incidents
 from tests.lab.fixtures_slack import (
     BotUnderTest,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from checks.model import Cause
-from checks.runner import diagnose
-from checks.settings import Settings
+from badgateway.checks.model import Cause
+from badgateway.checks.runner import diagnose
+from badgateway.checks.settings import Settings
 from tests.lab.fixtures_proxies import Proxy
 
 URL_ONLY = Settings(

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from checks.logparse import LogLine, classifier, detect_format, record_splitter
-from checks.model import Cause
+from badgateway.checks.logparse import LogLine, classifier, detect_format, record_splitter
+from badgateway.checks.model import Cause
 from tests.lab.diagnosis import diagnose_lab, explain
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.proxy_varnish import VarnishProxy
@@ -283,7 +283,7 @@ def test_an_unknown_fetch_error_is_an_error_without_a_cause(
 
 
 def test_other_formats_are_not_varnish() -> None:
-    from checks.logparse import varnish
+    from badgateway.checks.logparse import varnish
 
     for line in (
         "2024/05/01 12:00:00 [error] 12#12: *3 connect() failed (111: Connection refused)",

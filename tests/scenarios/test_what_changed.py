@@ -15,12 +15,12 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.history_store import HistoryKeeper, MemoryHistory, RedisHistory
-from bot.pipeline import DiagnosisRequest, HistorySink, InProcessCarrier
-from bot.storage import key
-from checks.model import Cause, Change, Diagnosis, StepResult
-from checks.runner import diagnose, prepare
-from checks.settings import LogSource, Settings, Site
+from badgateway.bot.history_store import HistoryKeeper, MemoryHistory, RedisHistory
+from badgateway.bot.pipeline import DiagnosisRequest, HistorySink, InProcessCarrier
+from badgateway.bot.storage import key
+from badgateway.checks.model import Cause, Change, Diagnosis, StepResult
+from badgateway.checks.runner import diagnose, prepare
+from badgateway.checks.settings import LogSource, Settings, Site
 from tests.lab.certs import make_test_certs
 from tests.lab.diagnosis import explain
 from tests.lab.fixtures_dns import ZoneServer

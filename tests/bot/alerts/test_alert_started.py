@@ -12,11 +12,11 @@ import pytest_asyncio
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import Incidents
-from bot.alerts.monitor import monitor_site
-from bot.alerts.webhooks import add_alert_routes
-from bot.history_store import RedisHistory
-from checks.settings import Site
+from badgateway.bot.alerts.incidents import Incidents
+from badgateway.bot.alerts.monitor import monitor_site
+from badgateway.bot.alerts.webhooks import add_alert_routes
+from badgateway.bot.history_store import RedisHistory
+from badgateway.checks.settings import Site
 from tests.lab.alerts import (
     ALERTS_TOKEN,
     CHANNEL,

@@ -14,11 +14,11 @@ import pytest_asyncio
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.alerts.events import EVENTS_PATH, add_event_routes
-from bot.config import AlertPolicy, BotConfig, HistoryRetention
-from bot.history_store import RedisHistory
-from bot.storage import key
-from checks.settings import Settings, Site
+from badgateway.bot.alerts.events import EVENTS_PATH, add_event_routes
+from badgateway.bot.config import AlertPolicy, BotConfig, HistoryRetention
+from badgateway.bot.history_store import RedisHistory
+from badgateway.bot.storage import key
+from badgateway.checks.settings import Settings, Site
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.process import serve_app
 

@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from bot.alerts.incidents import AlertSignal, Incidents
-from bot.config import HistoryRetention
-from bot.history_store import RedisHistory, timeline_of
-from bot.render.history import history_message, history_text
-from bot.render.slack_blocks import block_kit_problems
-from bot.storage import key
-from checks.settings import Site
-from checks.timeline import IncidentRecord
+from badgateway.bot.alerts.incidents import AlertSignal, Incidents
+from badgateway.bot.config import HistoryRetention
+from badgateway.bot.history_store import RedisHistory, timeline_of
+from badgateway.bot.render.history import history_message, history_text
+from badgateway.bot.render.slack_blocks import block_kit_problems
+from badgateway.bot.storage import key
+from badgateway.checks.settings import Site
+from badgateway.checks.timeline import IncidentRecord
 from tests.lab.alerts import (
     CHANNEL,
     App,

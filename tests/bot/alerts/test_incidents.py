@@ -9,15 +9,15 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
-from bot.alerts.chat import AlertChat
-from bot.alerts.incidents import AlertSignal, Incidents, parse_duration
-from bot.alerts.monitor import probe_site
-from bot.alerts.store import OPEN, RECOVERED, RESOLVED
-from bot.pipeline import DiagnosisRequest
-from bot.slack_client import make_web_client
-from bot.state import BotState, MemoryStore
-from checks.runner import prepare
-from checks.settings import Settings, Site
+from badgateway.bot.alerts.chat import AlertChat
+from badgateway.bot.alerts.incidents import AlertSignal, Incidents, parse_duration
+from badgateway.bot.alerts.monitor import probe_site
+from badgateway.bot.alerts.store import OPEN, RECOVERED, RESOLVED
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, MemoryStore
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings, Site
 from tests.lab.alerts import (
     CHANNEL,
     App,

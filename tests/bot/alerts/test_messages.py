@@ -3,9 +3,9 @@ however long their names."""
 
 from __future__ import annotations
 
-from bot.alerts import messages
-from bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Storm
-from bot.render.slack_blocks import (
+from badgateway.bot.alerts import messages
+from badgateway.bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Storm
+from badgateway.bot.render.slack_blocks import (
     MAX_BLOCKS,
     MAX_OPTIONS,
     SHOW_SITE_ACTION,

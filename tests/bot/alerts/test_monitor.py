@@ -10,16 +10,16 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from saq import Queue, Worker
 
-from bot.alerts.incidents import Incidents
-from bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
-from bot.alerts.notifier import SlackNotifier
-from bot.alerts.sink import IncidentVerdicts
-from bot.alerts.store import IncidentStore
-from bot.pipeline import InProcessCarrier
-from bot.slack.sink import SlackSink
-from bot.slack_client import make_web_client
-from bot.state import BotState, open_store
-from checks.settings import Site
+from badgateway.bot.alerts.incidents import Incidents
+from badgateway.bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
+from badgateway.bot.alerts.notifier import SlackNotifier
+from badgateway.bot.alerts.sink import IncidentVerdicts
+from badgateway.bot.alerts.store import IncidentStore
+from badgateway.bot.pipeline import InProcessCarrier
+from badgateway.bot.slack.sink import SlackSink
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, open_store
+from badgateway.checks.settings import Site
 from tests.lab.alerts import (
     CHANNEL,
     FAST,

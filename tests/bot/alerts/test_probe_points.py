@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from bot.alerts.monitor import monitor_site
-from bot.history_store import PROBES_KEPT, RedisHistory, timeline_of
-from bot.storage import key
-from checks.settings import Site
-from checks.timeline import ProbePoint
+from badgateway.bot.alerts.monitor import monitor_site
+from badgateway.bot.history_store import PROBES_KEPT, RedisHistory, timeline_of
+from badgateway.bot.storage import key
+from badgateway.checks.settings import Site
+from badgateway.checks.timeline import ProbePoint
 from tests.lab.alerts import (
     CHANNEL,
     App,

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from bot.alerts.webhooks import parse_alertmanager
+from badgateway.bot.alerts.webhooks import parse_alertmanager
 from tests.lab.alerts import (
     ALERTS_TOKEN,
     CHANNEL,

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.assemble.check_config import Check, exit_code, gather_checks
-from bot.config import BotConfig
+from badgateway.bot.assemble.check_config import Check, exit_code, gather_checks
+from badgateway.bot.config import BotConfig
 from tests.lab import REPO
 from tests.lab.certs import LabCerts
 from tests.lab.fixtures_dns import DnsLab
@@ -126,7 +126,7 @@ def _check_config(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BADGATEWAY_", "SLACK_"))}
     env.pop("REDIS_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "check-config", *args],
+        [sys.executable, "-m", "badgateway.bot.cli", "check-config", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.queue.health import NO_WORKER, QueueHealth, redis_where
+from badgateway.bot.queue.health import NO_WORKER, QueueHealth, redis_where
 from tests.lab.fixtures_redis import LAB_TUNING, QueueLab
 from tests.lab.process import free_port
 

@@ -8,11 +8,11 @@ from typing import cast
 
 import pytest
 
-from bot import storage
-from bot.config import ConfigError, load_config
-from bot.pipeline import DiagnosisRequest
-from bot.queue.carrier import QueueCarrier
-from checks.runner import prepare
+from badgateway.bot import storage
+from badgateway.bot.config import ConfigError, load_config
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.queue.carrier import QueueCarrier
+from badgateway.checks.runner import prepare
 from tests.lab.fixtures_redis import LAB_TUNING, QueueLab, step_calls
 
 LAB_KEYS = {b"lab:calls"}  # the lab sink's record of what reached it, not the bot's

@@ -29,7 +29,7 @@ async def _status(lab: QueueLab, *args: str) -> str:
     """`badgateway status` as a user runs it."""
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "bot.cli", "status", *args],
+        [sys.executable, "-m", "badgateway.bot.cli", "status", *args],
         env={**os.environ, "REDIS_URL": lab.redis_server.url},
         cwd=REPO,
         capture_output=True,
@@ -72,7 +72,7 @@ async def test_log_step_runs_only_on_a_worker_of_its_host(queue_lab: QueueLab) -
     # SAQ's web UI over the same queues.
     port = free_port()
     ui = ManagedProcess(
-        [sys.executable, "-m", "bot.queue.web", "--port", str(port)],
+        [sys.executable, "-m", "badgateway.bot.queue.web", "--port", str(port)],
         queue_lab.directory / "web-ui.log",
         env={**os.environ, "REDIS_URL": queue_lab.redis_server.url},
         cwd=REPO,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import io
 
-from bot.render import slack_blocks as blocks
-from bot.render.terminal import TerminalReport
-from checks.model import Cause, Change, Diagnosis, Verdict
+from badgateway.bot.render import slack_blocks as blocks
+from badgateway.bot.render.terminal import TerminalReport
+from badgateway.checks.model import Cause, Change, Diagnosis, Verdict
 
 BASELINE = "Compared with the last healthy check, at 12:01:00 UTC: 12 changes."
 

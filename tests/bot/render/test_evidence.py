@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from bot.demo import demo_site
-from bot.render.evidence import step_evidence
-from bot.render.slack_blocks import block_kit_problems, step_message
-from checks.model import StepResult
-from checks.runner import diagnose
+from badgateway.bot.demo import demo_site
+from badgateway.bot.render.evidence import step_evidence
+from badgateway.bot.render.slack_blocks import block_kit_problems, step_message
+from badgateway.checks.model import StepResult
+from badgateway.checks.runner import diagnose
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from bot.render.history import history_message, history_text
-from bot.render.slack_blocks import MAX_BLOCKS, block_kit_problems
-from checks.baseline import Snapshot
-from checks.markers import Marker
-from checks.timeline import Timeline, timeline
+from badgateway.bot.render.history import history_message, history_text
+from badgateway.bot.render.slack_blocks import MAX_BLOCKS, block_kit_problems
+from badgateway.checks.baseline import Snapshot
+from badgateway.checks.markers import Marker
+from badgateway.checks.timeline import Timeline, timeline
 
 UNTIL = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

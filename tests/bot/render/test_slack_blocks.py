@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bot.render import slack_blocks as blocks
-from bot.render.slack_text import blocks_to_text, mrkdwn_to_text
-from checks.model import Cause, Diagnosis, Finding, Status, StepResult, Verdict
+from badgateway.bot.render import slack_blocks as blocks
+from badgateway.bot.render.slack_text import blocks_to_text, mrkdwn_to_text
+from badgateway.checks.model import Cause, Diagnosis, Finding, Status, StepResult, Verdict
 
 
 def _huge_result() -> StepResult:

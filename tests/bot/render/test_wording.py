@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.render import wording
+from badgateway.bot.render import wording
 
 
 def test_escape_redacts_then_escapes_mrkdwn() -> None:

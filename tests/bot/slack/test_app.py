@@ -18,15 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-import bot.pipeline
-import checks.runner
-import checks.steps
-from bot.render.slack_blocks import block_kit_problems
-from bot.threads import ThreadLink
-from checks.context import ProbeContext
-from checks.model import Cause, Finding, Status, StepResult, Weight
-from checks.settings import Settings, Site
-from checks.steps import Step
+import badgateway.bot.pipeline
+import badgateway.checks.runner
+import badgateway.checks.steps
+from badgateway.bot.render.slack_blocks import block_kit_problems
+from badgateway.bot.threads import ThreadLink
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
+from badgateway.checks.settings import Settings, Site
+from badgateway.checks.steps import Step
 from tests.lab.fixtures_slack import BOT_USER_ID, BotUnderTest, SlackStandIn
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -104,7 +104,7 @@ def test_steps(monkeypatch: pytest.MonkeyPatch) -> tuple[Step, ...]:
     def registry() -> tuple[Step, ...]:
         return TEST_STEPS
 
-    for module in (checks.steps, checks.runner, bot.pipeline):
+    for module in (badgateway.checks.steps, badgateway.checks.runner, badgateway.bot.pipeline):
         monkeypatch.setattr(module, "all_steps", registry)
     return TEST_STEPS
 
@@ -500,7 +500,7 @@ async def test_real_checks_post_one_reply_each_in_runbook_order(
 ) -> None:
     bot: BotUnderTest = await slack_bot(settings())
     root_ts = await run_diagnosis(bot, failing_site)
-    expected = [s.name for s in checks.steps.all_steps()]
+    expected = [s.name for s in badgateway.checks.steps.all_steps()]
     thread = bot.slack.thread(root_ts)
     assert [m.text.split(":")[0] for m in thread] == [*expected, "verdict"]
     all_posted_messages_fit(bot.slack)

@@ -7,10 +7,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from bot.assemble.web import build_web
-from bot.config import BotConfig
-from bot.render import chat_text
-from checks.settings import Settings, Site
+from badgateway.bot.assemble.web import build_web
+from badgateway.bot.config import BotConfig
+from badgateway.bot.render import chat_text
+from badgateway.checks.settings import Settings, Site
 from tests.lab import REPO
 from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn
 from tests.lab.process import free_port

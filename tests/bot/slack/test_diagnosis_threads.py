@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.config import BotConfig
-from bot.pipeline import DiagnosisRequest
-from bot.slack.diagnosis_threads import DiagnosisThreads
-from bot.slack_client import make_web_client
-from bot.state import BotState, MemoryStore
-from checks.runner import prepare
+from badgateway.bot.config import BotConfig
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, MemoryStore
+from badgateway.checks.runner import prepare
 from tests.lab.fixtures_slack import SlackStandIn, loopback_settings
 
 

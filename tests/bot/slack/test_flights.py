@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.config import BotConfig
-from bot.slack.diagnosis_threads import DiagnosisThreads
-from bot.slack.root_updates import RootUpdates
-from bot.slack.sink import SlackSink
-from bot.slack_client import make_web_client
-from bot.state import BotState, RedisStore
-from checks.context import ProbeContext
-from checks.model import Diagnosis, Finding, Status, StepResult
-from checks.settings import Settings
-from checks.target import parse_target
-from checks.verdict import decide
+from badgateway.bot.config import BotConfig
+from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
+from badgateway.bot.slack.root_updates import RootUpdates
+from badgateway.bot.slack.sink import SlackSink
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, RedisStore
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Diagnosis, Finding, Status, StepResult
+from badgateway.checks.settings import Settings
+from badgateway.checks.target import parse_target
+from badgateway.checks.verdict import decide
 from tests.lab.alerts import RecordingCarrier
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import SlackStandIn

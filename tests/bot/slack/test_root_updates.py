@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.config import BotConfig
-from bot.slack.root_updates import PER_ROOT_S, WORKSPACE_PER_MINUTE, RootUpdates
-from bot.slack_client import make_web_client
+from badgateway.bot.config import BotConfig
+from badgateway.bot.slack.root_updates import PER_ROOT_S, WORKSPACE_PER_MINUTE, RootUpdates
+from badgateway.bot.slack_client import make_web_client
 from tests.lab.alerts import CHANNEL, bot_config, until
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import SlackStandIn

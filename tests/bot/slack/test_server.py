@@ -8,10 +8,10 @@ import json
 import aiohttp
 import pytest
 
-from bot.assemble.web import run
-from bot.config import BotConfig
-from bot.slack.server import EVENTS_PATH, HEALTH_PATH, READY_PATH
-from checks.settings import Settings
+from badgateway.bot.assemble.web import run
+from badgateway.bot.config import BotConfig
+from badgateway.bot.slack.server import EVENTS_PATH, HEALTH_PATH, READY_PATH
+from badgateway.checks.settings import Settings
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackStandIn, sign
 from tests.lab.process import free_port
 

@@ -7,15 +7,15 @@ import asyncio
 import time
 from typing import Any
 
-from bot.config import BotConfig
-from bot.flights import remember_request
-from bot.pipeline import DiagnosisRequest
-from bot.render.slack_blocks import ordered_names
-from bot.slack.sink import SlackSink
-from bot.slack_client import make_web_client
-from bot.state import BotState, DiagnosisThread, MemoryStore
-from checks.model import Cause, Diagnosis, Finding, Status, StepResult
-from checks.verdict import decide
+from badgateway.bot.config import BotConfig
+from badgateway.bot.flights import remember_request
+from badgateway.bot.pipeline import DiagnosisRequest
+from badgateway.bot.render.slack_blocks import ordered_names
+from badgateway.bot.slack.sink import SlackSink
+from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.state import BotState, DiagnosisThread, MemoryStore
+from badgateway.checks.model import Cause, Diagnosis, Finding, Status, StepResult
+from badgateway.checks.verdict import decide
 from tests.lab.fixtures_slack import SlackStandIn
 
 STEPS = ["reload", "dns", "firewall", "logs", "host"]
@@ -119,8 +119,8 @@ async def test_a_post_whose_ts_was_never_recorded_is_found_not_repeated(
 ) -> None:
     """A worker killed after Slack took the reply but before the ts was stored: the intent it
     left makes the next try look the message up instead of posting it a second time."""
-    from bot.slack.sink import INTENT_SUFFIX
-    from bot.slack_client import post_once
+    from badgateway.bot.slack.sink import INTENT_SUFFIX
+    from badgateway.bot.slack_client import post_once
 
     state = BotState(MemoryStore())
     request, root_ts = await _thread(slack_api, state)

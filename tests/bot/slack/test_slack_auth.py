@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
-from bot.assemble.web import WebProcess, build_web
-from bot.config import BotConfig
-from bot.slack.server import READY_PATH
-from checks.settings import Settings
+from badgateway.bot.assemble.web import WebProcess, build_web
+from badgateway.bot.config import BotConfig
+from badgateway.bot.slack.server import READY_PATH
+from badgateway.checks.settings import Settings
 from tests.lab.fixtures_slack import SIGNING_SECRET, SlackStandIn
 from tests.lab.process import serve_app
 

@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from bot.assemble.web import run
-from bot.config import BotConfig, load_config
-from bot.slack.server import HEALTH_PATH
-from checks.settings import Settings
-from checks.steps import step_names
+from badgateway.bot.assemble.web import run
+from badgateway.bot.config import BotConfig, load_config
+from badgateway.bot.slack.server import HEALTH_PATH
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps import step_names
 from tests.lab.fixtures_slack import (
     BOT_USER_ID,
     SIGNING_SECRET,

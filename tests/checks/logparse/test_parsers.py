@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from checks.logparse import LogLine, classifier, detect_format, record_splitter
-from checks.model import Cause
+from badgateway.checks.logparse import LogLine, classifier, detect_format, record_splitter
+from badgateway.checks.model import Cause
 from tests.lab.fixtures_proxies import PhpFpm, Proxy
 
 

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from checks import dns_client
-from checks.context import ProbeContext
-from checks.model import Cause, Finding, Status, StepResult, Weight
-from checks.readable import duration_text
-from checks.resolve import ResolveFailed, resolve_host
-from checks.settings import Settings, Site
-from checks.steps import dns as dns_step
-from checks.steps import step_named
-from checks.target import parse_target
+from badgateway.checks import dns_client
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
+from badgateway.checks.readable import duration_text
+from badgateway.checks.resolve import ResolveFailed, resolve_host
+from badgateway.checks.settings import Settings, Site
+from badgateway.checks.steps import dns as dns_step
+from badgateway.checks.steps import step_named
+from badgateway.checks.target import parse_target
 from tests.lab import fixtures_dns as lab_names
 from tests.lab.fixtures_dns import DnsLab
 

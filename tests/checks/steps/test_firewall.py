@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from checks.context import ProbeContext
-from checks.model import Cause, Finding, Status, StepResult, Weight
-from checks.runner import prepare, run_step
-from checks.settings import Settings, Site
-from checks.steps.firewall import STEP
-from checks.upstream_findings import upstream_findings
-from checks.upstream_probe import HEADER_LIMIT_FAIL, UpstreamAttempt
-from checks.upstream_spec import Upstream, UpstreamKind, parse_upstream
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
+from badgateway.checks.runner import prepare, run_step
+from badgateway.checks.settings import Settings, Site
+from badgateway.checks.steps.firewall import STEP
+from badgateway.checks.upstream_findings import upstream_findings
+from badgateway.checks.upstream_probe import HEADER_LIMIT_FAIL, UpstreamAttempt
+from badgateway.checks.upstream_spec import Upstream, UpstreamKind, parse_upstream
 from tests.lab.certs import LabCerts, PlainHttpServer, TlsServer
 from tests.lab.fixtures_netns import NetnsListener
 from tests.lab.fixtures_upstreams import Upstream as App

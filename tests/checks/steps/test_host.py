@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import pytest
 
-from checks.context import ProbeContext
-from checks.fingerprint import Fingerprint
-from checks.model import Status, StepResult
-from checks.runner import prepare
-from checks.settings import Settings
-from checks.steps.host import (
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.fingerprint import Fingerprint
+from badgateway.checks.model import Status, StepResult
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps.host import (
     STEP,
     identify_provider,
     provider_from_address,
@@ -23,7 +23,7 @@ from checks.steps.host import (
     reverse_name,
     run,
 )
-from checks.target import parse_target
+from badgateway.checks.target import parse_target
 from tests.lab.fixtures_dns import DnsLab
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_upstreams import Upstream

@@ -18,14 +18,14 @@ from typing import Any
 
 import httpx
 
-from checks.context import ProbeContext
-from checks.logscan import TAIL_BYTES
-from checks.model import Cause, Status, Weight
-from checks.runner import assemble_parts, part_places, run_part
-from checks.settings import LogSource, Settings, Site
-from checks.steps import step_named
-from checks.steps.logs import run
-from checks.target import parse_target
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.logscan import TAIL_BYTES
+from badgateway.checks.model import Cause, Status, Weight
+from badgateway.checks.runner import assemble_parts, part_places, run_part
+from badgateway.checks.settings import LogSource, Settings, Site
+from badgateway.checks.steps import step_named
+from badgateway.checks.steps.logs import run
+from badgateway.checks.target import parse_target
 from tests.lab.diagnosis import run_logs
 from tests.lab.fixtures_proxies import Proxy
 

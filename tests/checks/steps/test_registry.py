@@ -1,9 +1,9 @@
 """The step registry (checks.steps): what a step declares about itself."""
 
-from checks.model import StepResult
-from checks.steps import ANYWHERE, all_steps, step_named
-from checks.steps.dns import evidence as dns_evidence
-from checks.steps.firewall import evidence as firewall_evidence
+from badgateway.checks.model import StepResult
+from badgateway.checks.steps import ANYWHERE, all_steps, step_named
+from badgateway.checks.steps.dns import evidence as dns_evidence
+from badgateway.checks.steps.firewall import evidence as firewall_evidence
 
 
 def test_every_step_has_a_distinct_name_and_order() -> None:

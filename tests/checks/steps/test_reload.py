@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from checks.context import ProbeContext
-from checks.http_probe import BROWSER_USER_AGENT
-from checks.model import Cause, Status, StepResult, Weight
-from checks.runner import prepare
-from checks.settings import Settings
-from checks.steps.reload import STEP, run
-from checks.target import parse_target
-from checks.verdict import decide
+from badgateway.checks.context import ProbeContext
+from badgateway.checks.http_probe import BROWSER_USER_AGENT
+from badgateway.checks.model import Cause, Status, StepResult, Weight
+from badgateway.checks.runner import prepare
+from badgateway.checks.settings import Settings
+from badgateway.checks.steps.reload import STEP, run
+from badgateway.checks.target import parse_target
+from badgateway.checks.verdict import decide
 from tests.lab.fixtures_proxies import Proxy
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import ManagedProcess, free_port, require_binary, wait_for_port
