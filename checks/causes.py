@@ -20,6 +20,9 @@ class Layer(StrEnum):
     behind it."""
 
     NAME = "name"  # the name does not resolve at all
+    # The site works from some of the places it is probed from and fails from others: what
+    # differs lies between those places and the site, so it comes before what every place sees.
+    REACH = "reach"
     ANSWER = "answer"  # the name resolves, to the wrong or to differing addresses
     EDGE = "edge"  # the network path to the site and its TLS
     WAF = "waf"  # a WAF or CDN in front refuses the request
@@ -246,6 +249,34 @@ CATALOGUE: dict[Cause, CauseInfo] = {
         "The application itself fails",
         "The error comes from the application (a 500 of its own), not from the gateway.",
         ("Look at the application's own error log and recent deploys.",),
+    ),
+    Cause.REGIONAL: CauseInfo(
+        Layer.REACH,
+        "It fails from some places only",
+        "The site answers from some of the places the bot probes from and fails from others: "
+        "the network path between those places and the site (a firewall allow-list, a "
+        "routing problem), geo-DNS that sends them to another address, or a CDN location that "
+        "serves them.",
+        (
+            "Compare what the failing places resolve and connect to with the working ones "
+            "(the table in the DNS and firewall steps).",
+            "Check firewall allow-lists and security groups for the failing places' source "
+            "addresses, and geo-DNS or CDN routing for their region.",
+            "Tell users in the failing regions; the site itself is up.",
+        ),
+    ),
+    Cause.CLIENT_SIDE: CauseInfo(
+        None,
+        "It works from everywhere but where you are",
+        "Every place the bot probes from reaches the site, and only the asker's side fails: "
+        "the problem is on the way from the asker (their connection, VPN, proxy or DNS), not "
+        "at the site.",
+        (
+            "Try the site with the VPN or proxy off, or from another network (a phone's data).",
+            "Compare what your machine resolves (`dig NAME`, `nslookup NAME`) with the "
+            "addresses in the DNS step; flush the local DNS cache.",
+            "Check a local firewall, antivirus or corporate proxy that filters the site.",
+        ),
     ),
     Cause.UNKNOWN: CauseInfo(
         None,

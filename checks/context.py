@@ -52,6 +52,8 @@ class ProbeContext:
     resolve_kind: ResolveKind | None = None  # why ``addresses`` is empty, in a word
     deadline: float = field(default=0.0)  # time.monotonic() by which a step must be done
     mark: str = field(default_factory=new_mark)  # in every request this diagnosis sends
+    # The places (vantage workers) the probe steps run from; (): one place, where they run.
+    places: tuple[str, ...] = ()
     peers: PeerResults | None = field(default=None, repr=False, compare=False)
 
     def remaining(self) -> float:
@@ -85,6 +87,7 @@ class ProbeContext:
             "resolve_error": self.resolve_error,
             "resolve_kind": self.resolve_kind.value if self.resolve_kind else None,
             "mark": self.mark,
+            "places": list(self.places),
         }
 
     @classmethod
@@ -97,4 +100,5 @@ class ProbeContext:
             resolve_error=d.get("resolve_error"),
             resolve_kind=ResolveKind(d["resolve_kind"]) if d.get("resolve_kind") else None,
             mark=str(d.get("mark") or new_mark()),
+            places=tuple(str(p) for p in d.get("places") or ()),
         )

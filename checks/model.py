@@ -59,6 +59,8 @@ class Cause(StrEnum):
     OVERLOAD = "overload"
     APP_TIMEOUT = "app_timeout"
     SERVER_ERROR = "server_error"
+    REGIONAL = "regional"
+    CLIENT_SIDE = "client_side"
     UNKNOWN = "unknown"
 
 

@@ -17,7 +17,7 @@ from badgateway.checks.model import Diagnosis, Finding, Status, StepResult
 from badgateway.checks.resolve import ResolveFailed, resolve_host
 from badgateway.checks.settings import Settings
 from badgateway.checks.steps import ANYWHERE, Step, all_steps
-from badgateway.checks.target import Target, parse_target
+from badgateway.checks.target import BadTarget, Target, parse_target
 from badgateway.checks.verdict import decide
 
 log = logging.getLogger(__name__)
@@ -25,15 +25,39 @@ log = logging.getLogger(__name__)
 OnStep = Callable[[StepResult], Awaitable[None] | None]
 
 
-async def prepare(target: Target | str, settings: Settings) -> ProbeContext:
+class UnknownPlace(BadTarget):
+    """``from PLACE`` names no place the sites file lists for the target."""
+
+
+def choose_places(
+    target: Target, settings: Settings, only: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The places to probe ``target`` from: the site's (or the file's) vantages, limited to
+    ``only`` when the asker named some; UnknownPlace names a place that is not listed."""
+    listed = settings.vantages_for(target.site)
+    if not only:
+        return listed
+    unknown = [p for p in only if p not in listed]
+    if unknown:
+        known = ", ".join(listed) or "none are configured (`vantages` in the sites file)"
+        raise UnknownPlace(f"unknown place {', '.join(unknown)}; the places are: {known}")
+    return tuple(dict.fromkeys(only))
+
+
+async def prepare(
+    target: Target | str, settings: Settings, places: Sequence[str] | None = None
+) -> ProbeContext:
     """Parse, resolve and vet the target. Raises BadTarget or TargetRefused before any probe.
 
     A name that does not resolve is not refused: the DNS step explains it, and the other
-    steps skip what needs an address.
+    steps skip what needs an address. ``places`` limits the run to some of the target's
+    vantages (``/502 shop from eu-west``).
     """
     if isinstance(target, str):
         target = parse_target(target, settings)
-    ctx = ProbeContext(target=target, settings=settings)
+    ctx = ProbeContext(
+        target=target, settings=settings, places=choose_places(target, settings, places)
+    )
     try:
         addresses = await resolve_host(target.host, settings.resolvers, settings.timeout_s)
     except ResolveFailed as exc:

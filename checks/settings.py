@@ -51,6 +51,8 @@ SETTINGS_KEYS = (
     "allowed_channels",
     "allowed_users",
     "default_channel",
+    "vantages",
+    "vantage_quorum",
 )
 SITE_KEYS = (
     "name",
@@ -61,6 +63,7 @@ SITE_KEYS = (
     "channel",
     "interval_s",
     "log_names",
+    "vantages",
 )
 
 
@@ -92,6 +95,8 @@ class Site:
     # Other names the site goes by in logs shared with other sites: Host names it answers
     # to, nginx server_name, HAProxy frontend/backend, Varnish backend.
     log_names: tuple[str, ...] = ()
+    # The places to probe this site from (vantage workers); None: the [settings] list.
+    vantages: tuple[str, ...] | None = None
 
     @property
     def host(self) -> str:
@@ -122,7 +127,25 @@ class Settings:
     allowed_channels: tuple[str, ...] = ()
     allowed_users: tuple[str, ...] = ()
     default_channel: str | None = None
+    # Places to probe from (``badgateway worker --vantage NAME`` serves each); empty: the
+    # probes run wherever the default workers run, as one place.
+    vantages: tuple[str, ...] = ()
+    # How many places must see a site fail before monitoring opens an incident (capped at
+    # the number of places, so a site probed from one place needs that one).
+    vantage_quorum: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def vantages_for(self, site: Site | None) -> tuple[str, ...]:
+        """The places a site is probed from: its own list, else the file's; () for one place
+        (wherever the default workers run)."""
+        if site is not None and site.vantages is not None:
+            return site.vantages
+        return self.vantages
+
+    def quorum_for(self, site: Site | None) -> int:
+        """How many of the site's places must fail for an incident: ``vantage_quorum``, never
+        more than the places there are (at least one)."""
+        return max(1, min(self.vantage_quorum, len(self.vantages_for(site)) or 1))
 
     def site_named(self, name: str) -> Site | None:
         for site in self.sites:
@@ -249,6 +272,21 @@ def _log_source(entry: Any, where: str) -> LogSource:
     return LogSource(path=path, format=fmt, host=host)
 
 
+def _vantages(value: Any, where: str) -> tuple[str, ...]:
+    """Place names: each names a queue (``probe@NAME``) that a vantage worker serves."""
+    names = _str_list(value, where)
+    for name in names:
+        if not _HOST_NAME.fullmatch(name):
+            raise _fail(
+                where,
+                f'{_shown(name)} is not a place name like "eu-west" (letters, digits, . _ -)',
+            )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _fail(where, f"{', '.join(_shown(n) for n in dupes)} listed twice")
+    return names
+
+
 def _upstreams(value: Any, where: str) -> tuple[str, ...]:
     specs = _str_list(value, where)
     for spec in specs:
@@ -294,6 +332,9 @@ def _parse_site(raw: Any, index: int) -> Site:
         channel=channel,
         interval_s=_number(raw.get("interval_s"), f"{where} interval_s", 60.0),
         log_names=_str_list(raw.get("log_names"), f"{where} log_names"),
+        vantages=(
+            None if raw.get("vantages") is None else _vantages(raw["vantages"], f"{where} vantages")
+        ),
     )
 
 
@@ -375,6 +416,9 @@ def parse_settings(doc: dict[str, Any], env: Mapping[str, str] | None = None) ->
     default_channel = raw.get("default_channel")
     if default_channel is not None and not isinstance(default_channel, str):
         raise _fail("settings.default_channel", "expected a string")
+    quorum = raw.get("vantage_quorum", 2)
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or not 1 <= quorum <= 100:
+        raise _fail("settings.vantage_quorum", "expected a whole number from 1 to 100")
     return Settings(
         resolvers=_resolvers(raw.get("resolvers")),
         allow_networks=tuple(nets),
@@ -392,6 +436,8 @@ def parse_settings(doc: dict[str, Any], env: Mapping[str, str] | None = None) ->
         allowed_channels=_str_list(raw.get("allowed_channels"), "settings.allowed_channels"),
         allowed_users=_str_list(raw.get("allowed_users"), "settings.allowed_users"),
         default_channel=default_channel,
+        vantages=_vantages(raw.get("vantages"), "settings.vantages"),
+        vantage_quorum=quorum,
     )
 
 

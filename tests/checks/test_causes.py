@@ -4,7 +4,7 @@ rather than a place of failure, a layer, so that no cause can be left out of the
 from badgateway.checks.causes import BEHIND_THE_PROXY, CATALOGUE, LAYERS, Layer, causes_in
 from badgateway.checks.model import Cause
 
-CONCLUSIONS = {Cause.HEALTHY, Cause.TRANSIENT, Cause.UNKNOWN}
+CONCLUSIONS = {Cause.HEALTHY, Cause.TRANSIENT, Cause.CLIENT_SIDE, Cause.UNKNOWN}
 
 
 def test_every_cause_has_an_entry() -> None:
@@ -25,6 +25,7 @@ def test_the_layers_hold_every_other_cause_once() -> None:
 def test_layers_run_outside_in() -> None:
     assert LAYERS == (
         (Cause.DNS_NXDOMAIN, Cause.DNS_FAILURE),
+        (Cause.REGIONAL,),
         (Cause.DNS_MISMATCH, Cause.DNS_INCONSISTENT),
         (Cause.UNREACHABLE, Cause.FIREWALL_DROP, Cause.TLS_ERROR),
         (Cause.BLOCKED,),

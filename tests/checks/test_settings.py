@@ -165,3 +165,34 @@ def test_the_sites_path_and_ca_file_come_from_the_env_given(tmp_path: Path) -> N
     env = {"BADGATEWAY_SITES": str(path), "BADGATEWAY_CA_FILE": str(ca)}
     settings = load_settings(env=env)
     assert [s.name for s in settings.sites] == ["shop"] and settings.ca_file == str(ca)
+
+
+def test_vantages_for_every_site_and_one_site(tmp_path: Path) -> None:
+    text = (
+        '[settings]\nvantages = ["eu-west", "us-east"]\nvantage_quorum = 3\n'
+        + SITE_A
+        + '[[site]]\nname = "b"\nurl = "http://b.example/"\nvantages = ["ap-south"]\n'
+        + '[[site]]\nname = "c"\nurl = "http://c.example/"\nvantages = []\n'
+    )
+    s = load_settings(write(tmp_path, text))
+    a, b, c = (s.site_named(n) for n in "abc")
+    assert s.vantages_for(a) == ("eu-west", "us-east") and s.quorum_for(a) == 2
+    assert s.vantages_for(b) == ("ap-south",) and s.quorum_for(b) == 1
+    assert s.vantages_for(c) == () and s.quorum_for(c) == 1  # one place: wherever workers run
+    assert s.vantages_for(None) == ("eu-west", "us-east")
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[settings]\nvantages = ['eu west']\n", "settings.vantages: 'eu west' is not a place"),
+        ("[settings]\nvantages = 'eu-west'\n", "expected a list"),
+        ("[settings]\nvantages = ['a', 'a']\n", "listed twice"),
+        ("[settings]\nvantage_quorum = 0\n", "settings.vantage_quorum"),
+        (SITE_A + "vantages = ['x/y']\n", "site 'a' vantages"),
+        ("[settings]\nvantage = ['a']\n", "did you mean 'vantages'"),
+    ],
+)
+def test_bad_vantages_say_what_is_wrong(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(write(tmp_path, text))
