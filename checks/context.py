@@ -54,6 +54,9 @@ class ProbeContext:
     mark: str = field(default_factory=new_mark)  # in every request this diagnosis sends
     # The places (vantage workers) the probe steps run from; (): one place, where they run.
     places: tuple[str, ...] = ()
+    # A person asked because it fails for them (a `/502`), not monitoring or an alert: when
+    # every place reaches the site, the failure is on the asker's side (Cause.CLIENT_SIDE).
+    asker_reports_failure: bool = False
     peers: PeerResults | None = field(default=None, repr=False, compare=False)
 
     def remaining(self) -> float:
@@ -88,6 +91,7 @@ class ProbeContext:
             "resolve_kind": self.resolve_kind.value if self.resolve_kind else None,
             "mark": self.mark,
             "places": list(self.places),
+            "asker_reports_failure": self.asker_reports_failure,
         }
 
     @classmethod
@@ -101,4 +105,5 @@ class ProbeContext:
             resolve_kind=ResolveKind(d["resolve_kind"]) if d.get("resolve_kind") else None,
             mark=str(d.get("mark") or new_mark()),
             places=tuple(str(p) for p in d.get("places") or ()),
+            asker_reports_failure=bool(d.get("asker_reports_failure")),
         )
