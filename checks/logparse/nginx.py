@@ -46,7 +46,8 @@ _ACCESS = re.compile(
 # $upstream_addr as a named field: "127.0.0.1:9001", several tried ("a, b"), several
 # across internal redirects ("a : b"), "-" when nginx answered itself; quoted or not.
 _UPSTREAM_ADDR = re.compile(
-    r'(?:^|\s)(?:upstream_addr|upstream|ua)[=:]\s?(?:"(?P<q>[^"]*)"|(?P<b>\S+(?:(?:, | : )\S+)*))'
+    r"(?:^|\s)(?:upstream_addr|upstream|ua)[=:]\s?"
+    r'(?:"(?P<q>[^"]*)"|(?P<b>[^\s,"]+(?:(?:, | : )[^\s,"]+)*))'
 )
 _UPSTREAM = re.compile(r'upstream: "(?P<u>[^"]*)"')
 # nginx ends a request's error line with ", client: 1.2.3.4, server: NAME, request: "...",

@@ -288,6 +288,25 @@ async def test_g_no_log_names_the_upstream_nothing_is_said(
     assert "proxy.upstream@nginx" not in snapshot_of(failing).facts
 
 
+async def test_other_proxies_say_where_they_sent_our_requests(
+    upstream: Callable[..., Upstream],
+    haproxy_proxy: Callable[..., Proxy],
+    apache_proxy: Callable[..., Proxy],
+    caddy_proxy: Callable[..., Proxy],
+) -> None:
+    """HAProxy logs every request with its backend/server; Apache and Caddy name the address
+    only in the line of a request that failed (their access logs do not name it)."""
+    app, gone = upstream("ok"), upstream("refused")
+    served = haproxy_proxy(app)
+    healthy = await diagnose("shop", settings_for(served.url, logs=(served.error_log,)))
+    assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+    assert snapshot_of(healthy).facts["proxy.upstream@haproxy"] == "app/app1"
+    for software, proxy in (("apache", apache_proxy(gone)), ("caddy", caddy_proxy(gone))):
+        failing = await diagnose("shop", settings_for(proxy.url, logs=(proxy.error_log,)))
+        assert failing.verdict.cause is Cause.UPSTREAM_REFUSED, explain(failing)
+        assert snapshot_of(failing).facts[f"proxy.upstream@{software}"] == gone.address
+
+
 async def test_d_server_header_changed_with_a_failure() -> None:
     site = ChangingSite()
     runner, port = await serve_app(site.app())

@@ -105,6 +105,54 @@ def test_nginx_error_log(
     assert_recent(proxy)
 
 
+# nginx's combined format with $upstream_addr as a named field after it.
+UPSTREAM_ADDR_FORMAT = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" upstream_addr=$upstream_addr'
+)
+
+
+def test_nginx_access_log_names_where_each_request_went(
+    upstream: Callable[..., Any], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    """Every request, failed or not, with the servers nginx tried in order (the pool's first
+    refused, the next answered); such a log is detected as nginx's."""
+    refused, app = upstream("refused"), upstream("ok")
+    proxy = nginx_proxy([refused, app], access_format=UPSTREAM_ADDR_FORMAT)
+    assert proxy.access_log is not None
+    assert get(proxy.url + "?_bgw=d1.1") == 200
+    lines = wait_for_text(proxy.access_log, r"_bgw=d1\.1").splitlines()
+    assert detect_format(lines) == "nginx"
+    [line] = parsed_records(proxy.access_log, "nginx")
+    assert (line.status, line.is_error, line.cause, line.mark) == (200, False, None, "d1.1")
+    assert line.upstream == f"{refused.address}, {app.address}"
+    assert line.when is not None and abs(line.when - datetime.now().astimezone()) < timedelta(
+        minutes=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "upstream"),
+    [
+        (
+            'ua="10.0.0.5:80, unix:/run/a.sock : 10.0.0.6:80"',
+            "10.0.0.5:80, unix:/run/a.sock, 10.0.0.6:80",
+        ),
+        ("upstream=[::1]:8080", "[::1]:8080"),
+        ("upstream_addr=app", None),  # the pool's name: no server was live
+        ("upstream_addr=-", None),  # nginx answered itself
+    ],
+)
+def test_nginx_access_line_upstream_fields(field: str, upstream: str | None) -> None:
+    line = (
+        '127.0.0.1 - - [01/May/2024:12:00:00 +0000] "GET /?_bgw=d1.1 HTTP/1.1" 502 157 "-" '
+        f'"curl/8.0" {field}'
+    )
+    parsed = classifier("nginx")(line)
+    assert parsed is not None and parsed.upstream == upstream
+    assert parsed.is_error and parsed.cause is None and parsed.mark == "d1.1"
+
+
 HAPROXY_CASES: list[tuple[str, dict[str, Any], Cause, str]] = [
     ("refused", {}, Cause.UPSTREAM_REFUSED, r" SC-- "),
     ("slow", {"delay_s": 3}, Cause.UPSTREAM_TIMEOUT, r" sH-- "),
