@@ -70,6 +70,11 @@ from tests.lab.process import (
 )
 
 UpstreamSpec = Upstream | str | Sequence[Upstream | str]
+# nginx's combined format with $upstream_addr as a named field after it (``access_format``).
+NGINX_UPSTREAM_ADDR_FORMAT = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" upstream_addr=$upstream_addr'
+)
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 
 

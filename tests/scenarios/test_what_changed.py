@@ -29,7 +29,7 @@ from badgateway.checks.settings import LogSource, Settings, Site
 from tests.lab.certs import make_test_certs
 from tests.lab.diagnosis import explain
 from tests.lab.fixtures_dns import ZoneServer
-from tests.lab.fixtures_proxies import Proxy
+from tests.lab.fixtures_proxies import NGINX_UPSTREAM_ADDR_FORMAT, Proxy
 from tests.lab.fixtures_redis import QueueLab, RedisServer
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import serve_app
@@ -172,13 +172,6 @@ async def test_c_upstream_behind_nginx_stops_answering(
     )
 
 
-# nginx's combined format with $upstream_addr as a named field after it.
-UPSTREAM_ADDR_FORMAT = (
-    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
-    '"$http_referer" "$http_user_agent" upstream_addr=$upstream_addr'
-)
-
-
 def _children(pid: int) -> set[int]:
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -208,7 +201,7 @@ async def test_e_nginx_upstream_moved_as_its_access_log_says(
 ) -> None:
     """The sites file lists no upstream: what nginx's access log says it sent to is all."""
     old, new = upstream("ok"), upstream("refused")
-    proxy = nginx_proxy(old, access_format=UPSTREAM_ADDR_FORMAT)
+    proxy = nginx_proxy(old, access_format=NGINX_UPSTREAM_ADDR_FORMAT)
     assert proxy.access_log is not None
     settings = settings_for(proxy.url, logs=(proxy.error_log, proxy.access_log))
     keeper = HistoryKeeper(MemoryHistory())

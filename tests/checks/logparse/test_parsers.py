@@ -17,7 +17,7 @@ import pytest
 
 from badgateway.checks.logparse import LogLine, classifier, detect_format, record_splitter
 from badgateway.checks.model import Cause
-from tests.lab.fixtures_proxies import PhpFpm, Proxy
+from tests.lab.fixtures_proxies import NGINX_UPSTREAM_ADDR_FORMAT, PhpFpm, Proxy
 
 
 def get(url: str, timeout: float = 6.0) -> int | None:
@@ -105,20 +105,13 @@ def test_nginx_error_log(
     assert_recent(proxy)
 
 
-# nginx's combined format with $upstream_addr as a named field after it.
-UPSTREAM_ADDR_FORMAT = (
-    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
-    '"$http_referer" "$http_user_agent" upstream_addr=$upstream_addr'
-)
-
-
 def test_nginx_access_log_names_where_each_request_went(
     upstream: Callable[..., Any], nginx_proxy: Callable[..., Proxy]
 ) -> None:
     """Every request, failed or not, with the servers nginx tried in order (the pool's first
     refused, the next answered); such a log is detected as nginx's."""
     refused, app = upstream("refused"), upstream("ok")
-    proxy = nginx_proxy([refused, app], access_format=UPSTREAM_ADDR_FORMAT)
+    proxy = nginx_proxy([refused, app], access_format=NGINX_UPSTREAM_ADDR_FORMAT)
     assert proxy.access_log is not None
     assert get(proxy.url + "?_bgw=d1.1") == 200
     lines = wait_for_text(proxy.access_log, r"_bgw=d1\.1").splitlines()
