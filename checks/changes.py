@@ -88,7 +88,7 @@ def changes_since(
     for fact, now_value in now.facts.items():
         before, listed = last_good.facts.get(fact), False
         if kind_of(fact) == "proxy.upstream":
-            before, listed = _upstream_before(fact, now_value, last_good, later)
+            before, listed = _upstream_before(fact, now_value, last_good, recent)
         if before is None or before == now_value or kind_of(fact) not in FACT_LAYERS:
             continue
         seen_before = last_good.taken_at
@@ -128,19 +128,19 @@ def _addresses(value: str) -> set[str]:
 
 
 def _upstream_before(
-    fact: str, now_value: str, last_good: Snapshot, later: Sequence[Snapshot]
+    fact: str, now_value: str, last_good: Snapshot, recent: Sequence[Snapshot]
 ) -> tuple[str | None, bool]:
     """What the proxy sent to when it last worked, to name a move to ``now_value`` by, and
     whether that is the sites file's upstream rather than what its logs named.
 
     A pool spreads requests over its servers, so one run sees some of them: a move is an
-    address no healthy run since ``last_good`` saw. When the healthy runs' logs named none
+    address none of the kept healthy runs saw. When the healthy runs' logs named none
     (an access log without $upstream_addr), the upstreams the sites file lists that
     answered then stand for it, but only for addresses (not HAProxy's server names)."""
     now = _addresses(now_value)
     used = last_good.facts.get(fact)
     if used is not None:
-        healthy = [last_good, *(s for s in later if s.healthy)]
+        healthy = [last_good, *(s for s in recent if s.healthy)]
         known = set().union(*(_addresses(s.facts.get(fact, "")) for s in healthy))
         return (used, False) if not now <= known else (None, False)
     listed = {
