@@ -3,9 +3,12 @@
 Built from the steps' details only (a pure function of a ``Diagnosis``): what each resolver
 answered, the state of each address and upstream connected to, the TLS certificate, the
 software answering (``Server``, ``Via``, ``X-Powered-By``, the producer, a page's generator
-tag) and the redirect chain. Those are ``facts``: text values compared one by one
-(checks.changes). What varies from run to run without meaning a change (TTLs counting down
-in caches, timing phases, the status) is kept as ``context``: shown, never compared.
+tag), the redirect chain, and the upstreams the proxy sent the diagnosis's own requests to,
+as its logs name them (``proxy.upstream@nginx``: an access log's ``$upstream_addr``, an
+error line's ``upstream:``, HAProxy's backend/server). Those are ``facts``: text values
+compared one by one (checks.changes). What varies from run to run without meaning a change
+(TTLs counting down in caches, timing phases, the status) is kept as ``context``: shown,
+never compared.
 
 Snapshots are JSON (``to_dict``/``from_dict``) and carry a version: a stored snapshot of a
 version this code does not read is ``SnapshotError``, which a store treats as no snapshot.
@@ -104,6 +107,8 @@ def snapshot_of(diagnosis: Diagnosis, run: str = "") -> Snapshot:
         _firewall(steps["firewall"], facts, context)
     if "reload" in steps:
         _reload(steps["reload"], facts, context)
+    if "logs" in steps:
+        _logs(steps["logs"], facts)
     return Snapshot(
         target=target_of(diagnosis),
         taken_at=diagnosis.started_at,
@@ -176,6 +181,17 @@ def _reload(step: StepResult, facts: dict[str, str], context: dict[str, Any]) ->
             phases.setdefault(str(phase), []).append(float(ms))
     if phases:
         context["phases_ms"] = {p: round(statistics.median(v)) for p, v in phases.items()}
+
+
+def _logs(step: StepResult, facts: dict[str, str]) -> None:
+    """Per proxy software (the log's format), the upstreams our requests went to."""
+    used: dict[str, set[str]] = {}
+    for log in _dicts(step.details.get("logs")):
+        upstreams = log.get("own_upstreams")
+        if log.get("format") and isinstance(upstreams, dict) and upstreams:
+            used.setdefault(str(log["format"]), set()).update(map(str, upstreams))
+    for software, addresses in used.items():
+        facts[f"proxy.upstream@{software}"] = ", ".join(sorted(addresses))
 
 
 def _generator(body: str) -> str | None:

@@ -33,14 +33,20 @@ FACT_LAYERS: dict[str, Layer] = {
     "header.server": Layer.EDGE,
     "header.via": Layer.WAF,
     "upstream": Layer.APP_SERVER,
+    "proxy.upstream": Layer.APP_SERVER,
     "header.x-powered-by": Layer.APPLICATION,
     "generator": Layer.APPLICATION,
     "http.redirects": Layer.APPLICATION,
 }
 
-# A change in one layer that explains a failure in another: a name that now points at an
-# address where nothing answers fails at the edge, yet the DNS change is what to undo.
-_ALSO_EXPLAINS: dict[Layer, tuple[Layer, ...]] = {Layer.ANSWER: (Layer.EDGE,)}
+# Failures a change of a kind explains beyond its own layer's: a name that now points at an
+# address where nothing answers fails at the edge, yet the DNS change is what to undo; a
+# proxy now sending elsewhere explains the app failing behind it (another app answers).
+_ALSO_EXPLAINS: dict[str, tuple[Layer, ...]] = {
+    "dns.addresses": (Layer.EDGE,),
+    "dns.cname": (Layer.EDGE,),
+    "proxy.upstream": (Layer.APPLICATION,),
+}
 
 _CONNECT_WORDS = {
     "open": "accepts connections",
@@ -48,6 +54,14 @@ _CONNECT_WORDS = {
     "timeout": "drops connections (no answer)",
 }
 _ANSWER_WORDS = {"ok": "answered", "nxdomain": "says NXDOMAIN", "servfail": "fails (SERVFAIL)"}
+# What a proxy's log calls the place it sends a request to (HAProxy: backend/server names).
+_UPSTREAM_WORDS = {"haproxy": "server", "varnish": "backend"}
+_CONFIG_PLACES = {
+    "nginx": "proxy_pass, the upstream block",
+    "apache": "ProxyPass, the balancer",
+    "haproxy": "the backend's server lines",
+    "caddy": "reverse_proxy's upstreams",
+}
 _HEADER_NAMES = {"server": "Server", "via": "Via", "x-powered-by": "X-Powered-By"}
 
 
@@ -56,9 +70,11 @@ def kind_of(fact: str) -> str:
     return fact.split("@", 1)[0]
 
 
-def explains(change: Layer, cause: Layer | None) -> bool:
-    """Whether a change in layer ``change`` is strong evidence for a cause in ``cause``."""
-    return cause is not None and (change is cause or cause in _ALSO_EXPLAINS.get(change, ()))
+def explains(kind: str, cause: Layer | None) -> bool:
+    """Whether a change of a fact of ``kind`` is strong evidence for a cause in ``cause``."""
+    return cause is not None and (
+        FACT_LAYERS[kind] is cause or cause in _ALSO_EXPLAINS.get(kind, ())
+    )
 
 
 def changes_since(
@@ -70,7 +86,9 @@ def changes_since(
     cause_layer = CATALOGUE[cause].layer
     found: list[Change] = []
     for fact, now_value in now.facts.items():
-        before = last_good.facts.get(fact)
+        before, listed = last_good.facts.get(fact), False
+        if kind_of(fact) == "proxy.upstream":
+            before, listed = _upstream_before(fact, now_value, last_good, recent)
         if before is None or before == now_value or kind_of(fact) not in FACT_LAYERS:
             continue
         seen_before = last_good.taken_at
@@ -84,6 +102,11 @@ def changes_since(
         )
         layer = FACT_LAYERS[kind_of(fact)]
         message = _message(fact, before, now_value, (last_good, now), (seen_before, seen_now))
+        if listed:
+            message = message[:-1] + (
+                "; before: the upstream the sites file lists, which answered then; the proxy's "
+                "logs named none while it worked)"
+            )
         found.append(
             Change(
                 fact=fact,
@@ -93,11 +116,41 @@ def changes_since(
                 now=now_value,
                 seen_before_at=seen_before,
                 seen_now_at=seen_now,
-                at_failing_layer=explains(layer, cause_layer),
+                at_failing_layer=explains(kind_of(fact), cause_layer),
             )
         )
     order = list(Layer)
     return sorted(found, key=lambda c: (order.index(Layer(c.layer)), c.fact))
+
+
+def _addresses(value: str) -> set[str]:
+    return {a for a in value.split(", ") if a}
+
+
+def _upstream_before(
+    fact: str, now_value: str, last_good: Snapshot, recent: Sequence[Snapshot]
+) -> tuple[str | None, bool]:
+    """What the proxy sent to when it last worked, to name a move to ``now_value`` by, and
+    whether that is the sites file's upstream rather than what its logs named.
+
+    A pool spreads requests over its servers, so one run sees some of them: a move is an
+    address none of the kept healthy runs saw. When the healthy runs' logs named none
+    (an access log without $upstream_addr), the upstreams the sites file lists that
+    answered then stand for it, but only for addresses (not HAProxy's server names)."""
+    now = _addresses(now_value)
+    used = last_good.facts.get(fact)
+    if used is not None:
+        healthy = [last_good, *(s for s in recent if s.healthy)]
+        known = set().union(*(_addresses(s.facts.get(fact, "")) for s in healthy))
+        return (used, False) if not now <= known else (None, False)
+    listed = {
+        name.partition("@")[2]
+        for name, state in last_good.facts.items()
+        if kind_of(name) == "upstream" and state == "open"
+    }
+    if listed and not now <= listed and all(":" in a for a in now):
+        return ", ".join(sorted(listed)), True
+    return None, False
 
 
 def with_changes(
@@ -178,6 +231,8 @@ def _message(
         return f"answered by {before} → {now} ({between})"
     if kind == "http.redirects":
         return f"redirects {before} → {now} ({between})"
+    if kind == "proxy.upstream":
+        return f"{where} {_UPSTREAM_WORDS.get(where, 'upstream')} {before} → {now} ({between})"
     # The generator tag: "WordPress 6.4 → 6.5", the product named once.
     product, _, version = now.partition(" ")
     if version and before.startswith(product + " "):
@@ -215,6 +270,17 @@ def _next_step(change: Change, last_good: Snapshot) -> str:
         )
     if kind == "edge":
         return f"{where} accepted connections at {until}: start what listened there again."
+    if kind == "proxy.upstream":
+        config = _CONFIG_PLACES.get(where, "its upstreams")
+        used = (
+            f"it sent to {change.before} when it last worked (at {until})"
+            if change.fact in last_good.facts
+            else f"the sites file lists {change.before}, which answered at {until}"
+        )
+        return (
+            f"{where} now sends to {change.now}; {used}: check the deploy or config change "
+            f"({config}), or point it back at {change.before}."
+        )
     return f"Undo or check the change: {change.message}."
 
 

@@ -135,6 +135,10 @@ class LogScan:
     # Other sites' failing lines in the same log: site (or Host) -> cause (or "error") -> n.
     others: dict[str, Counter[str]] = field(default_factory=dict)
     own_seen: set[str] = field(default_factory=set)  # marks of this diagnosis's requests seen
+    # The upstreams this diagnosis's own requests were sent to, as the lines about them name
+    # them (an access line's $upstream_addr, an error line's upstream): address -> lines.
+    own_upstreams: Counter[str] = field(default_factory=Counter)
+    request_log: bool = False  # its records name every request (an access log), not only errors
 
     def to_dict(self) -> dict[str, Any]:
         """JSON, so that a scan made on the machine holding the log can travel."""
@@ -153,6 +157,8 @@ class LogScan:
             "unclassified": self.unclassified.to_dict(),
             "others": {label: dict(counts) for label, counts in self.others.items()},
             "own_seen": sorted(self.own_seen),
+            "own_upstreams": dict(self.own_upstreams),
+            "request_log": self.request_log,
         }
 
     @classmethod
@@ -173,6 +179,8 @@ class LogScan:
             unclassified=Tally.from_dict(d["unclassified"]),
             others={label: Counter(c) for label, c in (d.get("others") or {}).items()},
             own_seen=set(d.get("own_seen") or ()),
+            own_upstreams=Counter(d.get("own_upstreams") or {}),
+            request_log=bool(d.get("request_log")),
         )
 
     def claims(self) -> dict[Cause, Tally]:
@@ -219,10 +227,14 @@ def scan_lines(
         if when is None or when < since:
             continue
         scan.lines_in_window += 1
+        scan.request_log = scan.request_log or parsed.status is not None
         own = owners.own_request(parsed) if owners else None
         if own:
             scan.own_seen.add(own)
             owner, label = Owner.SITE, None
+            # A consequence ("no live upstreams") names the pool, not a server it tried.
+            if parsed.upstream and not parsed.secondary:
+                scan.own_upstreams.update(parsed.upstream.split(", "))
         else:
             owner, label = owners.owner(parsed) if owners else (Owner.UNKNOWN, None)
         if owner is Owner.OTHER:

@@ -44,6 +44,9 @@ class LogLine:
     # The application file the message blames ("/var/www/wp-content/plugins/x/x.php:12"): a
     # PHP fatal error names it, and the runbook's next step ("deactivate the plugin") needs it.
     source: str | None = None
+    # The HTTP status a request log's record gives (an access line); None for an error line.
+    # A log with such records names every request, not only the failed ones.
+    status: int | None = None
 
 
 @dataclass(frozen=True)

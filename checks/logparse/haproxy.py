@@ -92,6 +92,7 @@ def _request(m: re.Match[str], status: int | None) -> LogLine:
         server=m["frontend"].rstrip("~"),
         backend=m["backend"],
         client=m["client"],
+        status=status,
     )
 
 

@@ -1,7 +1,15 @@
-"""nginx error log lines: ``2024/05/01 12:00:00 [error] 12#12: *3 <message>, client: ...``.
+"""nginx error log lines: ``2024/05/01 12:00:00 [error] 12#12: *3 <message>, client: ...``,
+and access log lines in the ``combined`` shape.
 
 The messages are nginx's own (src/http/ngx_http_upstream.c, ngx_http_proxy_module.c,
 ngx_event_connect.c); each names the upstream it was talking to in ``upstream: "..."``.
+
+An access line names every request, failed or not, but which upstream served it only when
+the ``log_format`` adds ``$upstream_addr`` as a named field after the combined part:
+``upstream_addr=$upstream_addr`` (also ``upstream=``, or ``ua="$upstream_addr"`` as nginx
+Amplify's format has it). Such lines are detected as nginx's; a plain ``combined`` access
+log is read only when its source says ``format = "nginx"`` (it cannot be told from
+Apache's). A 5xx access line is an error without a cause: the error line says why.
 
 One record can span several lines: what a FastCGI app wrote to stderr is quoted as it came,
 so a PHP fatal error brings its stack trace along, and the ``client: ..., request: "GET
@@ -14,7 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from datetime import datetime
 
+from badgateway.checks.http_status import server_failed
 from badgateway.checks.logparse import LogLine, continued_records, first_match, local_time, rule
 from badgateway.checks.logparse.phpfpm import php_error, php_minor_only
 from badgateway.checks.model import Cause
@@ -24,7 +34,21 @@ _LINE = re.compile(
     r"(?:\*\d+ )?(?P<msg>.*)$",
     re.DOTALL,
 )
-_RECORD_START = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[[a-z]+\] ")
+# An error line, or an access line (every access line is a record of its own).
+_RECORD_START = re.compile(
+    r"^(?:\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[[a-z]+\] |\S+ \S+ \S+ \[\d{2}/\w{3}/\d{4}:)"
+)
+# The combined format: $remote_addr - $remote_user [$time_local] "$request" $status ...
+_ACCESS = re.compile(
+    r"^(?P<client>\S+) \S+ \S+ \[(?P<ts>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "
+    r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<rest>.*)$'
+)
+# $upstream_addr as a named field: "127.0.0.1:9001", several tried ("a, b"), several
+# across internal redirects ("a : b"), "-" when nginx answered itself; quoted or not.
+_UPSTREAM_ADDR = re.compile(
+    r"(?:^|\s)(?:upstream_addr|upstream|ua)[=:]\s?"
+    r'(?:"(?P<q>[^"]*)"|(?P<b>[^\s,"]+(?:(?:, | : )[^\s,"]+)*))'
+)
 _UPSTREAM = re.compile(r'upstream: "(?P<u>[^"]*)"')
 # nginx ends a request's error line with ", client: 1.2.3.4, server: NAME, request: "...",
 # upstream: "...", host: "..."": the server block's first server_name and the Host header.
@@ -89,11 +113,14 @@ RULES = (
 
 
 def detect(line: str) -> bool:
-    return _LINE.match(line) is not None
+    if _LINE.match(line) is not None:
+        return True
+    access = _ACCESS.match(line)
+    return access is not None and _UPSTREAM_ADDR.search(access["rest"]) is not None
 
 
 def records(lines: Iterable[str]) -> Iterator[str]:
-    """One record per time-stamped line, with the quoted lines that continue it."""
+    """One record per time-stamped line, with the quoted lines that continue an error line."""
     return continued_records(lines, _RECORD_START)
 
 
@@ -105,10 +132,43 @@ def upstream_address(text: str) -> str:
     return rest.split("/", 1)[0]
 
 
+def upstream_addresses(value: str) -> list[str]:
+    """The addresses an ``$upstream_addr`` value names, in the order tried: "a, b : c" ->
+    [a, b, c]. An upstream group's name (nginx logs it when no server was live) and "-"
+    name no address, and are left out."""
+    parts = (p.strip() for p in re.split(r", | : ", value))
+    return [p for p in parts if ":" in p and " " not in p]
+
+
+def _access_time(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z")
+    except ValueError:
+        return None
+
+
+def _access(m: re.Match[str]) -> LogLine:
+    status = int(m["status"])
+    named = _UPSTREAM_ADDR.search(m["rest"])
+    addresses = (
+        upstream_addresses(named["q"] if named["q"] is not None else named["b"]) if named else []
+    )
+    return LogLine(
+        when=_access_time(m["ts"]),
+        is_error=server_failed(status),
+        what=f"{status} response" if server_failed(status) else None,
+        # Every address this request was sent to, as nginx writes the list.
+        upstream=", ".join(addresses) or None,
+        client=None,  # $remote_addr has no port: the mark names our requests
+        status=status,
+    )
+
+
 def classify(line: str) -> LogLine | None:
     m = _LINE.match(line)
     if m is None:
-        return None
+        access = _ACCESS.match(line)
+        return _access(access) if access is not None else None
     msg, level = m["msg"], m["level"]
     named = _UPSTREAM.search(msg) or _UNRESOLVED.match(msg)
     server = _SERVER.search(msg)

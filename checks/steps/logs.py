@@ -67,6 +67,8 @@ class ScanDetail(TypedDict):
     consequences: dict[str, int]  # cause seen ("none") -> lines that follow from it
     unclassified: int
     own_requests_seen: int
+    # The upstreams the proxy sent our requests to, as its lines name them: address -> lines.
+    own_upstreams: dict[str, int]
 
 
 class OwnRequests(TypedDict):
@@ -95,6 +97,7 @@ def _scan_detail(scan: LogScan) -> ScanDetail:
         "consequences": {(c.value if c else "none"): t.count for c, t in scan.consequences.items()},
         "unclassified": scan.unclassified.count,
         "own_requests_seen": len(scan.own_seen),
+        "own_upstreams": dict(scan.own_upstreams),
     }
 
 
@@ -168,17 +171,17 @@ async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
     sent = await _own_requests(ctx)
     owners = LineOwners.of(site, ctx.settings.sites, ctx.mark, sent) if site else None
     expected = {r.mark for r in sent if r.gateway_failed}
+    # An access log names every request (and, with $upstream_addr, where it went): what it
+    # says of a healthy run is only complete once our requests' lines are all written.
+    logged = {r.mark for r in sent}
     since = datetime.now().astimezone() - timedelta(seconds=ctx.settings.log_window_s)
     started = time.monotonic()
     give_up = started + max(0.0, min(LOG_WAIT_S, ctx.remaining() - 0.3))
     while True:
         scans, unreadable = await _scan_sources(sources, place, since, owners)
         seen = set().union(*(scan.own_seen for scan in scans))
-        if (
-            expected <= seen
-            or time.monotonic() >= give_up
-            or not _waits_for_requests(sources, scans)
-        ):
+        wanted = expected | (logged if any(scan.request_log for scan in scans) else set())
+        if wanted <= seen or time.monotonic() >= give_up or not _waits_for_requests(sources, scans):
             break
         await asyncio.sleep(_POLL_S)
     return {

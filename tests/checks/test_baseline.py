@@ -73,6 +73,18 @@ def shop_diagnosis(started_at: str = "2026-12-01T12:01:00+00:00") -> Diagnosis:
                 ],
             },
         ),
+        StepResult(
+            "logs",
+            Status.OK,
+            "",
+            details={
+                "logs": [  # nginx's error and access logs, and a log naming no upstream
+                    {"format": "nginx", "own_upstreams": {"10.0.0.5:9000": 1}},
+                    {"format": "nginx", "own_upstreams": {"10.0.0.6:9000": 2}},
+                    {"format": "php-fpm", "own_upstreams": {}},
+                ]
+            },
+        ),
     ]
     verdict = Verdict(Cause.HEALTHY, "fine", [])
     return Diagnosis("shop", "https://shop.test/", verdict, steps, 900, started_at, site="shop")
@@ -95,6 +107,8 @@ def test_a_snapshot_holds_the_facts_the_steps_recorded() -> None:
         "header.x-powered-by": "PHP/8.2.7",
         "generator": "WordPress 6.4.2",
         "http.redirects": "301 http://shop.test/",  # without the run's own mark
+        # Where nginx sent our requests, as its logs say, whichever log said it.
+        "proxy.upstream@nginx": "10.0.0.5:9000, 10.0.0.6:9000",
     }
     # What varies from run to run without being a change is context, never compared.
     assert snapshot.context["ttl@127.0.0.1:53"] == 3600

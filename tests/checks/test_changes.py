@@ -65,6 +65,54 @@ def test_a_day_apart_the_times_carry_their_date() -> None:
     )
 
 
+NGINX = "proxy.upstream@nginx"
+
+
+def test_a_proxy_sending_to_an_address_no_healthy_run_saw_is_a_move() -> None:
+    earlier = snap(0, True, facts={NGINX: "10.0.0.7:9000"})  # the pool's third server
+    good = snap(1, True, facts={NGINX: "10.0.0.5:9000, 10.0.0.6:9000"})
+    # A run sees the servers its few requests reached: another of the pool's is no move.
+    for seen in ("10.0.0.6:9000", "10.0.0.7:9000"):
+        now = snap(5, False, facts={NGINX: seen})
+        assert changes_since(good, [earlier, good], now, Cause.UPSTREAM_REFUSED) == []
+    now = snap(5, False, facts={NGINX: "10.0.0.6:9000, 10.0.0.9:9000"})
+    [change] = changes_since(good, [earlier, good], now, Cause.UPSTREAM_REFUSED)
+    assert change.message == (
+        "nginx upstream 10.0.0.5:9000, 10.0.0.6:9000 → 10.0.0.6:9000, 10.0.0.9:9000 "
+        "(changed between 12:01:00 UTC and 12:05:00 UTC)"
+    )
+    assert change.layer == "app_server" and change.at_failing_layer
+    # Another app answering behind the proxy explains the app's own failure as well.
+    [change] = changes_since(good, [good], now, Cause.SERVER_ERROR)
+    assert change.at_failing_layer
+
+
+def test_without_a_logged_upstream_the_listed_one_that_answered_stands_for_it() -> None:
+    good = snap(1, True)  # the logs named no upstream; the sites file's answered
+    moved = snap(5, False, facts={NGINX: "127.0.0.1:9100"})
+    [change] = changes_since(good, [good], moved, Cause.UPSTREAM_REFUSED)
+    assert (change.before, change.now) == ("127.0.0.1:9000", "127.0.0.1:9100")
+    assert change.message == (
+        "nginx upstream 127.0.0.1:9000 → 127.0.0.1:9100 (changed between 12:01:00 UTC and "
+        "12:05:00 UTC; before: the upstream the sites file lists, which answered then; the "
+        "proxy's logs named none while it worked)"
+    )
+    # The listed upstream itself, or a name that is no address (HAProxy's backend/server): no
+    # move can be told.
+    for now in ("127.0.0.1:9000", "app/app2"):
+        fact = NGINX if ":" in now else "proxy.upstream@haproxy"
+        failing = snap(5, False, facts={fact: now})
+        assert changes_since(good, [good], failing, Cause.UPSTREAM_REFUSED) == []
+
+
+def test_haproxy_names_its_servers() -> None:
+    fact = "proxy.upstream@haproxy"
+    good = snap(1, True, facts={fact: "app/app1"})
+    now = snap(5, False, facts={fact: "app/app2"})
+    [change] = changes_since(good, [good], now, Cause.UPSTREAM_REFUSED)
+    assert change.message.startswith("haproxy server app/app1 → app/app2 (changed between")
+
+
 def test_every_fact_kind_has_a_layer() -> None:
     assert set(FACT_LAYERS.values()) <= set(Layer)
     assert "edge" in FACT_LAYERS and "upstream" in FACT_LAYERS

@@ -30,7 +30,9 @@ Options (all keyword): nginx ``connect_timeout_s=1``, ``read_timeout_s=1``,
 ``ssl_name=None`` (``proxy_ssl_name``, sent as SNI too), ``resolver=None`` ("127.0.0.1:PORT":
 the upstream is one "name:port" that nginx resolves per request through that DNS server,
 ``proxy_pass http://$up:PORT``, never through the system resolver),
-``resolver_timeout_s=1``; haproxy ``connect_timeout_s=1``, ``server_timeout_s=1``, ``retries=0``,
+``resolver_timeout_s=1``, ``access_format=None`` (a ``log_format`` for the access log, e.g.
+with ``upstream_addr=$upstream_addr``; None: nginx's ``combined``); haproxy
+``connect_timeout_s=1``, ``server_timeout_s=1``, ``retries=0``,
 ``maxconn=0`` (per server), ``queue_timeout_s=1``; apache ``timeout_s=1``, ``retry_s=0``;
 php-fpm ``max_children=2``, ``terminate_timeout_s=0`` (0 = off), ``tcp=False``,
 ``listen_owner=None``, ``listen_group=None``, ``listen_mode="0666"`` (the pool's socket:
@@ -68,6 +70,11 @@ from tests.lab.process import (
 )
 
 UpstreamSpec = Upstream | str | Sequence[Upstream | str]
+# nginx's combined format with $upstream_addr as a named field after it (``access_format``).
+NGINX_UPSTREAM_ADDR_FORMAT = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" upstream_addr=$upstream_addr'
+)
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 
 
@@ -311,6 +318,7 @@ def start_nginx(
     ssl_name: str | None = None,
     resolver: str | None = None,
     resolver_timeout_s: float = 1,
+    access_format: str | None = None,
 ) -> Proxy:
     binary = require_binary("nginx", "/usr/sbin/nginx")
     directory.mkdir(parents=True, exist_ok=True)
@@ -393,7 +401,8 @@ error_log {error_log} warn;
 pid {directory}/nginx.pid;
 events {{ worker_connections 128; }}
 http {{
-    access_log {access_log};
+    {f"log_format lab '{access_format}';" if access_format else ""}
+    access_log {access_log}{" lab" if access_format else ""};
     {temp}
 {pool}
     server {{

@@ -1,11 +1,15 @@
 """End to end: a site diagnosed healthy, then changed on a real server (its DNS record on a
-BIND, its certificate, the app behind nginx, its ``Server`` header), then diagnosed again
-failing: the verdict names the change with the last time it was seen as before and the
-first time as now. And the Slack path: the sink wrapper compares and keeps through Redis."""
+BIND, its certificate, the app behind nginx, nginx's upstream moved, its ``Server`` header),
+then diagnosed again failing: the verdict names the change with the last time it was seen
+as before and the first time as now. And the Slack path: the sink wrapper compares and
+keeps through Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import subprocess
+import time
 from collections.abc import Callable
 from datetime import datetime
 from ipaddress import ip_network
@@ -18,13 +22,14 @@ from redis.asyncio import Redis
 from badgateway.bot.history_store import HistoryKeeper, MemoryHistory, RedisHistory
 from badgateway.bot.pipeline import DiagnosisRequest, HistorySink, InProcessCarrier
 from badgateway.bot.storage import key
+from badgateway.checks.baseline import snapshot_of
 from badgateway.checks.model import Cause, Change, Diagnosis, StepResult
 from badgateway.checks.runner import diagnose, prepare
 from badgateway.checks.settings import LogSource, Settings, Site
 from tests.lab.certs import make_test_certs
 from tests.lab.diagnosis import explain
 from tests.lab.fixtures_dns import ZoneServer
-from tests.lab.fixtures_proxies import Proxy
+from tests.lab.fixtures_proxies import NGINX_UPSTREAM_ADDR_FORMAT, Proxy
 from tests.lab.fixtures_redis import QueueLab, RedisServer
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import serve_app
@@ -54,12 +59,11 @@ def settings_for(
     *,
     resolvers: tuple[str, ...] = (),
     upstreams: tuple[str, ...] = (),
-    logs: tuple[Path, ...] = (),
+    logs: tuple[Path | LogSource, ...] = (),
     ca_file: str | None = None,
 ) -> Settings:
-    site = Site(
-        name="shop", url=url, upstreams=upstreams, logs=tuple(LogSource(str(p)) for p in logs)
-    )
+    sources = tuple(p if isinstance(p, LogSource) else LogSource(str(p)) for p in logs)
+    site = Site(name="shop", url=url, upstreams=upstreams, logs=sources)
     return Settings(
         resolvers=resolvers,
         allow_networks=(ip_network("127.0.0.0/8"),),
@@ -166,6 +170,134 @@ async def test_c_upstream_behind_nginx_stops_answering(
     assert any(
         app.address in s and "start the app there again" in s for s in failing.verdict.next_steps
     )
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def move_upstream(proxy: Proxy, old: Upstream, new: Upstream) -> None:
+    """Point nginx's upstream at ``new`` instead of ``old`` and reload it, as a deploy would;
+    back once the workers that sent to ``old`` have gone (until then they still accept)."""
+    conf = proxy.directory / "nginx.conf"
+    conf.write_text(conf.read_text().replace(f"server {old.address} ", f"server {new.address} "))
+    master = proxy.process.proc.pid
+    workers = _children(master)
+    command = ["nginx", "-p", str(proxy.directory), "-c", str(conf), "-s", "reload"]
+    subprocess.run(command, check=True, capture_output=True, timeout=10)
+    deadline = time.monotonic() + 10
+    while _children(master) & workers or not _children(master):
+        assert time.monotonic() < deadline, "nginx's old workers did not go"
+        time.sleep(0.02)
+
+
+async def test_e_nginx_upstream_moved_as_its_access_log_says(
+    upstream: Callable[..., Upstream], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    """The sites file lists no upstream: what nginx's access log says it sent to is all."""
+    old, new = upstream("ok"), upstream("refused")
+    proxy = nginx_proxy(old, access_format=NGINX_UPSTREAM_ADDR_FORMAT)
+    assert proxy.access_log is not None
+    settings = settings_for(proxy.url, logs=(proxy.error_log, proxy.access_log))
+    keeper = HistoryKeeper(MemoryHistory())
+    healthy = await check(keeper, settings)
+    assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+    assert snapshot_of(healthy).facts["proxy.upstream@nginx"] == old.address
+
+    move_upstream(proxy, old, new)  # proxy_pass to a port where nothing listens
+    failing = await check(keeper, settings)
+    assert failing.verdict.cause is Cause.UPSTREAM_REFUSED, explain(failing)
+    change = the_change(failing, "proxy.upstream@nginx")
+    assert (change.before, change.now, change.at_failing_layer) == (old.address, new.address, True)
+    assert change.message == (
+        f"nginx upstream {old.address} → {new.address} "
+        f"(changed between {clock(healthy)} and {clock(failing)})"
+    )
+    assert_dated(change, healthy, failing)
+    assert change.message in failing.verdict.summary  # strong evidence: in the summary
+    assert failing.verdict.next_steps[0] == (
+        f"nginx now sends to {new.address}; it sent to {old.address} when it last worked "
+        f"(at {clock(healthy)}): check the deploy or config change (proxy_pass, the upstream "
+        f"block), or point it back at {old.address}."
+    )
+
+
+async def test_f_nginx_upstream_moved_as_its_error_log_says(
+    upstream: Callable[..., Upstream], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    """nginx's default access log names no upstream: the failing run's error line is the
+    evidence, set against the upstream the sites file lists, which answered then."""
+    old, new = upstream("ok"), upstream("refused")
+    proxy = nginx_proxy(old)
+    assert proxy.access_log is not None
+    access = LogSource(str(proxy.access_log), format="nginx")  # "combined" is not detected
+    settings = settings_for(proxy.url, upstreams=(old.address,), logs=(proxy.error_log, access))
+    keeper = HistoryKeeper(MemoryHistory())
+    healthy = await check(keeper, settings)
+    assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+    assert "proxy.upstream@nginx" not in snapshot_of(healthy).facts
+
+    move_upstream(proxy, old, new)
+    failing = await check(keeper, settings)
+    assert failing.verdict.cause is Cause.UPSTREAM_REFUSED, explain(failing)
+    change = the_change(failing, "proxy.upstream@nginx")
+    assert (change.before, change.now, change.at_failing_layer) == (old.address, new.address, True)
+    assert change.message.startswith(
+        f"nginx upstream {old.address} → {new.address} "
+        f"(changed between {clock(healthy)} and {clock(failing)}; before: the upstream the "
+        "sites file lists"
+    )
+    assert_dated(change, healthy, failing)
+    assert any(
+        s.startswith(f"nginx now sends to {new.address}; the sites file lists {old.address}")
+        for s in failing.verdict.next_steps
+    )
+
+
+async def test_g_no_log_names_the_upstream_nothing_is_said(
+    upstream: Callable[..., Upstream], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    """Only a combined access log: it shows our requests, not where they went. No guess."""
+    old, new = upstream("ok"), upstream("refused")
+    proxy = nginx_proxy(old)
+    assert proxy.access_log is not None
+    access = LogSource(str(proxy.access_log), format="nginx")
+    settings = settings_for(proxy.url, upstreams=(old.address,), logs=(access,))
+    keeper = HistoryKeeper(MemoryHistory())
+    healthy = await check(keeper, settings)
+    assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+
+    move_upstream(proxy, old, new)
+    failing = await check(keeper, settings)
+    logs = next(s for s in failing.steps if s.name == "logs")
+    assert logs.details["logs"][0]["own_requests_seen"] > 0  # our lines were read
+    assert failing.verdict.changes is not None
+    assert not [c for c in failing.verdict.changes if c.fact.startswith("proxy.upstream")]
+    assert "proxy.upstream@nginx" not in snapshot_of(failing).facts
+
+
+async def test_other_proxies_say_where_they_sent_our_requests(
+    upstream: Callable[..., Upstream],
+    haproxy_proxy: Callable[..., Proxy],
+    apache_proxy: Callable[..., Proxy],
+    caddy_proxy: Callable[..., Proxy],
+) -> None:
+    """HAProxy logs every request with its backend/server; Apache and Caddy name the address
+    only in the line of a request that failed (their access logs do not name it)."""
+    app, gone = upstream("ok"), upstream("refused")
+    served = haproxy_proxy(app)
+    healthy = await diagnose("shop", settings_for(served.url, logs=(served.error_log,)))
+    assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
+    assert snapshot_of(healthy).facts["proxy.upstream@haproxy"] == "app/app1"
+    for software, proxy in (("apache", apache_proxy(gone)), ("caddy", caddy_proxy(gone))):
+        failing = await diagnose("shop", settings_for(proxy.url, logs=(proxy.error_log,)))
+        assert failing.verdict.cause is Cause.UPSTREAM_REFUSED, explain(failing)
+        assert snapshot_of(failing).facts[f"proxy.upstream@{software}"] == gone.address
 
 
 async def test_d_server_header_changed_with_a_failure() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from badgateway.checks.logparse import LogLine, classifier, detect_format, record_splitter
 from badgateway.checks.model import Cause
-from tests.lab.fixtures_proxies import PhpFpm, Proxy
+from tests.lab.fixtures_proxies import NGINX_UPSTREAM_ADDR_FORMAT, PhpFpm, Proxy
 
 
 def get(url: str, timeout: float = 6.0) -> int | None:
@@ -103,6 +103,47 @@ def test_nginx_error_log(
     parsed = [p for line in proxy.read_log().splitlines() if (p := classifier("nginx")(line))]
     assert any(p.upstream == app.address for p in parsed)
     assert_recent(proxy)
+
+
+def test_nginx_access_log_names_where_each_request_went(
+    upstream: Callable[..., Any], nginx_proxy: Callable[..., Proxy]
+) -> None:
+    """Every request, failed or not, with the servers nginx tried in order (the pool's first
+    refused, the next answered); such a log is detected as nginx's."""
+    refused, app = upstream("refused"), upstream("ok")
+    proxy = nginx_proxy([refused, app], access_format=NGINX_UPSTREAM_ADDR_FORMAT)
+    assert proxy.access_log is not None
+    assert get(proxy.url + "?_bgw=d1.1") == 200
+    lines = wait_for_text(proxy.access_log, r"_bgw=d1\.1").splitlines()
+    assert detect_format(lines) == "nginx"
+    [line] = parsed_records(proxy.access_log, "nginx")
+    assert (line.status, line.is_error, line.cause, line.mark) == (200, False, None, "d1.1")
+    assert line.upstream == f"{refused.address}, {app.address}"
+    assert line.when is not None and abs(line.when - datetime.now().astimezone()) < timedelta(
+        minutes=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "upstream"),
+    [
+        (
+            'ua="10.0.0.5:80, unix:/run/a.sock : 10.0.0.6:80"',
+            "10.0.0.5:80, unix:/run/a.sock, 10.0.0.6:80",
+        ),
+        ("upstream=[::1]:8080", "[::1]:8080"),
+        ("upstream_addr=app", None),  # the pool's name: no server was live
+        ("upstream_addr=-", None),  # nginx answered itself
+    ],
+)
+def test_nginx_access_line_upstream_fields(field: str, upstream: str | None) -> None:
+    line = (
+        '127.0.0.1 - - [01/May/2024:12:00:00 +0000] "GET /?_bgw=d1.1 HTTP/1.1" 502 157 "-" '
+        f'"curl/8.0" {field}'
+    )
+    parsed = classifier("nginx")(line)
+    assert parsed is not None and parsed.upstream == upstream
+    assert parsed.is_error and parsed.cause is None and parsed.mark == "d1.1"
 
 
 HAPROXY_CASES: list[tuple[str, dict[str, Any], Cause, str]] = [
@@ -543,9 +584,13 @@ def test_hand_written_lines(fmt: str, line: str, cause: Cause | None, upstream: 
 
 def test_other_formats_are_not_claimed() -> None:
     access = '127.0.0.1 - - [01/May/2024:12:00:00 +0000] "GET / HTTP/1.1" 502 157 "-" "curl"'
-    for fmt in ("nginx", "apache", "php-fpm"):
+    for fmt in ("apache", "php-fpm"):
         assert classifier(fmt)(access) is None
+    # A combined line could be Apache's as well as nginx's: read as nginx's access line only
+    # where the source says format = "nginx", never detected.
     assert detect_format([access, "", "random text"]) is None
+    line = classifier("nginx")(access)
+    assert line is not None and line.status == 502 and line.is_error and line.cause is None
 
 
 def test_apache_threads_writing_at_once_keep_their_clients() -> None:
