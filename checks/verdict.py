@@ -1,10 +1,11 @@
 """From step results to one verdict: the cause, the evidence it rests on, what to do next.
 
 Steps tag findings with the cause they are evidence for and how strong that evidence is.
-The verdict walks the runbook's layers from the outside in (DNS, then the network path and
-TLS at the edge, then a WAF, then what lies behind the proxy) and names the first layer
-with evidence, because a failure further out hides everything behind it. Inside a layer the
-strongest, most repeated evidence wins.
+The verdict walks the runbook's layers from the outside in (DNS, then whether it fails from
+some places only, then the network path and TLS at the edge, then a WAF, then what lies
+behind the proxy) and names the first layer with evidence, because a failure further out
+hides everything behind it. Inside a layer the strongest, most repeated evidence wins. When
+every place probed reaches the site and only the asker's side fails, it is ``client_side``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from badgateway.checks.causes import BEHIND_THE_PROXY, CATALOGUE, LAYERS, Layer,
 from badgateway.checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
 
 # Within one layer, the best-supported cause wins (LAYERS: outside in, from checks.causes).
-_DNS_LAYERS = causes_in(Layer.NAME, Layer.ANSWER)
-_IN_FRONT_OF_THE_PROXY = causes_in(Layer.NAME, Layer.ANSWER, Layer.EDGE, Layer.WAF)
+# What overrides "it works": the name, and where it fails from some places only (users
+# there cannot reach it, whatever the others see).
+_OVER_WORKING = causes_in(Layer.NAME, Layer.REACH, Layer.ANSWER)
+_IN_FRONT_OF_THE_PROXY = causes_in(Layer.NAME, Layer.REACH, Layer.ANSWER, Layer.EDGE, Layer.WAF)
 
 
 def _strength(findings: list[Finding]) -> tuple[int, int, int]:
@@ -60,9 +63,13 @@ def decide(results: Iterable[StepResult]) -> Verdict:
         if dns_cause in evidence and _strength(evidence[dns_cause])[0] < Weight.OBSERVED:
             del evidence[dns_cause]
 
-    if Cause.HEALTHY in evidence and Cause.TRANSIENT not in evidence:
-        # It works now: only a DNS problem (users may reach another server) overrides that.
-        cause = _pick(_DNS_LAYERS, evidence) or Cause.HEALTHY
+    works = Cause.HEALTHY in evidence or Cause.CLIENT_SIDE in evidence
+    if works and Cause.TRANSIENT not in evidence:
+        # It works now (from every place probed): only a DNS problem (users may reach another
+        # server) or a place it fails from overrides that. When the asker's side alone fails,
+        # that is the verdict rather than "healthy".
+        fallback = Cause.CLIENT_SIDE if Cause.CLIENT_SIDE in evidence else Cause.HEALTHY
+        cause = _pick(_OVER_WORKING, evidence) or fallback
     elif Cause.TRANSIENT in evidence:
         cause = _pick(_IN_FRONT_OF_THE_PROXY, evidence) or Cause.TRANSIENT
     else:
