@@ -35,7 +35,16 @@ from badgateway.checks.resolve import ResolveFailed, resolve_host
 # under this name; when it alone fails, the failure is on the asker's side.
 HERE = "here"
 
+# The queue a place's parts go to: the part for place NAME on "probe@NAME", which only a
+# worker started as ``badgateway worker --vantage NAME`` serves.
+QUEUE = "probe"
+
 StepAtPlace = Callable[[ProbeContext], Awaitable[StepResult]]
+
+
+def probe_places(ctx: ProbeContext) -> tuple[str, ...]:
+    """Where the probe steps run: the context's places; () runs the step whole, here."""
+    return ctx.places
 
 
 class PlacePart(TypedDict):
@@ -444,11 +453,13 @@ def table_lines(details: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-# The queue a place's parts go to: the part for place NAME on "probe@NAME", which only a
-# worker started as ``badgateway worker --vantage NAME`` serves.
-QUEUE = "probe"
-
-
-def probe_places(ctx: ProbeContext) -> tuple[str, ...]:
-    """Where the probe steps run: the context's places; () runs the step whole, here."""
-    return ctx.places
+def failing_places(results: Iterable[StepResult]) -> tuple[str, ...]:
+    """The places a diagnosis's probe steps failed from, by their tables of places (for
+    monitoring's quorum and for saying where it fails); () when they ran from one place."""
+    failing = {
+        row["place"]
+        for result in results
+        for row in cast(list[PlaceRow], result.details.get("places") or [])
+        if row.get("status") in (Status.FAIL.value, Status.ERROR.value)
+    }
+    return tuple(sorted(failing))

@@ -11,6 +11,7 @@ every place probed reaches the site and only the asker's side fails, it is ``cli
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from badgateway.checks.causes import BEHIND_THE_PROXY, CATALOGUE, LAYERS, Layer, causes_in
 from badgateway.checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
@@ -54,9 +55,33 @@ def _pick(
     return None
 
 
+def _works_nowhere(results: list[StepResult], evidence: dict[Cause, list[Finding]]) -> bool:
+    """Some step found a place it fails from, but the site answers from none: nothing says
+    it works (healthy or transient), and a step failed from every place it ran at. Then
+    "fails from some places only" would mislead."""
+    if Cause.REGIONAL not in evidence or Cause.HEALTHY in evidence or Cause.TRANSIENT in evidence:
+        return False
+    return any(
+        r.status is Status.FAIL and not any(f.cause is Cause.REGIONAL for f in r.findings)
+        for r in results
+    )
+
+
+def _what_each_place_saw(results: list[StepResult], evidence: dict[Cause, list[Finding]]) -> None:
+    """Instead of ``regional``: the failing places' own findings, as evidence of their cause."""
+    del evidence[Cause.REGIONAL]
+    for result in results:
+        for finding in result.findings:
+            seen = finding.data.get("cause_at_place")
+            if seen and finding.severity.rank >= Status.WARN.rank:
+                evidence.setdefault(Cause(seen), []).append(replace(finding, cause=Cause(seen)))
+
+
 def decide(results: Iterable[StepResult]) -> Verdict:
     results = list(results)
     evidence = _problem_evidence(results)
+    if _works_nowhere(results, evidence):
+        _what_each_place_saw(results, evidence)
     cause: Cause | None
     # A name that does not resolve at all is only a DNS verdict if a server said so.
     for dns_cause in (Cause.DNS_NXDOMAIN, Cause.DNS_FAILURE):

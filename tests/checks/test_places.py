@@ -19,7 +19,7 @@ import pytest
 
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
-from badgateway.checks.places import HERE, QUEUE, table_lines
+from badgateway.checks.places import HERE, QUEUE, failing_places, table_lines
 from badgateway.checks.runner import assemble_parts, part_places, prepare, run_part
 from badgateway.checks.settings import Settings, Site
 from badgateway.checks.steps import ANYWHERE, step_named
@@ -135,6 +135,7 @@ async def test_failing_from_one_place_is_regional_naming_it(
 
     verdict = verdict_of(results)
     assert verdict.cause is Cause.REGIONAL
+    assert failing_places(results.values()) == ("us-east",)
     regional = coded(results["reload"], "regional")
     assert regional.data["failing"] == ["us-east"]
     assert regional.data["working"] == ["ap-south", "eu-west"]
@@ -170,6 +171,7 @@ async def test_failing_from_every_place_is_the_cause_as_today(
     results = await from_places(url, place_settings(moved), views)
 
     assert verdict_of(results).cause is Cause.UNREACHABLE
+    assert failing_places(results.values()) == ("eu-west", "us-east")
     refused = coded(results["firewall"], "tcp_refused")
     assert refused.cause is Cause.UNREACHABLE and refused.data["places"] == ["eu-west", "us-east"]
     assert refused.message.endswith("(from eu-west, us-east)")
@@ -191,6 +193,7 @@ async def test_working_everywhere_while_the_asker_fails_is_client_side(
     # Monitoring (nobody reports a failure): healthy, as from one place.
     monitored = await from_places(url, place_settings(good), views)
     assert verdict_of(monitored).cause is Cause.HEALTHY
+    assert failing_places(monitored.values()) == ()
 
 
 async def test_only_here_failing_is_client_side(

@@ -142,3 +142,27 @@ def test_working_everywhere_but_for_the_asker_is_client_side() -> None:
     assert decide([*results, dns]).cause is Cause.DNS_INCONSISTENT
     # Attempts that come and go: transient, not the asker's side.
     assert decide([step("reload", asker, OK, TRANSIENT)]).cause is Cause.TRANSIENT
+
+
+def test_failing_from_some_places_needs_a_place_it_works_from() -> None:
+    """us-east's resolver fails (so its reload is skipped) while eu-west resolves but gets
+    502s: the DNS step sees a place-only failure, but the site works from nowhere, so the
+    places' own findings decide."""
+    dns_regional = Finding("regional", "DNS fails from us-east", Status.FAIL, Cause.REGIONAL)
+    nxdomain = Finding(
+        "dns_nxdomain",
+        "no such name (from us-east)",
+        Status.FAIL,
+        None,
+        Weight.OBSERVED,
+        {"cause_at_place": Cause.DNS_NXDOMAIN.value},
+    )
+    results = [
+        step("dns", dns_regional, nxdomain),
+        step("reload", evidence(Cause.UPSTREAM_REFUSED, Weight.INFERRED)),
+    ]
+    verdict = decide(results)
+    assert verdict.cause is Cause.DNS_NXDOMAIN
+    assert verdict.evidence[0].message == "no such name (from us-east)"
+    # With a place where it works, it is regional.
+    assert decide([step("dns", dns_regional, nxdomain), step("reload", OK)]).cause is Cause.REGIONAL
