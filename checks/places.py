@@ -137,11 +137,18 @@ def _refused_result(name: str, place: str, reason: str) -> StepResult:
 
 
 async def run_at(
-    ctx: ProbeContext, place: str, name: str, probe: StepAtPlace, *, connects: bool = True
+    ctx: ProbeContext,
+    place: str,
+    name: str,
+    probe: StepAtPlace,
+    *,
+    connects: bool = True,
+    phases: Callable[[StepResult], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The step ``name`` at ``place`` (run by the worker there): its own view, its probes.
     ``connects``: the step connects to the site's addresses, so an address the guard
-    refuses stops it (a step that only asks resolvers runs anyway, and says so)."""
+    refuses stops it (a step that only asks resolvers runs anyway, and says so).
+    ``phases``: the step's own timings worth a place in the table (connect, first byte)."""
     view = await view_at(ctx, place)
     started = time.monotonic()
     if view.refused is not None and connects:
@@ -162,6 +169,7 @@ async def run_at(
         "resolve_error": view.ctx.resolve_error,
         "phases": {
             "resolve": view.resolve_ms,
+            **(phases(result) if phases else {}),
             "probe": round((time.monotonic() - started) * 1000),
         },
     }
