@@ -238,10 +238,13 @@ def _from(places: list[str]) -> str:
     return f"from {listed(places)}"
 
 
-def _as_context(finding: Finding, place: str) -> Finding:
+def _as_context(finding: Finding) -> Finding:
     """A failing place's cause finding, kept to show what it saw but not as the verdict's
-    evidence: across places, the cause is that it differs between them."""
-    data = {**finding.data, "cause_at_place": finding.cause.value if finding.cause else None}
+    evidence: across places, the cause is that it differs between them (``cause_at_place``
+    keeps what it was, for when the site works from no place at all: checks.verdict)."""
+    if finding.cause is None:
+        return finding
+    data = {**finding.data, "cause_at_place": finding.cause.value}
     return replace(finding, cause=None, data=data)
 
 
@@ -252,7 +255,7 @@ def _merged(found: list[Outcome], demoted: set[str]) -> list[Finding]:
     for outcome in found:
         for finding in outcome.result.findings:
             if outcome.place in demoted:
-                finding = _as_context(finding, outcome.place)
+                finding = _as_context(finding)
             key = (finding.code, finding.message)
             places_of.setdefault(key, []).append(outcome.place)
             first.setdefault(key, finding)

@@ -172,6 +172,45 @@ async def test_failing_from_one_place_is_regional_naming_it(
     assert len(marks) == 9 and any(".us-east.r" in m for m in marks)
 
 
+async def test_a_server_error_from_one_place_is_regional_and_observed(
+    live_site: Upstream, zones: Callable[[str], str]
+) -> None:
+    """us-east's resolver sends it to another server of the site that answers 500."""
+    with Upstream("error500", host="127.0.0.2", port=live_site.port):
+        good, other = zones("127.0.0.1"), zones("127.0.0.2")
+        views = {"eu-west": place_settings(good), "us-east": place_settings(other)}
+        results = await from_places(f"http://{HOST}:{live_site.port}/", views["eu-west"], views)
+
+    assert verdict_of(results).cause is Cause.REGIONAL
+    regional = coded(results["reload"], "regional")
+    assert (
+        regional.weight is Weight.OBSERVED and "us-east sees 127.0.0.2: all 3" in regional.message
+    )
+    assert "500" in regional.data["seen"]["us-east"]
+    # The network path works from both: only the answer differs.
+    assert not [f for f in results["firewall"].findings if f.code == "regional"]
+
+
+async def test_an_address_the_guard_refuses_is_not_probed_from_that_place(
+    live_site: Upstream, zones: Callable[[str], str]
+) -> None:
+    """The SSRF guard vets each place's own answers: us-east resolves a private address,
+    which is named and never connected to (the suite's network guard would fail the test)."""
+    good, private = zones("127.0.0.1"), zones("10.0.0.5")
+    views = {"eu-west": place_settings(good), "us-east": place_settings(private)}
+    results = await from_places(f"http://{HOST}:{live_site.port}/", views["eu-west"], views)
+
+    assert verdict_of(results).cause is Cause.REGIONAL
+    for name in ("reload", "firewall"):
+        refused = coded(results[name], "place_address_refused")
+        assert "10.0.0.5" in refused.message and "a private address" in refused.message
+        assert refused.data["places"] == ["us-east"]
+        assert coded(results[name], "regional").data["failing"] == ["us-east"]
+    assert not [e for e in results["firewall"].details["edge"] if e["address"] == "10.0.0.5"]
+    # The lookups themselves ran there, and say what us-east resolves.
+    assert "us-east resolves 10.0.0.5" in coded(results["dns"], "dns_differs_by_place").message
+
+
 async def test_failing_from_every_place_is_the_cause_as_today(
     live_site: Upstream, zones: Callable[[str], str]
 ) -> None:
