@@ -41,10 +41,16 @@ FACT_LAYERS: dict[str, Layer] = {
 
 # Failures a change of a kind explains beyond its own layer's: a name that now points at an
 # address where nothing answers fails at the edge, yet the DNS change is what to undo; a
-# proxy now sending elsewhere explains the app failing behind it (another app answers).
+# proxy now sending elsewhere explains the app failing behind it (another app answers). A site
+# that fails from some places only (reach) is explained by what those places resolve and
+# connect to.
 _ALSO_EXPLAINS: dict[str, tuple[Layer, ...]] = {
-    "dns.addresses": (Layer.EDGE,),
-    "dns.cname": (Layer.EDGE,),
+    "dns.addresses": (Layer.EDGE, Layer.REACH),
+    "dns.cname": (Layer.EDGE, Layer.REACH),
+    "edge": (Layer.REACH,),
+    "tls.certificate": (Layer.REACH,),
+    "http.producer": (Layer.REACH,),
+    "header.server": (Layer.REACH,),
     "proxy.upstream": (Layer.APPLICATION,),
 }
 
