@@ -143,6 +143,7 @@ def test_a_failing_verdict_carries_its_changes_and_a_healthy_one_is_untouched() 
 
 
 def test_what_places_resolve_and_reach_explains_a_regional_failure() -> None:
-    assert explains(Layer.ANSWER, Layer.REACH) and explains(Layer.EDGE, Layer.REACH)
-    assert not explains(Layer.APPLICATION, Layer.REACH)
-    assert not explains(Layer.ANSWER, CATALOGUE[Cause.CLIENT_SIDE].layer)  # no layer
+    assert explains("dns.addresses", Layer.REACH) and explains("edge", Layer.REACH)
+    assert explains("tls.certificate", Layer.REACH)
+    assert not explains("generator", Layer.REACH)
+    assert not explains("dns.addresses", CATALOGUE[Cause.CLIENT_SIDE].layer)  # no layer
