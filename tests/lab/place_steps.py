@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,6 +27,7 @@ from badgateway.bot import cli
 from badgateway.bot.config import BotConfig
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.model import Finding, Status, StepResult
+from badgateway.checks.resolve import ResolveFailed, resolve_host
 from badgateway.checks.steps import Parts, Step
 from tests.lab.fixtures_redis import LabSink, install_lab_steps
 
@@ -37,11 +39,19 @@ def _places(ctx: ProbeContext) -> tuple[str, ...]:
 
 
 async def _fetch(ctx: ProbeContext) -> str:
+    """GET the target at the address this process's resolvers give (as a user there would)."""
+    target = ctx.target
+    try:
+        [address, *_] = await resolve_host(target.host, ctx.settings.resolvers, 1.0)
+    except ResolveFailed as exc:
+        return f"does not resolve: {exc}"
+    url = urlsplit(target.url)._replace(netloc=f"{address}:{target.port}").geturl()
     try:
         async with httpx.AsyncClient(timeout=ctx.probe_timeout()) as client:
-            return f"HTTP {(await client.get(ctx.target.url)).status_code}"
+            answer = await client.get(url, headers={"Host": target.host})
+        return f"HTTP {answer.status_code} from {address}"
     except httpx.HTTPError as exc:
-        return f"failed: {type(exc).__name__}"
+        return f"{address} failed: {type(exc).__name__}"
 
 
 async def _part(ctx: ProbeContext, place: str) -> dict[str, Any]:

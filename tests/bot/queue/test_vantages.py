@@ -109,8 +109,8 @@ async def test_each_place_is_probed_by_its_own_worker_and_delivered_by_a_default
     # Each place by its own worker, with its own view of DNS (never the sites file's),
     # and the step shown by the one worker that holds a sink.
     assert _messages(calls, request.id) == [
-        "eu-west by v-eu resolving with 127.0.0.1:5353: HTTP 200",
-        "us-east by v-us resolving with the system: HTTP 200",
+        "eu-west by v-eu resolving with 127.0.0.1:5353: HTTP 200 from 127.0.0.1",
+        "us-east by v-us resolving with the system: HTTP 200 from 127.0.0.1",
     ]
     assert {c["worker"] for c in calls if c["id"] == request.id} == {"central"}
 
@@ -139,7 +139,7 @@ async def test_a_place_without_a_worker_is_named_and_the_verdict_still_comes(
     request = await queue_lab.submit("shop", ["lab_place"])
     calls = await queue_lab.wait_concluded([request.id], within_s=15)
     assert _messages(calls, request.id) == [
-        "eu-west by v-eu resolving with the system: HTTP 200",
+        "eu-west by v-eu resolving with the system: HTTP 200 from 127.0.0.1",
         "us-east missing: us-east did not answer within 2 s; "
         "is `badgateway worker --vantage us-east` running?",
     ]
@@ -167,7 +167,7 @@ async def test_a_vantage_worker_killed_mid_part_is_named_within_the_wait(
     queue_lab.http.release()  # eu-west's request is answered; us-east's worker is gone
     calls = await queue_lab.wait_concluded([request.id], within_s=15)
     assert _messages(calls, request.id) == [
-        "eu-west by v-eu resolving with the system: HTTP 200",
+        "eu-west by v-eu resolving with the system: HTTP 200 from 127.0.0.1",
         "us-east missing: us-east did not answer within 3 s; "
         "is `badgateway worker --vantage us-east` running?",
     ]
