@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from badgateway.checks.http_status import GATEWAY_STATUSES
 from badgateway.checks.model import SentRequest
@@ -75,6 +75,7 @@ class AttemptDict(TypedDict):
     error: AttemptError | None
     redirects: list[dict[str, Any]]
     source: str | None
+    place: NotRequired[str]  # the place it was sent from, when a step ran from several
 
 
 @dataclass

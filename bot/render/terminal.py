@@ -10,6 +10,7 @@ import time
 from typing import TextIO
 
 from badgateway.checks.model import Diagnosis, Status, StepResult
+from badgateway.checks.places import table_lines
 from badgateway.checks.steps import Step
 
 _MARK = {
@@ -66,6 +67,8 @@ class TerminalReport:
             if finding.severity.rank >= Status.WARN.rank or result.status is Status.OK:
                 fmark, fcode = _MARK[finding.severity]
                 self.out.write(f"    {self._c(fcode, fmark)} {finding.message}\n")
+        for line in table_lines(result.details):  # one line per place, when probed from several
+            self.out.write(f"    {self._c('2', line)}\n")
         self.out.flush()
 
     def finish(self, diagnosis: Diagnosis) -> None:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
+from badgateway.checks import places
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.dns_client import (
     Answer,
@@ -33,7 +35,7 @@ from badgateway.checks.dns_client import (
 )
 from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
 from badgateway.checks.readable import duration_text, ms_text
-from badgateway.checks.steps import Step
+from badgateway.checks.steps import Parts, Step
 
 NAME = "dns"
 
@@ -367,6 +369,7 @@ class DnsDetails(TypedDict):
     cname_chain: list[str]  # the longest chain any resolver followed, from the name on
     ttl_max: int | None
     timeout_s: float
+    places: NotRequired[list[places.PlaceRow]]  # one row per place, when run from several
 
 
 async def run(ctx: ProbeContext) -> StepResult:
@@ -414,9 +417,63 @@ def _hosts_file_findings(host: str, reports: list[ResolverReport]) -> list[Findi
     ]
 
 
+async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
+    """The lookups at one place, through that place's own resolvers."""
+    return await places.run_at(ctx, place, NAME, run, connects=False)
+
+
+def _place_differs(found: list[places.Outcome]) -> Finding | None:
+    """Places whose resolvers answer other addresses than the others' (geo-DNS, or a
+    resolver there that still serves an old answer): named, whatever else is judged."""
+    split = places.answers_split(found)
+    if split is None:
+        return None
+    sets = [set(o.addresses) for o in found if o.addresses]
+    disjoint = any(not a & b for a in sets for b in sets)
+    return Finding(
+        "dns_differs_by_place",
+        f"the places get different answers: {split}"
+        + (" (geo-DNS on purpose, or a resolver there still serving an old answer)"),
+        Status.WARN if disjoint else Status.OK,
+        data={"answers": {o.place: o.addresses for o in found}},
+    )
+
+
+def assemble(
+    ctx: ProbeContext, parts: Mapping[str, dict[str, Any]], missing: Mapping[str, str]
+) -> StepResult:
+    """One DNS result from every place's lookups: each resolver named with its place."""
+    judged = places.judge(ctx, parts, missing, title="DNS")
+    findings = list(judged.findings)
+    differs = _place_differs(judged.found)
+    if differs is not None:
+        findings.insert(0, differs)
+    resolvers: list[ResolverDict] = []
+    chains: list[list[str]] = []
+    ttls: list[int] = []
+    for outcome in judged.found:
+        theirs = cast(DnsDetails, outcome.result.details)
+        for report in theirs.get("resolvers") or []:
+            named = f"{report.get('resolver', '?')} from {outcome.place}"
+            resolvers.append(cast(ResolverDict, {**report, "resolver": named}))
+        chains.append(list(theirs.get("cname_chain") or []))
+        if theirs.get("ttl_max") is not None:
+            ttls.append(int(theirs["ttl_max"] or 0))
+    details: DnsDetails = {
+        "host": ctx.target.host,
+        "resolvers": resolvers,
+        "cname_chain": max(chains, key=len) if chains else [ctx.target.host],
+        "ttl_max": max(ttls, default=None),
+        "timeout_s": ctx.probe_timeout(),
+        "places": judged.rows,
+    }
+    return StepResult.from_findings(NAME, judged.summary, findings, details=details)
+
+
 def evidence(result: StepResult) -> list[str]:
-    """One line per resolver: what it answered, through which CNAMEs, the TTL, how fast."""
-    lines = []
+    """The table of places (when run from several), then one line per resolver: what it
+    answered, through which CNAMEs, the TTL, how fast."""
+    lines = places.table_lines(result.details)
     for r in cast(DnsDetails, result.details).get("resolvers") or []:
         answer = ", ".join(r.get("addresses") or []) or (r.get("error") or r.get("status", "?"))
         chain = r.get("cname_chain") or []
@@ -429,4 +486,11 @@ def evidence(result: StepResult) -> list[str]:
     return lines
 
 
-STEP = Step(name=NAME, order=20, title="DNS", run=run, evidence=evidence)
+STEP = Step(
+    name=NAME,
+    order=20,
+    title="DNS",
+    run=run,
+    parts=Parts(places=places.probe_places, run=run_part, assemble=assemble, queue=places.QUEUE),
+    evidence=evidence,
+)

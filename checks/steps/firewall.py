@@ -12,14 +12,15 @@ log is at hand. Everything runs at once, within the diagnosis budget.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
+from badgateway.checks import places
 from badgateway.checks.connect import ConnectResult, ConnectState, connect_tcp
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
 from badgateway.checks.readable import ms_text
-from badgateway.checks.steps import Step
+from badgateway.checks.steps import ANYWHERE, Parts, Step
 from badgateway.checks.tls_findings import tls_findings
 from badgateway.checks.tls_inspect import TlsDict, TlsReport, inspect_tls
 from badgateway.checks.upstream_findings import upstream_findings
@@ -38,6 +39,7 @@ class EdgeRow(TypedDict):
     address: str
     port: int
     state: str
+    place: NotRequired[str]  # the place it was probed from, when probed from several
     ms: NotRequired[int]
     error: NotRequired[str | None]
     tls_verified: NotRequired[bool]
@@ -57,6 +59,7 @@ class FirewallDetails(TypedDict):
     edge: list[EdgeRow]
     tls: EdgeTls | NoTls
     upstreams: list[UpstreamAttemptDict]
+    places: NotRequired[list[places.PlaceRow]]  # one row per place, when run from several
 
 
 def _shown(address: str, port: int) -> str:
@@ -144,25 +147,35 @@ def _merge(findings: list[Finding]) -> list[Finding]:
 
 
 async def run(ctx: ProbeContext) -> StepResult:
+    """The edge and the upstreams, from here."""
+    return await _probe(ctx, edge=True, upstreams=True)
+
+
+async def _probe(ctx: ProbeContext, *, edge: bool, upstreams: bool) -> StepResult:
+    """The site's addresses (``edge``) and its upstreams (``upstreams``): a vantage probes
+    the edge only, the upstreams are probed where the default workers run."""
     target = ctx.target
-    upstreams = target.site.upstreams if target.site else ()
-    if not ctx.addresses and not upstreams:
+    upstream_specs = target.site.upstreams if target.site and upstreams else ()
+    edge_addresses = ctx.addresses if edge else ()
+    if not edge_addresses and not upstream_specs:
         return StepResult(
             NAME,
             Status.SKIPPED,
-            f"no address to connect to: {ctx.resolve_error or 'the name did not resolve'}",
+            f"no address to connect to: {ctx.resolve_error or 'the name did not resolve'}"
+            if edge
+            else "no upstreams configured for this site",
         )
     budget = max(0.05, ctx.remaining() - _SPARE_S)
     upstream_timeout = ctx.probe_timeout()
-    edge_tasks = [_bounded(_probe_edge(ctx, a), budget) for a in ctx.addresses]
-    upstream_task = _bounded(probe_upstreams(upstreams, upstream_timeout), budget)
+    edge_tasks = [_bounded(_probe_edge(ctx, a), budget) for a in edge_addresses]
+    upstream_task = _bounded(probe_upstreams(upstream_specs, upstream_timeout), budget)
     edge_results, upstream_report = await asyncio.gather(asyncio.gather(*edge_tasks), upstream_task)
 
     findings: list[Finding] = []
     edge_rows: list[EdgeRow] = []
     tls_reports: list[TlsReport] = []
-    many = len(ctx.addresses) > 1
-    for address, outcome in zip(ctx.addresses, edge_results, strict=True):
+    many = len(edge_addresses) > 1
+    for address, outcome in zip(edge_addresses, edge_results, strict=True):
         if outcome is None:
             edge_rows.append({"address": address, "port": target.port, "state": "unfinished"})
             findings.append(
@@ -194,7 +207,7 @@ async def run(ctx: ProbeContext) -> StepResult:
         if len(tls_reports) > 1:
             first["others"] = [r.to_dict() for r in tls_reports[1:]]
         details["tls"] = first
-    if not ctx.addresses:
+    if edge and not ctx.addresses:
         findings.append(
             Finding(
                 "edge_skipped",
@@ -202,7 +215,7 @@ async def run(ctx: ProbeContext) -> StepResult:
                 "only its upstreams were probed",
             )
         )
-    findings.extend(_upstream_findings(upstreams, upstream_report, upstream_timeout, details))
+    findings.extend(_upstream_findings(upstream_specs, upstream_report, upstream_timeout, details))
     findings = _merge(findings)
     return StepResult.from_findings(NAME, _summary(findings, details), findings, details=details)
 
@@ -244,14 +257,72 @@ def _summary(findings: list[Finding], details: FirewallDetails) -> str:
     return ", ".join(parts) or "nothing to probe"
 
 
+def part_places(ctx: ProbeContext) -> tuple[str, ...]:
+    """The edge from every place; the upstreams (behind the proxy, often private) from where
+    the default workers run, as today."""
+    if not ctx.places:
+        return ()
+    has_upstreams = bool(ctx.target.site and ctx.target.site.upstreams)
+    return (*ctx.places, ANYWHERE) if has_upstreams else ctx.places
+
+
+async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
+    """At a place: its own view of the site's addresses, and the edge probed from there. The
+    part any worker runs (``ANYWHERE``): the upstreams."""
+    if place != ANYWHERE:
+        return await places.run_at(ctx, place, NAME, _edge_only)
+    result = await _probe(ctx, edge=False, upstreams=True)
+    return {"place": ANYWHERE, "result": result.to_dict()}
+
+
+async def _edge_only(ctx: ProbeContext) -> StepResult:
+    return await _probe(ctx, edge=True, upstreams=False)
+
+
+def assemble(
+    ctx: ProbeContext, parts: Mapping[str, dict[str, Any]], missing: Mapping[str, str]
+) -> StepResult:
+    """The edge judged across places, then the upstreams as probed where they are."""
+    edge_parts = {p: part for p, part in parts.items() if p != ANYWHERE}
+    edge_missing = {p: why for p, why in missing.items() if p != ANYWHERE}
+    judged = places.judge(ctx, edge_parts, edge_missing, title="The network path")
+    findings = list(judged.findings)
+    details: FirewallDetails = {"edge": [], "tls": {}, "upstreams": [], "places": judged.rows}
+    for outcome in judged.found:
+        theirs = cast(FirewallDetails, outcome.result.details)
+        for row in theirs.get("edge") or []:
+            details["edge"].append(cast(EdgeRow, {**row, "place": outcome.place}))
+        if not details["tls"] and theirs.get("tls"):
+            details["tls"] = theirs["tls"]
+    summary = judged.summary
+    if ANYWHERE in parts:
+        upstream = StepResult.from_dict(parts[ANYWHERE]["result"])
+        details["upstreams"] = cast(FirewallDetails, upstream.details).get("upstreams") or []
+        findings += upstream.findings
+        if upstream.status.rank >= Status.WARN.rank:
+            summary += f"; upstreams: {upstream.summary}"
+    elif ANYWHERE in missing:
+        findings.append(
+            Finding(
+                "upstreams_unprobed",
+                f"the upstreams were not probed: {missing[ANYWHERE]}",
+                Status.WARN,
+            )
+        )
+    return StepResult.from_findings(NAME, summary, findings, details=details)
+
+
 def evidence(result: StepResult) -> list[str]:
-    """A line per address (TCP), one for the TLS handshake, a line per upstream."""
+    """The table of places (when probed from several), then a line per address (TCP), one
+    for the TLS handshake, a line per upstream."""
     details = cast(FirewallDetails, result.details)
-    lines = []
+    lines = places.table_lines(details)
     for edge in details.get("edge") or []:
         state = edge.get("state", "?")
+        where = f"{edge['place']}: " if edge.get("place") else ""
         lines.append(
-            f"TCP {edge.get('address')}:{edge.get('port')} → {state} ({ms_text(edge.get('ms'))})"
+            f"{where}TCP {edge.get('address')}:{edge.get('port')} → {state} "
+            f"({ms_text(edge.get('ms'))})"
         )
     tls = cast(EdgeTls, details.get("tls") or {})  # {}: no handshake was made
     if tls.get("address"):
@@ -277,4 +348,11 @@ def evidence(result: StepResult) -> list[str]:
     return lines
 
 
-STEP = Step(name=NAME, order=30, title="Firewall / network path", run=run, evidence=evidence)
+STEP = Step(
+    name=NAME,
+    order=30,
+    title="Firewall / network path",
+    run=run,
+    parts=Parts(places=part_places, run=run_part, assemble=assemble, queue=places.QUEUE),
+    evidence=evidence,
+)

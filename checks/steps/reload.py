@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
+from badgateway.checks import places
 from badgateway.checks.attempt import Attempt, AttemptDict, ErrorKind, ErrorPhase
 from badgateway.checks.causes import BEHIND_THE_PROXY
 from badgateway.checks.context import ProbeContext
@@ -23,7 +25,7 @@ from badgateway.checks.http_status import GATEWAY_STATUSES, server_failed
 from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
 from badgateway.checks.readable import ms_text
 from badgateway.checks.settings import Site
-from badgateway.checks.steps import Step
+from badgateway.checks.steps import Parts, Step
 
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache"}
 
@@ -33,6 +35,7 @@ class ReloadDetails(TypedDict):
     fingerprints: list[FingerprintDict]  # one per attempt
     producer: str | None  # who made most of the answers
     address: str | None  # the address dialled
+    places: NotRequired[list[places.PlaceRow]]  # one row per place, when run from several
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,38 @@ async def run(ctx: ProbeContext) -> StepResult:
     return StepResult.from_findings("reload", summary, findings, details=details, sent=sent)
 
 
+async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
+    """The reload from one place, with that place's own view of the target."""
+    return await places.run_at(ctx, place, "reload", run)
+
+
+def assemble(
+    ctx: ProbeContext, parts: Mapping[str, dict[str, Any]], missing: Mapping[str, str]
+) -> StepResult:
+    """One reload result from every place's: whether it fails everywhere, from some places
+    only, or only for the asker; the attempts of every place, each marked with its place."""
+    judged = places.judge(ctx, parts, missing, title="Reload", asker_reports=True)
+    attempts: list[AttemptDict] = []
+    prints: list[FingerprintDict] = []
+    for outcome in judged.found:
+        theirs = cast(ReloadDetails, outcome.result.details)
+        for attempt in theirs.get("attempts") or []:
+            attempts.append(cast(AttemptDict, {**attempt, "place": outcome.place}))
+        prints += theirs.get("fingerprints") or []
+    producers = [p["producer"] for p in prints if p.get("producer")]
+    details: ReloadDetails = {
+        "attempts": attempts,
+        "fingerprints": prints,
+        "producer": Counter(producers).most_common(1)[0][0] if producers else None,
+        "address": attempts[0]["address"] if attempts else None,
+        "places": judged.rows,
+    }
+    sent = [r for outcome in judged.found for r in outcome.result.sent]
+    return StepResult.from_findings(
+        "reload", judged.summary, judged.findings, details=details, sent=sent
+    )
+
+
 def _attempt_line(n: int, attempt: AttemptDict, fingerprint: FingerprintDict | None) -> str:
     """'1. [bot] 502 Bad Gateway · connect 2 ms · first byte 3 ms · total 4 ms · from nginx'"""
     phases = attempt.get("phases") or {}
@@ -378,19 +413,28 @@ def _attempt_line(n: int, attempt: AttemptDict, fingerprint: FingerprintDict | N
     request_id = fingerprint.get("request_id") if fingerprint else None
     extras = [p for p in (f"from {producer}" if producer else "", request_id or "") if p]
     tail = f" · total {ms_text(phases.get('total'))}" if phases.get("total") is not None else ""
-    parts = [f"{n}. [{who}] {what}", timing + tail if timing else tail.lstrip(" ·"), *extras]
+    where = f"{attempt['place']} " if attempt.get("place") else ""
+    parts = [f"{n}. [{where}{who}] {what}", timing + tail if timing else tail.lstrip(" ·"), *extras]
     return " · ".join(p for p in parts if p)
 
 
 def evidence(result: StepResult) -> list[str]:
-    """One line per attempt: who asked, what came back, the timings, who answered."""
+    """The table of places (when run from several), then one line per attempt: who asked,
+    what came back, the timings, who answered."""
     details = cast(ReloadDetails, result.details)
     attempts = details.get("attempts") or []
     prints = details.get("fingerprints") or []
-    return [
+    return places.table_lines(details) + [
         _attempt_line(i + 1, a, prints[i] if i < len(prints) else None)
         for i, a in enumerate(attempts)
     ]
 
 
-STEP = Step(name="reload", order=10, title="Reload", run=run, evidence=evidence)
+STEP = Step(
+    name="reload",
+    order=10,
+    title="Reload",
+    run=run,
+    parts=Parts(places=places.probe_places, run=run_part, assemble=assemble, queue=places.QUEUE),
+    evidence=evidence,
+)

@@ -114,3 +114,55 @@ def test_every_cause_is_documented_and_the_docs_are_current() -> None:
         assert fh.read() == render_markdown(), (
             "regenerate: python -m badgateway.checks.causes > docs/causes.md"
         )
+
+
+TRANSIENT = Finding("transient", "1 of 4 failed", Status.WARN, Cause.TRANSIENT, Weight.OBSERVED)
+
+
+def test_failing_from_some_places_beats_working_from_others() -> None:
+    """The places that work report healthy; the verdict is still regional."""
+    results = [
+        step("reload", evidence(Cause.REGIONAL), OK),
+        step("logs", evidence(Cause.UPSTREAM_REFUSED, count=40)),
+    ]
+    assert decide(results).cause is Cause.REGIONAL
+    assert decide([step("reload", evidence(Cause.REGIONAL), TRANSIENT)]).cause is Cause.REGIONAL
+    # A name that resolves nowhere still comes first.
+    results.append(step("dns", evidence(Cause.DNS_NXDOMAIN)))
+    assert decide(results).cause is Cause.DNS_NXDOMAIN
+
+
+def test_working_everywhere_but_for_the_asker_is_client_side() -> None:
+    asker = Finding("client_side", "fails for the asker", Status.WARN, Cause.CLIENT_SIDE)
+    results = [step("reload", asker, OK), step("logs", evidence(Cause.UPSTREAM_REFUSED))]
+    verdict = decide(results)
+    assert verdict.cause is Cause.CLIENT_SIDE and "fails for the asker" in verdict.summary
+    # Resolvers that disagree explain the asker's failure better: the site's DNS is at fault.
+    dns = step("dns", evidence(Cause.DNS_INCONSISTENT))
+    assert decide([*results, dns]).cause is Cause.DNS_INCONSISTENT
+    # Attempts that come and go: transient, not the asker's side.
+    assert decide([step("reload", asker, OK, TRANSIENT)]).cause is Cause.TRANSIENT
+
+
+def test_failing_from_some_places_needs_a_place_it_works_from() -> None:
+    """us-east's resolver fails (so its reload is skipped) while eu-west resolves but gets
+    502s: the DNS step sees a place-only failure, but the site works from nowhere, so the
+    places' own findings decide."""
+    dns_regional = Finding("regional", "DNS fails from us-east", Status.FAIL, Cause.REGIONAL)
+    nxdomain = Finding(
+        "dns_nxdomain",
+        "no such name (from us-east)",
+        Status.FAIL,
+        None,
+        Weight.OBSERVED,
+        {"cause_at_place": Cause.DNS_NXDOMAIN.value},
+    )
+    results = [
+        step("dns", dns_regional, nxdomain),
+        step("reload", evidence(Cause.UPSTREAM_REFUSED, Weight.INFERRED)),
+    ]
+    verdict = decide(results)
+    assert verdict.cause is Cause.DNS_NXDOMAIN
+    assert verdict.evidence[0].message == "no such name (from us-east)"
+    # With a place where it works, it is regional.
+    assert decide([step("dns", dns_regional, nxdomain), step("reload", OK)]).cause is Cause.REGIONAL
