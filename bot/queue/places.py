@@ -20,12 +20,15 @@ from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
 from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import QueueTuning
 from badgateway.checks.context import ProbeContext
+from badgateway.checks.places import HERE, QUEUE
 from badgateway.checks.runner import part_places
 from badgateway.checks.settings import Settings
 from badgateway.checks.steps import step_named
 
-VANTAGE_QUEUE = "probe"  # the probe steps' Parts(queue=...): their part for PLACE is probe@PLACE
-HERE = "here"  # the asker's own view (a terminal's), stored by the asker, never queued
+# The probe steps' Parts(queue=...): their part for PLACE goes on probe@PLACE. HERE: the
+# asker's own view (a terminal's), which the asker stores itself, never queued.
+VANTAGE_QUEUE = QUEUE
+__all__ = ["HERE", "VANTAGE_QUEUE", "BadPlace", "keep_part", "late_reason", "vantage_queue"]
 _PLACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # as the sites file's vantages
 
 
@@ -53,11 +56,8 @@ def late_reason(queue: str, place: str, waited: str) -> str:
     """Why a place's part is missing once the wait for it (``waited``, "8 s") is over."""
     if place == HERE:
         return f"the asker's own probe did not come back within {waited}"
-    if place_of(queue) == place:
-        return (
-            f"{place} did not answer within {waited}; "
-            f"is `badgateway worker --vantage {place}` running?"
-        )
+    if place_of(queue) == place:  # shown after the place's name ("no result from us-east: …")
+        return f"did not answer within {waited}; is `badgateway worker --vantage {place}` running?"
     return (
         f"no worker on queue {queue} took them within {waited}; is `badgateway worker "
         f"--queues {queue}` running on {place or 'any machine'}?"

@@ -140,7 +140,7 @@ async def test_a_place_without_a_worker_is_named_and_the_verdict_still_comes(
     calls = await queue_lab.wait_concluded([request.id], within_s=15)
     assert _messages(calls, request.id) == [
         "eu-west by v-eu resolving with the system: HTTP 200 from 127.0.0.1",
-        "us-east missing: us-east did not answer within 2 s; "
+        "us-east missing: did not answer within 2 s; "
         "is `badgateway worker --vantage us-east` running?",
     ]
     assert step_calls(calls, "verdict") == {(request.id, ""): 1}
@@ -168,7 +168,7 @@ async def test_a_vantage_worker_killed_mid_part_is_named_within_the_wait(
     calls = await queue_lab.wait_concluded([request.id], within_s=15)
     assert _messages(calls, request.id) == [
         "eu-west by v-eu resolving with the system: HTTP 200 from 127.0.0.1",
-        "us-east missing: us-east did not answer within 3 s; "
+        "us-east missing: did not answer within 3 s; "
         "is `badgateway worker --vantage us-east` running?",
     ]
     assert step_calls(calls, "verdict") == {(request.id, ""): 1}
