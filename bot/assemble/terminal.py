@@ -90,8 +90,13 @@ async def _diagnose_from(
             print()  # off the progress line (its spinner ends with the run)
         print(f"badgateway: {one_line(str(exc))}", file=sys.stderr)
         return 1
-    # The verdict as a worker concludes it (the worker keeps the run in the Redis history).
-    result = combine(request, results, settings)
+    # The verdict as a worker concludes it, compared with the site's history in Redis as the
+    # worker compares it (the run is kept once, by whichever of the two comes first).
+    history = HistoryKeeper(redis_history(str(config.redis_url), config.history))
+    try:
+        result = await history.compare_and_keep(combine(request, results, settings), request.id)
+    finally:
+        await history.aclose()
     if report is None:
         print(json.dumps(result.to_dict(), indent=2))
     else:

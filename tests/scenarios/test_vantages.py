@@ -113,6 +113,10 @@ async def test_a_firewall_dropping_one_place_is_regional_naming_that_place(
         f"Reload fails from eu-west and works from here, us-east: eu-west sees {site}: "
         "all 4 attempts failed: 4× connect timed out"
     )
+    # Compared with the site's history in Redis, as the worker compares it.
+    assert doc["verdict"]["baseline"].startswith(
+        ("Compared with the last healthy check", "shop has not been seen healthy")
+    ), doc["verdict"]["baseline"]
 
 
 async def test_a_resolver_answering_an_old_address_in_one_place_is_named(
@@ -164,6 +168,8 @@ async def test_a_vantage_killed_mid_run_is_named_and_the_verdict_still_comes(
         f"no result from us-east: did not answer within {HOST_WAIT_S} s; "
         "is `badgateway worker --vantage us-east` running?"
     )
-    for step in ("reload", "dns", "firewall"):
+    # Its dropped connects keep reload and firewall running past the kill (its DNS part,
+    # answered by its own resolver, may have come in before).
+    for step in ("reload", "firewall"):
         assert gone in _findings(doc, step), _findings(doc, step)
     assert _verdict(doc)[0] == "healthy"  # eu-west and here reach the site
