@@ -50,10 +50,10 @@ from tests.lab import REPO
 from tests.lab.fixtures_dns import _named_conf
 from tests.lab.fixtures_netns import (
     NETNS_POOLS,
-    _addresses_in_use,
     _require_netns,
     _run,
     _working_iptables,
+    pick_subnet,
 )
 from tests.lab.fixtures_redis import LAB_QUEUE_ENV, RedisServer
 from tests.lab.process import ManagedProcess, require_binary
@@ -70,15 +70,6 @@ CLI = (sys.executable, "-m", "tests.lab.place_steps")
 _GUARDED_POOLS = tuple(
     p for p in NETNS_POOLS if not p.overlaps(ipaddress.ip_network("192.0.2.0/24"))
 )
-
-
-def _free_subnet() -> ipaddress.IPv4Network:
-    taken = _addresses_in_use()
-    for pool in _GUARDED_POOLS:
-        free = [n for n in pool.subnets(new_prefix=28) if not any(n.overlaps(t) for t in taken)]
-        if free:
-            return free[secrets.randbelow(len(free))]
-    pytest.skip("every /28 of the TEST-NET ranges is in use here")
 
 
 class ZoneAt:
@@ -336,7 +327,7 @@ def _segment(
 def places_lab_context(directory: Path) -> Iterator[PlacesLab]:
     _require_netns()
     tag = secrets.token_hex(3)
-    subnet = _free_subnet()
+    subnet = pick_subnet(28, _GUARDED_POOLS)
     netns_etc: list[Path] = []
     lab: PlacesLab | None = None
     with _segment(tag, subnet, ["site", *PLACES, "asker"]) as (host_address, spaces):

@@ -162,8 +162,8 @@ async def test_a_vantage_killed_mid_run_is_named_and_the_verdict_still_comes(
             took_s = time.monotonic() - started
     finally:
         places_lab.start_vantage("us-east")
+    # How long is a figure (no timed assert): the bound is the host wait the reply names.
     print(f"verdict {took_s:.1f} s after asking (host wait {HOST_WAIT_S} s)")
-    assert took_s < HOST_WAIT_S + 10
     gone = (
         f"no result from us-east: did not answer within {HOST_WAIT_S} s; "
         "is `badgateway worker --vantage us-east` running?"

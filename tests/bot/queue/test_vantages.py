@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -82,14 +82,6 @@ def _messages(calls: list[dict[str, Any]], request_id: str) -> list[str]:
     return list(call["messages"])
 
 
-async def _queued(lab: QueueLab, queue: str) -> int:
-    client = lab.redis_server.client()
-    try:
-        return cast("int", client.llen(f"bgw:saq:{queue}:queued"))
-    finally:
-        client.close()
-
-
 async def test_each_place_is_probed_by_its_own_worker_and_delivered_by_a_default_one(
     queue_lab: QueueLab,
 ) -> None:
@@ -99,7 +91,7 @@ async def test_each_place_is_probed_by_its_own_worker_and_delivered_by_a_default
     request = await queue_lab.submit("shop", ["lab_place"])
 
     await asyncio.sleep(1.0)  # eu-west's part is in; us-east's waits for its worker
-    assert await _queued(queue_lab, "probe@us-east") == 1
+    assert queue_lab.queued("probe@us-east") == 1
     assert not [c for c in queue_lab.calls() if c["id"] == request.id]
 
     start_vantage(queue_lab, "us-east", "v-us")
@@ -144,7 +136,7 @@ async def test_a_place_without_a_worker_is_named_and_the_verdict_still_comes(
         "is `badgateway worker --vantage us-east` running?",
     ]
     assert step_calls(calls, "verdict") == {(request.id, ""): 1}
-    assert await _queued(queue_lab, "probe@us-east") == 0  # its part was taken back
+    assert queue_lab.queued("probe@us-east") == 0  # its part was taken back
 
 
 async def test_a_vantage_worker_killed_mid_part_is_named_within_the_wait(
