@@ -19,7 +19,7 @@
 
 Tests change one thing and put it back: ``firewall_from(place)`` (the site drops that
 place's traffic), ``answers(place, address)`` (that place's resolver answers another
-address), ``blocked(ns)`` (a namespace cannot reach the site at all). ``diagnose(...)`` runs
+address), ``blocked(ns)`` (a namespace cannot connect to the site). ``diagnose(...)`` runs
 `badgateway diagnose shop --from …` as a user would, here or inside a namespace. Everything
 (namespaces, bridge, /etc/netns entries, processes) is removed afterwards.
 """
@@ -243,8 +243,10 @@ class PlacesLab:
 
     @contextlib.contextmanager
     def blocked(self, ns: Namespace) -> Iterator[None]:
-        """Nothing leaves ``ns`` for the site (a VPN or local firewall on the asker's side)."""
-        rule = ("OUTPUT", "-d", self.site.address, "-j", "REJECT")
+        """``ns`` cannot connect to the site (a VPN or local firewall on the asker's side);
+        its DNS still answers."""
+        rule = ("OUTPUT", "-d", self.site.address, "-p", "tcp", "--dport", str(SITE_PORT))
+        rule = (*rule, "-j", "REJECT")
         _run("ip", "netns", "exec", ns.name, self.iptables, "-w", "-A", *rule)
         try:
             yield

@@ -142,6 +142,7 @@ async def test_every_place_reaching_the_site_but_the_asker_is_client_side(
         doc = await _diagnosis(places_lab, ns=places_lab.asker.name)
     cause, summary = _verdict(doc)
     assert cause == "client_side", summary
+    assert "fails only from here" in summary, summary
 
 
 async def test_a_vantage_killed_mid_run_is_named_and_the_verdict_still_comes(
