@@ -39,8 +39,13 @@ FACT_LAYERS: dict[str, Layer] = {
 }
 
 # A change in one layer that explains a failure in another: a name that now points at an
-# address where nothing answers fails at the edge, yet the DNS change is what to undo.
-_ALSO_EXPLAINS: dict[Layer, tuple[Layer, ...]] = {Layer.ANSWER: (Layer.EDGE,)}
+# address where nothing answers fails at the edge, yet the DNS change is what to undo. A site
+# that fails from some places only (reach) is explained by what those places resolve and
+# connect to.
+_ALSO_EXPLAINS: dict[Layer, tuple[Layer, ...]] = {
+    Layer.ANSWER: (Layer.EDGE, Layer.REACH),
+    Layer.EDGE: (Layer.REACH,),
+}
 
 _CONNECT_WORDS = {
     "open": "accepts connections",

@@ -137,11 +137,18 @@ def _refused_result(name: str, place: str, reason: str) -> StepResult:
 
 
 async def run_at(
-    ctx: ProbeContext, place: str, name: str, probe: StepAtPlace, *, connects: bool = True
+    ctx: ProbeContext,
+    place: str,
+    name: str,
+    probe: StepAtPlace,
+    *,
+    connects: bool = True,
+    phases: Callable[[StepResult], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The step ``name`` at ``place`` (run by the worker there): its own view, its probes.
     ``connects``: the step connects to the site's addresses, so an address the guard
-    refuses stops it (a step that only asks resolvers runs anyway, and says so)."""
+    refuses stops it (a step that only asks resolvers runs anyway, and says so).
+    ``phases``: the step's own timings worth a place in the table (connect, first byte)."""
     view = await view_at(ctx, place)
     started = time.monotonic()
     if view.refused is not None and connects:
@@ -162,6 +169,7 @@ async def run_at(
         "resolve_error": view.ctx.resolve_error,
         "phases": {
             "resolve": view.resolve_ms,
+            **(phases(result) if phases else {}),
             "probe": round((time.monotonic() - started) * 1000),
         },
     }
@@ -230,10 +238,13 @@ def _from(places: list[str]) -> str:
     return f"from {listed(places)}"
 
 
-def _as_context(finding: Finding, place: str) -> Finding:
+def _as_context(finding: Finding) -> Finding:
     """A failing place's cause finding, kept to show what it saw but not as the verdict's
-    evidence: across places, the cause is that it differs between them."""
-    data = {**finding.data, "cause_at_place": finding.cause.value if finding.cause else None}
+    evidence: across places, the cause is that it differs between them (``cause_at_place``
+    keeps what it was, for when the site works from no place at all: checks.verdict)."""
+    if finding.cause is None:
+        return finding
+    data = {**finding.data, "cause_at_place": finding.cause.value}
     return replace(finding, cause=None, data=data)
 
 
@@ -244,7 +255,7 @@ def _merged(found: list[Outcome], demoted: set[str]) -> list[Finding]:
     for outcome in found:
         for finding in outcome.result.findings:
             if outcome.place in demoted:
-                finding = _as_context(finding, outcome.place)
+                finding = _as_context(finding)
             key = (finding.code, finding.message)
             places_of.setdefault(key, []).append(outcome.place)
             first.setdefault(key, finding)

@@ -33,8 +33,9 @@ PartsAssemble = Callable[
 
 @dataclass(frozen=True)
 class Parts:
-    """How a step whose inputs lie on several machines (log files) runs as one part per
-    machine, so that a worker on each machine reads what is there.
+    """How a step whose inputs lie on several machines (log files), or that probes from
+    several places (vantages, ``checks.places``), runs as one part per machine or place, so
+    that a worker there reads or probes what is there.
 
     ``places(ctx)`` names the machines (``ANYWHERE``: any); ``run(ctx, place)`` reads what
     lies on one and returns JSON; ``assemble(ctx, parts, missing)`` makes the step's result

@@ -451,6 +451,7 @@ def assemble(
     resolvers: list[ResolverDict] = []
     chains: list[list[str]] = []
     ttls: list[int] = []
+    timeouts: list[float] = []
     for outcome in judged.found:
         theirs = cast(DnsDetails, outcome.result.details)
         for report in theirs.get("resolvers") or []:
@@ -459,12 +460,14 @@ def assemble(
         chains.append(list(theirs.get("cname_chain") or []))
         if theirs.get("ttl_max") is not None:
             ttls.append(int(theirs["ttl_max"] or 0))
+        if theirs.get("timeout_s"):
+            timeouts.append(float(theirs["timeout_s"]))
     details: DnsDetails = {
         "host": ctx.target.host,
         "resolvers": resolvers,
         "cname_chain": max(chains, key=len) if chains else [ctx.target.host],
         "ttl_max": max(ttls, default=None),
-        "timeout_s": ctx.probe_timeout(),
+        "timeout_s": max(timeouts, default=ctx.settings.timeout_s),
         "places": judged.rows,
     }
     return StepResult.from_findings(NAME, judged.summary, findings, details=details)

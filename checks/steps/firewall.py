@@ -270,9 +270,16 @@ async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
     """At a place: its own view of the site's addresses, and the edge probed from there. The
     part any worker runs (``ANYWHERE``): the upstreams."""
     if place != ANYWHERE:
-        return await places.run_at(ctx, place, NAME, _edge_only)
+        return await places.run_at(ctx, place, NAME, _edge_only, phases=_connect_phase)
     result = await _probe(ctx, edge=False, upstreams=True)
     return {"place": ANYWHERE, "result": result.to_dict()}
+
+
+def _connect_phase(result: StepResult) -> dict[str, int]:
+    """The slowest connect that succeeded, for the table of places."""
+    edge = cast(FirewallDetails, result.details).get("edge") or []
+    times = [int(row["ms"]) for row in edge if row.get("state") == "open" and row.get("ms")]
+    return {"connect": max(times)} if times else {}
 
 
 async def _edge_only(ctx: ProbeContext) -> StepResult:

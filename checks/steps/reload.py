@@ -10,6 +10,7 @@ step costs about ``spacing * attempts`` plus one timeout, not one timeout per at
 from __future__ import annotations
 
 import asyncio
+import statistics
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -364,7 +365,18 @@ async def run(ctx: ProbeContext) -> StepResult:
 
 async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
     """The reload from one place, with that place's own view of the target."""
-    return await places.run_at(ctx, place, "reload", run)
+    return await places.run_at(ctx, place, "reload", run, phases=_typical_phases)
+
+
+def _typical_phases(result: StepResult) -> dict[str, int]:
+    """The median connect and first-byte times of the attempts that got an answer."""
+    attempts = cast(ReloadDetails, result.details).get("attempts") or []
+    typical: dict[str, int] = {}
+    for key, label in (("connect", "connect"), ("ttfb", "first byte")):
+        seen = [float(a["phases"][key]) for a in attempts if a.get("phases", {}).get(key)]
+        if seen:
+            typical[label] = round(statistics.median(seen))
+    return typical
 
 
 def assemble(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from badgateway.checks.baseline import Snapshot
-from badgateway.checks.causes import Layer
-from badgateway.checks.changes import FACT_LAYERS, changes_since, with_changes
+from badgateway.checks.causes import CATALOGUE, Layer
+from badgateway.checks.changes import FACT_LAYERS, changes_since, explains, with_changes
 from badgateway.checks.model import Cause, Diagnosis, Verdict
 
 DNS = "dns.addresses@127.0.0.1:53"
@@ -92,3 +92,9 @@ def test_a_failing_verdict_carries_its_changes_and_a_healthy_one_is_untouched() 
         "Compared with the last healthy check, at 12:01:00 UTC: no change."
     )
     assert compared.verdict.summary == "Something fails."
+
+
+def test_what_places_resolve_and_reach_explains_a_regional_failure() -> None:
+    assert explains(Layer.ANSWER, Layer.REACH) and explains(Layer.EDGE, Layer.REACH)
+    assert not explains(Layer.APPLICATION, Layer.REACH)
+    assert not explains(Layer.ANSWER, CATALOGUE[Cause.CLIENT_SIDE].layer)  # no layer

@@ -92,6 +92,15 @@ async def from_places(
     return results
 
 
+async def same_everywhere(
+    site: Upstream, resolver: str, *, asker_reports: bool = False
+) -> dict[str, StepResult]:
+    """Both places (and the asker) resolve through ``resolver``."""
+    views = {place: place_settings(resolver) for place in ("eu-west", "us-east")}
+    url = f"http://{HOST}:{site.port}/"
+    return await from_places(url, place_settings(resolver), views, asker_reports=asker_reports)
+
+
 def verdict_of(results: Mapping[str, StepResult]) -> Verdict:
     return decide(results.values())
 
@@ -155,6 +164,7 @@ async def test_failing_from_one_place_is_regional_naming_it(
     assert step is not None and step.evidence is not None
     lines = step.evidence(results["reload"])
     assert lines[1].startswith("eu-west · ok · resolve ") and "DNS 127.0.0.1" in lines[1]
+    assert " · connect " in lines[1] and " · first byte " in lines[1] and " · probe " in lines[1]
     assert lines[2].startswith("us-east · fail · resolve ") and "DNS 127.0.0.2" in lines[2]
     assert any(line.startswith("1. [ap-south bot] 200") for line in lines)
     # Each place's requests carry the place in their mark, for the logs step.
@@ -162,13 +172,49 @@ async def test_failing_from_one_place_is_regional_naming_it(
     assert len(marks) == 9 and any(".us-east.r" in m for m in marks)
 
 
+async def test_a_server_error_from_one_place_is_regional_and_observed(
+    live_site: Upstream, zones: Callable[[str], str]
+) -> None:
+    """us-east's resolver sends it to another server of the site that answers 500."""
+    with Upstream("error500", host="127.0.0.2", port=live_site.port):
+        good, other = zones("127.0.0.1"), zones("127.0.0.2")
+        views = {"eu-west": place_settings(good), "us-east": place_settings(other)}
+        results = await from_places(f"http://{HOST}:{live_site.port}/", views["eu-west"], views)
+
+    assert verdict_of(results).cause is Cause.REGIONAL
+    regional = coded(results["reload"], "regional")
+    assert (
+        regional.weight is Weight.OBSERVED and "us-east sees 127.0.0.2: all 3" in regional.message
+    )
+    assert "500" in regional.data["seen"]["us-east"]
+    # The network path works from both: only the answer differs.
+    assert not [f for f in results["firewall"].findings if f.code == "regional"]
+
+
+async def test_an_address_the_guard_refuses_is_not_probed_from_that_place(
+    live_site: Upstream, zones: Callable[[str], str]
+) -> None:
+    """The SSRF guard vets each place's own answers: us-east resolves a private address,
+    which is named and never connected to (the suite's network guard would fail the test)."""
+    good, private = zones("127.0.0.1"), zones("10.0.0.5")
+    views = {"eu-west": place_settings(good), "us-east": place_settings(private)}
+    results = await from_places(f"http://{HOST}:{live_site.port}/", views["eu-west"], views)
+
+    assert verdict_of(results).cause is Cause.REGIONAL
+    for name in ("reload", "firewall"):
+        refused = coded(results[name], "place_address_refused")
+        assert "10.0.0.5" in refused.message and "a private address" in refused.message
+        assert refused.data["places"] == ["us-east"]
+        assert coded(results[name], "regional").data["failing"] == ["us-east"]
+    assert not [e for e in results["firewall"].details["edge"] if e["address"] == "10.0.0.5"]
+    # The lookups themselves ran there, and say what us-east resolves.
+    assert "us-east resolves 10.0.0.5" in coded(results["dns"], "dns_differs_by_place").message
+
+
 async def test_failing_from_every_place_is_the_cause_as_today(
     live_site: Upstream, zones: Callable[[str], str]
 ) -> None:
-    moved = zones("127.0.0.2")
-    url = f"http://{HOST}:{live_site.port}/"
-    views = {"eu-west": place_settings(moved), "us-east": place_settings(moved)}
-    results = await from_places(url, place_settings(moved), views)
+    results = await same_everywhere(live_site, zones("127.0.0.2"))
 
     assert verdict_of(results).cause is Cause.UNREACHABLE
     assert failing_places(results.values()) == ("eu-west", "us-east")
@@ -183,15 +229,13 @@ async def test_working_everywhere_while_the_asker_fails_is_client_side(
     live_site: Upstream, zones: Callable[[str], str]
 ) -> None:
     good = zones("127.0.0.1")
-    url = f"http://{HOST}:{live_site.port}/"
-    views = {"eu-west": place_settings(good), "us-east": place_settings(good)}
-    reported = await from_places(url, place_settings(good), views, asker_reports=True)
+    reported = await same_everywhere(live_site, good, asker_reports=True)
     verdict = verdict_of(reported)
     assert verdict.cause is Cause.CLIENT_SIDE
     assert "It works from everywhere but where you are" in verdict.summary
     assert coded(reported["reload"], "client_side").data["working"] == ["eu-west", "us-east"]
     # Monitoring (nobody reports a failure): healthy, as from one place.
-    monitored = await from_places(url, place_settings(good), views)
+    monitored = await same_everywhere(live_site, good)
     assert verdict_of(monitored).cause is Cause.HEALTHY
     assert failing_places(monitored.values()) == ()
 
