@@ -245,8 +245,8 @@ class PlacesLab:
     def blocked(self, ns: Namespace) -> Iterator[None]:
         """``ns`` cannot connect to the site (a VPN or local firewall on the asker's side);
         its DNS still answers."""
-        rule = ("OUTPUT", "-d", self.site.address, "-p", "tcp", "--dport", str(SITE_PORT))
-        rule = (*rule, "-j", "REJECT")
+        port = ("-p", "tcp", "--dport", str(SITE_PORT))
+        rule = ("OUTPUT", "-d", self.site.address, *port, "-j", "REJECT")
         _run("ip", "netns", "exec", ns.name, self.iptables, "-w", "-A", *rule)
         try:
             yield
