@@ -62,7 +62,7 @@ from tests.lab.slack_limits import UNLIMITED_ENV
 PLACES = ("eu-west", "us-east")
 SITE_PORT = 8080
 SITE_NAME = "shop.lab.test"
-HOST_WAIT_S = 6  # how long the default worker waits for a place (the budget is 4 s)
+HOST_WAIT_S = 9  # how long the default worker waits for a place (the budget is 6 s)
 # Processes started in the lab run this checkout's CLI, with the lab's place step installed
 # (tests.lab.place_steps), so a test may also submit that step.
 CLI = (sys.executable, "-m", "tests.lab.place_steps")
@@ -274,8 +274,8 @@ def _sites(path: Path, subnet: ipaddress.IPv4Network, central: str) -> None:
         f"""[settings]
 allow_networks = ["{subnet}"]
 resolvers = ["{central}:53"]
-timeout_s = 1
-diagnosis_budget_s = 4
+timeout_s = 2.5
+diagnosis_budget_s = 6
 vantages = [{places}]
 
 [[site]]
