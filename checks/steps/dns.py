@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict, cast
 
-from badgateway.checks import places
+from badgateway.checks import place_judgement, places
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.dns_client import (
     Answer,
@@ -425,7 +425,7 @@ async def run_part(ctx: ProbeContext, place: str) -> dict[str, Any]:
 def _place_differs(found: list[places.Outcome]) -> Finding | None:
     """Places whose resolvers answer other addresses than the others' (geo-DNS, or a
     resolver there that still serves an old answer): named, whatever else is judged."""
-    split = places.answers_split(found)
+    split = place_judgement.answers_split(found)
     if split is None:
         return None
     sets = [set(o.addresses) for o in found if o.addresses]
@@ -443,7 +443,7 @@ def assemble(
     ctx: ProbeContext, parts: Mapping[str, dict[str, Any]], missing: Mapping[str, str]
 ) -> StepResult:
     """One DNS result from every place's lookups: each resolver named with its place."""
-    judged = places.judge(ctx, parts, missing, title="DNS")
+    judged = place_judgement.judge(ctx, parts, missing, title="DNS")
     findings = list(judged.findings)
     differs = _place_differs(judged.found)
     if differs is not None:

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Mapping
 from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
-from badgateway.checks import places
+from badgateway.checks import place_judgement, places
 from badgateway.checks.connect import ConnectResult, ConnectState, connect_tcp
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.model import Cause, Finding, Status, StepResult, Weight
@@ -292,7 +292,7 @@ def assemble(
     """The edge judged across places, then the upstreams as probed where they are."""
     edge_parts = {p: part for p, part in parts.items() if p != ANYWHERE}
     edge_missing = {p: why for p, why in missing.items() if p != ANYWHERE}
-    judged = places.judge(ctx, edge_parts, edge_missing, title="The network path")
+    judged = place_judgement.judge(ctx, edge_parts, edge_missing, title="The network path")
     findings = list(judged.findings)
     details: FirewallDetails = {"edge": [], "tls": {}, "upstreams": [], "places": judged.rows}
     for outcome in judged.found:

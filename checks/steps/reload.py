@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict, cast
 
-from badgateway.checks import places
+from badgateway.checks import place_judgement, places
 from badgateway.checks.attempt import Attempt, AttemptDict, ErrorKind, ErrorPhase
 from badgateway.checks.causes import BEHIND_THE_PROXY
 from badgateway.checks.context import ProbeContext
@@ -384,7 +384,7 @@ def assemble(
 ) -> StepResult:
     """One reload result from every place's: whether it fails everywhere, from some places
     only, or only for the asker; the attempts of every place, each marked with its place."""
-    judged = places.judge(ctx, parts, missing, title="Reload", asker_reports=True)
+    judged = place_judgement.judge(ctx, parts, missing, title="Reload", asker_reports=True)
     attempts: list[AttemptDict] = []
     prints: list[FingerprintDict] = []
     for outcome in judged.found:
