@@ -29,6 +29,7 @@ from badgateway.checks.target import BadTarget
 
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1  # something the command needs (Redis) is not there now
+FROM_NEEDS_REDIS = "--from needs REDIS_URL: the places are reached through the queue"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: $XDG_STATE_HOME/badgateway/state.json)",
     )
     d.add_argument("--no-state", action="store_true", help="neither compare nor keep this run")
+    d.add_argument(
+        "--from",
+        dest="places",
+        metavar="PLACES",
+        help="probe from these vantages (comma-separated, e.g. eu-west,us-east) and from "
+        "here, through the queue (needs REDIS_URL)",
+    )
 
     demo = sub.add_parser("demo", help="start a local failing site and diagnose it")
     demo.add_argument("--json", action="store_true", help="print one JSON document")
@@ -71,8 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--sites", metavar="FILE", help="sites file (default: $BADGATEWAY_SITES)")
     w.add_argument(
         "--queues",
-        default="default",
-        help="comma-separated queues to take jobs from, e.g. default,logs@web-1",
+        help="comma-separated queues to take jobs from, e.g. default,logs@web-1 "
+        "(default: default; with --vantage: none but its place's)",
+    )
+    w.add_argument(
+        "--vantage",
+        metavar="PLACE",
+        help="probe from here as the place PLACE (a name in the sites file's vantages): "
+        "serve probe@PLACE; needs REDIS_URL only",
     )
     for name, text in (
         ("mark", "record a deploy or change against a site's history"),
@@ -131,6 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_config.run_check_config(args.sites, as_json=args.json)
         # Every setting, read and checked once, before anything starts.
         config = load_config(require_slack=args.command == "serve")
+        if args.command == "diagnose" and args.places is not None:
+            if not config.redis_url:
+                return _fail(FROM_NEEDS_REDIS)
+            places = [p.strip() for p in args.places.split(",") if p.strip()]
+            try:
+                return terminal.run_diagnose_from(
+                    config, config.load_sites(args.sites), args.target, places, as_json=args.json
+                )
+            except RedisUnreachable as exc:
+                return _fail(str(exc), EXIT_UNAVAILABLE)
+            except REDIS_DOWN as exc:
+                return _fail(redis_down(config.redis_url, exc), EXIT_UNAVAILABLE)
         if args.command == "diagnose":
             settings = config.load_sites(args.sites)
             state = None if args.no_state else Path(args.state or default_state_file())
@@ -167,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail("REDIS_URL is not set: workers and status need the Redis queue")
         try:
             if args.command == "worker":
-                queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+                queues = [q.strip() for q in (args.queues or "").split(",") if q.strip()]
+                if args.vantage is not None:
+                    settings = config.load_sites(args.sites)
+                    return worker.run_vantage_worker(config, settings, args.vantage, queues)
                 settings = config.load_sites(args.sites, alerting=True)
                 return worker.run_worker(config, settings, queues)
             if args.command == "status":

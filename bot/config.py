@@ -13,6 +13,7 @@ on), UTF-8.
 from __future__ import annotations
 
 import io
+import ipaddress
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from badgateway.checks.regular_file import read_regular_file
+from badgateway.checks.resolve import parse_resolver
 from badgateway.checks.settings import Settings, load_settings, one_line
 
 MAX_DOTENV_BYTES = 1024 * 1024
@@ -220,6 +222,9 @@ class BotConfig:
     history: HistoryRetention = field(default_factory=HistoryRetention)
     redis_prefix: str = "bgw"  # every Redis key of this install starts with it and ":"
     metrics_push_s: float = 5.0  # a worker's metrics reach Redis (and /metrics) this often
+    # BADGATEWAY_VANTAGE_RESOLVERS: the resolvers a vantage worker resolves with (its place's
+    # view of DNS); empty: its machine's own (/etc/resolv.conf), never the sites file's.
+    vantage_resolvers: tuple[str, ...] = ()
 
     @property
     def socket_mode(self) -> bool:
@@ -350,11 +355,29 @@ def load_config(
         history=HistoryRetention.from_env(v),
         redis_prefix=redis_prefix,
         metrics_push_s=float(push_text),
+        vantage_resolvers=_vantage_resolvers(get("BADGATEWAY_VANTAGE_RESOLVERS") or ""),
     )
     problem = serve_problem(config) if require_slack else None
     if problem:
         raise ConfigError(problem)
     return config
+
+
+def _vantage_resolvers(text: str) -> tuple[str, ...]:
+    """Comma-separated IP or IP:port, as the sites file's ``resolvers`` takes them."""
+    specs = tuple(spec.strip() for spec in text.split(",") if spec.strip())
+    for spec in specs:
+        try:
+            address, port = parse_resolver(spec)
+            ipaddress.ip_address(address)
+        except ValueError:
+            port = 0
+        if not 1 <= port <= 65535:
+            raise ConfigError(
+                "BADGATEWAY_VANTAGE_RESOLVERS must be IP or IP:port, comma-separated "
+                f"(e.g. 10.0.0.2,127.0.0.1:5353), got {spec!r}"
+            )
+    return specs
 
 
 def serve_problem(config: BotConfig) -> str | None:

@@ -29,6 +29,7 @@ pytest_plugins = [
     "tests.lab.fixtures_dns",
     "tests.lab.fixtures_netns",
     "tests.lab.fixtures_redis",
+    "tests.lab.fixtures_places",
     "tests.lab.fixtures_slack",
     "tests.lab.alerts",
     "tests.lab.alertmanager",

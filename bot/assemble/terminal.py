@@ -1,6 +1,7 @@
 """The commands that answer in this terminal, each put together from its configuration.
 
-`badgateway diagnose` and `demo` (the diagnosis shown step by step, or as JSON),
+`badgateway diagnose` and `demo` (the diagnosis shown step by step, or as JSON; with
+``--from PLACES``, through the queue: from those vantages and from here, bot.queue.asker),
 `badgateway mark` (a deploy or change marker in a site's history), `badgateway shell` (the
 Slack bot against a terminal stand-in of Slack: the same ChatOps, SlackSink and Block Kit,
 an in-process carrier, state in memory) and `badgateway status` (the queue, from Redis).
@@ -33,7 +34,9 @@ from badgateway.bot.history_store import (
     redis_history,
     timeline_of,
 )
-from badgateway.bot.pipeline import HistorySink, InProcessCarrier
+from badgateway.bot.pipeline import DiagnosisRequest, HistorySink, InProcessCarrier, combine
+from badgateway.bot.queue.asker import NotAnswered, ask_through_queue
+from badgateway.bot.queue.places import HERE
 from badgateway.bot.queue.status import show_status
 from badgateway.bot.render.history import history_text
 from badgateway.bot.render.terminal import TerminalReport
@@ -65,6 +68,50 @@ async def _diagnose(
     else:
         report.finish(result)
     return 0
+
+
+async def _diagnose_from(
+    config: BotConfig, settings: Settings, target: str, places: list[str], as_json: bool
+) -> int:
+    ctx = await prepare(target, settings, places)  # BadTarget, UnknownPlace, TargetRefused
+    # The asker's own view is a place too: every vantage reaching the site while this
+    # terminal cannot says the trouble is on this side (client_side).
+    ctx.places = (*ctx.places, HERE)
+    request = DiagnosisRequest.new(ctx, origin={"kind": "terminal", "places": list(places)})
+    report = None if as_json else TerminalReport()
+    if report is not None:
+        report.start(ctx.target.raw, ctx.target.url, list(all_steps()))
+    try:
+        results = await ask_through_queue(
+            config, settings, request, report.step if report else None
+        )
+    except NotAnswered as exc:
+        if report is not None:
+            print()  # off the progress line (its spinner ends with the run)
+        print(f"badgateway: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    # The verdict as a worker concludes it, compared with the site's history in Redis as the
+    # worker compares it (the run is kept once, by whichever of the two comes first).
+    history = HistoryKeeper(redis_history(str(config.redis_url), config.history))
+    try:
+        result = await history.compare_and_keep(combine(request, results, settings), request.id)
+    finally:
+        await history.aclose()
+    if report is None:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        report.finish(result)
+    return 0
+
+
+def run_diagnose_from(
+    config: BotConfig, settings: Settings, target: str, places: list[str], *, as_json: bool
+) -> int:
+    """`badgateway diagnose TARGET --from PLACES` (needs ``config.redis_url``): 0 whatever it
+    found, 1 when the workers did not answer. Raises BadTarget (UnknownPlace),
+    TargetRefused, RedisUnreachable."""
+    storage.use_prefix(config.redis_prefix)
+    return asyncio.run(_diagnose_from(config, settings, target, places, as_json))
 
 
 DEFAULT_RETENTION = HistoryRetention()  # tests and callers without a configuration

@@ -11,6 +11,11 @@ also monitors the sites (bot.alerts.monitor), on a queue of its own (``MONITOR_Q
 only monitoring workers take from, and tells the alerting side each verdict of an alert's
 diagnosis.
 
+A vantage worker (``badgateway worker --vantage PLACE``, bot.queue.places) needs Redis only:
+no sink, no history, no monitoring. It serves ``probe@PLACE`` (and any other queue given but
+the default one), resolving with its own machine's resolvers or BADGATEWAY_VANTAGE_RESOLVERS
+(its place's view of DNS), and hands each step it completes to the default queue.
+
 A worker posting to Slack also takes the deliveries its kind hands out (bot.queue.delivery): a
 result shared by more threads than one job can post to in its time goes on in jobs of its own.
 """
@@ -18,6 +23,7 @@ result shared by more threads than one job can post to in its time goes on in jo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +39,7 @@ from badgateway.bot.pipeline import HistorySink, LoggingSink, ResultSink
 from badgateway.bot.queue.carrier import QueueCarrier
 from badgateway.bot.queue.delivery import DeliveryQueue
 from badgateway.bot.queue.health import require_redis
+from badgateway.bot.queue.places import BadPlace, vantage_queue
 from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE
 from badgateway.bot.queue.worker import FeatureJobs, work
 from badgateway.bot.slack.sink import SlackSink
@@ -100,6 +107,31 @@ def run_worker(config: BotConfig, settings: Settings, queues: list[str]) -> int:
     if not config.redis_url:
         raise ValueError("run_worker needs config.redis_url")
     return asyncio.run(_run(config, settings, queues or [DEFAULT_QUEUE]))
+
+
+def run_vantage_worker(config: BotConfig, settings: Settings, place: str, queues: list[str]) -> int:
+    """Blocking: a vantage worker for ``place`` (plus ``queues``) until SIGTERM/SIGINT.
+    Raises ConfigError for a bad place or the default queue, RedisUnreachable without Redis."""
+    if not config.redis_url:
+        raise ValueError("run_vantage_worker needs config.redis_url")
+    try:
+        own = vantage_queue(place)
+    except BadPlace as exc:
+        raise ConfigError(str(exc)) from None
+    if DEFAULT_QUEUE in queues:
+        raise ConfigError(
+            "a vantage worker serves its place's probes only (it has no sink): run the "
+            f"default queue in a worker of its own, not with --vantage {place}"
+        )
+    # Its place's view of DNS, never the sites file's resolvers (another network's).
+    own_view = dataclasses.replace(settings, resolvers=config.vantage_resolvers)
+    return asyncio.run(_run_vantage(config, own_view, place, list(dict.fromkeys([own, *queues]))))
+
+
+async def _run_vantage(config: BotConfig, settings: Settings, place: str, queues: list[str]) -> int:
+    storage.use_prefix(config.redis_prefix)  # before anything builds a key
+    await require_redis(str(config.redis_url))
+    return await work(config, settings, queues, None, vantage=place)
 
 
 async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:

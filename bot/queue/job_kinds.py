@@ -4,7 +4,9 @@ that ended for good failed.
 ``bgw.diagnose`` (key: the request id, so a request is queued once), ``bgw.step`` (key:
 ``{id}:{step}``), ``bgw.part`` (key: ``{id}:{step}@{place}``, on the queue of the machine
 that holds the part's input: ``part_queue``) and ``bgw.parts_due`` (key: ``{id}:{step}:due``,
-scheduled ``host_wait_s`` later). What each job does is bot.queue.jobs.JobRunner.
+scheduled ``host_wait_s`` later) and ``bgw.assemble`` (key: ``{id}:{step}:assemble``, on the
+default queue: a vantage worker that stored a step's last part hands the rest over to the
+workers that hold the sink, bot.queue.places). What each job does is bot.queue.jobs.JobRunner.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ DIAGNOSE_JOB = "bgw.diagnose"
 STEP_JOB = "bgw.step"
 PART_JOB = "bgw.part"
 PARTS_DUE_JOB = "bgw.parts_due"
+ASSEMBLE_JOB = "bgw.assemble"
 SAQ_JOB_TTL_S = 3600  # how long SAQ keeps a finished job's record (for `status` and the UI)
 
 
@@ -87,6 +90,17 @@ def parts_due_job(
         kwargs={"request": request.to_dict(), "step": step},
         key=f"{request.id}:{step}:due",
         scheduled=math.ceil(time.time() + tuning.host_wait_s),
+        **job_options(settings, tuning),
+    )
+
+
+def assemble_job(
+    request: DiagnosisRequest, step: str, settings: Settings, tuning: QueueTuning
+) -> Job:
+    return Job(
+        function=ASSEMBLE_JOB,
+        kwargs={"request": request.to_dict(), "step": step},
+        key=f"{request.id}:{step}:assemble",
         **job_options(settings, tuning),
     )
 

@@ -16,6 +16,9 @@ the last part assembles the step's result and goes on as a step job would. A
 ``bgw.parts_due`` job, scheduled ``host_wait_s`` later, assembles what has come if a
 machine's worker never took its part (and takes that part's job back), so a host that is
 down delays the verdict but never withholds it.
+
+A runner without a sink is a vantage worker's (bot.queue.places): it only runs parts, and the
+one that stores a step's last part hands the step on to the default queue (``bgw.assemble``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from badgateway.bot.pipeline import (
     observe_step,
 )
 from badgateway.bot.queue.job_kinds import (
+    ASSEMBLE_JOB,
     DIAGNOSE_JOB,
     PART_JOB,
     PARTS_DUE_JOB,
@@ -49,6 +53,7 @@ from badgateway.bot.queue.job_kinds import (
     parts_due_job,
     step_job,
 )
+from badgateway.bot.queue.places import HERE, keep_part, late_reason
 from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
 from badgateway.bot.queue.store import DiagnosisStore, now_ms
 from badgateway.bot.queue.tuning import QueueTuning
@@ -123,7 +128,7 @@ class JobRunner:
     def __init__(
         self,
         settings: Settings,
-        sink: ResultSink,
+        sink: ResultSink | None,  # None: a vantage worker's, which hands results on
         store: DiagnosisStore,
         tuning: QueueTuning,
     ) -> None:
@@ -141,6 +146,7 @@ class JobRunner:
             (STEP_JOB, self.step_job),
             (PART_JOB, self.part_job),
             (PARTS_DUE_JOB, self.parts_due_job),
+            (ASSEMBLE_JOB, self.assemble_job),
         ]
 
     # -- the jobs ------------------------------------------------------------------------
@@ -155,6 +161,8 @@ class JobRunner:
                     jobs[name] = (DEFAULT_QUEUE, step_job(req, name, self.settings, self.tuning))
                     continue
                 for place in places:
+                    if place == HERE:  # the asker probes from there and stores it itself
+                        continue
                     job = part_job(req, name, place, self.settings, self.tuning)
                     jobs[f"{name}@{place or '*'}"] = (part_queue(name, place), job)
                 due = parts_due_job(req, name, self.settings, self.tuning)
@@ -186,6 +194,10 @@ class JobRunner:
         self, ctx: dict[str, Any], *, request: dict[str, Any], step: str, place: str
     ) -> dict[str, Any]:
         req = DiagnosisRequest.from_dict(request)
+        if self.sink is None:
+            async with self._heartbeat(ctx["job"]):
+                await self._part_to_hand_over(req, step, place)
+            return {"step": step, "place": place}
 
         async def read_part() -> StepResult | None:
             split, probe_ctx = self._split_step(req, step)
@@ -195,6 +207,28 @@ class JobRunner:
         async with self._heartbeat(ctx["job"]):
             await self._settle(req, step, read_part)
         return {"step": step, "place": place}
+
+    async def _part_to_hand_over(self, req: DiagnosisRequest, step: str, place: str) -> None:
+        """A vantage worker's part: run it (unless an earlier run stored it), store it, and
+        hand the step to the default queue if it was the last part."""
+        part = (await self.store.parts(req.id, step)).get(place)
+        if part is None:
+            split, probe_ctx = self._split_step(req, step)
+            part = await run_part(split, probe_ctx, place)  # within the budget; never raises
+        await keep_part(self.store, self.hub, req, step, {place: part}, self.settings, self.tuning)
+
+    async def assemble_job(
+        self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
+    ) -> dict[str, Any]:
+        """A step's parts are all in (a vantage worker stored the last): assemble, deliver."""
+        req = DiagnosisRequest.from_dict(request)
+
+        async def assemble() -> StepResult | None:
+            return await self._keep_parts(req, step, {})
+
+        async with self._heartbeat(ctx["job"]):
+            await self._settle(req, step, assemble)
+        return {"step": step}
 
     async def parts_due_job(
         self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
@@ -211,11 +245,7 @@ class JobRunner:
                 req,
                 step,
                 {
-                    place: {
-                        "missing": f"no worker on queue {part_queue(step, place)} took them "
-                        f"within {waited}; is `badgateway worker --queues "
-                        f"{part_queue(step, place)}` running on {place or 'any machine'}?"
-                    }
+                    place: {"missing": late_reason(part_queue(step, place), place, waited)}
                     for place in late
                 },
             )
@@ -229,6 +259,8 @@ class JobRunner:
         """Take back the part jobs the step was shown without, so that a host whose worker is
         gone for good does not collect one stale job per diagnosis in its queue."""
         for place in places:
+            if place == HERE:
+                continue  # never queued
             queue = self.hub.get(part_queue(step, place))
             job = await queue.job(f"{req.id}:{step}@{place or '*'}")
             if job is not None and job.status in (Status.QUEUED, Status.ACTIVE):
@@ -297,6 +329,8 @@ class JobRunner:
         return await run_step(step, self._context(req))
 
     async def _deliver(self, req: DiagnosisRequest, result: StepResult) -> tuple[bool, set[str]]:
+        if self.sink is None:
+            raise RuntimeError("a vantage worker hands results on; it delivers none")
         await asyncio.wait_for(self.sink.step_finished(req, result), self.tuning.sink_timeout_s)
         return await self.store.mark_delivered(req.id, result.name)
 
@@ -321,6 +355,8 @@ class JobRunner:
                 return
             results = await self.store.results(req.id)
             diagnosis = combine(req, [results[name] for name in req.steps], self.settings)
+            if self.sink is None:
+                raise RuntimeError("a vantage worker hands results on; it concludes none")
             await asyncio.wait_for(
                 self.sink.diagnosis_finished(req, diagnosis), self.tuning.sink_timeout_s
             )
@@ -366,6 +402,13 @@ class JobRunner:
                 record = failed_step_result(step, job.attempts, reason)
                 await self.store.replace(req.id, record)
                 await self._deliver_dead_letter(req, record)
+        elif job.function == PART_JOB and self.sink is None:
+            missing = {"missing": f"it failed after {job.attempts} tries: {reason}"}
+            step, place = str(kwargs["step"]), str(kwargs["place"])
+            await keep_part(
+                self.store, self.hub, req, step, {place: missing}, self.settings, self.tuning
+            )
+            return  # a default worker assembles, delivers and concludes
         elif job.function == PART_JOB:
             step, place = str(kwargs["step"]), str(kwargs["place"])
             delivered, stored = await self.store.progress(req.id, step)

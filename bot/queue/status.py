@@ -2,7 +2,8 @@
 
 SAQ keeps per-queue lists (queued, active, scheduled) and per-worker stats; the workers add
 recent job timings (``bgw:stats:jobs``: enqueue→start wait and run time of the last 1,000
-jobs) and a dead-letter count.
+jobs) and a dead-letter count. Vantage workers are listed by their place (every place
+whose queue, ``probe@PLACE``, was ever used, with or without a worker now).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from badgateway.bot.config import BotConfig
 from badgateway.bot.queue.health import require_redis
+from badgateway.bot.queue.places import place_of
 from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
 from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import connect_redis
@@ -64,7 +66,12 @@ async def collect_status(config: BotConfig) -> dict[str, Any]:
                 meta = worker.get("metadata") or {}
                 seen = workers.setdefault(
                     str(meta.get("name") or worker_id),
-                    {"queues": meta.get("queues") or [], "complete": 0, "failed": 0},
+                    {
+                        "queues": meta.get("queues") or [],
+                        "vantage": meta.get("vantage"),
+                        "complete": 0,
+                        "failed": 0,
+                    },
                 )
                 seen["complete"] += int(stats.get("complete") or 0)
                 seen["failed"] += int(stats.get("failed") or 0)
@@ -80,9 +87,16 @@ async def collect_status(config: BotConfig) -> dict[str, Any]:
                     "recent": _latency(queue_jobs),
                 }
             )
+        places: dict[str, list[str]] = {
+            place: [] for place in (place_of(name) for name in names) if place is not None
+        }
+        for worker_name, seen in workers.items():
+            if seen["vantage"]:
+                places.setdefault(str(seen["vantage"]), []).append(worker_name)
         return {
             "queues": queues,
             "workers": workers,
+            "places": {place: sorted(names) for place, names in sorted(places.items())},
             "dead_letters": await store.dead_letters(),
             "recent": _latency(recent),
             "recent_window_s": RECENT_S,
@@ -119,6 +133,9 @@ def render_status(status: dict[str, Any]) -> str:
             f"worker {name}: queues {','.join(w['queues'])}; "
             f"{w['complete']} jobs done, {w['failed']} failed"
         )
+    for place, names in status.get("places", {}).items():
+        served = ", ".join(names) or f"no worker (start one: badgateway worker --vantage {place})"
+        lines.append(f"place {place}: {served}")
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@
 Run as many as the load needs, anywhere that reaches Redis (and the sites): each keeps up to
 ``BADGATEWAY_WORKER_CONCURRENCY`` jobs in flight per queue. On a host that holds a site's
 logs, run one with ``--queues default,logs@<host>`` (or only ``logs@<host>``) so that the log
-step of that site runs where the files are.
+step of that site runs where the files are. A vantage worker (``--vantage PLACE``) serves
+``probe@PLACE`` without a sink (bot.queue.places).
 
 The worker process is put together (its sink, site monitoring) by bot.assemble.worker.
 SIGTERM (or Ctrl-C): the worker stops taking jobs, finishes the ones it holds (each is
@@ -92,12 +93,14 @@ async def work(
     config: BotConfig,
     settings: Settings,
     queues: list[str],
-    sink: ResultSink,
+    sink: ResultSink | None,
     *,
     extra_jobs: Sequence[FeatureJobs] = (),
+    vantage: str | None = None,
 ) -> int:
     """Work the given queues (and each of ``extra_jobs``' own) until SIGTERM/SIGINT, feeding
-    ``sink``. Returns the exit code."""
+    ``sink`` (None: a vantage worker for the place ``vantage``, which hands results on).
+    Returns the exit code."""
     tuning = config.tuning
     concurrency = config.worker_concurrency
     features = {feature.queue: feature for feature in extra_jobs}
@@ -109,6 +112,8 @@ async def work(
     hub = runner.hub
     name = worker_name(config)
     metadata: dict[str, Any] = {"name": name, "queues": queues, "pid": os.getpid()}
+    if vantage is not None:
+        metadata["vantage"] = vantage  # `status` lists the places by it
     workers: list[Worker[Any]] = []
     for queue_name in queues:
         queue = hub.get(queue_name)

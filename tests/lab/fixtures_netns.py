@@ -106,14 +106,17 @@ def _addresses_in_use() -> set[ipaddress.IPv4Network]:
     return taken
 
 
-def _pick_subnet() -> ipaddress.IPv4Network:
-    """A random /30 that no interface here overlaps (parallel runs stay apart)."""
+def pick_subnet(
+    prefix: int = 30, pools: tuple[ipaddress.IPv4Network, ...] = NETNS_POOLS
+) -> ipaddress.IPv4Network:
+    """A random /``prefix`` of ``pools`` that no interface here overlaps (parallel runs stay
+    apart)."""
     taken = _addresses_in_use()
-    for pool in NETNS_POOLS:
-        free = [n for n in pool.subnets(new_prefix=30) if not any(n.overlaps(t) for t in taken)]
+    for pool in pools:
+        free = [n for n in pool.subnets(new_prefix=prefix) if not any(n.overlaps(t) for t in taken)]
         if free:
             return free[secrets.randbelow(len(free))]
-    pytest.skip("every /30 of the TEST-NET ranges is in use here")
+    pytest.skip(f"every /{prefix} of the TEST-NET ranges is in use here")
 
 
 def _working_iptables(namespace: str) -> str:
@@ -139,7 +142,7 @@ def netns_lab_context() -> Iterator[NetnsLab]:
     tag = secrets.token_hex(3)
     name = f"bgw-{tag}"
     outside, inside = f"bgw{tag}h", f"bgw{tag}n"  # interface names stay under 16 chars
-    network = _pick_subnet()
+    network = pick_subnet()
     host_ip, ns_ip = (str(h) for h in network.hosts())
     created = _run("ip", "netns", "add", name, check=False)
     if created.returncode != 0:

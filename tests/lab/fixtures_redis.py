@@ -492,6 +492,14 @@ class QueueLab:
         await self.carrier.submit(request)
         return request
 
+    def queued(self, queue: str) -> int:
+        """How many jobs wait on ``queue`` (none taken yet)."""
+        client = self.redis_server.client()
+        try:
+            return cast("int", client.llen(f"bgw:saq:{queue}:queued"))
+        finally:
+            client.close()
+
     def calls(self) -> list[dict[str, Any]]:
         client = self.redis_server.client()
         try:

@@ -8,21 +8,13 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
 from tests.lab import REPO
 from tests.lab.fixtures_redis import QueueLab, step_calls
 from tests.lab.process import ManagedProcess, free_port, wait_for_port
-
-
-async def _queued(lab: QueueLab, queue: str) -> int:
-    client = lab.redis_server.client()
-    try:
-        return cast("int", client.llen(f"bgw:saq:{queue}:queued"))
-    finally:
-        client.close()
 
 
 async def _status(lab: QueueLab, *args: str) -> str:
@@ -48,7 +40,7 @@ async def test_log_step_runs_only_on_a_worker_of_its_host(queue_lab: QueueLab) -
     await queue_lab.wait_concluded([local.id], within_s=15)
 
     await asyncio.sleep(1.0)  # time enough for "central" to take it, if it wrongly could
-    assert await _queued(queue_lab, "logs@web-1") == 1
+    assert queue_lab.queued("logs@web-1") == 1
     assert not [c for c in queue_lab.calls() if c["id"] == routed.id]
 
     queue_lab.start_worker("web-1", queues="logs@web-1")
@@ -103,7 +95,7 @@ async def test_logs_on_several_hosts_are_read_on_each_and_shown_as_one_step(
     request = await queue_lab.submit("split", ["lab_tail"])
 
     await asyncio.sleep(1.5)  # web-1's and the central part are in; app-1's waits
-    assert await _queued(queue_lab, "logs@app-1") == 1
+    assert queue_lab.queued("logs@app-1") == 1
     assert not [c for c in queue_lab.calls() if c["id"] == request.id]
 
     queue_lab.start_worker("app-1", queues="logs@app-1")
@@ -140,7 +132,7 @@ async def test_a_host_whose_worker_is_away_delays_the_step_but_never_withholds_i
 
     # The late part's job was taken back: app-1's queue does not keep it, and a worker that
     # comes back there has nothing of this diagnosis to do.
-    assert await _queued(queue_lab, "logs@app-1") == 0
+    assert queue_lab.queued("logs@app-1") == 0
     queue_lab.start_worker("app-1", queues="logs@app-1")
     await asyncio.sleep(1.5)
     assert queue_lab.calls() == calls
