@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -35,7 +34,6 @@ from badgateway.bot.pipeline import DiagnosisRequest, InProcessCarrier
 from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import connect_redis
 from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
-from badgateway.bot.slack.server import EVENTS_PATH
 from badgateway.bot.slack.sink import SlackSink
 from badgateway.bot.slack_client import make_web_client
 from badgateway.bot.state import BotState, open_store
@@ -43,9 +41,9 @@ from badgateway.checks.runner import prepare
 from badgateway.checks.settings import Site, load_settings
 from tests.lab.alerts import FAST, bot_config, lab_settings, until
 from tests.lab.fixtures_redis import LAB_TUNING
-from tests.lab.fixtures_slack import BotUnderTest, Message, SlackStandIn
+from tests.lab.fixtures_slack import Message, SlackStandIn
 from tests.lab.process import serve_app
-from tests.lab.queue_web import ALERTS_TOKEN, OPS, QueueBot, lab_sites
+from tests.lab.queue_web import OPS, QueueBot, fire_alert, lab_sites
 
 ALERTS = "C0SHOPALERTS"
 ASKER_CHANNEL = "C0OPS0001"
@@ -230,17 +228,6 @@ async def test_a_recheck_in_the_window_shares_the_run_and_rerun_runs_afresh(
 # -- queue mode: the web app, worker processes, Redis --------------------------------------
 
 
-async def _fire_alert(web_bot: BotUnderTest, site: str) -> None:
-    url = web_bot.url.removesuffix(EVENTS_PATH) + "/alerts"
-    body = {"site": site, "status": "firing", "summary": "502s on the storefront"}
-    headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url, json=body, headers=headers) as response,
-    ):
-        assert response.status == 202, await response.text()
-
-
 def _runs_seen(queue_bot: QueueBot) -> set[str]:
     """The runs whose requests reached the site (each carries ``_bgw=<run>.<n>``)."""
     with queue_bot.lab.http.lock:
@@ -271,7 +258,7 @@ async def test_in_queue_mode_an_alert_and_a_502_at_the_same_moment_make_one_run(
         await queue_bot.start_worker(name, BADGATEWAY_SITES=str(sites))
 
     asked, _ = await asyncio.gather(
-        front[0].command("shop", channel=OPS, user=ALICE), _fire_alert(front[-1], "shop")
+        front[0].command("shop", channel=OPS, user=ALICE), fire_alert(front[-1], "shop")
     )
     assert asked.status == 200
     await slack.wait_for(lambda: len(slack.roots(OPS)) == 2, 10, "the /502 root and the alert")
