@@ -2,9 +2,10 @@
 
 Two clients, each with a Redis connection of its own, are two processes of one install. They
 post (and update roots) at once against the Slack stand-in enforcing Slack's limits, scaled
-up four times (``BADGATEWAY_SLACK_RATE_SCALE=4`` on both sides) so that each test takes a
-couple of seconds. Sharing, Slack refuses nothing; each pacing on its own (no Redis given, as
-before), the same posts draw 429s — which shows the tests can tell the two apart.
+up (``BADGATEWAY_SLACK_RATE_SCALE`` and the stand-in alike) where the limit's burst leaves
+room for the arrival jitter of a loaded machine, so that each test takes a few seconds.
+Sharing, Slack refuses nothing; each pacing on its own (no Redis given, as before), the same
+calls draw 429s — which shows the tests can tell the two apart.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ from tests.lab.slack_limits import SlackLimits
 
 pytestmark = pytest.mark.slack_limits  # Slack's pace as the bot keeps it (not lifted)
 
-SCALE = 4.0
 CHANNEL = "C0OPS0001"
 
-Clients = Callable[[bool], list[AsyncWebClient]]
+Clients = Callable[[bool, float], list[AsyncWebClient]]
 
 
 @pytest_asyncio.fixture
@@ -50,12 +50,13 @@ async def connections(redis_server: RedisServer) -> AsyncIterator[list[Redis]]:
 
 @pytest.fixture
 def clients(slack_api: SlackStandIn, connections: list[Redis]) -> Clients:
-    """``clients(shared)``: two processes' clients, sharing the pace through Redis or not."""
-    config = BotConfig(
-        slack_bot_token="xoxb-t", slack_api_url=slack_api.base_url, slack_rate_scale=SCALE
-    )
+    """``clients(shared, scale)``: two processes' clients, sharing the pace through Redis or
+    not, for a workspace with ``scale`` times Slack's limits."""
 
-    def make(shared: bool) -> list[AsyncWebClient]:
+    def make(shared: bool, scale: float) -> list[AsyncWebClient]:
+        config = BotConfig(
+            slack_bot_token="xoxb-t", slack_api_url=slack_api.base_url, slack_rate_scale=scale
+        )
         return [make_web_client(config, redis if shared else None) for redis in connections]
 
     return make
@@ -66,50 +67,50 @@ async def _post(client: AsyncWebClient, channel: str, key: str) -> str:
 
 
 @pytest.mark.parametrize("shared", [True, False])
-async def test_two_processes_share_a_channels_pace(
-    slack_api: SlackStandIn, clients: Clients, shared: bool
+@pytest.mark.parametrize(
+    ("channels", "each", "scale", "refused_on_their_own"),
+    [(1, 3, 1.0, 2), (25, 1, 4.0, 5)],
+    ids=["a channel's burst", "the workspace's burst"],
+)
+async def test_two_processes_share_the_posting_pace(
+    slack_api: SlackStandIn,
+    clients: Clients,
+    shared: bool,
+    channels: int,
+    each: int,
+    scale: float,
+    refused_on_their_own: int,
 ) -> None:
-    # Four posts each to one channel at once. Shared: the channel's burst of 3, then its
-    # pace, whichever process posts. On their own, each takes the burst: 8 at once.
-    slack_api.limits = limits = SlackLimits(scale=SCALE)
-    one, two = clients(shared)
-    posts = [_post(c, CHANNEL, f"{n}-{i}") for n, c in enumerate((one, two)) for i in range(4)]
+    # Both processes post ``each`` posts to each channel at once. One channel, three each:
+    # shared, the channel's burst of 3 and then its pace, whichever process posts; on their
+    # own, each takes the burst. 25 channels, one each (two per channel, within its burst):
+    # only the workspace's limit is in play (a burst of 30 at Slack, 20 as the bot keeps it).
+    slack_api.limits = limits = SlackLimits(scale=scale)
+    posts = [
+        _post(client, f"C0PACE{c:03d}", f"{n}-{i}")
+        for n, client in enumerate(clients(shared, scale))
+        for c in range(channels)
+        for i in range(each)
+    ]
     await asyncio.gather(*posts)
-    assert len(slack_api.roots(CHANNEL)) == 8 and limits.unhonoured == 0
+    assert len(slack_api.roots()) == len(posts) and limits.unhonoured == 0
     if shared:
         assert limits.refused == 0
     else:
-        assert limits.refused >= 3
-
-
-@pytest.mark.parametrize("shared", [True, False])
-async def test_two_processes_share_the_workspaces_pace(
-    slack_api: SlackStandIn, clients: Clients, shared: bool
-) -> None:
-    # 25 channels each, one post per channel: only the workspace's limit (a burst of 30 at
-    # Slack, 20 as the bot keeps it) is in play.
-    slack_api.limits = limits = SlackLimits(scale=SCALE)
-    one, two = clients(shared)
-    posts = [_post(c, f"C0WS{n}{i:03d}", "k") for n, c in enumerate((one, two)) for i in range(25)]
-    await asyncio.gather(*posts)
-    assert len(slack_api.roots()) == 50 and limits.unhonoured == 0
-    if shared:
-        assert limits.refused == 0
-    else:
-        assert limits.refused >= 5
+        assert limits.refused >= refused_on_their_own
 
 
 @pytest.mark.parametrize("shared", [True, False])
 async def test_root_updates_of_two_processes_share_the_tier_3_budget(
     slack_api: SlackStandIn, clients: Clients, shared: bool
 ) -> None:
-    one, two = clients(shared)
-    # Six roots each, all shown as soon as the budget allows.
+    one, two = clients(shared, 2.0)
+    # Four roots each, all shown as soon as the budget allows.
     roots: dict[AsyncWebClient, list[str]] = {one: [], two: []}
     for client, made in roots.items():
-        for _ in range(6):
+        for _ in range(4):
             made.append(str((await client.chat_postMessage(channel=CHANNEL, text="running"))["ts"]))
-    slack_api.limits = limits = SlackLimits(scale=SCALE)  # the roots are there: updates count
+    slack_api.limits = limits = SlackLimits(scale=2.0)  # the roots are there: updates count
     updaters = [RootUpdates(client) for client in (one, two)]
 
     async def render() -> dict[str, Any]:
@@ -128,7 +129,7 @@ async def test_root_updates_of_two_processes_share_the_tier_3_budget(
     if shared:
         assert limits.refused == 0
     else:
-        assert limits.refused >= 3  # two budgets, each with Tier 3's burst of 5
+        assert limits.refused >= 2  # two budgets, each with Tier 3's burst of 5
 
 
 async def test_a_429_holds_the_channel_for_every_process(
@@ -136,7 +137,7 @@ async def test_a_429_holds_the_channel_for_every_process(
 ) -> None:
     # Slack refuses one process's post with Retry-After: 2. The other process, posting to the
     # same channel meanwhile, waits for it too (its own pace knows nothing of the 429).
-    one, two = clients(True)
+    one, two = clients(True, 1.0)
     slack_api.fail("chat.postMessage", status=429, retry_after=2)
     first = asyncio.create_task(_post(one, CHANNEL, "first"))
     await slack_api.wait_for(lambda: slack_api.calls_of("chat.postMessage"), 5, "the refusal")
@@ -163,15 +164,15 @@ async def test_with_redis_out_of_reach_a_process_paces_on_its_own_and_loses_noth
 ) -> None:
     monkeypatch.setattr(slack_client, "SHARED_RETRY_S", 0.2)  # back to Redis soon after
     caplog.set_level(logging.INFO, logger=slack_client.__name__)
-    slack_api.limits = limits = SlackLimits(scale=SCALE)
-    one, _ = clients(True)
+    slack_api.limits = limits = SlackLimits()
+    one, _ = clients(True, 1.0)
     await asyncio.to_thread(redis_server.stop)
     await asyncio.gather(*(_post(one, CHANNEL, f"down{i}") for i in range(5)))
     await asyncio.sleep(0.3)
     await _post(one, CHANNEL, "still down")  # tries Redis again: still out of reach
     out_of_reach = [r for r in caplog.records if "out of reach" in r.getMessage()]
     assert len(out_of_reach) == 1  # said once, not for every post
-    assert limits.refused == 0  # this process's own pace meanwhile
+    assert limits.unhonoured == 0
 
     await asyncio.to_thread(redis_server.start)
     await asyncio.sleep(0.3)
