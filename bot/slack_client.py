@@ -15,9 +15,9 @@ waits its turn here instead of collecting 429s. Given Redis (queue mode: the web
 the workers post for one workspace) the limits are kept there, one budget for every process
 (bot.shared_pace); a process that cannot reach Redis paces on its own meanwhile — a post is
 never held up or lost for want of its pace. Root updates (``chat.update``, Tier 3) take their
-turns from a workspace budget of their own the same way (``workspace_budget``). A post still refused
-with 429 after the SDK's retries (a storm: many threads share the
-workspace's posting limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
+turns from a workspace budget of their own the same way (``workspace_budget``). A post still
+refused with 429 after the SDK's retries (a storm: many threads share the workspace's posting
+limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
 tries again, for up to ``RATE_LIMITED_FOR_S`` — a refused post was not posted, so this is safe.
 
 Every call is counted (bot.metrics): ``CountingWebClient`` counts each method's outcome after
