@@ -9,11 +9,15 @@ message anyway, and a blind retry would post it twice. So the SDK does not retry
 ``post_once`` tags every message with metadata naming what it is, and after an ambiguous
 failure looks for the tagged message in the channel or thread before posting again.
 
-Posts are paced in each process to Slack's posting limits (``PostPace``: about one a second
-per channel with a short burst, and the workspace's per-minute limit), so a storm of posts to
-many threads mostly waits its turn here instead of collecting 429s. A post still refused
-with 429 after the SDK's retries (a storm: many threads share the
-workspace's posting limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
+Posts are paced to Slack's posting limits (``PostPace``: about one a second per channel with a
+short burst, and the workspace's per-minute limit), so a storm of posts to many threads mostly
+waits its turn here instead of collecting 429s. Given Redis (queue mode: the web process and
+the workers post for one workspace) the limits are kept there, one budget for every process
+(bot.shared_pace); a process that cannot reach Redis paces on its own meanwhile — a post is
+never held up or lost for want of its pace. Root updates (``chat.update``, Tier 3) take their
+turns from a workspace budget of their own the same way (``workspace_budget``). A post still
+refused with 429 after the SDK's retries (a storm: many threads share the workspace's posting
+limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
 tries again, for up to ``RATE_LIMITED_FOR_S`` — a refused post was not posted, so this is safe.
 
 Every call is counted (bot.metrics): ``CountingWebClient`` counts each method's outcome after
@@ -29,9 +33,12 @@ import logging
 import random
 import time
 import weakref
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -44,8 +51,9 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from badgateway.bot import metrics
+from badgateway.bot import metrics, storage
 from badgateway.bot.config import BotConfig
+from badgateway.bot.shared_pace import Limit, Rate, SharedLimits
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,8 @@ POST_ATTEMPTS = 4
 RATE_LIMITED_FOR_S = 600.0  # how long a post keeps waiting out 429s before it gives up
 METADATA_EVENT = "badgateway_post"
 NOT_RETRIED_BY_SDK = ("chat.postMessage",)  # not idempotent: post_once handles it
+SHARED_CALL_S = 2.0  # one call to the pace shared through Redis waits this long at most
+SHARED_RETRY_S = 5.0  # after Redis failed the pace, this process paces on its own this long
 
 
 def _method(request: HttpRequest) -> str:
@@ -176,16 +186,18 @@ def retry_handlers() -> list[AsyncRetryHandler]:
     ]
 
 
-def make_web_client(config: BotConfig) -> AsyncWebClient:
+def make_web_client(config: BotConfig, redis: Redis | None = None) -> AsyncWebClient:
     """A client whose posts (and root updates) keep the workspace's pace: Slack's documented
-    limits times ``BADGATEWAY_SLACK_RATE_SCALE``."""
+    limits times ``BADGATEWAY_SLACK_RATE_SCALE``. With ``redis`` (the process's connection
+    to the install's Redis) the pace is one for every process sharing it."""
     client = CountingWebClient(
         token=config.slack_bot_token,
         base_url=config.slack_api_url,
         timeout=15,
         retry_handlers=retry_handlers(),
     )
-    _PACES[client] = PostPace(config.slack_rate_scale)
+    shared = SharedLimits(redis) if redis is not None else None
+    _PACES[client] = PostPace(config.slack_rate_scale, shared)
     return client
 
 
@@ -215,8 +227,9 @@ class TokenBucket:
 
 
 class PostPace:
-    """chat.postMessage's limits as this process keeps them (a little under Slack's: other
-    processes post too, and the 429s that remain are honoured).
+    """chat.postMessage's limits as the bot keeps them (a little under Slack's: the 429s that
+    remain are honoured). Shared through Redis (``shared``) by every process of the install,
+    else this process's own.
 
     ``scale`` multiplies the rates (not the bursts) for a workspace whose limits are not the
     documented ones — a proxy in front of the Web API, a grid with its own — and is where
@@ -227,16 +240,25 @@ class PostPace:
     CHANNEL_PER_MINUTE, CHANNEL_BURST = 57.0, 3
     WORKSPACE_PER_MINUTE, WORKSPACE_BURST = 280.0, 20
 
-    def __init__(self, scale: float = 1.0) -> None:
+    def __init__(self, scale: float = 1.0, shared: SharedLimits | None = None) -> None:
         self.scale = scale
-        self.workspace = TokenBucket(self.WORKSPACE_PER_MINUTE * scale, self.WORKSPACE_BURST)
+        self.channel_rate = Rate(self.CHANNEL_PER_MINUTE * scale, self.CHANNEL_BURST)
+        self.workspace_rate = Rate(self.WORKSPACE_PER_MINUTE * scale, self.WORKSPACE_BURST)
+        self.workspace = TokenBucket(self.workspace_rate.per_minute, self.WORKSPACE_BURST)
         self.channels: dict[str, TokenBucket] = {}
         self.held: dict[str, float] = {}  # channel -> when a 429's Retry-After ends
+        self.shared = shared
+        self._on_own_until = 0.0  # Redis failed: this process paces on its own until then
+        self._on_own_said = False  # ... and has said so in the log
+        self._background: set[asyncio.Task[None]] = set()
 
     def hold(self, channel: str, until: float) -> None:
         """Slack answered 429 for ``channel``: no post there before ``until`` (monotonic),
-        also not one that another task begins meanwhile."""
+        also not one that another task begins meanwhile — nor another process (shared)."""
         self.held[channel] = max(until, self.held.get(channel, 0.0))
+        if self.shared is not None and not self._on_own():
+            hold = self.shared.hold(self._channel(channel), until - time.monotonic())
+            self._in_background(hold)
 
     async def take(self, channel: str) -> None:
         until = self.held.get(channel)
@@ -244,16 +266,103 @@ class PostPace:
             if until > time.monotonic():
                 await asyncio.sleep(until - time.monotonic())
             self.held.pop(channel, None)
+        if await self.take_shared(self._workspace(), self._channel(channel)):
+            return
         bucket = self.channels.get(channel)
         if bucket is None:
             if len(self.channels) > 500:  # forget channels that have been quiet a while
                 now = time.monotonic()
                 self.channels = {c: b for c, b in self.channels.items() if not b.idle(now)}
             bucket = self.channels[channel] = TokenBucket(
-                self.CHANNEL_PER_MINUTE * self.scale, self.CHANNEL_BURST
+                self.channel_rate.per_minute, self.CHANNEL_BURST
             )
         await bucket.take()
         await self.workspace.take()
+
+    async def take_shared(self, queue: Limit, gate: Limit | None = None) -> bool:
+        """Wait for a turn from the limits every process shares (``gate`` free at its time).
+        False without them — none, or Redis out of reach: the caller paces on its own."""
+        if self.shared is None or self._on_own():
+            return False
+        try:
+            while True:
+                turn = await asyncio.wait_for(self.shared.reserve(queue, gate), SHARED_CALL_S)
+                if turn.reserved:
+                    break
+                await asyncio.sleep(turn.wait_s)  # the gate (channel) is busy: ask again then
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._shared_failed(exc)
+            return False
+        if self._on_own_said:
+            log.info("the posting pace is shared through Redis again")
+            self._on_own_said = False
+        limits = (queue,) if gate is None else (queue, gate)
+        try:
+            await asyncio.sleep(turn.wait_s)
+        except asyncio.CancelledError:
+            # The caller gave up waiting (a deadline): the turn goes back for others to use.
+            self._in_background(self.shared.refund(*limits))
+            raise
+        return True
+
+    def _workspace(self) -> Limit:
+        return Limit(storage.key("pace", "posts"), self.workspace_rate)
+
+    def _channel(self, channel: str) -> Limit:
+        return Limit(storage.key("pace", "posts", channel), self.channel_rate)
+
+    def _on_own(self) -> bool:
+        return time.monotonic() < self._on_own_until
+
+    def _shared_failed(self, exc: BaseException) -> None:
+        self._on_own_until = time.monotonic() + SHARED_RETRY_S
+        if not self._on_own_said:
+            log.warning(
+                "the posting pace shared through Redis is out of reach (%s): this process "
+                "paces its posts on its own until it is back",
+                str(exc) or type(exc).__name__,
+            )
+            self._on_own_said = True
+
+    def _in_background(self, call: Coroutine[Any, Any, None]) -> None:
+        """Run ``call`` (a change to the shared limits nobody waits for), keeping it alive."""
+        try:
+            task = asyncio.get_running_loop().create_task(self._quietly(call))
+        except RuntimeError:  # no event loop: nothing will post in this one either
+            call.close()
+            return
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quietly(self, call: Coroutine[Any, Any, None]) -> None:
+        try:
+            await asyncio.wait_for(call, SHARED_CALL_S)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._shared_failed(exc)
+
+
+class WorkspaceBudget:
+    """``per_minute`` calls of one method for the whole workspace (``chat.update``, Tier 3):
+    shared through Redis when the client's pace is, else this process's own."""
+
+    def __init__(self, pace: PostPace, name: str, per_minute: float, burst: int) -> None:
+        self.pace = pace
+        self.local = TokenBucket(per_minute, burst)
+        self.rate = self.local.rate  # per second
+        self.limit_rate = Rate(per_minute, burst)
+        self.name = name
+
+    async def take(self) -> None:
+        limit = Limit(storage.key("pace", self.name), self.limit_rate)
+        if not await self.pace.take_shared(limit):
+            await self.local.take()
+
+
+def workspace_budget(
+    client: AsyncWebClient, name: str, per_minute: float, burst: int
+) -> WorkspaceBudget:
+    """A budget of ``per_minute`` calls (named ``name``) for ``client``'s workspace."""
+    return WorkspaceBudget(post_pace(client), name, per_minute, burst)
 
 
 _PACES: weakref.WeakKeyDictionary[AsyncWebClient, PostPace] = weakref.WeakKeyDictionary()

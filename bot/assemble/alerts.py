@@ -35,7 +35,8 @@ def build_incidents(
     if not config.redis_url:
         raise ConfigError("REDIS_URL is not set: automatic alerts keep their incidents in Redis")
     redis = Redis.from_url(config.redis_url, decode_responses=True)
-    notifier = SlackNotifier(make_web_client(config)) if config.slack_bot_token else None
+    # Its posts keep the pace every process shares (bot.shared_pace).
+    notifier = SlackNotifier(make_web_client(config, redis)) if config.slack_bot_token else None
     flights = None
     if state is not None and carrier is not None:
         flights = SiteFlights(state, carrier, config.share_window_s)

@@ -71,7 +71,7 @@ from badgateway.bot.slack.sink import SlackSink
 from badgateway.bot.slack.slack_auth import SlackAuthWatch
 from badgateway.bot.slack.waiting import WaitingRoots
 from badgateway.bot.slack_client import make_web_client
-from badgateway.bot.state import BotState, StateStore, open_store
+from badgateway.bot.state import BotState, RedisStore, StateStore, open_store
 from badgateway.bot.threads import CommandHandler, ThreadKind, ThreadLinks
 from badgateway.checks.settings import Settings
 
@@ -194,8 +194,10 @@ def build_web(
     """``other_threads``, ``commands`` and ``links``: kinds of thread, `/502` words and open
     threads a `/502` root links to, besides the alerting side's (tests stand in for it)."""
     storage.use_prefix(config.redis_prefix)  # before anything builds a key
-    client = make_web_client(config)
     state = BotState(store or open_store(config.redis_url))
+    # In Redis, the posting pace is one for this process and the workers (bot.shared_pace).
+    shared = state.store.redis if isinstance(state.store, RedisStore) else None
+    client = make_web_client(config, shared)
     waiting = WaitingRoots(client, state)
     sink = SlackSink(client, state)
     incidents: Incidents | None = None

@@ -44,7 +44,7 @@ from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE
 from badgateway.bot.queue.worker import FeatureJobs, work
 from badgateway.bot.slack.sink import SlackSink
 from badgateway.bot.slack_client import make_web_client
-from badgateway.bot.state import BotState, open_store
+from badgateway.bot.state import BotState, RedisStore, open_store
 from badgateway.checks.settings import Settings
 
 MONITOR_QUEUE = "monitor"  # the monitoring jobs' own queue (see FeatureJobs)
@@ -76,7 +76,10 @@ def make_sink(config: BotConfig) -> ResultSink:
         return factory(config)
     if not config.slack_bot_token:
         raise ConfigError(NO_TOKEN)
-    return SlackSink(make_web_client(config), BotState(open_store(config.redis_url)))
+    store = open_store(config.redis_url)
+    # In Redis, the posting pace is one for this worker, the others and the web process.
+    shared = store.redis if isinstance(store, RedisStore) else None
+    return SlackSink(make_web_client(config, shared), BotState(store))
 
 
 def monitoring(

@@ -6,7 +6,8 @@ sent as it is asked for: ``RootUpdates.want(channel, ts, render)`` marks the roo
 one task per stale root renders its view when it may send (``render`` reads the state then, so
 whatever happened meanwhile is in it) — at most once per ``per_root_s`` per root (longer
 when many roots wait for mere progress: the budget is kept for final states and people's
-buttons), for the whole process no faster than the workspace's budget (a token bucket), and
+buttons), no faster than the workspace's budget (a token bucket: the client's, shared through
+Redis by every process when its posting pace is — bot.slack_client.workspace_budget), and
 never to show what it already shows. A root asked for again
 while it waits is still one update: nothing queues beyond one entry per root.
 
@@ -41,7 +42,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from badgateway.bot.slack_client import TokenBucket, rate_scale, retry_after, update
+from badgateway.bot.slack_client import rate_scale, retry_after, update, workspace_budget
 from badgateway.bot.state import BotState
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ Render = Callable[[], Awaitable[dict[str, Any] | None]]  # the view now; None: n
 
 # At Slack's documented limits; both follow the client's rate scale (bot.slack_client).
 PER_ROOT_S = 2.0  # one root is updated at most this often
-WORKSPACE_PER_MINUTE = 45.0  # a little under Tier 3's ~50, leaving room for the other processes
+WORKSPACE_PER_MINUTE = 45.0  # a little under Tier 3's ~50: other chat.update calls take some
 WORKSPACE_BURST = 5
 UPDATE_TRIES = 4
 RETRY_DELAY_S = 2.0
@@ -86,8 +87,11 @@ class RootUpdates:
         self.state = state
         scale = rate_scale(client)
         self.per_root_s = PER_ROOT_S / scale if per_root_s is None else per_root_s
-        self.budget = TokenBucket(
-            WORKSPACE_PER_MINUTE * scale if per_minute is None else per_minute, burst
+        self.budget = workspace_budget(
+            client,
+            "updates",
+            WORKSPACE_PER_MINUTE * scale if per_minute is None else per_minute,
+            burst,
         )
         self._roots: dict[tuple[str, str], _Root] = {}
         self.sent = 0  # chat.update calls made (for the benchmark)

@@ -41,6 +41,7 @@ ROWS: dict[str, int] = {
     "badgateway.bot.config": 7,
     "badgateway.bot.logs": 7,
     "badgateway.bot.metrics": 7,
+    "badgateway.bot.shared_pace": 7,
     PACKAGE: 8,  # the package's own __init__: a docstring
 }
 

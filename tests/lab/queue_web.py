@@ -118,6 +118,18 @@ class QueueBot:
         return "\n".join(f"--- {w.name}\n{w.output()[-3000:]}" for w in self.lab.workers)
 
 
+async def fire_alert(web_bot: BotUnderTest, site: str) -> None:
+    """A simple webhook's firing alert for ``site``, to that web process (202 expected)."""
+    url = web_bot.url.removesuffix(EVENTS_PATH) + "/alerts"
+    body = {"site": site, "status": "firing", "summary": "502s on the storefront"}
+    headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, headers=headers) as response,
+    ):
+        assert response.status == 202, await response.text()
+
+
 def lab_sites(path: Path, site_url: str | None = None) -> Path:
     """Loopback allowed, one quick attempt per probe; a monitored site when ``site_url``."""
     text = (

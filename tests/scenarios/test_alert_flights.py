@@ -4,13 +4,20 @@ re-check inside the window opens the next incident on the same run; *Re-run* run
 
 Runs are counted where they happen: the site is a real server on loopback answering 502, and
 every request a diagnosis sends carries its run's mark (``?_bgw=<run>.<n>``), so the distinct
-marks it saw are the runs. The carrier's submits are counted too."""
+marks it saw are the runs. The carrier's submits are counted too.
+
+In queue mode too (``queue_bot``: the real web app, `badgateway worker` processes, a real
+redis-server): the alert comes in by its webhook and the `/502` by a signed slash command at
+the same moment — to one web process, or one each to two (the flight is claimed in Redis) —
+and the workers run the site's one diagnosis, which both threads show."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import pytest_asyncio
@@ -24,15 +31,19 @@ from badgateway.bot.alerts.sink import IncidentVerdicts
 from badgateway.bot.alerts.store import Incident, IncidentStore
 from badgateway.bot.flights import SiteFlights
 from badgateway.bot.pipeline import DiagnosisRequest, InProcessCarrier
+from badgateway.bot.queue.store import DiagnosisStore
+from badgateway.bot.queue.tuning import connect_redis
 from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
 from badgateway.bot.slack.sink import SlackSink
 from badgateway.bot.slack_client import make_web_client
 from badgateway.bot.state import BotState, open_store
 from badgateway.checks.runner import prepare
-from badgateway.checks.settings import Site
+from badgateway.checks.settings import Site, load_settings
 from tests.lab.alerts import FAST, bot_config, lab_settings, until
+from tests.lab.fixtures_redis import LAB_TUNING
 from tests.lab.fixtures_slack import Message, SlackStandIn
 from tests.lab.process import serve_app
+from tests.lab.queue_web import OPS, QueueBot, fire_alert, lab_sites
 
 ALERTS = "C0SHOPALERTS"
 ASKER_CHANNEL = "C0OPS0001"
@@ -212,3 +223,60 @@ async def test_a_recheck_in_the_window_shares_the_run_and_rerun_runs_afresh(
     assert len(lab.carrier.submitted) == 2 and len(lab.runs_seen) == 2
     rerun = await lab.incident()
     assert rerun.diagnosis_id == lab.carrier.submitted[1].id != first.diagnosis_id
+
+
+# -- queue mode: the web app, worker processes, Redis --------------------------------------
+
+
+def _runs_seen(queue_bot: QueueBot) -> set[str]:
+    """The runs whose requests reached the site (each carries ``_bgw=<run>.<n>``)."""
+    with queue_bot.lab.http.lock:
+        paths = [path for _, path in queue_bot.lab.http.requests]
+    marks = [m for p in paths for m in parse_qs(urlsplit(p).query).get("_bgw", [])]
+    return {mark.rpartition(".")[0] for mark in marks}
+
+
+def _verdict_runs(slack: SlackStandIn, root_ts: str) -> list[str]:
+    """The diagnosis id of each verdict in the thread (from the key its metadata carries)."""
+    return [
+        str(m.metadata["event_payload"]["key"]).split(":")[0]
+        for m in verdicts(slack, root_ts)
+        if m.metadata
+    ]
+
+
+@pytest.mark.parametrize("webs", [1, 2])
+async def test_in_queue_mode_an_alert_and_a_502_at_the_same_moment_make_one_run(
+    queue_bot: QueueBot, tmp_path: Path, webs: int
+) -> None:
+    slack = queue_bot.slack
+    sites = lab_sites(tmp_path / "alerting.toml", queue_bot.lab.http.url(0) + "/shop")
+    settings = load_settings(sites)
+    await queue_bot.stop_web(queue_bot.bot)  # the fixture's knows no monitored site
+    front = [await queue_bot.start_web(settings) for _ in range(webs)]
+    for name in ("flight1", "flight2"):  # monitoring workers: alerts' verdicts reach them
+        await queue_bot.start_worker(name, BADGATEWAY_SITES=str(sites))
+
+    asked, _ = await asyncio.gather(
+        front[0].command("shop", channel=OPS, user=ALICE), fire_alert(front[-1], "shop")
+    )
+    assert asked.status == 200
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 2, 10, "the /502 root and the alert")
+    alert_root = next(m for m in slack.roots(OPS) if "is failing since" in m.text)
+    asked_root = next(m for m in slack.roots(OPS) if m is not alert_root)
+    await slack.wait_for(lambda: verdicts(slack, asked_root.ts), 30, "the /502 verdict")
+    await slack.wait_for(lambda: verdicts(slack, alert_root.ts), 30, "the alert's verdict")
+    await slack.wait_for(lambda: "Diagnosed:" in alert_root.text, 10, "the alert's root")
+
+    # One run: the site saw one run's requests, the queue ran one diagnosis, and both
+    # threads show its verdict, once each.
+    assert len(_runs_seen(queue_bot)) == 1, queue_bot.logs()
+    redis = connect_redis(queue_bot.lab.redis_server.url, 4, LAB_TUNING)
+    try:
+        jobs = await DiagnosisStore(redis, LAB_TUNING.keep_s).recent_jobs()
+    finally:
+        await redis.aclose()
+    diagnose_jobs = {j["key"] for j in jobs if j["function"] == "bgw.diagnose"}
+    assert len(diagnose_jobs) == 1, jobs
+    [run] = _verdict_runs(slack, asked_root.ts)
+    assert _verdict_runs(slack, alert_root.ts) == [run]

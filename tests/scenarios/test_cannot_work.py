@@ -18,17 +18,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import connect_redis
-from badgateway.bot.slack.server import EVENTS_PATH
 from badgateway.checks.settings import Settings, load_settings
 from badgateway.checks.steps import step_names
 from tests.lab.fixtures_redis import LAB_TUNING
-from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn
-from tests.lab.queue_web import ALERTS_TOKEN, OPS, WAIT_S, QueueBot, lab_sites
+from tests.lab.fixtures_slack import SlackStandIn
+from tests.lab.queue_web import OPS, WAIT_S, QueueBot, fire_alert, lab_sites
 
 STEPS = step_names()
 
@@ -168,17 +166,6 @@ async def test_worker_outlives_a_long_redis_outage_in_one_line(queue_bot: QueueB
 # -- the waiting line, kept in Redis ----------------------------------------------------------
 
 
-async def _fire_alert(web_bot: BotUnderTest, site: str) -> None:
-    url = web_bot.url.removesuffix(EVENTS_PATH) + "/alerts"
-    body = {"site": site, "status": "firing", "summary": "502s on the storefront"}
-    headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url, json=body, headers=headers) as response,
-    ):
-        assert response.status == 202, await response.text()
-
-
 def _waiting_edits(slack: SlackStandIn, ts: str) -> int:
     """How many times the root ``ts`` was edited to say it waits for a worker."""
     return sum(
@@ -232,7 +219,7 @@ async def test_waiting_line_survives_a_web_restart_and_reaches_alert_roots(
     wait_s = 3.0  # long enough to restart the web process before it passes
     first = await queue_bot.start_web(settings, wait_s)
     assert (await first.command(queue_bot.target(), channel=OPS)).status == 200
-    await _fire_alert(first, "shop")
+    await fire_alert(first, "shop")
     asked_ts, alert_ts = await _roots_of_a_502_and_an_alert(queue_bot)
 
     # The web process restarts before anyone noticed: the next one finds both in Redis.
@@ -255,7 +242,7 @@ async def test_two_web_processes_edit_each_waiting_root_once(
     settings = await _alerting_web(queue_bot, tmp_path)
     one, two = await queue_bot.start_web(settings), await queue_bot.start_web(settings)
     assert (await one.command(queue_bot.target(), channel=OPS)).status == 200
-    await _fire_alert(two, "shop")
+    await fire_alert(two, "shop")
     asked_ts, alert_ts = await _roots_of_a_502_and_an_alert(queue_bot)
     await slack.wait_for(lambda: _says_waiting(slack, asked_ts), WAIT_S + 5, "the /502 line")
     await slack.wait_for(lambda: _says_waiting(slack, alert_ts), 5, "the alert root's line")
