@@ -47,6 +47,7 @@ class ProbePoint:
     ok: bool
     what: str  # "HTTP 502 Bad Gateway from http://…"
     total_ms: float | None = None
+    place: str | None = None  # the place (vantage) it was probed from; None: one place
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,12 +58,14 @@ class ProbePoint:
             raise ProbeError("not a probe point")
         try:
             total = d.get("total_ms")
+            place = d.get("place")
             return cls(
                 str(d["target"]),
                 str(d["at"]),
                 bool(d["ok"]),
                 str(d.get("what") or ""),
                 float(total) if isinstance(total, int | float) else None,
+                str(place) if place else None,
             )
         except KeyError as exc:
             raise ProbeError(f"a probe point without {exc}") from None
@@ -207,7 +210,7 @@ def timeline(
     checks = sorted(
         [_Check(s.taken_at, s.healthy, s.cause, _total_ms(s)) for s in shown]
         + [
-            _Check(p.at, p.ok, "healthy" if p.ok else f"probe: {p.what}", p.total_ms)
+            _Check(p.at, p.ok, "healthy" if p.ok else f"{_probe_from(p)}: {p.what}", p.total_ms)
             for p in probes
             if _within(p.at, since, until)
         ],
@@ -245,6 +248,10 @@ def timeline(
         last_good_at=good_at,
         first_failure_at=checks[last_ok + 1].at if failing_now else None,
     )
+
+
+def _probe_from(point: ProbePoint) -> str:
+    return f"probe from {point.place}" if point.place else "probe"
 
 
 def _incidents_within(
@@ -337,7 +344,7 @@ def _outages(checks: list[_Check]) -> list[Outage]:
             continue
         if run:
             # A diagnosis names the cause; probes only say what they saw.
-            diagnosed = [c.cause for c in run if not c.cause.startswith("probe: ")]
+            diagnosed = [c.cause for c in run if not c.cause.startswith(("probe: ", "probe from "))]
             cause = statistics.mode(diagnosed or [c.cause for c in run])
             ended = check.at if check is not None else None
             found.append(Outage(cause, run[0].at, run[-1].at, ended, len(run)))
