@@ -80,8 +80,9 @@ async def probe_site(site: Site, settings: Settings) -> ProbeOutcome:
     is a failure; anything else (even a 404) means the site answers."""
     try:
         # By name: the context (kept to diagnose with) then names this site, not the first
-        # one at the same address.
-        ctx = await prepare(site.name, settings)
+        # one at the same address. A vantage worker without the site in its own sites file
+        # (it needs none) probes the URL.
+        ctx = await prepare(site.name if settings.site_named(site.name) else site.url, settings)
     except (TargetRefused, BadTarget) as exc:
         return ProbeOutcome(False, f"not probed: {exc}", site_facts(site, (), {}))
     if ctx.resolve_error:
@@ -125,13 +126,13 @@ def probe_timeout_s(settings: Settings, incidents: Incidents) -> int:
 
 def place_probe_functions(settings: Settings) -> list[tuple[str, Any]]:
     """The job a vantage worker runs for the monitor: probe one site from here, with this
-    worker's settings (its resolvers, its view), and answer what it saw."""
+    worker's settings (its resolvers, its view; the site as its own sites file has it, else
+    by the URL the monitor sent), and answer what it saw."""
 
-    async def monitor_probe(ctx: dict[str, Any], *, site: str, place: str) -> dict[str, Any]:
-        configured = settings.site_named(site)
-        if configured is None:
-            return {"site": site, "place": place, "skipped": "not configured here"}
-        outcome = await probe_site(configured, settings)
+    async def monitor_probe(
+        ctx: dict[str, Any], *, site: str, url: str, place: str
+    ) -> dict[str, Any]:
+        outcome = await probe_site(settings.site_named(site) or Site(site, url), settings)
         return {"site": site, "place": place, **outcome_to_dict(outcome)}
 
     return [(PLACE_PROBE_JOB, monitor_probe)]
@@ -150,7 +151,7 @@ async def probe_from_places(
         key = f"monitor:{site.name}:{round_id}@{place}"
         probe = Job(
             function=PLACE_PROBE_JOB,
-            kwargs={"site": site.name, "place": place},
+            kwargs={"site": site.name, "url": site.url, "place": place},
             key=key,
             timeout=max(1, int(wait_s)),
             retries=1,  # a lost probe is made up by the next round

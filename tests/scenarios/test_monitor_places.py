@@ -252,11 +252,13 @@ async def test_the_place_probe_answers_what_this_worker_sees(app: App) -> None:
     site = _site(app)
     settings = lab_settings(Site(site.name, app_url(app), channel=CHANNEL))
     [(name, run)] = place_probe_functions(settings)
-    answer = await run({}, site="shop", place="eu-west")
+    answer = await run({}, site="shop", url="http://127.0.0.1:9/", place="eu-west")
     assert name == "bgw.monitor_probe"
-    assert answer["ok"] is True and answer["place"] == "eu-west"
+    assert answer["ok"] is True and answer["place"] == "eu-west"  # the site as it is here
     json.dumps(answer)  # it travels through SAQ's job record
-    assert (await run({}, site="nope", place="eu-west"))["skipped"]
+    # A vantage without the site in a sites file of its own probes the URL it was sent.
+    elsewhere = await run({}, site="blog", url="http://127.0.0.1:9/", place="eu-west")
+    assert elsewhere["ok"] is False and "127.0.0.1:9" in elsewhere["what"]
 
 
 def app_url(app: App) -> str:
