@@ -365,7 +365,9 @@ def test_kubernetes_manifests_hold_the_parts_without_kubectl() -> None:
     assert "secret.env" in (KUSTOMIZE / ".gitignore").read_text(encoding="utf-8").split()
 
 
-def test_kubectl_kustomize_builds_the_manifests(tmp_path: Path) -> None:
+def _kustomized(tmp_path: Path, resource: str | None = None) -> list[Any]:
+    """`kubectl kustomize` of a copy of deploy/kubernetes (``resource``: one of its commented
+    resources added, as its comment says); skips where kubectl is not installed."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         # Debian's kubernetes-client (1.20) embeds a kustomize too old for this kustomization.
@@ -374,12 +376,20 @@ def test_kubectl_kustomize_builds_the_manifests(tmp_path: Path) -> None:
     shutil.copytree(KUSTOMIZE, work)
     # The one step the README asks before `kubectl apply -k`: a secret.env of one's own.
     shutil.copy(work / "secret.env.example", work / "secret.env")
+    if resource is not None:
+        kustomization = work / "kustomization.yaml"
+        text = kustomization.read_text(encoding="utf-8")
+        kustomization.write_text(text.replace(f"  # - {resource}", f"  - {resource}"))
     built = subprocess.run(
         [kubectl, "kustomize", str(work)], capture_output=True, text=True, timeout=60, check=False
     )
     assert built.returncode == 0, built.stderr
     assert "deprecated" not in built.stderr, built.stderr
-    docs = [d for d in yaml.safe_load_all(built.stdout) if d is not None]
+    return [d for d in yaml.safe_load_all(built.stdout) if d is not None]
+
+
+def test_kubectl_kustomize_builds_the_manifests(tmp_path: Path) -> None:
+    docs = _kustomized(tmp_path)
     kinds = Counter(d["kind"] for d in docs)
     assert kinds == Counter(Deployment=2, Service=2, StatefulSet=1, Secret=1, ConfigMap=1)
     _assert_manifests(docs)
@@ -424,20 +434,7 @@ def test_kubectl_kustomize_builds_a_vantage_worker(tmp_path: Path) -> None:
     assert "envFrom" not in container
     kustomization = (KUSTOMIZE / "kustomization.yaml").read_text(encoding="utf-8")
     assert "  # - vantage-eu-west.yaml" in kustomization  # offered, not applied by default
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    work = tmp_path / "kubernetes"
-    shutil.copytree(KUSTOMIZE, work)
-    shutil.copy(work / "secret.env.example", work / "secret.env")
-    (work / "kustomization.yaml").write_text(
-        kustomization.replace("  # - vantage-eu-west.yaml", "  - vantage-eu-west.yaml")
-    )
-    built = subprocess.run(
-        [kubectl, "kustomize", str(work)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert built.returncode == 0, built.stderr
-    docs = [d for d in yaml.safe_load_all(built.stdout) if d is not None]
+    docs = _kustomized(tmp_path, "vantage-eu-west.yaml")
     _assert_manifests(docs)
     vantage = next(d for d in docs if d["metadata"]["name"] == "badgateway-vantage-eu-west")
     spec = vantage["spec"]["template"]["spec"]

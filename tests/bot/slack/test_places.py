@@ -8,7 +8,7 @@ has.
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +21,7 @@ from badgateway.checks.context import ProbeContext
 from badgateway.checks.model import Finding, Status, StepResult
 from badgateway.checks.settings import Settings, Site
 from badgateway.checks.steps import Step
-from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn
+from tests.lab.fixtures_slack import BotUnderTest, SlackStandIn, loopback_settings
 
 PLACES = ("eu-west", "us-east")
 SEEN: list[tuple[tuple[str, ...], bool]] = []  # (places, asker_reports_failure) per run
@@ -46,12 +46,9 @@ def where_step(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[str, ...], b
 
 
 def _settings(url: str) -> Settings:
-    return Settings(
-        allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-        reload_attempts=1,
-        reload_spacing_s=0,
-        timeout_s=2,
-        diagnosis_budget_s=8,
+    base: Settings = loopback_settings()
+    return dataclasses.replace(
+        base,
         vantages=PLACES,
         sites=(Site("shop", url), Site("blog", url + "blog", vantages=())),
     )
