@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from badgateway.bot.alerts import messages
 from badgateway.bot.alerts.places import (
     ProbeOutcome,
     changed,
@@ -10,6 +11,7 @@ from badgateway.bot.alerts.places import (
     outcome_to_dict,
     where,
 )
+from badgateway.bot.alerts.store import Incident
 
 DOWN = ProbeOutcome(False, "HTTP 502 Bad Gateway from http://shop/", {"failure": ["HTTP 502"]})
 REFUSED = ProbeOutcome(False, "connection refused (http://shop/)", {"failure": ["refused"]})
@@ -65,3 +67,21 @@ def test_an_outcome_travels_as_json_and_nonsense_is_no_answer() -> None:
     assert outcome_from_dict({"ok": "yes"}) is None
     assert outcome_from_dict(None) is None
     assert outcome_from_dict([1]) is None
+
+
+def test_the_root_and_the_resolve_note_say_from_where() -> None:
+    incident = Incident.new("shop", "https://shop/", "C0OPS", since=1000.0, opened_at=1000.0)
+    incident.places = {"eu-west": "down", "us-east": "down", "ap-south": "fine"}
+    where_line = "*Where:* down from eu-west, us-east; fine from ap-south"
+    assert where_line in messages.root_text(incident, None, 1060.0).splitlines()
+    resolved = messages.resolved_note(incident, "U0BOB0001", "resolved", 1600.0)
+    assert resolved.endswith("after 10 min — down from eu-west, us-east; fine from ap-south")
+    moved = messages.places_moved_note(incident, {"fine": ["us-east"], "down": ["ap-south"]})
+    assert moved.splitlines()[:2] == [
+        ":large_green_circle: Fine again from us-east",
+        ":red_circle: Now down from ap-south too",
+    ]
+    # A site probed from one place says nothing of places.
+    incident.places = {}
+    assert "Where" not in messages.root_text(incident, None, 1060.0)
+    assert messages.recovered_note(incident, 1600.0).endswith("recovered after 10 min")
