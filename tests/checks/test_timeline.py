@@ -135,3 +135,11 @@ def test_when_a_reported_failure_started_is_read_off_the_checks_before_it() -> N
         old.taken_at, checks[1].taken_at
     )
     assert started_before(checks[1:], [], reported) is None
+
+
+def test_a_probe_from_a_place_keeps_its_place_and_the_outage_says_it() -> None:
+    point = ProbePoint("shop", "2026-12-01T11:30:00+00:00", False, "HTTP 502", 12.0, "eu-west")
+    assert ProbePoint.from_dict(point.to_dict()) == point
+    assert ProbePoint.from_dict({**point.to_dict(), "place": None}).place is None  # one place
+    shown = timeline("shop", [], [], UNTIL, probes=[point])
+    assert [o.cause for o in shown.outages] == ["probe from eu-west: HTTP 502"]
