@@ -40,7 +40,14 @@ from saq.job import TERMINAL_STATUSES, Job, Status
 
 from badgateway.bot import metrics, storage
 from badgateway.bot.alerts.incidents import Incidents
-from badgateway.bot.alerts.places import ProbeOutcome, combine, outcome_from_dict, outcome_to_dict
+from badgateway.bot.alerts.places import (
+    ProbeOutcome,
+    combine,
+    outcome_from_dict,
+    outcome_to_dict,
+    states,
+    where,
+)
 from badgateway.bot.history_store import HISTORY_BUDGET_S, HistoryStore
 from badgateway.checks.guard import TargetRefused
 from badgateway.checks.http_probe import cache_busted, fetch
@@ -245,7 +252,7 @@ async def monitor_site(ctx: dict[str, Any], *, site: str) -> dict[str, Any]:
             await keep_probe(ctx.get("history"), point)
         judged = combine(answers, incidents.settings.quorum_for(configured))
         if judged is None:  # no place said it works, too few that it fails: nothing to judge
-            log.warning("%s: not enough places answered to judge it (%s)", site, answers)
+            log.warning("%s: too few places answered to judge it: %s", site, where(states(answers)))
             answered = {p: a is not None for p, a in answers.items()}
             return {"site": site, "ok": None, "answered": answered}
         outcome = judged
