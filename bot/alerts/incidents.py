@@ -194,10 +194,10 @@ class Incidents:
         if before == incident.places:
             return
         await self.store.save(incident)
-        moved = changed(before, incident.places)
-        if incident.state != OPEN or not moved:
+        if incident.state != OPEN:
             return
-        if not await self.store.muted(incident.site):
+        moved = changed(before, incident.places)  # a place going quiet is only the root's
+        if moved and not await self.store.muted(incident.site):
             await self.posts.note(incident, messages.places_moved_note(incident, moved))
         await self.posts.refresh_root(incident)
 
