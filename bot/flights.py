@@ -6,6 +6,10 @@ or within ``window_s`` after it ended, shares it instead of starting another. Th
 ``SiteFlights``, so an alert and fifty `/502`s for one site make one run; each shows it in its
 own way (the threads that share it are the run's sharers, bot.slack.sink). *Re-run* is always
 a fresh run, which becomes the site's flight (``fresh``).
+
+A run limited to some of the site's places (`/502 shop from eu-west`) is a flight of its own,
+keyed by the target and those places (``flight_key``): it never joins a run from every place,
+nor one from other places, and a run from every place never joins it.
 """
 
 from __future__ import annotations
@@ -16,11 +20,25 @@ from dataclasses import dataclass
 
 from badgateway.bot.pipeline import Carrier, DiagnosisRequest
 from badgateway.bot.state import BotState, Flight
+from badgateway.checks.context import ProbeContext
 
 SHARE_WINDOW_S = 30.0  # bot.config.BotConfig.share_window_s
 # Brings one thread up to date with a run, (diagnosis id, steps, channel, root_ts): what it
 # posted before the thread joined, and its verdict if it is over (bot.slack.sink's ``show``).
 ShowRun = Callable[[str, list[str], str, str], Awaitable[None]]
+
+
+def limited_places(ctx: ProbeContext) -> tuple[str, ...]:
+    """The places a run is limited to, when they are not all of its site's; () otherwise."""
+    every = ctx.settings.vantages_for(ctx.target.site)
+    return ctx.places if set(ctx.places) != set(every) else ()
+
+
+def flight_key(ctx: ProbeContext) -> str:
+    """The flight a run of ``ctx`` shares: its URL, and the places when it is limited to some
+    (``https://shop/ from eu-west,us-east``: whatever order they were named in)."""
+    limited = limited_places(ctx)
+    return f"{ctx.target.url} from {','.join(sorted(limited))}" if limited else ctx.target.url
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ good check → first failure of a failure going on.
 
 A check is a diagnosis's snapshot or a scheduled probe's ``ProbePoint``: thin (ok or not,
 what it saw, its time), it fills the sparklines and the outages between diagnoses but is
-never a baseline and carries no facts to compare.
+never a baseline and carries no facts to compare. A site probed from several places keeps
+one point per place, all at the round's time: they are one check, healthy when every place
+was (else its cause names the places that failed), so one place failing all day is one
+outage, not one per round.
 
 Pure: built from the snapshots (checks.baseline), probe points and markers a store kept;
 ``Timeline.to_dict`` is the JSON of `badgateway history --json`, and the renderers
@@ -47,6 +50,7 @@ class ProbePoint:
     ok: bool
     what: str  # "HTTP 502 Bad Gateway from http://…"
     total_ms: float | None = None
+    place: str | None = None  # the place (vantage) it was probed from; None: one place
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,12 +61,14 @@ class ProbePoint:
             raise ProbeError("not a probe point")
         try:
             total = d.get("total_ms")
+            place = d.get("place")
             return cls(
                 str(d["target"]),
                 str(d["at"]),
                 bool(d["ok"]),
                 str(d.get("what") or ""),
                 float(total) if isinstance(total, int | float) else None,
+                str(place) if place else None,
             )
         except KeyError as exc:
             raise ProbeError(f"a probe point without {exc}") from None
@@ -206,11 +212,7 @@ def timeline(
     )
     checks = sorted(
         [_Check(s.taken_at, s.healthy, s.cause, _total_ms(s)) for s in shown]
-        + [
-            _Check(p.at, p.ok, "healthy" if p.ok else f"probe: {p.what}", p.total_ms)
-            for p in probes
-            if _within(p.at, since, until)
-        ],
+        + _probe_checks([p for p in probes if _within(p.at, since, until)]),
         key=lambda c: _at(c.at),
     )
     bucket_s = hours * 3600 / buckets
@@ -245,6 +247,28 @@ def timeline(
         last_good_at=good_at,
         first_failure_at=checks[last_ok + 1].at if failing_now else None,
     )
+
+
+def _probe_checks(probes: Sequence[ProbePoint]) -> list[_Check]:
+    """One check per probe, or per round of a site probed from places (its points share
+    the round's time): healthy when every place was; the cause names each that failed."""
+    rounds: dict[str, list[ProbePoint]] = {}
+    single: list[ProbePoint] = []
+    for point in probes:
+        if point.place:
+            rounds.setdefault(point.at, []).append(point)
+        else:
+            single.append(point)
+    checks = [
+        _Check(p.at, p.ok, "healthy" if p.ok else f"probe: {p.what}", p.total_ms) for p in single
+    ]
+    for at, points in rounds.items():
+        failed = [p for p in points if not p.ok]
+        totals = [p.total_ms for p in points if p.total_ms is not None]
+        cause = "; ".join(f"probe from {p.place}: {p.what}" for p in failed) or "healthy"
+        total = statistics.median(totals) if totals else None
+        checks.append(_Check(at, not failed, cause, total))
+    return checks
 
 
 def _incidents_within(
@@ -282,7 +306,7 @@ def started_before(
             for s in snapshots
             if _not_after(s.taken_at, before)
         ]
-        + [_Check(p.at, p.ok, "", None) for p in probes if _not_after(p.at, before)],
+        + _probe_checks([p for p in probes if _not_after(p.at, before)]),
         key=lambda c: _at(c.at),
     )
     last_ok = max((i for i, c in enumerate(checks) if c.healthy), default=-1)
@@ -337,7 +361,7 @@ def _outages(checks: list[_Check]) -> list[Outage]:
             continue
         if run:
             # A diagnosis names the cause; probes only say what they saw.
-            diagnosed = [c.cause for c in run if not c.cause.startswith("probe: ")]
+            diagnosed = [c.cause for c in run if not c.cause.startswith(("probe: ", "probe from "))]
             cause = statistics.mode(diagnosed or [c.cause for c in run])
             ended = check.at if check is not None else None
             found.append(Outage(cause, run[0].at, run[-1].at, ended, len(run)))

@@ -25,14 +25,15 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from badgateway.bot import storage
 from badgateway.bot.alerts import messages
 from badgateway.bot.alerts.notifier import SlackNotifier
+from badgateway.bot.alerts.places import ProbeOutcome as ProbeOutcome
+from badgateway.bot.alerts.places import changed
 from badgateway.bot.alerts.posting import AlertPosts, diagnosis_origin
 from badgateway.bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, IncidentStore, Mute
 from badgateway.bot.config import AlertPolicy
@@ -56,17 +57,6 @@ class AlertSignal:
     firing: bool
     text: str  # what it says: its summary, description or name
     starts_at: float | None = None  # when its sender saw it start (Alertmanager's startsAt)
-
-
-@dataclass(frozen=True)
-class ProbeOutcome:
-    """One scheduled probe of a site: did it work, and what it saw (for storms, diagnoses)."""
-
-    ok: bool
-    what: str  # "HTTP 502 from http://…", "connection refused to 127.0.0.1:8080"
-    facts: dict[str, list[str]] = field(default_factory=dict)
-    context: dict[str, Any] | None = None  # ProbeContext.to_dict() when the target resolved
-    total_ms: float | None = None  # how long the GET took, when it was made
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
@@ -170,6 +160,8 @@ class Incidents:
         async with self.store.site_lock(site.name):
             streak = await self.store.record_probe(site.name, outcome.ok, now)
             incident = await self.store.current(site.name)
+            if incident is not None and outcome.places and incident.state != RESOLVED:
+                await self._places_seen(incident, outcome)
             if outcome.ok:
                 if (
                     incident is not None
@@ -194,6 +186,20 @@ class Incidents:
             return await self._open(
                 site, outcome.what, "monitor", since, outcome, now, last_good_at=streak.last_ok_at
             )
+
+    async def _places_seen(self, incident: Incident, outcome: ProbeOutcome) -> None:
+        """Keep where the site fails now; while it is open, a place that moved (fine again
+        from us-east, down from eu-west too) is one note in its thread and the root's line."""
+        before, incident.places = incident.places, dict(outcome.places)
+        if before == incident.places:
+            return
+        await self.store.save(incident)
+        if incident.state != OPEN:
+            return
+        moved = changed(before, incident.places)  # a place going quiet is only the root's
+        if moved and not await self.store.muted(incident.site):
+            await self.posts.note(incident, messages.places_moved_note(incident, moved))
+        await self.posts.refresh_root(incident)
 
     async def alerts_seen(
         self,
@@ -291,6 +297,7 @@ class Incidents:
             source=source,
             facts=dict(outcome.facts) if outcome else {},
             context=outcome.context if outcome else None,
+            places=dict(outcome.places) if outcome else {},
             firing=dict(firing or {}),
             alerts=max(1, len(firing or {})),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from badgateway.bot.alerts.places import DOWN, FINE, where
 from badgateway.bot.alerts.store import OPEN, RECOVERED, RESOLVED, Incident, Mute, Storm
 from badgateway.bot.render.chat_text import waiting_for_worker_text
 from badgateway.bot.render.mentions import user_mention
@@ -76,6 +77,8 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
         )
     if incident.what_failed:
         lines.append(f"*What failed:* {escape(incident.what_failed)}")
+    if incident.places:
+        lines.append(where_line(incident))
     if incident.diagnosis == "diagnosing" and incident.waiting_since is not None:
         lines.append(f"*Diagnosis:* {waiting_for_worker_text(incident.waiting_since)}")
     elif incident.diagnosis == "diagnosing":
@@ -101,6 +104,11 @@ def root_text(incident: Incident, mute: Mute | None, now: float) -> str:
         by = f" by {user_mention(mute.by)}" if mute.by else ""
         lines.append(f":mute: Muted{by} until {slack_time(mute.until)}")
     return "\n".join(lines)
+
+
+def where_line(incident: Incident) -> str:
+    """From where the site fails, as the latest probe from each place saw it."""
+    return f"*Where:* {escape(where(incident.places))}"
 
 
 def _listed(texts: Sequence[str], limit: int) -> str:
@@ -272,15 +280,33 @@ def failing_again_note(incident: Incident, what: str) -> str:
     return f":red_circle: *{escape(incident.site)}* is failing again: {escape(what)}"
 
 
+def _where_after(incident: Incident) -> str:
+    """ " — down from eu-west; fine from us-east" for a site probed from places, else ""."""
+    return f" — {escape(where(incident.places))}" if incident.places else ""
+
+
 def recovered_note(incident: Incident, now: float) -> str:
     took = duration(now - incident.since)
-    return f":large_green_circle: *{escape(incident.site)}* recovered after {took}"
+    site = escape(incident.site)
+    return f":large_green_circle: *{site}* recovered after {took}{_where_after(incident)}"
 
 
 def resolved_note(incident: Incident, user: str | None, why: str, now: float) -> str:
     who = f" by {user_mention(user)}" if user else f" ({why})"
     took = duration(now - incident.since)
-    return f":white_check_mark: *{escape(incident.site)}* resolved{who} after {took}"
+    site = escape(incident.site)
+    return f":white_check_mark: *{site}* resolved{who} after {took}{_where_after(incident)}"
+
+
+def places_moved_note(incident: Incident, moved: dict[str, list[str]]) -> str:
+    """While an incident is open, places whose probe moved: fine again, or down too."""
+    lines = []
+    if moved.get(FINE):
+        lines.append(f":large_green_circle: Fine again from {escape(', '.join(moved[FINE]))}")
+    if moved.get(DOWN):
+        lines.append(f":red_circle: Now down from {escape(', '.join(moved[DOWN]))} too")
+    lines.append(f"*{escape(incident.site)}* now: {escape(where(incident.places))}")
+    return "\n".join(lines)
 
 
 def also_failing_note(newcomers: Sequence[Incident]) -> str:

@@ -67,6 +67,9 @@ class Incident:
     diagnosis_id: str | None = None  # the latest DiagnosisRequest.id run for it
     diagnosis_requested_at: float | None = None  # that request's created_at
     waiting_since: float | None = None  # that diagnosis is queued and no worker has taken it
+    # A site probed from places: each place's state at the latest probe (bot.alerts.places:
+    # down, fine, no answer); {}: probed from one place, or opened by an alert.
+    places: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def new(cls, site: str, url: str, channel: str | None, **kw: Any) -> Incident:

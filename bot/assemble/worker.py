@@ -30,24 +30,31 @@ from typing import Any
 
 from badgateway.bot import storage
 from badgateway.bot.alerts.incidents import Incidents
-from badgateway.bot.alerts.monitor import MONITOR_FUNCTIONS, monitor_cron_jobs
+from badgateway.bot.alerts.monitor import (
+    MONITOR_FUNCTIONS,
+    PLACE_QUEUE_KIND,
+    monitor_cron_jobs,
+    place_probe_functions,
+)
 from badgateway.bot.alerts.sink import IncidentVerdicts
 from badgateway.bot.assemble.alerts import build_incidents
-from badgateway.bot.config import BotConfig, ConfigError
+from badgateway.bot.config import BotConfig, ConfigError, QueueTuning
 from badgateway.bot.history_store import HistoryKeeper, HistoryStore, redis_history
 from badgateway.bot.pipeline import HistorySink, LoggingSink, ResultSink
 from badgateway.bot.queue.carrier import QueueCarrier
 from badgateway.bot.queue.delivery import DeliveryQueue
 from badgateway.bot.queue.health import require_redis
 from badgateway.bot.queue.places import BadPlace, vantage_queue
-from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE
-from badgateway.bot.queue.worker import FeatureJobs, work
+from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
+from badgateway.bot.queue.worker import FeatureJobs, register_place_functions, work
 from badgateway.bot.slack.sink import SlackSink
 from badgateway.bot.slack_client import make_web_client
 from badgateway.bot.state import BotState, RedisStore, open_store
 from badgateway.checks.settings import Settings
 
 MONITOR_QUEUE = "monitor"  # the monitoring jobs' own queue (see FeatureJobs)
+# A worker serving probe@PLACE (a vantage) also probes sites for the monitor from there.
+register_place_functions(PLACE_QUEUE_KIND, place_probe_functions)
 NO_TOKEN = (
     "SLACK_BOT_TOKEN is not set: a worker posts each diagnosis into its Slack thread with it "
     "(to only log results instead, set BADGATEWAY_SINK=badgateway.bot.assemble.worker:log_sink)"
@@ -96,10 +103,15 @@ def monitoring(
     return build_incidents(config, settings, carrier)
 
 
-def monitor_jobs(incidents: Incidents, history: HistoryStore | None = None) -> FeatureJobs:
+def monitor_jobs(
+    incidents: Incidents, history: HistoryStore | None, tuning: QueueTuning
+) -> FeatureJobs:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["alerts"] = incidents  # what bot.alerts.monitor's jobs use
         ctx["history"] = history  # where they keep each probe's point
+        # The places' queues (probe@PLACE), on the worker's own connection pool.
+        places = QueueHub(ctx["worker"].queue.redis, tuning)
+        ctx["place_queue"] = places.get
 
     return FeatureJobs(MONITOR_QUEUE, MONITOR_FUNCTIONS, monitor_cron_jobs(), startup)
 
@@ -159,7 +171,7 @@ async def _run(config: BotConfig, settings: Settings, queues: list[str]) -> int:
         if incidents is None:
             return await work(config, settings, queues, sink, extra_jobs=extra)
         # Verdicts of alerts' diagnoses also reach the alert's root message.
-        extra.append(monitor_jobs(incidents, history.store))
+        extra.append(monitor_jobs(incidents, history.store, config.tuning))
         return await work(
             config, settings, queues, IncidentVerdicts(sink, incidents), extra_jobs=extra
         )

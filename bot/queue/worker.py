@@ -83,6 +83,25 @@ class FeatureJobs:
     startup: Callable[[dict[str, Any]], Awaitable[None]]
 
 
+# Jobs of other features that run at a place: every worker serving a queue ``KIND@PLACE``
+# also registers ``PLACE_FUNCTIONS[KIND](settings)`` (the monitor's probe from a vantage,
+# ``probe@PLACE``: bot.alerts.monitor). Filled by the assembly (bot.assemble.worker), so that
+# however a worker for such a queue is put together, it runs them.
+PlaceFunctions = Callable[[Settings], Sequence[tuple[str, Any]]]
+PLACE_FUNCTIONS: dict[str, PlaceFunctions] = {}
+
+
+def register_place_functions(kind: str, functions: PlaceFunctions) -> None:
+    PLACE_FUNCTIONS[kind] = functions
+
+
+def place_functions(queue_name: str, settings: Settings) -> list[tuple[str, Any]]:
+    """What a worker of ``queue_name`` runs besides the diagnosis jobs (see PLACE_FUNCTIONS)."""
+    kind, at, _place = queue_name.partition("@")
+    registered = PLACE_FUNCTIONS.get(kind) if at else None
+    return list(registered(settings)) if registered is not None else []
+
+
 def worker_name(config: BotConfig) -> str:
     """Shown by `status`; SAQ splits worker ids on ':' so none may appear."""
     name = config.worker_name or f"{socket.gethostname()}-{os.getpid()}"
@@ -118,7 +137,7 @@ async def work(
     for queue_name in queues:
         queue = hub.get(queue_name)
         await queue.connect()
-        functions: list[Any] = list(runner.functions())
+        functions: list[Any] = [*runner.functions(), *place_functions(queue_name, settings)]
         extra: dict[str, Any] = {}
         feature = features.get(queue_name)
         if feature is not None:

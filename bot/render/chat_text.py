@@ -30,6 +30,8 @@ def help_text() -> str:
         [
             "*badgateway* says why a site answers 502 Bad Gateway.",
             "• `/502 shop.example.com` — diagnose a host, a URL or a site's name",
+            "• `/502 shop from eu-west` (or `from eu-west,us-east`) — probe only from those "
+            "places (`/502 sites` lists each site's)",
             "• `/502 sites` — the configured sites",
             "• `/502 status` — open incidents",
             "• `/502 history SITE` — its last day: checks, outages, changes, deploy markers",
@@ -40,6 +42,15 @@ def help_text() -> str:
             "`@badgateway help`",
             f"Checks, in order: {names}.",
         ]
+    )
+
+
+def no_places_text(settings: Settings, target: str) -> str:
+    """`/502 shop from` with nothing after ``from``: which places there are."""
+    places = ", ".join(f"`{escape(p)}`" for p in settings.vantages) or "none are configured"
+    return (
+        f"⚠️ Name the places after `from`, e.g. `/502 {escape(cut(target, 80))} from eu-west`. "
+        f"The places: {places}."
     )
 
 
@@ -75,7 +86,9 @@ def sites_text(settings: Settings) -> str:
     rows = []
     for site in settings.sites:
         channel = f" → {escape(site.channel)}" if site.channel else ""
-        rows.append(f"• `{escape(site.name)}` {escape(site.url)}{channel}")
+        places = settings.vantages_for(site)
+        where = f" · from {escape(', '.join(places))}" if places else ""
+        rows.append(f"• `{escape(site.name)}` {escape(site.url)}{channel}{where}")
     lines = ["*Configured sites*", *at_most(rows, SITES_SHOWN)]
     return cut("\n".join(lines), MAX_SECTION_TEXT)
 

@@ -25,10 +25,11 @@ from badgateway.bot.render import chat_text
 from badgateway.bot.render import slack_blocks as blocks
 from badgateway.bot.render.wording import escape
 from badgateway.bot.slack.diagnosis_threads import DiagnosisThreads
+from badgateway.bot.slack.payloads import target_and_places
 from badgateway.bot.slack_client import post_once, slack_error
 from badgateway.bot.threads import Answer, CommandHandler, Reply, ThreadKind, ThreadOwner, Threads
 from badgateway.checks.guard import TargetRefused
-from badgateway.checks.runner import prepare
+from badgateway.checks.runner import choose_places, prepare
 from badgateway.checks.settings import Settings
 from badgateway.checks.target import BadTarget, parse_target
 
@@ -203,13 +204,19 @@ class ChatOps:
         if not text:
             await ack("Give me a target to diagnose.\n" + chat_text.help_text())
             return
+        typed, places = target_and_places(cmd.text)
+        if places == []:
+            await ack(chat_text.no_places_text(self.settings, unwrap_link(typed)))
+            return
         try:
-            target = parse_target(text, self.settings)
+            target = parse_target(unwrap_link(typed), self.settings)
+            # An unknown place is refused here, before anything resolves or starts.
+            choose_places(target, self.settings, places)
         except BadTarget as exc:
             await ack(f"⚠️ {escape(str(exc))}")
             return
         # Vet (resolve, check the guard) within Slack's 3 s if DNS is quick; else ack first.
-        vetting = asyncio.ensure_future(prepare(target, self.settings))
+        vetting = asyncio.ensure_future(prepare(target, self.settings, places))
         acked = False
         try:
             ctx = await asyncio.wait_for(asyncio.shield(vetting), VET_WAIT_S)
@@ -226,6 +233,7 @@ class ChatOps:
                 return
         if not acked:
             await ack(None)
+        ctx.asker_reports_failure = True  # a person says it fails for them (client_side)
         # Answered where it was typed, always (an open alert's thread is linked from there).
         try:
             await self.diagnoses.start(ctx, user=cmd.user, channel=cmd.channel, reply=reply)

@@ -23,12 +23,13 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from badgateway.bot.flights import SiteFlights, remember_request
+from badgateway.bot.flights import SiteFlights, flight_key, limited_places, remember_request
 from badgateway.bot.pipeline import Carrier, DiagnosisRequest
 from badgateway.bot.render import chat_text
 from badgateway.bot.render import slack_blocks as blocks
 from badgateway.bot.render.mentions import user_mention
 from badgateway.bot.render.wording import ASKERS_SHOWN, asked_note, escape, on_it, thread_link
+from badgateway.bot.slack.payloads import target_and_places
 from badgateway.bot.slack.sink import SlackSink, root_view
 from badgateway.bot.slack_client import post_once, slack_error
 from badgateway.bot.state import BotState, DiagnosisThread
@@ -100,10 +101,12 @@ class DiagnosisThreads:
         """Post the root where the `/502` was typed and show the site's run in its thread."""
         diagnosis_id, steps = await self._join_flight(ctx, user)
         alert = await open_thread(self.links, ctx)
+        limited = limited_places(ctx)
         thread = DiagnosisThread(
             channel=channel,
             root_ts="",
-            target=ctx.target.raw,
+            # What *Re-run* runs again: the target, and the places it was limited to.
+            target=f"{ctx.target.raw} from {','.join(limited)}" if limited else ctx.target.raw,
             url=ctx.target.url,
             requester=user,
             created_at=time.time(),
@@ -124,7 +127,7 @@ class DiagnosisThreads:
 
     async def _join_flight(self, ctx: ProbeContext, user: str) -> tuple[str, list[str]]:
         """The site's run to show: the one running or just finished, else a new one."""
-        joined = await self.flights.join(ctx.target.url, lambda: self._flight_request(ctx, user))
+        joined = await self.flights.join(flight_key(ctx), lambda: self._flight_request(ctx, user))
         return joined.diagnosis_id, joined.steps
 
     async def _flight_request(
@@ -132,8 +135,7 @@ class DiagnosisThreads:
     ) -> DiagnosisRequest:
         """A fresh run of the whole sequence, to become the site's flight; the threads that
         show it are its sharers, none in particular is its origin."""
-        url = ctx.target.url
-        origin = {"kind": "slack", "flight": url, "user": user, "trigger": trigger}
+        origin = {"kind": "slack", "flight": flight_key(ctx), "user": user, "trigger": trigger}
         request = DiagnosisRequest.new(ctx, origin=origin)
         await remember_request(self.state, request)
         return request
@@ -228,11 +230,14 @@ class DiagnosisThreads:
             names = ", ".join(step_registry.step_names()) or "none installed"
             await reply(f"There is no check called `{escape(step)}`. Checks: {names}.")
             return
+        typed, places = target_and_places(thread.target)
         try:
-            ctx = await prepare(parse_target(thread.target, self.settings), self.settings)
+            target = parse_target(typed, self.settings)
+            ctx = await prepare(target, self.settings, places or None)
         except (BadTarget, TargetRefused) as exc:
             await reply(f"⚠️ {escape(str(exc))}")
             return
+        ctx.asker_reports_failure = True  # as the `/502` that started the thread
         previous: list[StepResult] = []
         if step is not None:
             old = await self.state.request_doc(thread.current)
@@ -266,7 +271,7 @@ class DiagnosisThreads:
         which = f"the {escape(step)} check" if step else "the whole diagnosis"
         await self.note(thread, f"🔁 {user_mention(user)} re-runs {which}.")
         if step is None:
-            await self.flights.fresh(request, ctx.target.url)
+            await self.flights.fresh(request, flight_key(ctx))
         else:
             await self.carrier.submit(request)
 

@@ -35,6 +35,20 @@ MAX_URL = 2048
 SLACK_DOMAINS = ("slack.com", "slack-gov.com")  # response_url is hooks.slack.com (-gov: GovSlack)
 
 
+_FROM_PLACES = re.compile(r"^(.*\S)\s+from(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL)
+
+
+def target_and_places(typed: str) -> tuple[str, list[str] | None]:
+    """`/502 shop from eu-west,us-east` → ("shop", ["eu-west", "us-east"]): the target, and
+    the places the asker limits the run to (commas or spaces between them); None when no
+    ``from`` was typed, [] when nothing follows it."""
+    match = _FROM_PLACES.match(typed.strip())
+    if match is None:
+        return typed.strip(), None
+    places = [p for p in re.split(r"[,\s]+", match.group(2) or "") if p]
+    return match.group(1), places
+
+
 class PayloadProblem(ValueError):
     """A field the bot needs is missing or not what Slack sends; the message says which."""
 

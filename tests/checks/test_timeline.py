@@ -135,3 +135,30 @@ def test_when_a_reported_failure_started_is_read_off_the_checks_before_it() -> N
         old.taken_at, checks[1].taken_at
     )
     assert started_before(checks[1:], [], reported) is None
+
+
+def test_a_probe_from_a_place_keeps_its_place_and_the_outage_says_it() -> None:
+    point = ProbePoint("shop", "2026-12-01T11:30:00+00:00", False, "HTTP 502", 12.0, "eu-west")
+    assert ProbePoint.from_dict(point.to_dict()) == point
+    assert ProbePoint.from_dict({**point.to_dict(), "place": None}).place is None  # one place
+    shown = timeline("shop", [], [], UNTIL, probes=[point])
+    assert [o.cause for o in shown.outages] == ["probe from eu-west: HTTP 502"]
+
+
+def test_a_round_of_places_is_one_check_and_one_place_down_all_along_is_one_outage() -> None:
+    points = []
+    for minute in range(10, 20):
+        at = f"2026-12-01T11:{minute:02d}:00+00:00"
+        points += [
+            ProbePoint("shop", at, True, "HTTP 200", 10.0, "eu-west"),
+            ProbePoint("shop", at, minute >= 15, "refused", 30.0, "us-east"),
+        ]
+    shown = timeline("shop", [], [], UNTIL, hours=1, buckets=6, probes=points)
+    assert shown.checks == 10  # rounds, not points
+    [outage] = shown.outages
+    assert outage.cause == "probe from us-east: refused" and outage.checks == 5
+    assert outage.started_at == "2026-12-01T11:10:00+00:00"
+    assert outage.ended_at == "2026-12-01T11:15:00+00:00"
+    assert shown.status[:3] == GLYPH_NONE + GLYPH_MIXED + GLYPH_NONE  # 11:10 to 11:20
+    found = started_before([], points, datetime(2026, 12, 1, 11, 30, tzinfo=UTC))
+    assert found is not None and found.last_good_at == "2026-12-01T11:19:00+00:00"

@@ -306,7 +306,7 @@ def test_chart_templates_render_their_kind_and_api_version() -> None:
         assert API_VERSIONS[kind[0]] == api[0], f"{name}: {kind[0]} is {API_VERSIONS[kind[0]]}"
         kinds[kind[0]] += 1
     assert kinds == Counter(
-        Deployment=2, Service=2, StatefulSet=1, Secret=1, ConfigMap=1, Ingress=1, ServiceMonitor=1
+        Deployment=3, Service=2, StatefulSet=1, Secret=1, ConfigMap=1, Ingress=1, ServiceMonitor=1
     )
     templates = _chart_templates()
     assert templates["servicemonitor.yaml"].startswith(
@@ -365,7 +365,9 @@ def test_kubernetes_manifests_hold_the_parts_without_kubectl() -> None:
     assert "secret.env" in (KUSTOMIZE / ".gitignore").read_text(encoding="utf-8").split()
 
 
-def test_kubectl_kustomize_builds_the_manifests(tmp_path: Path) -> None:
+def _kustomized(tmp_path: Path, resource: str | None = None) -> list[Any]:
+    """`kubectl kustomize` of a copy of deploy/kubernetes (``resource``: one of its commented
+    resources added, as its comment says); skips where kubectl is not installed."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         # Debian's kubernetes-client (1.20) embeds a kustomize too old for this kustomization.
@@ -374,12 +376,20 @@ def test_kubectl_kustomize_builds_the_manifests(tmp_path: Path) -> None:
     shutil.copytree(KUSTOMIZE, work)
     # The one step the README asks before `kubectl apply -k`: a secret.env of one's own.
     shutil.copy(work / "secret.env.example", work / "secret.env")
+    if resource is not None:
+        kustomization = work / "kustomization.yaml"
+        text = kustomization.read_text(encoding="utf-8")
+        kustomization.write_text(text.replace(f"  # - {resource}", f"  - {resource}"))
     built = subprocess.run(
         [kubectl, "kustomize", str(work)], capture_output=True, text=True, timeout=60, check=False
     )
     assert built.returncode == 0, built.stderr
     assert "deprecated" not in built.stderr, built.stderr
-    docs = [d for d in yaml.safe_load_all(built.stdout) if d is not None]
+    return [d for d in yaml.safe_load_all(built.stdout) if d is not None]
+
+
+def test_kubectl_kustomize_builds_the_manifests(tmp_path: Path) -> None:
+    docs = _kustomized(tmp_path)
     kinds = Counter(d["kind"] for d in docs)
     assert kinds == Counter(Deployment=2, Service=2, StatefulSet=1, Secret=1, ConfigMap=1)
     _assert_manifests(docs)
@@ -398,10 +408,61 @@ def test_kubectl_kustomize_builds_the_manifests(tmp_path: Path) -> None:
         assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "badgateway"
 
 
+def test_chart_renders_one_vantage_deployment_per_place_with_redis_only() -> None:
+    values = _yaml_mapping(CHART / "values.yaml")
+    assert values["vantages"] == []  # none unless listed: a place is the operator's to name
+    vantage = _chart_templates()["vantage-deployment.yaml"]
+    body = vantage.split("{{- range .Values.vantages }}", 1)[1]
+    assert body.rstrip().endswith("{{- end }}")  # the whole Deployment, once per place
+    assert 'args: ["worker", "--vantage", {{ .name | quote }}]' in body
+    assert "-vantage-{{ .name }}" in body  # one Deployment name per place
+    assert "envFrom" not in body and "SLACK_" not in body  # no Slack token: Redis only
+    assert "key: REDIS_URL" in body  # an external Redis's URL from the Secret, that key only
+    resolvers = body.split("{{- if .resolvers }}", 1)[1].split("{{- end }}", 1)[0]
+    assert "- name: BADGATEWAY_VANTAGE_RESOLVERS" in resolvers  # only when given
+    for setting in ("podSecurityContext", "securityContext"):
+        assert f"toYaml $.Values.{setting}" in body
+
+
+def test_kubectl_kustomize_builds_a_vantage_worker(tmp_path: Path) -> None:
+    """The example vantage, added to the resources as its comment says, builds: `worker
+    --vantage eu-west` with REDIS_URL and the sites file, no Secret."""
+    (doc,) = _yaml_documents(KUSTOMIZE / "vantage-eu-west.yaml")
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["worker", "--vantage", "eu-west"]
+    assert {e["name"] for e in container["env"]} == {"REDIS_URL", "BADGATEWAY_SITES"}
+    assert "envFrom" not in container
+    kustomization = (KUSTOMIZE / "kustomization.yaml").read_text(encoding="utf-8")
+    assert "  # - vantage-eu-west.yaml" in kustomization  # offered, not applied by default
+    docs = _kustomized(tmp_path, "vantage-eu-west.yaml")
+    _assert_manifests(docs)
+    vantage = next(d for d in docs if d["metadata"]["name"] == "badgateway-vantage-eu-west")
+    spec = vantage["spec"]["template"]["spec"]
+    sites = next(d for d in docs if d["kind"] == "ConfigMap")["metadata"]["name"]
+    assert {v["name"]: v for v in spec["volumes"]}["sites"]["configMap"]["name"] == sites
+    assert spec["containers"][0]["image"] == "badgateway:0.1.0"
+    # Its selector is its own: the workers' Deployment does not adopt its pods.
+    worker = next(d for d in docs if d["metadata"]["name"] == "badgateway-worker")
+    own = vantage["spec"]["selector"]["matchLabels"]
+    assert own != worker["spec"]["selector"]["matchLabels"]
+    assert own["app.kubernetes.io/component"] == "vantage"
+
+
+def test_compose_offers_a_vantage_worker_that_needs_redis_only() -> None:
+    services = _yaml_mapping(DEPLOY / "compose.yaml")["services"]
+    vantage = services["vantage-eu-west"]
+    assert vantage["profiles"] == ["vantage"]  # not started by a plain `up`
+    assert vantage["command"] == ["worker", "--vantage", "eu-west"]
+    assert set(vantage["environment"]) == {"REDIS_URL"}
+    assert "env_file" not in vantage  # no Slack token reaches it
+    assert vantage["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert vantage["healthcheck"] == {"disable": True}
+
+
 def test_compose_runs_web_two_workers_and_redis_with_aof() -> None:
     compose = _yaml_mapping(DEPLOY / "compose.yaml")
     services = compose["services"]
-    assert set(services) == {"web", "worker", "redis"}
+    assert set(services) == {"web", "worker", "redis", "vantage-eu-west"}
     web, worker, redis = services["web"], services["worker"], services["redis"]
     assert web["command"] == ["serve"]
     assert worker["command"][0] == "worker"
