@@ -10,6 +10,12 @@ a fresh run, which becomes the site's flight (``fresh``).
 A run limited to some of the site's places (`/502 shop from eu-west`) is a flight of its own,
 keyed by the target and those places (``flight_key``): it never joins a run from every place,
 nor one from other places, and a run from every place never joins it.
+
+From places, who asks changes the verdict: a person's `/502` on a site that works from every
+place is ``client_side`` (it fails where they are), while monitoring's or an alert's run of the
+same site is healthy or transient. So on a site with places, a person's run and an alert's are
+flights apart (an alert's thread never reads "it fails where you are"); without places they
+share one run as before.
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ def limited_places(ctx: ProbeContext) -> tuple[str, ...]:
 
 def flight_key(ctx: ProbeContext) -> str:
     """The flight a run of ``ctx`` shares: its URL, and the places when it is limited to some
-    (``https://shop/ from eu-west,us-east``: whatever order they were named in)."""
+    (``https://shop/ from eu-west,us-east``: whatever order they were named in); a person's
+    run from places apart from monitoring's (see the module's docstring)."""
     limited = limited_places(ctx)
-    return f"{ctx.target.url} from {','.join(sorted(limited))}" if limited else ctx.target.url
+    key = f"{ctx.target.url} from {','.join(sorted(limited))}" if limited else ctx.target.url
+    # The asker's report decides client_side only where places give the other view.
+    return f"{key} asked" if ctx.places and ctx.asker_reports_failure else key
 
 
 @dataclass(frozen=True)
