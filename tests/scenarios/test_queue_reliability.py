@@ -46,7 +46,9 @@ async def test_killed_worker_job_is_finished_by_another_exactly_once(queue_lab: 
     assert step_calls(calls, "verdict") == {(request.id, ""): 1}
     fetch = next(c for c in calls if c.get("step") == "lab_fetch")
     assert fetch["worker"] == "second" and fetch["status"] == "ok"
-    assert restarted_at - killed_at < LAB_TUNING.recovery_estimate_s() + 3
+    # Re-started by the heartbeat sweep (without it a dead worker's job is never re-run): the
+    # estimate is printed above; a loaded 2-core machine adds seconds of scheduling to it.
+    assert restarted_at - killed_at < LAB_TUNING.recovery_estimate_s() + 6
 
 
 async def test_redis_restart_mid_run_loses_no_diagnosis(queue_lab: QueueLab) -> None:
