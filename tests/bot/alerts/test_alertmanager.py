@@ -25,6 +25,9 @@ async def test_repeated_group_notifications_post_nothing_new(
     await until(lambda: len(slack_api.roots()) == 1, within_s=10, what="the alert")
     root = slack_api.roots()[0]
     await until(lambda: len(bot.carrier.requests) == 1, within_s=5, what="the diagnosis")
+    # One more notification of the group first: under load the first one's root update can
+    # still be on its way when the diagnosis is recorded; counted from here, nothing may change.
+    await notifications(bot, len(bot.answered()) + 1)
     seen = len(bot.answered())
     posts, changes = len(slack_api.messages), len(slack_api.calls_of("chat.update"))
 
