@@ -16,6 +16,10 @@ the last part assembles the step's result and goes on as a step job would. A
 ``bgw.parts_due`` job, scheduled ``host_wait_s`` later, assembles what has come if a
 machine's worker never took its part (and takes that part's job back), so a host that is
 down delays the verdict but never withholds it.
+
+A storm member's ``bgw.diagnose`` job (bot.queue.job_kinds.storm_member) runs its steps
+itself, side by side, each exactly as its step job would (same store, same checks against a
+second run); only steps read in parts still go out as part jobs.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from badgateway.bot.queue.job_kinds import (
     part_queue,
     parts_due_job,
     step_job,
+    storm_member,
 )
 from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
 from badgateway.bot.queue.store import DiagnosisStore, now_ms
@@ -87,17 +92,30 @@ async def heartbeat(job: Job, every_s: float) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-class StoredResults:
-    """``PeerResults`` across workers: another step's result, once its job has stored it."""
+Made = dict[str, "asyncio.Future[StepResult]"]  # results of the steps one job runs itself
 
-    def __init__(self, store: DiagnosisStore, req: DiagnosisRequest) -> None:
+
+class StoredResults:
+    """``PeerResults`` across workers: another step's result, once its job has stored it.
+    ``made``: a step this job runs itself hands its result over directly, rather than being
+    polled for in Redis (a storm's 200 log steps polling every 0.1 s were thousands of
+    round trips)."""
+
+    def __init__(
+        self, store: DiagnosisStore, req: DiagnosisRequest, made: Made | None = None
+    ) -> None:
         self.store = store
         self.req = req
+        self.made = made or {}
 
     def runs(self, step: str) -> bool:
         return step in self.req.steps
 
     async def result(self, step: str) -> StepResult:
+        local = self.made.get(step)
+        if local is not None:
+            found = await self.store.result(self.req.id, step)  # an earlier run's, if any
+            return found if found is not None else await asyncio.shield(local)
         while True:
             try:
                 found = await self.store.result(self.req.id, step)
@@ -147,11 +165,16 @@ class JobRunner:
 
     async def diagnose_job(self, ctx: dict[str, Any], *, request: dict[str, Any]) -> dict[str, Any]:
         req = DiagnosisRequest.from_dict(request)
+        inline = storm_member(req)  # its steps run here (bot.queue.job_kinds)
+        here: list[str] = []
         async with self._heartbeat(ctx["job"]):
             jobs: dict[str, tuple[str, Job]] = {}
             for name in req.steps:
                 places = self._places(req, name)
                 if not places:
+                    if inline:
+                        here.append(name)
+                        continue
                     jobs[name] = (DEFAULT_QUEUE, step_job(req, name, self.settings, self.tuning))
                     continue
                 for place in places:
@@ -168,19 +191,48 @@ class JobRunner:
             )
             if not req.steps:
                 await self._maybe_conclude(req, *await self.store.conclusion_state(req.id))
-        return {"routed": routed}
+            await self._run_steps(req, here)
+        return {"routed": routed, "ran": here}
+
+    async def _run_steps(self, req: DiagnosisRequest, names: list[str]) -> None:
+        """Run steps side by side in this job, each as its step job would (safe to run twice);
+        every one ends before a failure is raised, so a retry never overlaps a step left
+        running."""
+        loop = asyncio.get_running_loop()
+        made: Made = {name: loop.create_future() for name in names}
+
+        async def run(name: str) -> None:
+            try:
+                await self._run_step(req, name, made)
+            finally:
+                if not made[name].done():  # kept by an earlier run, or none: from the store
+                    found = await self.store.result(req.id, name)
+                    if found is not None:
+                        made[name].set_result(found)
+
+        done = await asyncio.gather(*(run(name) for name in names), return_exceptions=True)
+        for future in made.values():
+            future.cancel()  # a peer waiting on a step that never came is bounded anyway
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def step_job(
         self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
     ) -> dict[str, Any]:
         req = DiagnosisRequest.from_dict(request)
-
-        async def probe() -> StepResult:
-            return await self.store.keep_first(req.id, await self._probe(req, step))
-
         async with self._heartbeat(ctx["job"]):
-            await self._settle(req, step, probe)
+            await self._run_step(req, step)
         return {"step": step}
+
+    async def _run_step(self, req: DiagnosisRequest, step: str, made: Made | None = None) -> None:
+        async def probe() -> StepResult:
+            result = await self.store.keep_first(req.id, await self._probe(req, step, made))
+            if made is not None and not made[step].done():
+                made[step].set_result(result)  # the steps waiting on it go on now
+            return result
+
+        await self._settle(req, step, probe)
 
     async def part_job(
         self, ctx: dict[str, Any], *, request: dict[str, Any], step: str, place: str
@@ -271,10 +323,10 @@ class JobRunner:
             raise UnknownStep(f"this worker has no step named {name!r} that runs in parts")
         return step, self._context(req)
 
-    def _context(self, req: DiagnosisRequest) -> ProbeContext:
+    def _context(self, req: DiagnosisRequest, made: Made | None = None) -> ProbeContext:
         """The request's context, able to wait for the other steps' stored results."""
         ctx = ProbeContext.from_dict(req.context, self.settings)
-        ctx.peers = StoredResults(self.store, req)
+        ctx.peers = StoredResults(self.store, req, made)
         return ctx
 
     async def _keep_parts(
@@ -289,12 +341,14 @@ class JobRunner:
         result = assemble_parts(step, ctx, {p: stored[p] for p in places})
         return await self.store.keep_first(req.id, result)
 
-    async def _probe(self, req: DiagnosisRequest, name: str) -> StepResult:
+    async def _probe(
+        self, req: DiagnosisRequest, name: str, made: Made | None = None
+    ) -> StepResult:
         step = step_named(name)
         if step is None:
             raise UnknownStep(f"this worker has no step named {name!r}")
         # Bounded by the diagnosis budget; never raises.
-        return await run_step(step, self._context(req))
+        return await run_step(step, self._context(req, made))
 
     async def _deliver(self, req: DiagnosisRequest, result: StepResult) -> tuple[bool, set[str]]:
         await asyncio.wait_for(self.sink.step_finished(req, result), self.tuning.sink_timeout_s)
