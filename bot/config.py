@@ -90,9 +90,6 @@ class QueueTuning:
     keep_s: int = 86_400  # how long a diagnosis's results stay in Redis
     redis_retries: int = 20  # per command, while Redis restarts (≈ 10 s with the backoff)
     host_wait_s: float = 30.0  # how long logs on a host wait for a worker there to read them
-    # Storm members' diagnoses a worker runs at once (their own queue, bot.queue.job_kinds),
-    # each with all its steps: more is faster only while the worker has CPU to spare.
-    storm_concurrency: int = 50
 
     @property
     def beat_every_s(self) -> float:
@@ -129,9 +126,6 @@ class QueueTuning:
                 number("BADGATEWAY_QUEUE_REDIS_RETRIES", base.redis_retries, whole=True)
             ),
             host_wait_s=number("BADGATEWAY_QUEUE_HOST_WAIT_S", base.host_wait_s),
-            storm_concurrency=int(
-                number("BADGATEWAY_QUEUE_STORM_CONCURRENCY", base.storm_concurrency, whole=True)
-            ),
         )
 
 

@@ -17,7 +17,7 @@ import time
 
 from badgateway.bot.config import BotConfig
 from badgateway.bot.pipeline import DiagnosisRequest
-from badgateway.bot.queue.job_kinds import diagnosis_job, diagnosis_queue
+from badgateway.bot.queue.job_kinds import diagnosis_job
 from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, DiagnosisQueue
 from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import QueueTuning, connect_redis
@@ -52,7 +52,6 @@ class QueueCarrier:
         self.tuning = tuning or config.tuning
         self.on_unclaimed = on_unclaimed
         self._queue: DiagnosisQueue | None = None
-        self._others: dict[str, DiagnosisQueue] = {}  # the storm queue, on the same client
         self._store: DiagnosisStore | None = None
         self._watch: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()  # the watch and a first submit may connect together
@@ -70,22 +69,8 @@ class QueueCarrier:
             await self._store.note_queues(DEFAULT_QUEUE)
         return self._queue, self._store
 
-    def _queue_named(self, name: str) -> DiagnosisQueue:
-        """The queue of that name, on the default queue's connection (connected first)."""
-        assert self._queue is not None
-        if name == self._queue.name:
-            return self._queue
-        queue = self._others.get(name)
-        if queue is None:
-            queue = self._others[name] = DiagnosisQueue(self._queue.redis, name, self.tuning)
-        return queue
-
     async def submit(self, request: DiagnosisRequest) -> None:
-        _, store = await self._connect()
-        name = diagnosis_queue(request)
-        if name not in self._others and name != DEFAULT_QUEUE:
-            await store.note_queues(name)  # `status` shows it from now on
-        queue = self._queue_named(name)
+        queue, _ = await self._connect()
         job = diagnosis_job(request, self.settings, self.tuning)
         queued = await queue.enqueue(job)
         if queued is not None:
@@ -99,10 +84,7 @@ class QueueCarrier:
 
     async def _watch_unclaimed(self, on_unclaimed: Unclaimed) -> None:
         queue, _ = await self._connect()
-        watch = UnclaimedWatch(
-            queue.redis, self._queue_named, self.config.worker_wait_s, on_unclaimed
-        )
-        await watch.run()
+        await UnclaimedWatch(queue.redis, queue, self.config.worker_wait_s, on_unclaimed).run()
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -115,4 +97,3 @@ class QueueCarrier:
             await self._queue.redis.connection_pool.disconnect()
             self._queue = None
             self._store = None
-            self._others.clear()

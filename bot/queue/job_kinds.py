@@ -6,11 +6,9 @@ that ended for good failed.
 that holds the part's input: ``part_queue``) and ``bgw.parts_due`` (key: ``{id}:{step}:due``,
 scheduled ``host_wait_s`` later). What each job does is bot.queue.jobs.JobRunner.
 
-A grouped alert's site (a storm member) is queued on ``STORM_QUEUE`` instead of the default
-queue, and its steps run inside its ``bgw.diagnose`` job rather than one job each: two hundred
-sites failing at once are 200 jobs, not 1,200, each mostly waiting on the network, taken
-``QueueTuning.storm_concurrency`` at a time by every worker that serves the default queue, and
-never ahead of a `/502` typed meanwhile (its own queue, its own slots).
+A grouped alert's site (a storm member) runs its steps inside its ``bgw.diagnose`` job rather
+than one job each: two hundred sites failing at once are 200 jobs, not 1,200 (each job's own
+Redis round trips, and its wait for a slot, were most of a storm's time in queue mode).
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ DIAGNOSE_JOB = "bgw.diagnose"
 STEP_JOB = "bgw.step"
 PART_JOB = "bgw.part"
 PARTS_DUE_JOB = "bgw.parts_due"
-STORM_QUEUE = "storm"
 SAQ_JOB_TTL_S = 3600  # how long SAQ keeps a finished job's record (for `status` and the UI)
 
 
@@ -52,11 +49,6 @@ def storm_member(request: DiagnosisRequest) -> bool:
     """A grouped alert's site: its results go to the storm's table (and to the `/502` threads
     that share its run), so its steps need not be spread over jobs (see above)."""
     return bool(request.origin.get("storm"))
-
-
-def diagnosis_queue(request: DiagnosisRequest) -> str:
-    """The queue a request's ``bgw.diagnose`` job goes to."""
-    return STORM_QUEUE if storm_member(request) else DEFAULT_QUEUE
 
 
 def diagnosis_job(request: DiagnosisRequest, settings: Settings, tuning: QueueTuning) -> Job:

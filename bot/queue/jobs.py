@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from redis.asyncio import Redis
 from saq.job import Job, Status
 
 from badgateway.bot import logs, metrics
@@ -144,14 +145,17 @@ class JobRunner:
         sink: ResultSink,
         store: DiagnosisStore,
         tuning: QueueTuning,
+        *,
+        queue_redis: Redis | None = None,
     ) -> None:
+        """``queue_redis``: the queues' client, if not the store's (bot.queue.worker)."""
         self.settings = settings
         self.sink = sink
         self.store = store
         self.tuning = tuning
         # Every queue this runner enqueues into or serves; a job that fails for good is
         # shown in its thread (``dead_letter``).
-        self.hub = QueueHub(store.redis, tuning, on_final_failure=self.dead_letter)
+        self.hub = QueueHub(queue_redis or store.redis, tuning, on_final_failure=self.dead_letter)
 
     def functions(self) -> list[tuple[str, Any]]:
         return [

@@ -27,7 +27,6 @@ from saq.job import Status
 from badgateway.bot import storage
 from badgateway.bot.pipeline import DiagnosisRequest
 from badgateway.bot.queue.health import REDIS_DOWN
-from badgateway.bot.queue.job_kinds import diagnosis_queue
 from badgateway.bot.queue.saq_queue import DiagnosisQueue
 
 log = logging.getLogger(__name__)
@@ -59,15 +58,10 @@ class UnclaimedWatch:
     """Scans ``bgw:unclaimed`` every ``scan_s`` and reports what waits too long (see above)."""
 
     def __init__(
-        self,
-        redis: Redis,
-        queues: Callable[[str], DiagnosisQueue],
-        wait_s: float,
-        on_unclaimed: Unclaimed,
+        self, redis: Redis, queue: DiagnosisQueue, wait_s: float, on_unclaimed: Unclaimed
     ) -> None:
-        """``queues``: the queue of a name (a request's job is on ``diagnosis_queue(request)``)."""
         self.redis = redis
-        self.queues = queues
+        self.queue = queue
         self.wait_s = wait_s
         self.on_unclaimed = on_unclaimed
         self.scan_s = min(max(wait_s / 4, 0.1), SCAN_EVERY_MAX_S)
@@ -96,6 +90,10 @@ class UnclaimedWatch:
         reported = 0
         for raw_id, queued_at in due:
             request_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            job = await self.queue.job(request_id)
+            if job is None or job.status is not Status.QUEUED or job.attempts > 0:
+                await self.forget(request_id)  # a worker took it (or it is gone)
+                continue
             text = await cast(
                 "Awaitable[bytes | str | None]", self.redis.hget(requests_key(), request_id)
             )
@@ -103,10 +101,6 @@ class UnclaimedWatch:
                 await self.forget(request_id)
                 continue
             request = DiagnosisRequest.from_dict(json.loads(text))
-            job = await self.queues(diagnosis_queue(request)).job(request_id)
-            if job is None or job.status is not Status.QUEUED or job.attempts > 0:
-                await self.forget(request_id)  # a worker took it (or it is gone)
-                continue
             if request_id not in self._logged:
                 self._logged.add(request_id)
                 log.warning("diagnosis %s: no worker has taken it in %g s", request_id, self.wait_s)

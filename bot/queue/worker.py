@@ -3,8 +3,7 @@
 Run as many as the load needs, anywhere that reaches Redis (and the sites): each keeps up to
 ``BADGATEWAY_WORKER_CONCURRENCY`` jobs in flight per queue. On a host that holds a site's
 logs, run one with ``--queues default,logs@<host>`` (or only ``logs@<host>``) so that the log
-step of that site runs where the files are. A worker on the default queue also serves the
-storm queue (a grouped alert's sites), ``BADGATEWAY_QUEUE_STORM_CONCURRENCY`` at a time.
+step of that site runs where the files are.
 
 The worker process is put together (its sink, site monitoring) by bot.assemble.worker.
 SIGTERM (or Ctrl-C): the worker stops taking jobs, finishes the ones it holds (each is
@@ -31,9 +30,7 @@ from badgateway.bot.config import BotConfig
 from badgateway.bot.pipeline import ResultSink
 from badgateway.bot.queue import worker_metrics
 from badgateway.bot.queue.health import REDIS_DOWN, redis_down
-from badgateway.bot.queue.job_kinds import STORM_QUEUE
 from badgateway.bot.queue.jobs import JobRunner
-from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE
 from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import connect_redis
 from badgateway.checks.settings import Settings
@@ -41,7 +38,7 @@ from badgateway.checks.settings import Settings
 log = logging.getLogger(__name__)
 
 OUTAGE_REPEAT_S = 10.0  # while Redis is down, say so at most this often
-STORM_JOB_CONNECTIONS = 8  # Redis connections a storm member's job may use at once
+STORE_CONNECTIONS = 2  # per job slot, for what the jobs store and read (see ``work``)
 
 
 class RedisOutageLog(logging.Filter):
@@ -103,22 +100,18 @@ async def work(
     """Work the given queues (and each of ``extra_jobs``' own) until SIGTERM/SIGINT, feeding
     ``sink``. Returns the exit code."""
     tuning = config.tuning
+    concurrency = config.worker_concurrency
     features = {feature.queue: feature for feature in extra_jobs}
     queues = [*queues, *(name for name in features if name not in queues)]
-    if DEFAULT_QUEUE in queues and STORM_QUEUE not in queues:
-        queues.append(STORM_QUEUE)  # storm members' diagnoses (bot.queue.job_kinds)
-
-    def concurrency(queue_name: str) -> int:
-        return tuning.storm_concurrency if queue_name == STORM_QUEUE else config.worker_concurrency
-
-    # Each idle consumer holds one connection in BLMOVE; running jobs need a few more, and a
-    # storm member's job runs all its steps at once (a pool too small starves heartbeats).
-    connections = 20 + sum(
-        concurrency(name) * (STORM_JOB_CONNECTIONS if name == STORM_QUEUE else 2) for name in queues
-    )
-    redis = connect_redis(str(config.redis_url), connections, tuning)
-    store = DiagnosisStore(redis, tuning.keep_s)
-    runner = JobRunner(settings, sink, store, tuning)
+    # Each idle consumer holds one connection in BLMOVE; running jobs need a few more.
+    redis = connect_redis(str(config.redis_url), concurrency * len(queues) * 2 + 20, tuning)
+    # What the jobs store and read (results, deliveries) goes through a pool of its own: a
+    # storm's jobs each run several steps at once, and on the queue's pool their reads and
+    # writes kept heartbeats and SAQ's own updates waiting for a connection past the heartbeat
+    # window (measured: jobs swept as stuck while they ran, run again, dead letters).
+    store_redis = connect_redis(str(config.redis_url), concurrency * STORE_CONNECTIONS, tuning)
+    store = DiagnosisStore(store_redis, tuning.keep_s)
+    runner = JobRunner(settings, sink, store, tuning, queue_redis=redis)
     hub = runner.hub
     name = worker_name(config)
     metadata: dict[str, Any] = {"name": name, "queues": queues, "pid": os.getpid()}
@@ -137,7 +130,7 @@ async def work(
             queue,
             functions,
             id=f"{name}-{queue_name}",
-            concurrency=concurrency(queue_name),
+            concurrency=concurrency,
             # SAQ types its timers as whole seconds but sleeps on any number; the tests use
             # fractions of a second.
             timers=cast(
@@ -184,8 +177,7 @@ async def work(
         worker_metrics.push_while(redis, name, config.metrics_push_s, worked)
     )
     try:
-        # The storm queue is noted (for `status`) when a storm is first queued (the carrier).
-        await store.note_queues(*(q for q in queues if q != STORM_QUEUE))
+        await store.note_queues(*queues)
         log.warning("worker %s taking jobs from %s", name, ", ".join(queues))
         await asyncio.gather(*(w.start() for w in workers))
     finally:
@@ -195,5 +187,7 @@ async def work(
             loop.remove_signal_handler(signum)
         logging.getLogger("saq").removeFilter(outage_log)
         await hub.close()
+        await store_redis.aclose()
+        await store_redis.connection_pool.disconnect()
     log.warning("worker %s stopped", name)
     return 0
