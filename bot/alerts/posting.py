@@ -184,7 +184,7 @@ class AlertPosts:
         newcomers = [i for i in batch if i.site not in storm.sites]
         storm.sites += [i.site for i in batch if i.site not in storm.sites]
         storm.incidents += [i.id for i in batch]
-        all_facts = [i.facts for i in [await self.store.get(x) for x in storm.incidents] if i]
+        all_facts = [i.facts for i in await self.store.get_many(storm.incidents)]
         storm.shared = shared_facts(all_facts)
         await self.store.save_storm(storm, self.policy.storm_window_s)
         for incident in batch:
@@ -374,7 +374,7 @@ class AlertPosts:
         if storm is None or self.notifier is None:
             return True
         async with self.store.storm_refresh_lock(storm_id):
-            members = [i for i in [await self.store.get(x) for x in storm.incidents] if i]
+            members = await self.store.get_many(storm.incidents)
             root = messages.storm_message(storm, members, self.clock())
             ok = await self._safe(self.notifier.update_message(storm.channel, storm.root_ts, root))
             shown = await self.store.storm_groups(storm_id)
