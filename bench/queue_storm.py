@@ -1,7 +1,8 @@
 """Bench part c: a storm in queue mode — N sites (200) behind one real nginx fail at once and
 Alertmanager sends them as one grouped notification to the web process; the worker processes
 (1, then 4) diagnose every site. The time from the webhook until the storm's root accounts
-for every site ("Diagnosed: N of N"; the storm hold before the root is posted included), the
+for every site ("Diagnosed: N of N"; the storm hold before the root is posted included, and
+from the root's post on), the
 posts and updates Slack accepted, its 429s and any retried before their Retry-After, and the
 peak memory of the web process and of each worker.
 
@@ -58,20 +59,28 @@ async def run_one(stack: Stack, directory: Path, plan: Plan, workers: int) -> di
         slack = bot.slack
         goal = f"*Diagnosed:* {len(names)} of {len(names)}"
 
+        root_at: list[float] = []  # when the root was first seen (the hold is over)
+
         def accounted() -> bool:
             roots = slack.roots(ALERTS_CHANNEL)
+            if roots and not root_at:
+                root_at.append(time.monotonic())
             return len(roots) == 1 and goal in shown(slack.message(roots[0].ts))
 
         started = time.monotonic()
         status = await bot.alert(grouped_alert(names))
-        accounted_s = None
+        accounted_s = after_root_s = None
         if await bot.until(accounted, plan.within_s) is not None:
             accounted_s = round(time.monotonic() - started, 1)
+            after_root_s = round(time.monotonic() - root_at[0], 1)
         return {
             "sites": len(names),
             "workers": workers,
             "webhook_status": status,
             "accounted_for_s": accounted_s,
+            # From the root's post to every site on it: what bench/storm_bench.py measures in
+            # one process, and what the storm target (<= 15 s) is about.
+            "accounted_after_root_s": after_root_s,
             "storm_hold_s": float(plan.env.get("BADGATEWAY_ALERT_STORM_HOLD_S", DEFAULT_HOLD_S)),
             "roots": len(slack.roots(ALERTS_CHANNEL)),
             **await bot.figures(),

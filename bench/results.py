@@ -134,7 +134,8 @@ def markdown(results: dict[str, Any]) -> str:
                     [
                         s["sites"],
                         s["workers"],
-                        f"{_cell(s['accounted_for_s'])} s",
+                        f"{_cell(s['accounted_for_s'])} s "
+                        f"({_cell(s.get('accounted_after_root_s'))} s after the root)",
                         s["posts"],
                         s["updates"],
                         f"{s['refused_429']} ({s['unhonoured_429']})",

@@ -145,6 +145,8 @@ def _row(incident: Incident) -> str:
         cause = f"`{escape(incident.cause)}`"
     elif incident.diagnosis.startswith("not diagnosed"):
         cause = "not diagnosed"
+    elif incident.waiting_since is not None:  # queued, and no worker has taken it
+        cause = ":hourglass: waiting for a worker"
     else:
         cause = ":hourglass_flowing_sand: diagnosing"
     since = time.strftime("%H:%M:%S", time.gmtime(incident.since))
@@ -166,6 +168,13 @@ def storm_message(storm: Storm, members: Sequence[Incident], now: float) -> Mess
         f"*Diagnosed:* {done} of {len(members)} · *Now:* {states[OPEN]} failing, "
         f"{states[RECOVERED]} recovered, {states[RESOLVED]} resolved",
     ]
+    waiting = [
+        i.waiting_since
+        for i in members
+        if i.waiting_since is not None and not accounted_for(i) and i.state == OPEN
+    ]
+    if waiting:  # said once for the table; each waiting site's row says it too
+        head.append(f"*Diagnosis:* {waiting_for_worker_text(min(waiting))} ({len(waiting)} queued)")
     if storm.shared:
         head.append("*What they share:* " + "; ".join(escape(s) for s in storm.shared))
     ordered = sorted(members, key=lambda i: (i.cause or "~", i.site))

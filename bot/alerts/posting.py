@@ -38,6 +38,11 @@ from badgateway.checks.target import BadTarget
 log = logging.getLogger(__name__)
 
 STORM_REFRESH_S = 2.0  # a storm's root and group replies are rewritten at most this often
+# chat.update is Tier 3: about 50 a minute for the workspace. The root, every STORM_REFRESH_S,
+# spends 30 of them; a cause group's reply is rewritten at most once per this many seconds (one
+# per slot) while sites are still being diagnosed, and every changed one once the table is
+# final. Rewriting every group in every slot drew 429s that held the root's own updates back.
+GROUP_UPDATE_EVERY_S = 4.0
 
 # What a Slack call raises once the client's own retries are spent.
 SLACK_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
@@ -88,6 +93,7 @@ class AlertPosts:
         self.show_run = show_run
         self._dirty: set[str] = set()  # storms whose table changed since it was last shown
         self._pacers: dict[str, asyncio.Task[None]] = {}
+        self._group_updated_at: dict[str, float] = {}  # storm -> when a group reply was rewritten
 
     # -- the storm hold ------------------------------------------------------------------------
     async def settle(self) -> int:
@@ -178,7 +184,7 @@ class AlertPosts:
         newcomers = [i for i in batch if i.site not in storm.sites]
         storm.sites += [i.site for i in batch if i.site not in storm.sites]
         storm.incidents += [i.id for i in batch]
-        all_facts = [i.facts for i in [await self.store.get(x) for x in storm.incidents] if i]
+        all_facts = [i.facts for i in await self.store.get_many(storm.incidents)]
         storm.shared = shared_facts(all_facts)
         await self.store.save_storm(storm, self.policy.storm_window_s)
         for incident in batch:
@@ -362,23 +368,32 @@ class AlertPosts:
 
     async def _refresh_storm(self, storm_id: str) -> bool:
         """Rewrite the storm's table and its cause groups' replies (one per cause, posted when
-        the group forms, rewritten when it grows). False when a Slack call failed."""
+        the group forms, rewritten when it grows; see GROUP_UPDATE_EVERY_S). False when a
+        Slack call failed or a group's rewrite waits for a later slot."""
         storm = await self.store.get_storm(storm_id)
         if storm is None or self.notifier is None:
             return True
         async with self.store.storm_refresh_lock(storm_id):
-            members = [i for i in [await self.store.get(x) for x in storm.incidents] if i]
+            members = await self.store.get_many(storm.incidents)
             root = messages.storm_message(storm, members, self.clock())
             ok = await self._safe(self.notifier.update_message(storm.channel, storm.root_ts, root))
             shown = await self.store.storm_groups(storm_id)
+            final = all(messages.accounted_for(i) for i in members)
+            since = time.monotonic() - self._group_updated_at.get(storm_id, -GROUP_UPDATE_EVERY_S)
+            rewrites = len(shown) if final else int(since >= GROUP_UPDATE_EVERY_S)
             for cause, group in cause_groups(members):
                 text = messages.group_reply(cause, group, cause_title(cause))
                 digest = hashlib.sha1(text.encode()).hexdigest()[:12]
                 ts, was = shown.get(cause, ("", ""))
                 if ts and was == digest:
                     continue
+                if ts and rewrites <= 0:
+                    ok = False  # rewritten in a later slot
+                    continue
                 try:
                     if ts:
+                        rewrites -= 1
+                        self._group_updated_at[storm_id] = time.monotonic()
                         await self.notifier.update(storm.channel, ts, text)
                     else:
                         key = f"{storm_id}:group:{cause}"

@@ -160,6 +160,13 @@ class IncidentStore:
         text = await self.redis.get(_key("incident", incident_id))
         return storage.load(Incident, text) if text else None
 
+    async def get_many(self, incident_ids: list[str]) -> list[Incident]:
+        """The incidents that still exist, in order, in one round trip (a storm's 200)."""
+        if not incident_ids:
+            return []
+        texts = await self.redis.mget([_key("incident", i) for i in incident_ids])
+        return [storage.load(Incident, text) for text in texts if text]
+
     async def current(self, site: str) -> Incident | None:
         """The site's open (or recently recovered) incident, if any."""
         incident_id = await self.redis.get(_key("current", site))

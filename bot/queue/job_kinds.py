@@ -7,6 +7,10 @@ that holds the part's input: ``part_queue``) and ``bgw.parts_due`` (key: ``{id}:
 scheduled ``host_wait_s`` later) and ``bgw.assemble`` (key: ``{id}:{step}:assemble``, on the
 default queue: a vantage worker that stored a step's last part hands the rest over to the
 workers that hold the sink, bot.queue.places). What each job does is bot.queue.jobs.JobRunner.
+
+A grouped alert's site (a storm member) runs its steps inside its ``bgw.diagnose`` job rather
+than one job each: two hundred sites failing at once are 200 jobs, not 1,200 (each job's own
+Redis round trips, and its wait for a slot, were most of a storm's time in queue mode).
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ def job_options(settings: Settings, tuning: QueueTuning) -> dict[str, Any]:
         "retry_backoff": tuning.retry_delay_cap_s,
         "ttl": SAQ_JOB_TTL_S,
     }
+
+
+def storm_member(request: DiagnosisRequest) -> bool:
+    """A grouped alert's site: its results go to the storm's table (and to the `/502` threads
+    that share its run), so its steps need not be spread over jobs (see above)."""
+    return bool(request.origin.get("storm"))
 
 
 def diagnosis_job(request: DiagnosisRequest, settings: Settings, tuning: QueueTuning) -> Job:

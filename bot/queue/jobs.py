@@ -19,6 +19,10 @@ down delays the verdict but never withholds it.
 
 A runner without a sink is a vantage worker's (bot.queue.places): it only runs parts, and the
 one that stores a step's last part hands the step on to the default queue (``bgw.assemble``).
+
+A storm member's ``bgw.diagnose`` job (bot.queue.job_kinds.storm_member) runs its steps
+itself, side by side, each exactly as its step job would (same store, same checks against a
+second run); only steps read in parts still go out as part jobs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from redis.asyncio import Redis
 from saq.job import Job, Status
 
 from badgateway.bot import logs, metrics
@@ -52,6 +57,7 @@ from badgateway.bot.queue.job_kinds import (
     part_queue,
     parts_due_job,
     step_job,
+    storm_member,
 )
 from badgateway.bot.queue.places import HERE, keep_part, late_reason
 from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
@@ -92,17 +98,30 @@ async def heartbeat(job: Job, every_s: float) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-class StoredResults:
-    """``PeerResults`` across workers: another step's result, once its job has stored it."""
+Made = dict[str, "asyncio.Future[StepResult]"]  # results of the steps one job runs itself
 
-    def __init__(self, store: DiagnosisStore, req: DiagnosisRequest) -> None:
+
+class StoredResults:
+    """``PeerResults`` across workers: another step's result, once its job has stored it.
+    ``made``: a step this job runs itself hands its result over directly, rather than being
+    polled for in Redis (a storm's 200 log steps polling every 0.1 s were thousands of
+    round trips)."""
+
+    def __init__(
+        self, store: DiagnosisStore, req: DiagnosisRequest, made: Made | None = None
+    ) -> None:
         self.store = store
         self.req = req
+        self.made = made or {}
 
     def runs(self, step: str) -> bool:
         return step in self.req.steps
 
     async def result(self, step: str) -> StepResult:
+        local = self.made.get(step)
+        if local is not None:
+            found = await self.store.result(self.req.id, step)  # an earlier run's, if any
+            return found if found is not None else await asyncio.shield(local)
         while True:
             try:
                 found = await self.store.result(self.req.id, step)
@@ -131,14 +150,17 @@ class JobRunner:
         sink: ResultSink | None,  # None: a vantage worker's, which hands results on
         store: DiagnosisStore,
         tuning: QueueTuning,
+        *,
+        queue_redis: Redis | None = None,
     ) -> None:
+        """``queue_redis``: the queues' client, if not the store's (bot.queue.worker)."""
         self.settings = settings
         self.sink = sink
         self.store = store
         self.tuning = tuning
         # Every queue this runner enqueues into or serves; a job that fails for good is
         # shown in its thread (``dead_letter``).
-        self.hub = QueueHub(store.redis, tuning, on_final_failure=self.dead_letter)
+        self.hub = QueueHub(queue_redis or store.redis, tuning, on_final_failure=self.dead_letter)
 
     def functions(self) -> list[tuple[str, Any]]:
         return [
@@ -153,11 +175,16 @@ class JobRunner:
 
     async def diagnose_job(self, ctx: dict[str, Any], *, request: dict[str, Any]) -> dict[str, Any]:
         req = DiagnosisRequest.from_dict(request)
+        inline = storm_member(req)  # its steps run here (bot.queue.job_kinds)
+        here: list[str] = []
         async with self._heartbeat(ctx["job"]):
             jobs: dict[str, tuple[str, Job]] = {}
             for name in req.steps:
                 places = self._places(req, name)
                 if not places:
+                    if inline:
+                        here.append(name)
+                        continue
                     jobs[name] = (DEFAULT_QUEUE, step_job(req, name, self.settings, self.tuning))
                     continue
                 for place in places:
@@ -176,19 +203,48 @@ class JobRunner:
             )
             if not req.steps:
                 await self._maybe_conclude(req, *await self.store.conclusion_state(req.id))
-        return {"routed": routed}
+            await self._run_steps(req, here)
+        return {"routed": routed, "ran": here}
+
+    async def _run_steps(self, req: DiagnosisRequest, names: list[str]) -> None:
+        """Run steps side by side in this job, each as its step job would (safe to run twice);
+        every one ends before a failure is raised, so a retry never overlaps a step left
+        running."""
+        loop = asyncio.get_running_loop()
+        made: Made = {name: loop.create_future() for name in names}
+
+        async def run(name: str) -> None:
+            try:
+                await self._run_step(req, name, made)
+            finally:
+                if not made[name].done():  # kept by an earlier run, or none: from the store
+                    found = await self.store.result(req.id, name)
+                    if found is not None:
+                        made[name].set_result(found)
+
+        done = await asyncio.gather(*(run(name) for name in names), return_exceptions=True)
+        for future in made.values():
+            future.cancel()  # a peer waiting on a step that never came is bounded anyway
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def step_job(
         self, ctx: dict[str, Any], *, request: dict[str, Any], step: str
     ) -> dict[str, Any]:
         req = DiagnosisRequest.from_dict(request)
-
-        async def probe() -> StepResult:
-            return await self.store.keep_first(req.id, await self._probe(req, step))
-
         async with self._heartbeat(ctx["job"]):
-            await self._settle(req, step, probe)
+            await self._run_step(req, step)
         return {"step": step}
+
+    async def _run_step(self, req: DiagnosisRequest, step: str, made: Made | None = None) -> None:
+        async def probe() -> StepResult:
+            result = await self.store.keep_first(req.id, await self._probe(req, step, made))
+            if made is not None and not made[step].done():
+                made[step].set_result(result)  # the steps waiting on it go on now
+            return result
+
+        await self._settle(req, step, probe)
 
     async def part_job(
         self, ctx: dict[str, Any], *, request: dict[str, Any], step: str, place: str
@@ -303,10 +359,10 @@ class JobRunner:
             raise UnknownStep(f"this worker has no step named {name!r} that runs in parts")
         return step, self._context(req)
 
-    def _context(self, req: DiagnosisRequest) -> ProbeContext:
+    def _context(self, req: DiagnosisRequest, made: Made | None = None) -> ProbeContext:
         """The request's context, able to wait for the other steps' stored results."""
         ctx = ProbeContext.from_dict(req.context, self.settings)
-        ctx.peers = StoredResults(self.store, req)
+        ctx.peers = StoredResults(self.store, req, made)
         return ctx
 
     async def _keep_parts(
@@ -321,12 +377,14 @@ class JobRunner:
         result = assemble_parts(step, ctx, {p: stored[p] for p in places})
         return await self.store.keep_first(req.id, result)
 
-    async def _probe(self, req: DiagnosisRequest, name: str) -> StepResult:
+    async def _probe(
+        self, req: DiagnosisRequest, name: str, made: Made | None = None
+    ) -> StepResult:
         step = step_named(name)
         if step is None:
             raise UnknownStep(f"this worker has no step named {name!r}")
         # Bounded by the diagnosis budget; never raises.
-        return await run_step(step, self._context(req))
+        return await run_step(step, self._context(req, made))
 
     async def _deliver(self, req: DiagnosisRequest, result: StepResult) -> tuple[bool, set[str]]:
         if self.sink is None:

@@ -39,6 +39,7 @@ from badgateway.checks.settings import Settings
 log = logging.getLogger(__name__)
 
 OUTAGE_REPEAT_S = 10.0  # while Redis is down, say so at most this often
+STORE_CONNECTIONS = 2  # per job slot, for what the jobs store and read (see ``work``)
 
 
 class RedisOutageLog(logging.Filter):
@@ -126,8 +127,13 @@ async def work(
     queues = [*queues, *(name for name in features if name not in queues)]
     # Each idle consumer holds one connection in BLMOVE; running jobs need a few more.
     redis = connect_redis(str(config.redis_url), concurrency * len(queues) * 2 + 20, tuning)
-    store = DiagnosisStore(redis, tuning.keep_s)
-    runner = JobRunner(settings, sink, store, tuning)
+    # What the jobs store and read (results, deliveries) goes through a pool of its own: a
+    # storm's jobs each run several steps at once, and on the queue's pool their reads and
+    # writes kept heartbeats and SAQ's own updates waiting for a connection past the heartbeat
+    # window (measured: jobs swept as stuck while they ran, run again, dead letters).
+    store_redis = connect_redis(str(config.redis_url), concurrency * STORE_CONNECTIONS, tuning)
+    store = DiagnosisStore(store_redis, tuning.keep_s)
+    runner = JobRunner(settings, sink, store, tuning, queue_redis=redis)
     hub = runner.hub
     name = worker_name(config)
     metadata: dict[str, Any] = {"name": name, "queues": queues, "pid": os.getpid()}
@@ -205,5 +211,7 @@ async def work(
             loop.remove_signal_handler(signum)
         logging.getLogger("saq").removeFilter(outage_log)
         await hub.close()
+        await store_redis.aclose()
+        await store_redis.connection_pool.disconnect()
     log.warning("worker %s stopped", name)
     return 0

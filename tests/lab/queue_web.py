@@ -118,16 +118,40 @@ class QueueBot:
         return "\n".join(f"--- {w.name}\n{w.output()[-3000:]}" for w in self.lab.workers)
 
 
-async def fire_alert(web_bot: BotUnderTest, site: str) -> None:
-    """A simple webhook's firing alert for ``site``, to that web process (202 expected)."""
-    url = web_bot.url.removesuffix(EVENTS_PATH) + "/alerts"
-    body = {"site": site, "status": "firing", "summary": "502s on the storefront"}
+async def _post_alert(web_bot: BotUnderTest, path: str, body: dict[str, Any]) -> None:
+    """An alert webhook's POST to that web process, with the token (202 expected)."""
+    url = web_bot.url.removesuffix(EVENTS_PATH) + path
     headers = {"Authorization": f"Bearer {ALERTS_TOKEN}"}
     async with (
         aiohttp.ClientSession() as session,
         session.post(url, json=body, headers=headers) as response,
     ):
         assert response.status == 202, await response.text()
+
+
+async def fire_alert(web_bot: BotUnderTest, site: str) -> None:
+    """A simple webhook's firing alert for ``site``, to that web process (202 expected)."""
+    body = {"site": site, "status": "firing", "summary": "502s on the storefront"}
+    await _post_alert(web_bot, "/alerts", body)
+
+
+async def fire_grouped_alert(web_bot: BotUnderTest, names: list[str]) -> None:
+    """One Alertmanager notification with a firing alert per site: a storm (5 sites or more)."""
+    body = {
+        "version": "4",
+        "status": "firing",
+        "groupLabels": {"alertname": "SiteDown"},
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "SiteDown", "site": name},
+                "annotations": {"summary": f"{name} answers 502"},
+                "fingerprint": f"{n:016x}",
+            }
+            for n, name in enumerate(names)
+        ],
+    }
+    await _post_alert(web_bot, "/alerts/alertmanager", body)
 
 
 def lab_sites(path: Path, site_url: str | None = None) -> Path:

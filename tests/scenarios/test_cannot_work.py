@@ -24,9 +24,17 @@ from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import connect_redis
 from badgateway.checks.settings import Settings, load_settings
 from badgateway.checks.steps import step_names
+from tests.lab.alerts import shown
 from tests.lab.fixtures_redis import LAB_TUNING
 from tests.lab.fixtures_slack import SlackStandIn
-from tests.lab.queue_web import OPS, WAIT_S, QueueBot, fire_alert, lab_sites
+from tests.lab.queue_web import (
+    OPS,
+    WAIT_S,
+    QueueBot,
+    fire_alert,
+    fire_grouped_alert,
+    lab_sites,
+)
 
 STEPS = step_names()
 
@@ -249,3 +257,43 @@ async def test_two_web_processes_edit_each_waiting_root_once(
 
     await _worker_completes_both(queue_bot, tmp_path / "alerting.toml", asked_ts, alert_ts)
     assert _waiting_edits(slack, asked_ts) == _waiting_edits(slack, alert_ts) == 1
+
+
+def _storm_sites(path: Path, url: str, names: list[str]) -> Path:
+    """The lab's settings with ``names`` as monitored sites (so a grouped alert maps to them)."""
+    lab_sites(path)
+    text = path.read_text(encoding="utf-8")
+    for name in names:
+        text += f'\n[[site]]\nname = "{name}"\nurl = "{url}/{name}"\ninterval_s = 3600\n'
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def test_storm_table_says_its_sites_wait_for_a_worker_until_one_takes_them(
+    queue_bot: QueueBot, tmp_path: Path
+) -> None:
+    slack = queue_bot.slack
+    names = [f"shop{n}" for n in range(5)]
+    sites = _storm_sites(tmp_path / "storm.toml", queue_bot.lab.http.url(0), names)
+    await queue_bot.stop_web(queue_bot.bot)
+    web_bot = await queue_bot.start_web(load_settings(sites))
+    await fire_grouped_alert(web_bot, names)
+    await slack.wait_for(lambda: len(slack.roots(OPS)) == 1, 5, "the storm's root")
+    storm_ts = slack.roots(OPS)[0].ts
+
+    # No worker: after BADGATEWAY_WORKER_WAIT_S the table says so, on every site's row.
+    await slack.wait_for(lambda: _says_waiting(slack, storm_ts), WAIT_S + 8, "the table's line")
+    await slack.wait_for(
+        lambda: "(5 queued)" in shown(slack.message(storm_ts)), 8, "every site waiting"
+    )
+    table = shown(slack.message(storm_ts))
+    assert "is `badgateway worker` running?" in table
+    assert all(f"*{name}* · :hourglass: waiting for a worker" in table for name in names), table
+
+    # A worker comes: each site's cause replaces its waiting row, and the line goes.
+    await queue_bot.start_worker("late", BADGATEWAY_SITES=str(sites))
+    await slack.wait_for(
+        lambda: "*Diagnosed:* 5 of 5" in shown(slack.message(storm_ts)), 30, "every cause"
+    )
+    await slack.wait_for(lambda: not _says_waiting(slack, storm_ts), 5, "the line gone")
+    assert len(slack.roots(OPS)) == 1

@@ -159,6 +159,7 @@ async def test_show_posts_one_sites_diagnosis_on_demand(
     await incidents.flush(force=True)
     [root] = slack_api.roots(CHANNEL)
     await storm_bot.carrier.drain()
+    await incidents.posts.drain()  # the table and the groups' replies are final
     owner = await storm_bot.chat.owner(CHANNEL, root.ts)
     assert isinstance(owner, AlertThreadOwner)
     private: list[str] = []
