@@ -43,6 +43,9 @@ from badgateway.bot.pipeline import Carrier
 from badgateway.checks.settings import Settings, Site, default_port
 from badgateway.checks.timeline import REOPENED, IncidentRecord, started_before
 
+# While an incident is open, places moving (fine again from us-east, down from eu-west too)
+# are one thread note per this window at most; the root's Where line follows every round.
+PLACE_NOTE_EVERY_S = 300.0
 WAITING_SHOWN_TTL_S = 7 * 24 * 3600.0  # an incident's diagnosis is said to wait once
 
 log = logging.getLogger(__name__)
@@ -193,11 +196,23 @@ class Incidents:
         before, incident.places = incident.places, dict(outcome.places)
         if before == incident.places:
             return
+        moved = changed(before, incident.places)  # a place going quiet is only the root's
+        now = self.clock()
+        noted = incident.places_noted_at
+        # A place flapping every round is one note per window, not one per round (no alert
+        # storm in the thread); the root's Where line always shows the latest round.
+        note = (
+            incident.state == OPEN
+            and bool(moved)
+            and (noted is None or now - noted >= PLACE_NOTE_EVERY_S)
+            and not await self.store.muted(incident.site)
+        )
+        if note:
+            incident.places_noted_at = now
         await self.store.save(incident)
         if incident.state != OPEN:
             return
-        moved = changed(before, incident.places)  # a place going quiet is only the root's
-        if moved and not await self.store.muted(incident.site):
+        if note:
             await self.posts.note(incident, messages.places_moved_note(incident, moved))
         await self.posts.refresh_root(incident)
 

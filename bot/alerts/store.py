@@ -70,6 +70,7 @@ class Incident:
     # A site probed from places: each place's state at the latest probe (bot.alerts.places:
     # down, fine, no answer); {}: probed from one place, or opened by an alert.
     places: dict[str, str] = field(default_factory=dict)
+    places_noted_at: float | None = None  # the last "fine again from …" note (one per window)
 
     @classmethod
     def new(cls, site: str, url: str, channel: str | None, **kw: Any) -> Incident:
