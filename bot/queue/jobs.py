@@ -483,12 +483,16 @@ class JobRunner:
                 stored = await self.store.keep_first(req.id, record)
                 await self._deliver_dead_letter(req, stored)
         elif job.function == DIAGNOSE_JOB:
-            # Dispatch itself failed: every step without a result is shown as failed.
+            # Dispatch itself failed (a storm member: its steps, run inside this job): every
+            # step without a result is shown as failed.
+            what = (
+                "the diagnosis's job (which runs a storm site's steps) failed"
+                if storm_member(req)
+                else "the diagnosis could not be dispatched"
+            )
             for step in req.steps:
                 if await self.store.result(req.id, step) is None:
-                    record = failed_step_result(
-                        step, job.attempts, f"the diagnosis could not be dispatched: {reason}"
-                    )
+                    record = failed_step_result(step, job.attempts, f"{what}: {reason}")
                     stored = await self.store.keep_first(req.id, record)
                     await self._deliver_dead_letter(req, stored)
         with contextlib.suppress(ConclusionPending):
