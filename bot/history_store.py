@@ -277,7 +277,12 @@ class RedisHistory:
         self.retention = retention or HistoryRetention()
 
     async def load(self, target: str) -> History:
-        raw_good = await self.redis.get(key("baseline", target))
+        # One round trip, not five: every verdict reads it (a storm's 200 at once).
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(key("baseline", target))
+            for kind in ("history", "markers", "probes", "incidents"):
+                pipe.lrange(key(kind, target), 0, -1)
+            raw_good, recent, markers, probes, incidents = await pipe.execute()
         last_good = None
         if raw_good:
             with contextlib.suppress(ValueError):
@@ -285,15 +290,11 @@ class RedisHistory:
         days = self.retention.days
         return History(
             last_good,
-            _within_days(await self._list("history", target, Snapshot.from_dict), days),
-            _within_days(await self._list("markers", target, Marker.from_dict), days),
-            _within_days(await self._list("probes", target, ProbePoint.from_dict), days),
-            _within_days(await self._list("incidents", target, IncidentRecord.from_dict), days),
+            _within_days(_readable(recent, Snapshot.from_dict, text=True), days),
+            _within_days(_readable(markers, Marker.from_dict, text=True), days),
+            _within_days(_readable(probes, ProbePoint.from_dict, text=True), days),
+            _within_days(_readable(incidents, IncidentRecord.from_dict, text=True), days),
         )
-
-    async def _list(self, kind: str, target: str, read: Callable[[Any], Read]) -> list[Read]:
-        raw = await self.redis.lrange(key(kind, target), 0, -1)  # type: ignore[misc]
-        return _readable(raw, read, text=True)
 
     async def keep(self, snapshot: Snapshot) -> None:
         target, text = snapshot.target, json.dumps(snapshot.to_dict())

@@ -62,6 +62,13 @@ class StateStore(Protocol):
         self, key: str, field: str, value: str, ttl_s: float | None = None
     ) -> None: ...
 
+    async def hash_replace_then_read(
+        self, key: str, field: str, value: str, ttl_s: float | None, read_key: str
+    ) -> tuple[str | None, dict[str, str]]:
+        """Set a hash field as ``hash_set`` does; return the value it replaced and the hash at
+        ``read_key`` as it is after the set (one round trip)."""
+        ...
+
     async def claim(self, key: str, ttl_s: float) -> bool:
         """Set ``key`` only if absent (SET NX EX); True when this caller set it."""
         ...
@@ -114,6 +121,13 @@ class MemoryStore:
         current[field] = value
         self._put(key, current, ttl_s)
 
+    async def hash_replace_then_read(
+        self, key: str, field: str, value: str, ttl_s: float | None, read_key: str
+    ) -> tuple[str | None, dict[str, str]]:
+        previous = (self._alive(key) or {}).get(field)
+        await self.hash_set(key, field, value, ttl_s)
+        return previous, await self.hash_get_all(read_key)
+
     async def claim(self, key: str, ttl_s: float) -> bool:
         if self._alive(key) is not None:
             return False
@@ -161,6 +175,18 @@ class RedisStore:
                 pipe.pexpire(key, int(ttl_s * 1000))
             await pipe.execute()
 
+    async def hash_replace_then_read(
+        self, key: str, field: str, value: str, ttl_s: float | None, read_key: str
+    ) -> tuple[str | None, dict[str, str]]:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, field)
+            pipe.hset(key, field, value)
+            if ttl_s:
+                pipe.pexpire(key, int(ttl_s * 1000))
+            pipe.hgetall(read_key)
+            previous, *_, read = await pipe.execute()
+        return previous, dict(read)
+
     async def claim(self, key: str, ttl_s: float) -> bool:
         return await storage.claim(self.redis, key, ttl_s)
 
@@ -185,6 +211,11 @@ class RedisStore:
 
 def _posted_key(diagnosis_id: str, channel: str, root_ts: str) -> str:
     return storage.key("slack", "diag", diagnosis_id, "ts", channel, root_ts)
+
+
+def _threads_of(sharers: dict[str, str]) -> list[tuple[str, str]]:
+    """The threads (channel, root_ts) a diagnosis' sharers hash names."""
+    return [(channel, root_ts) for channel, _, root_ts in (k.partition(":") for k in sharers)]
 
 
 def open_store(redis_url: str | None) -> StateStore:
@@ -300,6 +331,21 @@ class BotState:
         """Message ts per step name (and VERDICT_FIELD for the verdict) in one thread."""
         return await self.store.hash_get_all(_posted_key(diagnosis_id, channel, root_ts))
 
+    async def record_result_then_sharers(
+        self, diagnosis_id: str, result: StepResult
+    ) -> tuple[StepResult | None, list[tuple[str, str]]]:
+        """``record_result``, then ``sharers`` read after it (a thread joining now is among
+        them or reads the result itself), in one round trip; also the result it replaced."""
+        previous, sharers = await self.store.hash_replace_then_read(
+            storage.key("slack", "diag", diagnosis_id, "results"),
+            result.name,
+            json.dumps(result.to_dict()),
+            DIAGNOSIS_TTL_S,
+            storage.key("slack", "diag", diagnosis_id, "sharers"),
+        )
+        replaced = None if previous is None else StepResult.from_dict(json.loads(previous))
+        return replaced, _threads_of(sharers)
+
     async def record_posted(
         self, diagnosis_id: str, channel: str, root_ts: str, part: str, ts: str
     ) -> None:
@@ -326,7 +372,7 @@ class BotState:
     async def sharers(self, diagnosis_id: str) -> list[tuple[str, str]]:
         """The threads (channel, root_ts) that show this diagnosis, in no particular order."""
         raw = await self.store.hash_get_all(storage.key("slack", "diag", diagnosis_id, "sharers"))
-        return [(channel, root_ts) for channel, _, root_ts in (k.partition(":") for k in raw)]
+        return _threads_of(raw)
 
     async def add_sharer(self, diagnosis_id: str, channel: str, root_ts: str) -> None:
         await self.store.hash_set(

@@ -65,10 +65,14 @@ class DeliveryCut(Exception):
 HandOut = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def _origin_thread(request: DiagnosisRequest) -> list[tuple[str, str]]:
-    """The thread named in the request's origin, if any (a flight's threads are sharers)."""
+def _with_origin(
+    request: DiagnosisRequest, sharers: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Every thread showing the request's run: the one named in its origin, if any (a
+    flight's threads are sharers), and its sharers."""
     channel, root_ts = request.origin.get("channel"), request.origin.get("root_ts")
-    return [(str(channel), str(root_ts))] if channel and root_ts else []
+    origin = [(str(channel), str(root_ts))] if channel and root_ts else []
+    return list(dict.fromkeys([*origin, *sharers]))
 
 
 async def root_view(state: BotState, thread: DiagnosisThread) -> dict[str, Any]:
@@ -134,12 +138,16 @@ class SlackSink:
         self.roots.want(channel, root_ts, render, progress=progress)
 
     async def step_finished(self, request: DiagnosisRequest, result: StepResult) -> None:
-        before = (await self.state.results(request.id)).get(result.name)
-        await self.state.record_result(request.id, result)
+        # One round trip: a storm's site is watched by no thread, and takes 1,000 of these.
+        before, sharers = await self.state.record_result_then_sharers(request.id, result)
         # Delivered again with different content (a re-run job): its replies are updated.
         changed = before is not None and before.to_dict() != result.to_dict()
         await self._each_thread(
-            request, result.name, redelivered=result.name if changed else None, diagnosis=None
+            request,
+            result.name,
+            _with_origin(request, sharers),
+            redelivered=result.name if changed else None,
+            diagnosis=None,
         )
 
     async def diagnosis_finished(self, request: DiagnosisRequest, diagnosis: Diagnosis) -> None:
@@ -152,31 +160,31 @@ class SlackSink:
         await self.state.record_diagnosis(request.id, diagnosis.to_dict())
         # The roots show the verdict as soon as it is known: under Tier 3 their updates take
         # about as long as the threads' posts, so they start now rather than after them.
-        for channel, root_ts in await self._threads(request):
+        threads = _with_origin(request, await self.state.sharers(request.id))
+        for channel, root_ts in threads:
             thread = await self.state.thread(channel, root_ts)
             if thread is not None and thread.current == request.id:
                 self.refresh_root(thread)
-        await self._each_thread(request, VERDICT_FIELD, redelivered=None, diagnosis=diagnosis)
+        await self._each_thread(
+            request, VERDICT_FIELD, threads, redelivered=None, diagnosis=diagnosis
+        )
         flight = request.origin.get("flight")
         if flight:
             await self.state.land_flight(str(flight), request.id)
-
-    async def _threads(self, request: DiagnosisRequest) -> list[tuple[str, str]]:
-        """Every thread showing the request's run: its origin's, if any, and its sharers."""
-        return list(
-            dict.fromkeys([*_origin_thread(request), *await self.state.sharers(request.id)])
-        )
 
     async def _each_thread(
         self,
         request: DiagnosisRequest,
         part: str,
+        threads: list[tuple[str, str]],
         *,
         redelivered: str | None,
         diagnosis: Diagnosis | None,
     ) -> None:
-        """Show ``part`` (a step's name, or VERDICT_FIELD) in every thread of the request."""
-        threads = await self._threads(request)
+        """Show ``part`` (a step's name, or VERDICT_FIELD) in each of the request's threads,
+        read after the part was recorded."""
+        if not threads:
+            return  # a storm's site that no `/502` shares: its results go to the table only
         delivery = {
             "diagnosis_id": request.id,
             "steps": request.steps,

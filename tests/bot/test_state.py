@@ -70,6 +70,21 @@ async def test_incidents_results_and_ledger(store: StateStore) -> None:
     assert await state.posted("d1", "C2", "7.7") == {"dns": "7.8"}
 
 
+async def test_a_result_recorded_then_its_sharers_read_in_one_call(store: StateStore) -> None:
+    state = BotState(store)
+    replaced, sharers = await state.record_result_then_sharers(
+        "d1", StepResult("dns", Status.WARN, "odd")
+    )
+    assert (replaced, sharers) == (None, [])
+    await state.add_sharer("d1", "C1", "1.1")
+    replaced, sharers = await state.record_result_then_sharers(
+        "d1", StepResult("dns", Status.OK, "fine now")
+    )
+    assert replaced is not None and replaced.summary == "odd"
+    assert sharers == [("C1", "1.1")]
+    assert (await state.results("d1"))["dns"].summary == "fine now"
+
+
 async def test_a_flight_is_shared_while_it_runs_and_for_a_window_after(store: StateStore) -> None:
     state = BotState(store)
     url = "https://shop.example.com/"
