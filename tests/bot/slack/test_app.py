@@ -476,6 +476,12 @@ async def test_rate_limits_and_server_errors_lose_nothing_and_post_nothing_twice
     slack.fail("chat.update", status=503, times=1)
     slack.fail("chat.postMessage", status=429, times=3, retry_after=0)
     root_ts = await run_diagnosis(bot, failing_site)
+    # The root catches up after the verdict reply (coalesced, and retried past the 503): under
+    # load that can be after run_diagnosis's settle, so wait for it here (bounded).
+    await slack.wait_for(
+        lambda: "Verdict:" in str(slack.message(root_ts).blocks), what="the root's verdict"
+    )
+    await bot.settle()
     unspent = [(f.method, f.status, f.times) for f in slack.failures if f.times]
     # Under load the fake steps can finish before the root is posted (after its 429s and the
     # 500): the root is then posted showing the verdict and never updated, so the scripted
