@@ -34,6 +34,13 @@ HERE = "here"
 # worker started as ``badgateway worker --vantage NAME`` serves.
 QUEUE = "probe"
 
+
+def place_queue(place: str) -> str:
+    """The queue of ``place`` ("probe@eu-west"): the probe steps' parts and the monitor's
+    probes from there go on it, and its vantage worker serves it."""
+    return f"{QUEUE}@{place}"
+
+
 StepAtPlace = Callable[[ProbeContext], Awaitable[StepResult]]
 
 

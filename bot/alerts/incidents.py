@@ -164,7 +164,7 @@ class Incidents:
             streak = await self.store.record_probe(site.name, outcome.ok, now)
             incident = await self.store.current(site.name)
             if incident is not None and outcome.places and incident.state != RESOLVED:
-                await self._places_seen(incident, outcome)
+                await self._places_seen(incident, outcome, now)
             if outcome.ok:
                 if (
                     incident is not None
@@ -190,14 +190,13 @@ class Incidents:
                 site, outcome.what, "monitor", since, outcome, now, last_good_at=streak.last_ok_at
             )
 
-    async def _places_seen(self, incident: Incident, outcome: ProbeOutcome) -> None:
+    async def _places_seen(self, incident: Incident, outcome: ProbeOutcome, now: float) -> None:
         """Keep where the site fails now; while it is open, a place that moved (fine again
         from us-east, down from eu-west too) is one note in its thread and the root's line."""
         before, incident.places = incident.places, dict(outcome.places)
         if before == incident.places:
             return
         moved = changed(before, incident.places)  # a place going quiet is only the root's
-        now = self.clock()
         noted = incident.places_noted_at
         # A place flapping every round is one note per window, not one per round (no alert
         # storm in the thread); the root's Where line always shows the latest round.

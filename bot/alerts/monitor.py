@@ -52,6 +52,7 @@ from badgateway.bot.history_store import HISTORY_BUDGET_S, HistoryStore
 from badgateway.checks.guard import TargetRefused
 from badgateway.checks.http_probe import cache_busted, fetch
 from badgateway.checks.http_status import server_failed
+from badgateway.checks.places import place_queue
 from badgateway.checks.runner import prepare
 from badgateway.checks.settings import Settings, Site
 from badgateway.checks.target import BadTarget
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 JITTER = 0.1  # ± share of the interval
 TICK_CRON = "* * * * * */5"  # croniter's sixth field is seconds: every 5 s
 PLACE_PROBE_JOB = "bgw.monitor_probe"
-PLACE_QUEUE_KIND = "probe"  # a place's queue is probe@PLACE (its vantage worker serves it)
 PLACE_GRACE_S = 3.0  # beyond a probe's own time: dequeueing, Redis round trips
 PLACE_POLL_S = 0.2  # how often the monitor looks whether the places have answered
 
@@ -113,10 +113,6 @@ async def probe_site(site: Site, settings: Settings) -> ProbeOutcome:
     what = f"{error.get('message') or error.get('kind')} ({site.url})"
     facts = site_facts(site, ctx.addresses, extra)
     return ProbeOutcome(False, what, facts, ctx.to_dict(), total_ms)
-
-
-def place_queue(place: str) -> str:
-    return f"{PLACE_QUEUE_KIND}@{place}"
 
 
 def place_wait_s(settings: Settings) -> float:

@@ -32,7 +32,6 @@ from badgateway.bot import storage
 from badgateway.bot.alerts.incidents import Incidents
 from badgateway.bot.alerts.monitor import (
     MONITOR_FUNCTIONS,
-    PLACE_QUEUE_KIND,
     monitor_cron_jobs,
     place_probe_functions,
 )
@@ -50,11 +49,12 @@ from badgateway.bot.queue.worker import FeatureJobs, register_place_functions, w
 from badgateway.bot.slack.sink import SlackSink
 from badgateway.bot.slack_client import make_web_client
 from badgateway.bot.state import BotState, RedisStore, open_store
+from badgateway.checks.places import QUEUE as PLACE_QUEUE
 from badgateway.checks.settings import Settings
 
 MONITOR_QUEUE = "monitor"  # the monitoring jobs' own queue (see FeatureJobs)
 # A worker serving probe@PLACE (a vantage) also probes sites for the monitor from there.
-register_place_functions(PLACE_QUEUE_KIND, place_probe_functions)
+register_place_functions(PLACE_QUEUE, place_probe_functions)
 NO_TOKEN = (
     "SLACK_BOT_TOKEN is not set: a worker posts each diagnosis into its Slack thread with it "
     "(to only log results instead, set BADGATEWAY_SINK=badgateway.bot.assemble.worker:log_sink)"

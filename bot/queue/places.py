@@ -20,7 +20,7 @@ from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
 from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import QueueTuning
 from badgateway.checks.context import ProbeContext
-from badgateway.checks.places import HERE, QUEUE
+from badgateway.checks.places import HERE, QUEUE, place_queue
 from badgateway.checks.runner import part_places
 from badgateway.checks.settings import Settings
 from badgateway.checks.steps import step_named
@@ -43,7 +43,7 @@ def vantage_queue(place: str) -> str:
             f"--vantage {place[:80]!r}: a place is named like the sites file's vantages "
             f'("eu-west": letters, digits, . _ -), and {HERE!r} is the asker\'s own'
         )
-    return f"{VANTAGE_QUEUE}@{place}"
+    return place_queue(place)
 
 
 def place_of(queue: str) -> str | None:

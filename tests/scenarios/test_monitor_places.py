@@ -31,13 +31,13 @@ from badgateway.bot import storage
 from badgateway.bot.alerts.monitor import (
     monitor_site,
     place_probe_functions,
-    place_queue,
     probe_from_places,
 )
 from badgateway.bot.alerts.places import combine
 from badgateway.bot.config import QueueTuning
 from badgateway.bot.history_store import RedisHistory
 from badgateway.bot.queue.saq_queue import QueueHub
+from badgateway.checks.places import place_queue
 from badgateway.checks.settings import Site
 from tests.lab import REPO
 from tests.lab.alerts import CHANNEL, App, RecordingCarrier, lab_settings, make_incidents, until
