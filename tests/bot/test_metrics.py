@@ -34,6 +34,19 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
 
 
+def slack_answered(slack_api: SlackStandIn) -> dict[str, int]:
+    """The calls the stand-in answered with ``ok``, by method."""
+    return {
+        method: len(slack_api.calls_of(method, ok_only=True))
+        for method in ("chat.postMessage", "chat.update")
+    }
+
+
+def slack_counted(samples: Samples, method: str) -> float:
+    """The bot's own count of its ``ok`` calls of ``method``."""
+    return total(samples, "badgateway_slack_calls_total", method=method, outcome="ok")
+
+
 async def test_metrics_after_a_diagnosis_through_the_queue(
     slack_api: SlackStandIn, failing_site: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -59,8 +72,13 @@ async def test_metrics_after_a_diagnosis_through_the_queue(
             "the verdict in the thread",
         )
 
+        # The root is rewritten with the verdict after the verdict's reply: wait for it too.
+        await slack_api.wait_for(
+            lambda: slack_api.calls_of("chat.update", ok_only=True), 30, "the root's update"
+        )
+
         # The worker pushes its figures every few seconds: scrape until its push has the
-        # verdict and a probe of the monitored site.
+        # verdict, a probe of the monitored site and every Slack call the stand-in answered.
         deadline = time.monotonic() + 10
         while True:
             status, text = await bot.get(f"{bot.base}{metrics.METRICS_PATH}")
@@ -68,7 +86,9 @@ async def test_metrics_after_a_diagnosis_through_the_queue(
             samples = parse(text)
             pushed = total(samples, "badgateway_diagnoses_total", process="w1")
             probed = total(samples, "badgateway_monitor_probes_total", site="probed")
-            if (pushed and probed) or time.monotonic() > deadline:
+            answered = slack_answered(slack_api)
+            counted = {m: slack_counted(samples, m) for m in answered}
+            if (pushed and probed and counted == answered) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
     finally:
@@ -88,12 +108,8 @@ async def test_metrics_after_a_diagnosis_through_the_queue(
     # root was refused once with 429 and posted on the retry; which process posts the
     # thread's replies depends on who gets there first, so they are counted together).
     # (auth.test is not compared: Bolt checks the token with a client of its own.)
-    answered = {
-        method: len(slack_api.calls_of(method, ok_only=True))
-        for method in ("chat.postMessage", "chat.update")
-    }
-    calls = "badgateway_slack_calls_total"
-    counted = {m: total(samples, calls, method=m, outcome="ok") for m in answered}
+    answered = slack_answered(slack_api)
+    counted = {m: slack_counted(samples, m) for m in answered}
     assert counted == answered and answered["chat.postMessage"] == 7
     assert total(samples, "badgateway_slack_rate_limited_total", method="chat.postMessage") == 1
     assert total(samples, "badgateway_slack_retries_total", reason="rate_limited") == 1
