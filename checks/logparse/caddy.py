@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from badgateway.checks.http_status import server_failed
-from badgateway.checks.logparse import LogLine, Rule, first_match, rule
+from badgateway.checks.logparse import LogLine, Rule, first_match, parse_stamp, rule
 from badgateway.checks.model import Cause
 
 # Caddy's loggers are named after its modules: http.*, tls.*, admin.*, pki.*, events...
@@ -207,13 +207,13 @@ def parse_time(ts: object) -> datetime | None:
         when = datetime.fromisoformat(text)
     except ValueError:
         wall = re.match(r"^(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2})(?:\.(\d+))?$", text)
-        try:
-            if wall is not None:
-                when = datetime.strptime(wall[1], "%Y/%m/%d %H:%M:%S")
+        if wall is not None:
+            when = parse_stamp(wall[1], "%Y/%m/%d %H:%M:%S")
+            if when is not None:
                 when = when.replace(microsecond=int((wall[2] or "0")[:6].ljust(6, "0")))
-            else:
-                when = datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z")
-        except ValueError:
+        else:
+            when = parse_stamp(text, "%d/%b/%Y:%H:%M:%S %z")
+        if when is None:
             return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

@@ -25,7 +25,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from badgateway.checks.http_status import server_failed
-from badgateway.checks.logparse import LogLine, continued_records, first_match, local_time, rule
+from badgateway.checks.logparse import (
+    LogLine,
+    continued_records,
+    first_match,
+    local_time,
+    parse_stamp,
+    rule,
+)
 from badgateway.checks.logparse.phpfpm import php_error, php_minor_only
 from badgateway.checks.model import Cause
 
@@ -141,10 +148,7 @@ def upstream_addresses(value: str) -> list[str]:
 
 
 def _access_time(text: str) -> datetime | None:
-    try:
-        return datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z")
-    except ValueError:
-        return None
+    return parse_stamp(text, "%d/%b/%Y:%H:%M:%S %z")
 
 
 def _access(m: re.Match[str]) -> LogLine:

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from badgateway.checks.logparse import LogLine, continued_records, first_match, local_time, rule
+from badgateway.checks.logparse import (
+    LogLine,
+    continued_records,
+    first_match,
+    local_time,
+    parse_stamp,
+    rule,
+)
 from badgateway.checks.model import Cause
 
 _LINE = re.compile(
@@ -137,18 +144,15 @@ def records(lines: Iterable[str]) -> Iterator[str]:
 
 
 def _php_time(stamp: str, zone: str) -> datetime | None:
-    try:
-        naive = datetime.strptime(stamp, "%d-%b-%Y %H:%M:%S")
-    except ValueError:
+    naive = parse_stamp(stamp, "%d-%b-%Y %H:%M:%S")
+    if naive is None:
         return None
     try:
         return naive.replace(tzinfo=ZoneInfo(zone))
     except (ZoneInfoNotFoundError, ValueError):
         pass
-    try:
-        return datetime.strptime(f"{stamp} {zone}", "%d-%b-%Y %H:%M:%S %z")  # "+02:00"
-    except ValueError:
-        return naive.astimezone()  # a zone we cannot read: take it as the local one
+    zoned = parse_stamp(f"{stamp} {zone}", "%d-%b-%Y %H:%M:%S %z")  # "+02:00"
+    return zoned or naive.astimezone()  # a zone we cannot read: take it as the local one
 
 
 def _classify_php(m: re.Match[str], record: str) -> LogLine:

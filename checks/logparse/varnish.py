@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from badgateway.checks.http_status import server_failed
-from badgateway.checks.logparse import LogLine, Rule, first_match, rule
+from badgateway.checks.logparse import LogLine, Rule, first_match, parse_stamp, rule
 from badgateway.checks.model import Cause
 
 # varnishncsa -F: one key=value line per fetch (varnishncsa -b), free text last and quoted.
@@ -304,10 +304,8 @@ def _dash(value: str) -> str | None:
 
 
 def _classify_ncsa(m: re.Match[str]) -> LogLine:
-    try:
-        when: datetime | None = datetime.strptime(m["ts"], "%Y-%m-%dT%H:%M:%S%z").astimezone()
-    except ValueError:
-        when = None
+    stamp = parse_stamp(m["ts"], "%Y-%m-%dT%H:%M:%S%z")
+    when = stamp.astimezone() if stamp is not None else None
     error, bogo = _dash(m["error"]), _dash(m["bogo"])
     found = _rule_for(error, bogo) if error else None
     status = int(m["status"]) if m["status"].isdigit() else None
