@@ -179,11 +179,19 @@ class DiagnosisQueue(RedisQueue):
             return True
         if job.status is Status.ACTIVE and not job.stuck:
             return False
+        if job.status is Status.ACTIVE:
+            # Read again before judging: the payload was read for every active job at once,
+            # and a busy sweeper (its own jobs running) may judge it seconds later.
+            fresh = await self.job(job.key)
+            if fresh is None or fresh.status is not Status.ACTIVE or not fresh.stuck:
+                return False
+            job = fresh
         if job.status is Status.QUEUED and not await self._queued_too_long(job_id):
             # BLMOVE moved it to active and its worker marks it ACTIVE a moment later (a busy
             # worker may take a while): only a job seen so for a heartbeat window is stuck.
             return False
-        log.warning("sweeping stuck job %s (%s)", job.key, job.function)
+        why = "taken, never started" if job.status is Status.QUEUED else "no heartbeat"
+        log.warning("sweeping stuck job %s (%s): %s", job.key, job.function, why)
         await self.abort(job, error=self.swept_error_message)
         deadline = time.monotonic() + self.tuning.abort_wait_s
         while time.monotonic() < deadline:  # a live owner acknowledges within its abort timer
