@@ -44,21 +44,30 @@ STORM_REFRESH_S = 2.0  # a storm's root and group replies are rewritten at most 
 # final. Rewriting every group in every slot drew 429s that held the root's own updates back.
 GROUP_UPDATE_EVERY_S = 4.0
 
+# A storm's sites' diagnoses started during the hold: how many are queued at once, and what
+# their origin's "storm" says while the storm has no id yet (its steps run in one job,
+# bot.queue.job_kinds, and its verdict goes on the table). Two at a time still queues 200
+# sites within the hold; all at once, workers took a burst of jobs they could not heartbeat
+# (measured: 4 workers on 2 cores, 37 → 97 jobs swept as stuck, a slower storm).
+EARLY_STARTS_AT_ONCE = 2
+EARLY = "forming"
+
 # What a Slack call raises once the client's own retries are spent.
 SLACK_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 
-def diagnosis_origin(incident: Incident) -> dict[str, Any]:
+def diagnosis_origin(incident: Incident, *, thread: bool = True) -> dict[str, Any]:
     """Where the Slack sink posts the diagnosis: the alert's thread. A grouped alert's site
     names no thread: its diagnosis is kept for `show SITE`, not posted (bot.alerts.sink), and
-    reaches only the `/502` threads that share its run."""
-    thread = {}
-    if not incident.storm_id:
-        thread = {"channel": incident.channel, "root_ts": incident.root_ts}
-        thread["thread_ts"] = incident.root_ts
+    reaches only the `/502` threads that share its run. ``thread=False``: a run started before
+    the alert is posted (``AlertPosts.diagnose_early``), shown by the threads that join it."""
+    where: dict[str, Any] = {}
+    if thread and not incident.storm_id:
+        where = {"channel": incident.channel, "root_ts": incident.root_ts}
+        where["thread_ts"] = incident.root_ts
     return {
         "kind": "slack",
-        **thread,
+        **where,
         "incident": incident.id,
         "site": incident.site,
         "storm": incident.storm_id,
@@ -97,11 +106,78 @@ class AlertPosts:
 
     # -- the storm hold ------------------------------------------------------------------------
     async def settle(self) -> int:
-        """Wait the storm hold, then post what is pending. Returns how many were posted."""
+        """Wait the storm hold, then post what is pending. Returns how many were posted.
+        A storm forming meanwhile has its sites' diagnoses started during the hold."""
         if await self.store.pending_count() == 0:
             return 0
+        early = asyncio.create_task(self.diagnose_early(), name="storm-early-diagnoses")
         await asyncio.sleep(self.policy.storm_hold_s)
+        await early  # its runs are the incidents' before the flush decides what to start
         return await self.flush()
+
+    async def diagnose_early(self) -> int:
+        """A storm forming (``storm_threshold`` incidents pending, or a storm still taking
+        sites): start its sites' diagnoses now rather than when the hold ends. The hold is
+        for grouping the posts; a diagnosis needs no thread to run, only one to show it in,
+        and a storm's sites show their verdicts on its table. Each run is its site's flight,
+        so the flush, a `/502` or an alert joins it. Returns how many were started; one that
+        cannot start here is left to the flush, which says why."""
+        threshold = self.policy.storm_threshold
+        if self.flights is None or self.carrier is None or threshold <= 0:
+            return 0
+        try:
+            ids = await self.store.claim_early(threshold, self.clock())
+            incidents = await self.store.get_many(ids)
+        except Exception:  # best effort: the flush diagnoses them after the hold
+            log.warning("starting a storm's diagnoses early failed", exc_info=True)
+            return 0
+        turns = asyncio.Semaphore(EARLY_STARTS_AT_ONCE)
+
+        async def start(incident: Incident) -> bool:
+            async with turns:
+                try:
+                    return await self._start_early(incident)
+                except Exception:
+                    log.warning("early diagnosis of %s failed", incident.site, exc_info=True)
+                    return False
+
+        started = await asyncio.gather(*(start(i) for i in incidents))
+        if ids:
+            log.info(
+                "storm forming: %d of %d sites' diagnoses started early", sum(started), len(ids)
+            )
+        return sum(started)
+
+    async def _start_early(self, incident: Incident) -> bool:
+        assert self.flights is not None
+        if incident.state != OPEN or incident.root_ts or incident.diagnosis != "pending":
+            return False
+        try:
+            ctx = await self._context(incident)
+        except (TargetRefused, BadTarget):
+            return False  # the flush says so on the alert
+        # No thread yet: it is kept for the storm's table and `show SITE` (like a storm
+        # site's, bot.alerts.sink) and reaches the threads that join the run.
+        origin = {**diagnosis_origin(incident, thread=False), "storm": incident.storm_id or EARLY}
+        request = DiagnosisRequest.new(ctx, origin={**origin, "flight": ctx.target.url})
+        state = self.flights.state
+
+        async def new() -> DiagnosisRequest:
+            await remember_request(state, request)
+            return request
+
+        joined = await self.flights.join(ctx.target.url, new)
+        if not joined.started:
+            return False  # the site's run under way (a `/502`'s): the flush joins it (_share)
+        async with self.store.site_lock(incident.site):
+            fresh = await self.store.get(incident.id)
+            # A verdict already in (a fast run), or the flush got there: theirs stands.
+            if fresh is None or fresh.diagnosis != "pending" or fresh.diagnosis_id:
+                return True
+            fresh.diagnosis, fresh.diagnosis_id = "diagnosing", joined.diagnosis_id
+            fresh.diagnosis_requested_at = joined.started_at
+            await self.store.save(fresh)
+        return True
 
     async def flush(self, *, force: bool = False) -> int:
         """Post every pending incident once the oldest has waited the storm hold: alone,
@@ -133,6 +209,8 @@ class AlertPosts:
                 for incident in batch:
                     await self._post_alone(incident, now)
         for incident in batch:
+            if storm is not None and incident.diagnosis_id:
+                continue  # its run began while the storm formed; the verdict goes on the table
             await self.diagnose(incident.id)
         return len(batch)
 
@@ -209,12 +287,7 @@ class AlertPosts:
         if incident is None or not incident.root_ts or self.carrier is None:
             return
         try:
-            if incident.context:
-                ctx = ProbeContext.from_dict(incident.context, self.settings)
-            else:
-                # The site by its name: sites sharing an address (ports, paths) stay apart.
-                known = self.settings.site_named(incident.site) is not None
-                ctx = await prepare(incident.site if known else incident.url, self.settings)
+            ctx = await self._context(incident)
         except (TargetRefused, BadTarget) as exc:
             incident.diagnosis = f"not diagnosed: {exc}"
             await self.store.save(incident)
@@ -242,6 +315,14 @@ class AlertPosts:
                 await self._share(incident.id, request.id, joined)
                 return
         await self.refresh_root(incident, storm=False)
+
+    async def _context(self, incident: Incident) -> ProbeContext:
+        """What the incident's diagnosis probes (TargetRefused, BadTarget: it cannot be)."""
+        if incident.context:
+            return ProbeContext.from_dict(incident.context, self.settings)
+        # The site by its name: sites sharing an address (ports, paths) stay apart.
+        known = self.settings.site_named(incident.site) is not None
+        return await prepare(incident.site if known else incident.url, self.settings)
 
     async def _share(self, incident_id: str, asked: str, joined: Joined) -> None:
         """The incident shows a run it did not start: the site's flight (a `/502`'s, or an

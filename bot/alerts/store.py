@@ -133,10 +133,29 @@ return all
 """
 
 
+# A storm forming (enough incidents pending, or one posted still taking sites): the pending
+# incidents no process has started diagnosing yet, each claimed once (bot.alerts.posting's
+# early runs). One round trip whatever the count; claims older than ARGV[3] s are pruned.
+_CLAIM_EARLY = """
+if redis.call('EXISTS', KEYS[3]) == 0 and redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  return {}
+end
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+local fresh = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('ZADD', KEYS[2], 'NX', now, id) == 1 then table.insert(fresh, id) end
+end
+return fresh
+"""
+EARLY_CLAIM_KEPT_S = 3600  # an incident pends for seconds; its claim need not outlive an hour
+
+
 class IncidentStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._take_pending = redis.register_script(_TAKE_PENDING)
+        self._claim_early = redis.register_script(_CLAIM_EARLY)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -262,6 +281,13 @@ class IncidentStore:
 
     async def pending_count(self) -> int:
         return int(await self.redis.zcard(_key("pending")))
+
+    async def claim_early(self, threshold: int, now: float) -> list[str]:
+        """The pending incidents to diagnose now, before their hold ends, because a storm is
+        forming (``threshold`` pending) or under way; each is handed out once."""
+        keys = [_key("pending"), _key("early"), _key("storm", "active")]
+        claimed = await self._claim_early(keys=keys, args=[now, threshold, EARLY_CLAIM_KEPT_S])
+        return [c.decode() if isinstance(c, bytes) else str(c) for c in claimed]
 
     async def active_storm(self) -> Storm | None:
         storm_id = await self.redis.get(_key("storm", "active"))

@@ -5,6 +5,7 @@ site — one root table, a reply per cause, each site's full diagnosis on demand
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from badgateway.bot import metrics
 from badgateway.bot.alerts.chat import AlertChat, AlertThreadOwner
 from badgateway.bot.alerts.incidents import Incidents
 from badgateway.bot.alerts.notifier import SlackNotifier
@@ -182,4 +184,53 @@ async def test_show_posts_one_sites_diagnosis_on_demand(
     assert f"archives/{OWN_CHANNEL}/p" in slack_api.thread(root.ts)[-1].text
     await owner.show("nosuch", "U0ALICE", reply)
     assert private == ["nosuch is not one of this grouped alert's sites."]
+    assert slack_api.limits is not None and slack_api.limits.unhonoured == 0
+
+
+def monitor_diagnoses() -> float:
+    """The diagnoses this process ran for monitoring's incidents, whatever their cause."""
+    return sum(
+        s.value
+        for family in metrics.REGISTRY.collect()
+        if family.name == "badgateway_diagnoses"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["trigger"] == "monitor"
+    )
+
+
+async def test_a_storms_diagnoses_start_while_its_alerts_are_held(
+    storm_bot: Bot, storm_sites: Storm, slack_api: SlackStandIn
+) -> None:
+    """The hold groups the posts, not the work: once enough sites fail to make a storm, their
+    diagnoses start, one run a site, before the grouped alert is posted."""
+    incidents, sites = storm_bot.incidents, storm_sites.sites[:40]
+    incidents.posts.policy = dataclasses.replace(FAST, storm_hold_s=2.0)
+    before = monitor_diagnoses()
+    await fail_together(incidents, sites)
+    assert await incidents.settle() == len(sites)  # the hold, then one grouped alert
+    [root] = slack_api.roots(CHANNEL)
+    [root_post] = [
+        c
+        for c in slack_api.calls_of("chat.postMessage", ok_only=True)
+        if not c.params.get("thread_ts") and c.params.get("channel") == CHANNEL
+    ]
+    root_posted_at = time.time() - (time.monotonic() - root_post.at)  # the stand-in's clock
+
+    def accounted() -> bool:
+        return f"*Diagnosed:* {len(sites)} of {len(sites)}" in shown(slack_api.message(root.ts))
+
+    await until(accounted, 60, "every site's cause on the root")
+    await storm_bot.carrier.drain()
+    await incidents.posts.drain()
+
+    members = [await incidents.store.current(site.name) for site in sites]
+    requested = [i.diagnosis_requested_at for i in members if i is not None]
+    assert len(requested) == len(sites) and all(r is not None for r in requested)
+    late = [i.site for i in members if i and (i.diagnosis_requested_at or 0) >= root_posted_at]
+    assert not late, f"diagnosed only after the root was posted: {late}"
+    assert len({i.diagnosis_id for i in members if i}) == len(sites)  # a run of its own each
+    assert monitor_diagnoses() - before == len(sites)  # and no second run once it was posted
+    table = shown(slack_api.message(root.ts))
+    for n, site in enumerate(sites):
+        assert f"*{site.name}* · `{GROUPS[behind(n)]}` · since" in table, site.name
     assert slack_api.limits is not None and slack_api.limits.unhonoured == 0
