@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="where latest.json|md (smoke.json|md) go"
     )
+    parser.add_argument(
+        "--work", type=Path, help="keep the deployments (process logs, Redis) in this new folder"
+    )
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
@@ -89,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     if args.storm_sites is not None:
         plan = replace(plan, storm_sites=max(5, min(500, args.storm_sites)))
-    with tempfile.TemporaryDirectory(prefix="bgw-bench-") as tmp:
-        results = asyncio.run(run(plan, "smoke" if args.smoke else "full", parts, Path(tmp)))
+    name = "smoke" if args.smoke else "full"
+    if args.work is not None:  # to read what the processes logged afterwards
+        args.work.mkdir(parents=True)
+        results = asyncio.run(run(plan, name, parts, args.work))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bgw-bench-") as tmp:
+            results = asyncio.run(run(plan, name, parts, Path(tmp)))
     # A smoke run never replaces the figures of a full one (the README quotes those).
     stem = "smoke" if args.smoke else "latest"
     args.out.mkdir(parents=True, exist_ok=True)
