@@ -11,6 +11,7 @@ the same calls draw 429s — which shows the tests can tell the two apart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,7 +24,14 @@ from badgateway.bot import metrics
 from badgateway.bot.alerts.notifier import SlackNotifier
 from badgateway.bot.config import BotConfig
 from badgateway.bot.slack.root_updates import RootUpdates
-from badgateway.bot.slack_client import find_posted, make_web_client, update
+from badgateway.bot.slack_client import (
+    PostPace,
+    find_posted,
+    make_web_client,
+    read_budget,
+    update,
+    update_budget,
+)
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import SlackStandIn
 from tests.lab.slack_limits import SlackLimits
@@ -53,6 +61,17 @@ async def clients(slack_api: SlackStandIn, redis_server: RedisServer) -> AsyncIt
     finally:
         for redis in connections:
             await redis.aclose()
+
+
+async def test_one_update_budget_per_client_at_the_rate_scale(slack_api: SlackStandIn) -> None:
+    config = BotConfig(slack_bot_token="xoxb-t", slack_api_url=slack_api.base_url)
+    client = make_web_client(dataclasses.replace(config, slack_rate_scale=SCALE))
+    assert RootUpdates(client).budget is update_budget(client)  # root updates are not apart
+    assert update_budget(client).rate == pytest.approx(PostPace.UPDATES_PER_MINUTE * SCALE / 60)
+    replies = read_budget(client, "conversations.replies")
+    assert replies is not read_budget(client, "conversations.history")  # Slack's are per method
+    assert replies.rate == pytest.approx(PostPace.READS_PER_MINUTE * SCALE / 60)
+    assert update_budget(make_web_client(config)) is not update_budget(client)
 
 
 def refused(slack_api: SlackStandIn, method: str) -> int:
