@@ -85,6 +85,13 @@ SLACK_429 = Counter(
     ["method"],
     registry=REGISTRY,
 )
+SLACK_PACE_FALLBACKS = Counter(
+    "badgateway_slack_pace_fallbacks",
+    "Slack Web API calls this process paced on its own because the pace shared through Redis "
+    "was out of reach, by budget (posts, updates, replies, history).",
+    ["limit"],
+    registry=REGISTRY,
+)
 PROBES = Counter(
     "badgateway_monitor_probes",
     "Monitoring probes of the sites file's sites, by site and result (ok, failed).",
@@ -115,6 +122,10 @@ def slack_retry(method: str, reason: str) -> None:
 
 def slack_rate_limited(method: str) -> None:
     SLACK_429.labels(method=method).inc()
+
+
+def slack_pace_fallback(limit: str) -> None:
+    SLACK_PACE_FALLBACKS.labels(limit=limit).inc()
 
 
 def probe(site: str, ok: bool) -> None:

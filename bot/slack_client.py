@@ -14,8 +14,11 @@ short burst, and the workspace's per-minute limit), so a storm of posts to many 
 waits its turn here instead of collecting 429s. Given Redis (queue mode: the web process and
 the workers post for one workspace) the limits are kept there, one budget for every process
 (bot.shared_pace); a process that cannot reach Redis paces on its own meanwhile — a post is
-never held up or lost for want of its pace. Root updates (``chat.update``, Tier 3) take their
-turns from a workspace budget of their own the same way (``workspace_budget``). A post still
+never held up or lost for want of its pace (each call paced on its own so is counted:
+``badgateway_slack_pace_fallbacks_total``). Every ``chat.update`` (Tier 3: about 50 a minute for
+the whole workspace) takes its turn from one budget the same way, whoever makes it
+(``update``, ``update_budget``), and so does each Tier 3 read ``find_posted`` makes (a budget
+per method: Slack limits each method on its own). A post still
 refused with 429 after the SDK's retries (a storm: many threads share the workspace's posting
 limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
 tries again, for up to ``RATE_LIMITED_FOR_S`` — a refused post was not posted, so this is safe.
@@ -239,6 +242,10 @@ class PostPace:
     # little sooner than that after it (the network's jitter), and draw a 429.
     CHANNEL_PER_MINUTE, CHANNEL_BURST = 57.0, 3
     WORKSPACE_PER_MINUTE, WORKSPACE_BURST = 280.0, 20
+    # Tier 3 methods: about 50 a minute each for the whole workspace (a burst of a few). 45
+    # leaves the margin the network's jitter needs.
+    UPDATES_PER_MINUTE, UPDATES_BURST = 45.0, 5  # chat.update, every caller's
+    READS_PER_MINUTE, READS_BURST = 45.0, 5  # conversations.replies; .history: one each
 
     def __init__(self, scale: float = 1.0, shared: SharedLimits | None = None) -> None:
         self.scale = scale
@@ -251,6 +258,14 @@ class PostPace:
         self._on_own_until = 0.0  # Redis failed: this process paces on its own until then
         self._on_own_said = False  # ... and has said so in the log
         self._background: set[asyncio.Task[None]] = set()
+        self._budgets: dict[str, WorkspaceBudget] = {}
+
+    def budget(self, name: str, per_minute: float, burst: int) -> WorkspaceBudget:
+        """The one budget called ``name`` of this pace (made at the rate first asked for)."""
+        made = self._budgets.get(name)
+        if made is None:
+            made = self._budgets[name] = WorkspaceBudget(self, name, per_minute, burst)
+        return made
 
     def hold(self, channel: str, until: float) -> None:
         """Slack answered 429 for ``channel``: no post there before ``until`` (monotonic),
@@ -266,7 +281,7 @@ class PostPace:
             if until > time.monotonic():
                 await asyncio.sleep(until - time.monotonic())
             self.held.pop(channel, None)
-        if await self.take_shared(self._workspace(), self._channel(channel)):
+        if await self.take_shared("posts", self._workspace(), self._channel(channel)):
             return
         bucket = self.channels.get(channel)
         if bucket is None:
@@ -279,10 +294,14 @@ class PostPace:
         await bucket.take()
         await self.workspace.take()
 
-    async def take_shared(self, queue: Limit, gate: Limit | None = None) -> bool:
+    async def take_shared(self, kind: str, queue: Limit, gate: Limit | None = None) -> bool:
         """Wait for a turn from the limits every process shares (``gate`` free at its time).
-        False without them — none, or Redis out of reach: the caller paces on its own."""
-        if self.shared is None or self._on_own():
+        False without them — none, or Redis out of reach: the caller paces on its own (counted
+        under ``kind``, the budget's name, when Redis is why)."""
+        if self.shared is None:
+            return False
+        if self._on_own():
+            metrics.slack_pace_fallback(kind)
             return False
         try:
             while True:
@@ -292,6 +311,7 @@ class PostPace:
                 await asyncio.sleep(turn.wait_s)  # the gate (channel) is busy: ask again then
         except (RedisError, OSError, TimeoutError) as exc:
             self._shared_failed(exc)
+            metrics.slack_pace_fallback(kind)
             return False
         if self._on_own_said:
             log.info("the posting pace is shared through Redis again")
@@ -343,7 +363,14 @@ class PostPace:
 
 class WorkspaceBudget:
     """``per_minute`` calls of one method for the whole workspace (``chat.update``, Tier 3):
-    shared through Redis when the client's pace is, else this process's own."""
+    shared through Redis when the client's pace is, else this process's own.
+
+    Turns are handed out in the order asked (the shared limit is a queue: bot.shared_pace;
+    the local bucket serves its waiters in turn), so no caller starves another: each waits
+    behind the calls asked for before it, and that line is short — every caller keeps at most
+    one call in it per message it keeps up to date (RootUpdates one per root, a storm's
+    refresh one per storm, a one-off update its own), and the line moves at the budget's
+    rate."""
 
     def __init__(self, pace: PostPace, name: str, per_minute: float, burst: int) -> None:
         self.pace = pace
@@ -354,15 +381,42 @@ class WorkspaceBudget:
 
     async def take(self) -> None:
         limit = Limit(storage.key("pace", self.name), self.limit_rate)
-        if not await self.pace.take_shared(limit):
+        if not await self.pace.take_shared(self.name, limit):
             await self.local.take()
 
 
 def workspace_budget(
     client: AsyncWebClient, name: str, per_minute: float, burst: int
 ) -> WorkspaceBudget:
-    """A budget of ``per_minute`` calls (named ``name``) for ``client``'s workspace."""
+    """A budget of ``per_minute`` calls (named ``name``) for ``client``'s workspace, apart
+    from the client's own (a chat without Slack's limits: the terminal)."""
     return WorkspaceBudget(post_pace(client), name, per_minute, burst)
+
+
+def update_budget(client: AsyncWebClient) -> WorkspaceBudget:
+    """The workspace's one ``chat.update`` budget: every update ``client`` makes takes its
+    turn here, so that the root updates, the alerts' and storms' rewrites, the "waiting for a
+    worker" lines and a redelivered step together stay under Tier 3 (in every process alike,
+    given Redis).
+
+    One budget rather than a share for each kind of caller: a fixed split would leave most of
+    it unused most of the time (a storm and fifty askers seldom come together), and each
+    caller already spends little — RootUpdates coalesces (latest state wins) and spaces
+    progress by the budget's rate, a storm's table is rewritten at most every couple of
+    seconds. When they do come together, the turns go in the order asked: a storm's refresh
+    waits behind the roots in line (its table, rendered when its slot came, is rewritten
+    again at the next slot if it changed meanwhile), and every one-off update waits its turn."""
+    pace = post_pace(client)
+    return pace.budget("updates", pace.UPDATES_PER_MINUTE * pace.scale, pace.UPDATES_BURST)
+
+
+READ_BUDGETS = {"conversations.replies": "replies", "conversations.history": "history"}
+
+
+def read_budget(client: AsyncWebClient, method: str) -> WorkspaceBudget:
+    """The budget of a Tier 3 read (``READ_BUDGETS``: Slack limits each method apart)."""
+    pace = post_pace(client)
+    return pace.budget(READ_BUDGETS[method], pace.READS_PER_MINUTE * pace.scale, pace.READS_BURST)
 
 
 _PACES: weakref.WeakKeyDictionary[AsyncWebClient, PostPace] = weakref.WeakKeyDictionary()
@@ -421,7 +475,10 @@ def _wall(monotonic_at: float) -> float:
 async def find_posted(
     client: AsyncWebClient, channel: str, thread_ts: str | None, key: str
 ) -> str | None:
-    """The ts of the message tagged ``key`` in the thread (or channel), if Slack has it."""
+    """The ts of the message tagged ``key`` in the thread (or channel), if Slack has it.
+    Each look takes its turn from the method's budget (``read_budget``)."""
+    method = "conversations.replies" if thread_ts else "conversations.history"
+    await read_budget(client, method).take()
     try:
         if thread_ts:
             response = await client.conversations_replies(
@@ -516,7 +573,18 @@ async def post_once(
     raise AssertionError("unreachable")
 
 
-async def update(client: AsyncWebClient, *, channel: str, ts: str, message: dict[str, Any]) -> None:
+async def update(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    ts: str,
+    message: dict[str, Any],
+    paced: bool = False,
+) -> None:
+    """Rewrite the message ``ts`` once its turn in the workspace's ``update_budget`` comes.
+    ``paced``: the caller has taken the turn already (RootUpdates renders once it has)."""
+    if not paced:
+        await update_budget(client).take()
     await client.chat_update(
         channel=channel, ts=ts, text=message.get("text") or "", blocks=message.get("blocks")
     )

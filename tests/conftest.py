@@ -142,7 +142,8 @@ def _posts_unpaced_unless_slack_limits(
         monkeypatch.setattr(PostPace, "WORKSPACE_PER_MINUTE", 60_000.0)
         monkeypatch.setattr(PostPace, "WORKSPACE_BURST", 1_000)
         monkeypatch.setattr(root_updates, "PER_ROOT_S", 0.0)
-        monkeypatch.setattr(root_updates, "WORKSPACE_PER_MINUTE", 60_000.0)
+        monkeypatch.setattr(PostPace, "UPDATES_PER_MINUTE", 60_000.0)
+        monkeypatch.setattr(PostPace, "READS_PER_MINUTE", 60_000.0)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,10 @@
 """Alert messages to Slack: post a root or a thread note, rewrite a root (chat.update).
 
 What the messages say is bot.alerts.messages; this module only sends them, as one section
-block cut to Block Kit's limit, never twice (bot.slack_client.post_once).
+block cut to Block Kit's limit, never twice (bot.slack_client.post_once). Posts keep the
+posting pace; every rewrite (an alert's root, a storm's table, a cause group's reply) waits its
+turn in the workspace's one chat.update budget (bot.slack_client.update_budget), which the
+chat's root updates and every other process share: together they stay under Tier 3.
 """
 
 from __future__ import annotations

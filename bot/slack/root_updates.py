@@ -6,9 +6,10 @@ sent as it is asked for: ``RootUpdates.want(channel, ts, render)`` marks the roo
 one task per stale root renders its view when it may send (``render`` reads the state then, so
 whatever happened meanwhile is in it) — at most once per ``per_root_s`` per root (longer
 when many roots wait for mere progress: the budget is kept for final states and people's
-buttons), no faster than the workspace's budget (a token bucket: the client's, shared through
-Redis by every process when its posting pace is — bot.slack_client.workspace_budget), and
-never to show what it already shows. A root asked for again
+buttons), no faster than the workspace's budget (the client's one ``chat.update`` budget,
+which every other update takes its turns from too, shared through Redis by every process
+when its posting pace is — bot.slack_client.update_budget), and never to show what it
+already shows. A root asked for again
 while it waits is still one update: nothing queues beyond one entry per root.
 
 A 429 is honoured by the client (bot.slack_client: Retry-After, then retry); an update that
@@ -42,17 +43,22 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from badgateway.bot.slack_client import rate_scale, retry_after, update, workspace_budget
+from badgateway.bot.slack_client import (
+    rate_scale,
+    retry_after,
+    update,
+    update_budget,
+    workspace_budget,
+)
 from badgateway.bot.state import BotState
 
 log = logging.getLogger(__name__)
 
 Render = Callable[[], Awaitable[dict[str, Any] | None]]  # the view now; None: nothing to show
 
-# At Slack's documented limits; both follow the client's rate scale (bot.slack_client).
+# At Slack's documented limits; follows the client's rate scale (bot.slack_client), as does
+# the budget (PostPace.UPDATES_PER_MINUTE).
 PER_ROOT_S = 2.0  # one root is updated at most this often
-WORKSPACE_PER_MINUTE = 45.0  # a little under Tier 3's ~50: other chat.update calls take some
-WORKSPACE_BURST = 5
 UPDATE_TRIES = 4
 RETRY_DELAY_S = 2.0
 IDLE_KEPT = 200  # roots remembered (for their spacing) before idle ones are dropped
@@ -78,21 +84,21 @@ class RootUpdates:
         *,
         per_root_s: float | None = None,
         per_minute: float | None = None,
-        burst: int = WORKSPACE_BURST,
+        burst: int = 5,
         state: BotState | None = None,
     ) -> None:
-        """Unset, the spacing and the budget are Slack's (times the client's rate scale).
-        ``state``: shared with the other processes updating the same roots."""
+        """Unset, the spacing is Slack's (times the client's rate scale) and the budget the
+        workspace's one for every chat.update; ``per_minute`` (``burst``) gives this one a
+        budget of its own (a chat without Slack's limits). ``state``: shared with the other
+        processes updating the same roots."""
         self.client = client
         self.state = state
         scale = rate_scale(client)
         self.per_root_s = PER_ROOT_S / scale if per_root_s is None else per_root_s
-        self.budget = workspace_budget(
-            client,
-            "updates",
-            WORKSPACE_PER_MINUTE * scale if per_minute is None else per_minute,
-            burst,
-        )
+        if per_minute is None:
+            self.budget = update_budget(client)
+        else:
+            self.budget = workspace_budget(client, "updates", per_minute, burst)
         self._roots: dict[tuple[str, str], _Root] = {}
         self.sent = 0  # chat.update calls made (for the benchmark)
 
@@ -211,7 +217,7 @@ class RootUpdates:
         self.sent += 1
         root.last_sent = time.monotonic()
         try:
-            await update(self.client, channel=channel, ts=ts, message=view)
+            await update(self.client, channel=channel, ts=ts, message=view, paced=True)
         except SlackApiError as exc:
             wait_s = retry_after(exc)
             if wait_s is not None:

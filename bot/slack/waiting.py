@@ -6,7 +6,10 @@ the record is in Redis, so any web process, or one restarted since) calls
 ``WaitingRoots.show``, which adds one line to the root: "waiting for a worker since 12:03; is
 `badgateway worker` running?". It is called again while the diagnosis waits (a thread may join
 the run meanwhile); each root is claimed in Redis (``bgw:waiting:shown:{id}:{channel}:{ts}``)
-before it is edited, so it is edited once however many web processes see it. Nothing else
+before it is edited, so it is edited once however many web processes see it. The edit is a
+chat.update like any other: it waits its turn in the workspace's one budget for them
+(bot.slack_client.update_budget), before the thread's lock is taken, so that the sink is not
+held up while it waits. Nothing else
 changes: once a worker comes, its first result redraws the root as usual (bot.slack.sink), the
 line goes, and the diagnosis completes in the same thread. An alert's root is the alerting
 side's (bot.alerts.incidents).
@@ -25,7 +28,7 @@ from badgateway.bot.pipeline import DiagnosisRequest
 from badgateway.bot.render import chat_text
 from badgateway.bot.render import slack_blocks as blocks
 from badgateway.bot.slack.sink import root_view
-from badgateway.bot.slack_client import slack_error, update
+from badgateway.bot.slack_client import slack_error, update, update_budget
 from badgateway.bot.state import DIAGNOSIS_TTL_S, BotState
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class WaitingRoots:
         shown = storage.key("waiting", "shown", request.id, channel, root_ts)
         if not await self.state.store.claim(shown, DIAGNOSIS_TTL_S):
             return  # this or another web process has said it on this root
+        await update_budget(self.client).take()
         # Under the thread's lock, as the sink redraws it: a result shown meanwhile wins.
         async with self.state.thread_lock(channel, root_ts):
             thread = await self.state.thread(channel, root_ts)
@@ -69,7 +73,13 @@ class WaitingRoots:
                 "blocks": [*view["blocks"], waiting],
             }
             try:
-                await update(self.client, channel=channel, ts=root_ts, message=blocks.fit(message))
+                await update(
+                    self.client,
+                    channel=channel,
+                    ts=root_ts,
+                    message=blocks.fit(message),
+                    paced=True,
+                )
             except (SlackApiError, aiohttp.ClientError) as exc:
                 log.warning(
                     "could not say %s waits for a worker: %s", thread.key, slack_error(exc) or exc

@@ -9,8 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from badgateway.bot.config import BotConfig
-from badgateway.bot.slack.root_updates import PER_ROOT_S, WORKSPACE_PER_MINUTE, RootUpdates
-from badgateway.bot.slack_client import make_web_client
+from badgateway.bot.slack.root_updates import PER_ROOT_S, RootUpdates
+from badgateway.bot.slack_client import PostPace, make_web_client
 from tests.lab.alerts import CHANNEL, bot_config, until
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import SlackStandIn
@@ -23,7 +23,7 @@ async def test_updates_keep_the_pace_of_the_clients_rate_scale(scale: float) -> 
     client = make_web_client(BotConfig(slack_bot_token="xoxb-t", slack_rate_scale=scale))
     roots = RootUpdates(client)
     assert roots.per_root_s == pytest.approx(PER_ROOT_S / scale)
-    assert roots.budget.rate == pytest.approx(WORKSPACE_PER_MINUTE * scale / 60.0)
+    assert roots.budget.rate == pytest.approx(PostPace.UPDATES_PER_MINUTE * scale / 60.0)
 
 
 async def test_a_given_spacing_wins_over_the_scale() -> None:
