@@ -144,8 +144,10 @@ def _modules() -> dict[str, ModuleType]:
 
 # Records remembered with what they say: every site behind a proxy reads the same shared log's
 # tail, so in a storm each line was classified once per site (200 times) in the same process.
-# A record's classification depends on its text alone, and LogLine is frozen.
-CLASSIFIED_KEPT = 8192
+# A record's classification depends on its text alone, and LogLine is frozen. Enough for the
+# 2 MiB tail a scan reads (logscan.TAIL_BYTES) at ~130 bytes a line: a scan that cycled
+# through more lines than are kept would find none of them (at most ~16 MiB kept).
+CLASSIFIED_KEPT = 16384
 
 
 @functools.lru_cache(maxsize=CLASSIFIED_KEPT)
