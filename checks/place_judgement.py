@@ -17,7 +17,8 @@ from typing import Any
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.dns_client import address_order
 from badgateway.checks.model import Cause, Finding, Status, Weight
-from badgateway.checks.places import HERE, Outcome, PlaceRow, State, listed, outcomes, table
+from badgateway.checks.place_names import HERE
+from badgateway.checks.places import Outcome, PlaceRow, State, listed, outcomes, table
 
 
 def answers_split(found: list[Outcome]) -> str | None:

@@ -23,12 +23,9 @@ from typing import Any, NotRequired, TypedDict, cast
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.guard import TargetRefused, check_address
 from badgateway.checks.model import Finding, Status, StepResult, Weight
+from badgateway.checks.place_names import HERE
 from badgateway.checks.readable import ms_text
 from badgateway.checks.resolve import ResolveFailed, resolve_host
-
-# The asker's own view: ``badgateway diagnose --from …`` probes from the terminal as well,
-# under this name; when it alone fails, the failure is on the asker's side.
-HERE = "here"
 
 # The queue a place's parts go to: the part for place NAME on "probe@NAME", which only a
 # worker started as ``badgateway worker --vantage NAME`` serves.

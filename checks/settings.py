@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from badgateway.checks.logparse import FORMATS
+from badgateway.checks.place_names import PLACE_NAME_RULE, is_place_name
 from badgateway.checks.regular_file import file_kind, read_regular_file
 from badgateway.checks.resolve import parse_resolver
 from badgateway.checks.typed_url import BadTarget, read_url, typed_text
@@ -276,10 +277,9 @@ def _vantages(value: Any, where: str) -> tuple[str, ...]:
     """Place names: each names a queue (``probe@NAME``) that a vantage worker serves."""
     names = _str_list(value, where)
     for name in names:
-        if not _HOST_NAME.fullmatch(name):
+        if not is_place_name(name):
             raise _fail(
-                where,
-                f'{_shown(name)} is not a place name like "eu-west" (letters, digits, . _ -)',
+                where, f'{_shown(name)} is not a place name like "eu-west" ({PLACE_NAME_RULE})'
             )
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -11,7 +11,6 @@ stores that part itself (``keep_part``), and no job is queued for it.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from badgateway.bot.pipeline import DiagnosisRequest
@@ -20,7 +19,8 @@ from badgateway.bot.queue.saq_queue import DEFAULT_QUEUE, QueueHub
 from badgateway.bot.queue.store import DiagnosisStore
 from badgateway.bot.queue.tuning import QueueTuning
 from badgateway.checks.context import ProbeContext
-from badgateway.checks.places import HERE, QUEUE, place_queue
+from badgateway.checks.place_names import HERE, PLACE_NAME_RULE, is_place_name
+from badgateway.checks.places import QUEUE, place_queue
 from badgateway.checks.runner import part_places
 from badgateway.checks.settings import Settings
 from badgateway.checks.steps import step_named
@@ -29,7 +29,6 @@ from badgateway.checks.steps import step_named
 # asker's own view (a terminal's), which the asker stores itself, never queued.
 VANTAGE_QUEUE = QUEUE
 __all__ = ["HERE", "VANTAGE_QUEUE", "BadPlace", "keep_part", "late_reason", "vantage_queue"]
-_PLACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # as the sites file's vantages
 
 
 class BadPlace(ValueError):
@@ -38,10 +37,10 @@ class BadPlace(ValueError):
 
 def vantage_queue(place: str) -> str:
     """The queue a vantage worker for ``place`` serves; BadPlace for a name that is not one."""
-    if not _PLACE_NAME.fullmatch(place) or place == HERE:
+    if not is_place_name(place):
         raise BadPlace(
             f"--vantage {place[:80]!r}: a place is named like the sites file's vantages "
-            f'("eu-west": letters, digits, . _ -), and {HERE!r} is the asker\'s own'
+            f'("eu-west": {PLACE_NAME_RULE})'
         )
     return place_queue(place)
 

@@ -19,7 +19,8 @@ import pytest
 
 from badgateway.checks.context import ProbeContext
 from badgateway.checks.model import Cause, Finding, Status, StepResult, Verdict, Weight
-from badgateway.checks.places import HERE, QUEUE, failing_places, table_lines
+from badgateway.checks.place_names import HERE
+from badgateway.checks.places import QUEUE, failing_places, table_lines
 from badgateway.checks.runner import assemble_parts, part_places, prepare, run_part
 from badgateway.checks.settings import Settings, Site
 from badgateway.checks.steps import ANYWHERE, step_named

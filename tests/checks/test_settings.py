@@ -191,6 +191,9 @@ def test_vantages_for_every_site_and_one_site(tmp_path: Path) -> None:
         ("[settings]\nvantage_quorum = 0\n", "settings.vantage_quorum"),
         (SITE_A + "vantages = ['x/y']\n", "site 'a' vantages"),
         ("[settings]\nvantage = ['a']\n", "did you mean 'vantages'"),
+        # The rule `worker --vantage` applies too: a place no worker could serve is refused.
+        (f"[settings]\nvantages = ['{'a' * 64}']\n", "at most 63"),
+        ("[settings]\nvantages = ['here']\n", "not 'here'"),
     ],
 )
 def test_bad_vantages_say_what_is_wrong(tmp_path: Path, text: str, named: str) -> None:

@@ -191,6 +191,11 @@ def _main(
         ),
         (("worker", "--vantage", "here"), "badgateway: --vantage 'here': a place is named like"),
         (
+            ("worker", "--vantage", "a" * 64),
+            f"badgateway: --vantage '{'a' * 64}': a place is named like the sites file's "
+            "vantages (\"eu-west\": letters, digits, . _ -, at most 63, not 'here')",
+        ),
+        (
             ("worker", "--vantage", "eu-west", "--queues", "default"),
             "badgateway: a vantage worker serves its place's probes only (it has no sink)",
         ),
