@@ -111,7 +111,11 @@ class AlertPosts:
         if await self.store.pending_count() == 0:
             return 0
         early = asyncio.create_task(self.diagnose_early(), name="storm-early-diagnoses")
-        await asyncio.sleep(self.policy.storm_hold_s)
+        try:
+            await asyncio.sleep(self.policy.storm_hold_s)
+        except asyncio.CancelledError:  # the process stops: a run half-started is a flight
+            early.cancel()  # that the next flush joins
+            raise
         await early  # its runs are the incidents' before the flush decides what to start
         return await self.flush()
 
