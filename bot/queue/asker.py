@@ -9,6 +9,7 @@ store as the workers put it there, until every step is in or the wait is over.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -79,8 +80,12 @@ async def _probe_here(
     settings: Settings,
     config: BotConfig,
 ) -> None:
-    """The asker's own view: each step's part at ``here``, stored as a vantage's would be."""
-    ctx = ProbeContext.from_dict(request.context, settings)
+    """The asker's own view: each step's part at ``here``, stored as a vantage's would be.
+    Resolved as this machine resolves (BADGATEWAY_VANTAGE_RESOLVERS, else /etc/resolv.conf),
+    never with the sites file's resolvers: a person whose resolver answers wrong is one of the
+    things ``client_side`` exists to say."""
+    own_view = dataclasses.replace(settings, resolvers=config.vantage_resolvers)
+    ctx = ProbeContext.from_dict(request.context, own_view)
     ctx.deadline = time.monotonic() + settings.diagnosis_budget_s
 
     async def one(name: str) -> None:

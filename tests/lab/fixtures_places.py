@@ -13,7 +13,9 @@
   worker --vantage NAME``, this checkout on PYTHONPATH). eu-west resolves through
   /etc/netns/NS/resolv.conf (what ``ip netns exec`` puts in place of /etc/resolv.conf: the
   machine's own resolvers), us-east through BADGATEWAY_VANTAGE_RESOLVERS;
-* an ``asker`` namespace with no worker, for a terminal that cannot reach the site;
+* an ``asker`` namespace with no worker, for a terminal that cannot reach the site, and
+  with the asker machine's DNS server (BIND), which `diagnose --from`'s own view (``here``)
+  resolves through, wherever the terminal runs;
 * a redis-server on loopback and on this machine's address on the bridge, and a default
   worker here (its sink records every call in Redis, tests.lab.fixtures_redis.LabSink).
 
@@ -207,9 +209,11 @@ class PlacesLab:
         """`badgateway diagnose shop --from PLACES --json`, here or inside ``ns``."""
         redis_url = self.redis_url_there if ns else self.redis.url
         argv = self.in_ns(ns, *CLI, "diagnose", "shop", "--from", ",".join(places), "--json")
+        # The asker's machine resolves through its own DNS server (``answers("asker", …)``).
+        resolver = f"{self.asker.address}:53"
         return subprocess.Popen(
             argv,
-            env=self.env(REDIS_URL=redis_url),
+            env=self.env(REDIS_URL=redis_url, BADGATEWAY_VANTAGE_RESOLVERS=resolver),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -369,7 +373,9 @@ def places_lab_context(directory: Path) -> Iterator[PlacesLab]:
             lab.dns["central"] = ZoneAt(
                 site.name, site.address, directory / "dns-central", site.address
             )
-            for ns in place_spaces:
+            # Each place resolves through a DNS server of its own, and so does the asker's
+            # machine (the terminal's `here`, through BADGATEWAY_VANTAGE_RESOLVERS).
+            for ns in [*place_spaces, asker]:
                 lab.dns[ns.label] = ZoneAt(
                     ns.name, ns.address, directory / f"dns-{ns.label}", site.address
                 )

@@ -145,6 +145,23 @@ async def test_every_place_reaching_the_site_but_the_asker_is_client_side(
     assert "fails only from here" in summary, summary
 
 
+async def test_every_place_answering_right_but_the_askers_resolver_is_client_side(
+    places_lab: PlacesLab,
+) -> None:
+    """The asker's own resolver still answers the site's old address (a stale cache, a VPN's
+    DNS): the places resolve and reach the site, the terminal's own view does not."""
+    old = places_lab.old_address
+    with places_lab.answers("asker", old):
+        doc = await _diagnosis(places_lab)
+    cause, summary = _verdict(doc)
+    assert cause == "client_side", summary
+    assert "fails only from here" in summary, summary
+    assert f"(here resolves {old}, the other places" in summary, summary
+    asker_resolver = f"{places_lab.asker.address}:53"
+    dns = _findings(doc, "dns")
+    assert any(old in m and asker_resolver in m and "(from here)" in m for m in dns), dns
+
+
 async def test_a_vantage_killed_mid_run_is_named_and_the_verdict_still_comes(
     places_lab: PlacesLab,
 ) -> None:
