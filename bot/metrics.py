@@ -94,8 +94,9 @@ SLACK_PACE_FALLBACKS = Counter(
 )
 PROBES = Counter(
     "badgateway_monitor_probes",
-    "Monitoring probes of the sites file's sites, by site and result (ok, failed).",
-    ["site", "result"],
+    "Monitoring probes of the sites file's sites, by site, place probed from (empty: a site "
+    "without places) and result (ok, failed).",
+    ["site", "place", "result"],
     registry=REGISTRY,
 )
 
@@ -128,8 +129,9 @@ def slack_pace_fallback(limit: str) -> None:
     SLACK_PACE_FALLBACKS.labels(limit=limit).inc()
 
 
-def probe(site: str, ok: bool) -> None:
-    PROBES.labels(site=site, result="ok" if ok else "failed").inc()
+def probe(site: str, ok: bool, place: str = "") -> None:
+    """One monitoring probe; ``place``: where it was probed from, for a site with places."""
+    PROBES.labels(site=site, place=place, result="ok" if ok else "failed").inc()
 
 
 def exposition() -> bytes:

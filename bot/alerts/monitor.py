@@ -243,7 +243,7 @@ async def monitor_site(ctx: dict[str, Any], *, site: str) -> dict[str, Any]:
         for place, answer in answers.items():
             if answer is None:
                 continue
-            metrics.probe(site, answer.ok)
+            metrics.probe(site, answer.ok, place)
             point = ProbePoint(site, started, answer.ok, answer.what[:200], answer.total_ms, place)
             await keep_probe(ctx.get("history"), point)
         judged = combine(answers, incidents.settings.quorum_for(configured))

@@ -27,7 +27,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from badgateway.bot import storage
+from badgateway.bot import metrics, storage
 from badgateway.bot.alerts.monitor import (
     monitor_site,
     place_probe_functions,
@@ -198,11 +198,16 @@ def _site(app: App) -> Site:
 async def test_one_place_failing_pages_nobody_two_open_an_incident_that_says_where(
     slack_api: SlackStandIn, vantages: Vantages, monitor: Monitor
 ) -> None:
+    before = {p: probes_counted(p) for p in PLACES}
     for _ in range(3):  # two failing rounds in a row open an incident; one place is not enough
         done = await monitor.round()
         assert done["places"] == {"eu-west": "fine", "us-east": "down", "ap-south": "fine"}
         assert done["ok"] is True and done["incident"] is None
     assert (await monitor.kept())[-3:] == ["eu-west:ok", "us-east:down", "ap-south:ok"]
+    # The probe counter says from where: three rounds, each place once a round.
+    after = {p: probes_counted(p) for p in PLACES}
+    counted = {p: (after[p][0] - before[p][0], after[p][1] - before[p][1]) for p in PLACES}
+    assert counted == {"eu-west": (3, 0), "us-east": (0, 3), "ap-south": (3, 0)}
     assert slack_api.roots() == []
 
     vantages.zones["ap-south"].serve(_records(NOWHERE))  # a second place fails: the quorum
@@ -226,6 +231,18 @@ async def test_one_place_failing_pages_nobody_two_open_an_incident_that_says_whe
     assert len(recovered) == 1
     assert recovered[0].endswith("— down from us-east; fine from eu-west, ap-south")
     assert len(slack_api.roots()) == 1
+
+
+def probes_counted(place: str) -> tuple[float, float]:
+    """This process's monitoring probes of shop from ``place``: (ok, failed)."""
+    found = {"ok": 0.0, "failed": 0.0}
+    for family in metrics.REGISTRY.collect():
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "badgateway_monitor_probes_total" and labels.get("site") == "shop":
+                if labels.get("place") == place:
+                    found[labels["result"]] += sample.value
+    return found["ok"], found["failed"]
 
 
 def root_ts(slack_api: SlackStandIn) -> str:
