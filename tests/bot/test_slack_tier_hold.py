@@ -21,12 +21,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from badgateway.bot import metrics, storage
 from badgateway.bot.config import BotConfig
+from badgateway.bot.slack.sink import SlackSink
 from badgateway.bot.slack_client import (
     find_posted,
     make_web_client,
     update,
+    update_budget,
     workspace_budget,
 )
+from badgateway.bot.state import BotState, DiagnosisThread, MemoryStore
+from badgateway.checks.model import Finding, Status, StepResult
 from tests.lab.fixtures_redis import RedisServer
 from tests.lab.fixtures_slack import Call, SlackStandIn
 from tests.lab.slack_limits import SlackLimits
@@ -187,3 +191,42 @@ async def test_a_far_turn_is_said_once_a_minute(
     said = [r.getMessage() for r in caplog.records if name in r.getMessage()]
     assert len(said) == 1, said
     assert "60 s" in said[0] or "59 s" in said[0]
+
+
+async def test_a_redelivered_step_waits_for_its_update_turn_outside_the_threads_lock(
+    slack_api: SlackStandIn,
+) -> None:
+    config = BotConfig(slack_bot_token="xoxb-t", slack_api_url=slack_api.base_url)
+    client = make_web_client(config)
+    state = BotState(MemoryStore())
+    root_ts = str((await client.chat_postMessage(channel="C1", text="root"))["ts"])
+    await state.save_thread(
+        DiagnosisThread("C1", root_ts, "shop", "https://shop/", "U1", time.time(), current="d1")
+    )
+    sink = SlackSink(client, state)
+
+    async def deliver(summary: str, redelivered: str | None) -> None:
+        result = StepResult.from_findings(
+            "reload", summary, [Finding("reload_x", summary, Status.OK, None)]
+        )
+        await state.record_result("d1", result)
+        await sink.show("d1", ["reload"], "C1", root_ts, redelivered=redelivered)
+
+    try:
+        await deliver("fine", None)
+        (reply,) = slack_api.thread(root_ts)
+        await update_budget(client).hold(1.5)  # Slack's chat.update budget is empty meanwhile
+        held_at = time.monotonic()
+        again = asyncio.create_task(deliver("slow", "reload"))
+        await asyncio.sleep(0.2)
+        # While it waits for its turn, the thread is free for everything else.
+        async with asyncio.timeout(0.5):
+            async with state.thread_lock("C1", root_ts):
+                assert not again.done()
+        await again
+    finally:
+        await sink.roots.close()
+    (updated,) = [c for c in slack_api.calls_of("chat.update") if c.params["ts"] == reply.ts]
+    assert updated.at - held_at >= 1.4  # (the root's updates are RootUpdates')
+    assert [m.ts for m in slack_api.thread(root_ts)] == [reply.ts]  # updated, not posted again
+    assert "slow" in str(slack_api.message(reply.ts).blocks)
