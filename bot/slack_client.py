@@ -357,6 +357,17 @@ class PostPace:
         await bucket.take()
         await self.workspace.take()
 
+    async def hold_shared(self, limit: Limit, for_s: float) -> None:
+        """Hold ``limit`` for ``for_s`` seconds for every process (marked: also the turns
+        handed out already, see ``take_shared``), awaited: the caller's next turn comes after
+        it. Nothing without the shared limits."""
+        if self.shared is None or self._on_own():
+            return
+        try:
+            await asyncio.wait_for(self.shared.hold(limit, for_s, marked=True), SHARED_CALL_S)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._shared_failed(exc)
+
     async def take_shared(
         self,
         kind: str,
@@ -487,13 +498,7 @@ class WorkspaceBudget:
         process sharing the budget, nor for the calls whose turns were handed out already."""
         log.info("%s: Slack answered 429; the budget is held for %.1f s", self.name, for_s)
         self.local.hold(time.monotonic() + for_s)  # also when the shared one is out of reach
-        shared = self.pace.shared
-        if shared is None or self.pace._on_own():
-            return
-        try:
-            await asyncio.wait_for(shared.hold(self._limit(), for_s, marked=True), SHARED_CALL_S)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self.pace._shared_failed(exc)
+        await self.pace.hold_shared(self._limit(), for_s)
 
     def _limit(self) -> Limit:
         return Limit(storage.key("pace", self.name), self.limit_rate)
