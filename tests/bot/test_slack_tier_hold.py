@@ -157,7 +157,12 @@ async def test_a_429_holds_back_turns_handed_out_before_it(
     waiting = asyncio.create_task(
         update(two, channel=CHANNEL, ts=roots[2], message={"text": "waited"})
     )
-    await asyncio.sleep(0.1)  # its turn is handed out (nothing to wait for: it is asleep)
+    # Its turn is handed out once the budget's schedule in Redis reaches past the burst's
+    # (five turns: about 6.7 s ahead; the sixth takes it to about 8 s).
+    deadline = time.monotonic() + 5
+    while await redis.pttl(storage.key("pace", "updates")) < 7_500:
+        assert time.monotonic() < deadline, "the sixth turn was never handed out"
+        await asyncio.sleep(0.01)
     slack_api.fail("chat.update", status=429, retry_after=RETRY_AFTER)
     await update(one, channel=CHANNEL, ts=roots[0], message={"text": "refused"}, paced=True)
     await waiting
@@ -218,7 +223,8 @@ async def test_a_redelivered_step_waits_for_its_update_turn_outside_the_threads_
         await update_budget(client).hold(1.5)  # Slack's chat.update budget is empty meanwhile
         held_at = time.monotonic()
         again = asyncio.create_task(deliver("slow", "reload"))
-        await asyncio.sleep(0.2)
+        budget = update_budget(client).local  # no Redis: this process's own bucket
+        await slack_api.wait_for(budget.turn.locked, 5, "the update waiting for its turn")
         # While it waits for its turn, the thread is free for everything else.
         async with asyncio.timeout(0.5):
             async with state.thread_lock("C1", root_ts):
