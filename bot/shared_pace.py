@@ -16,8 +16,12 @@ the workspace's turn gets no turn (the caller waits for the channel and asks aga
 one busy channel never holds up the workspace's queue for the others.
 
 ``refund`` gives a reserved turn back (its caller gave up waiting for it), ``hold`` keeps a
-limit shut until a time (Slack's Retry-After). Keys are given by the caller (bot.storage).
-This module knows nothing of Slack; bot.slack_client uses it.
+limit shut until a time (Slack's Retry-After). A hold moves the TAT on, so that no turn asked
+for after it falls inside it; turns handed out before it (their callers asleep until them)
+are not recalled — ``hold(..., marked=True)`` also leaves a marker (``<key>:held``: when the
+hold ends, expiring then) that such a caller reads once it wakes (``held_until``), and asks
+again if its turn's time (``Turn.at``) was before the hold's end. Keys are given by the
+caller (bot.storage). This module knows nothing of Slack; bot.slack_client uses it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 # KEYS[1]: the queued limit; KEYS[2] (optional): the gate. ARGV: interval and tolerance (s) of
-# each. Returns {"turn", s}: the turn is in s seconds, reserved; or {"gate", s}: the gate is
+# each. Returns {"turn", s, at}: the turn is in s seconds (at: then, on the Redis clock),
+# reserved; or {"gate", s}: the gate is
 # not free at the queue's turn, nothing reserved, ask again in s seconds. Numbers go out as
 # strings: Redis would cut a Lua number to an integer.
 _RESERVE = """
@@ -55,7 +60,7 @@ if KEYS[2] then
   store(KEYS[2], math.max(gate_tat, at) + gate_interval)
 end
 store(KEYS[1], math.max(queue_tat, at) + queue_interval)
-return {'turn', string.format('%.6f', at - now)}
+return {'turn', string.format('%.6f', at - now), string.format('%.6f', at)}
 """
 
 # KEYS: the limits a turn was reserved from; ARGV: their intervals. Each TAT goes back by one.
@@ -74,13 +79,20 @@ end
 return 1
 """
 
-# KEYS[1]: a limit; ARGV: seconds it stays shut, its tolerance. No turn before then.
+# KEYS[1]: a limit; KEYS[2] (optional): its hold's marker; ARGV: seconds it stays shut, its
+# tolerance. No turn before then; the marker (if any) holds when the hold ends (Redis clock).
 _HOLD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local value = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
                        now + tonumber(ARGV[1]) + tonumber(ARGV[2]))
 redis.call('SET', KEYS[1], string.format('%.6f', value), 'PX', math.ceil((value - now) * 1000))
+if KEYS[2] then
+  local ends = now + tonumber(ARGV[1])
+  if ends > tonumber(redis.call('GET', KEYS[2]) or '0') and ends > now then
+    redis.call('SET', KEYS[2], string.format('%.6f', ends), 'PX', math.ceil((ends - now) * 1000))
+  end
+end
 return 1
 """
 
@@ -117,12 +129,14 @@ class Turn:
 
     reserved: bool
     wait_s: float
+    at: float = 0.0  # the turn's time on the Redis clock (reserved only)
 
 
 class SharedLimits:
     """The scripts over one Redis connection (pool)."""
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._reserve = redis.register_script(_RESERVE)
         self._refund = redis.register_script(_REFUND)
         self._hold = redis.register_script(_HOLD)
@@ -133,16 +147,32 @@ class SharedLimits:
         args = [queue.rate.interval_s, queue.rate.tolerance_s]
         if gate is not None:
             args += [gate.rate.interval_s, gate.rate.tolerance_s]
-        kind, wait_s = await self._reserve(keys=keys, args=args)
-        return Turn(reserved=_text(kind) == "turn", wait_s=max(0.0, float(_text(wait_s))))
+        kind, wait_s, *at = await self._reserve(keys=keys, args=args)
+        return Turn(
+            reserved=_text(kind) == "turn",
+            wait_s=max(0.0, float(_text(wait_s))),
+            at=float(_text(at[0])) if at else 0.0,
+        )
 
     async def refund(self, *limits: Limit) -> None:
         """Give back a turn reserved from ``limits`` and not used."""
         await self._refund(keys=[m.key for m in limits], args=[m.rate.interval_s for m in limits])
 
-    async def hold(self, limit: Limit, for_s: float) -> None:
-        """No turn from ``limit`` for ``for_s`` seconds (then its steady pace, no burst)."""
-        await self._hold(keys=[limit.key], args=[max(0.0, for_s), limit.rate.tolerance_s])
+    async def hold(self, limit: Limit, for_s: float, *, marked: bool = False) -> None:
+        """No turn from ``limit`` for ``for_s`` seconds (then its steady pace, no burst).
+        ``marked``: also for the turns handed out already (see ``held_until``)."""
+        keys = [limit.key, held_key(limit)] if marked else [limit.key]
+        await self._hold(keys=keys, args=[max(0.0, for_s), limit.rate.tolerance_s])
+
+    async def held_until(self, limit: Limit) -> float:
+        """When a marked hold on ``limit`` ends, on the Redis clock (0: none now)."""
+        ends = await self._redis.get(held_key(limit))
+        return 0.0 if ends is None else float(_text(ends))
+
+
+def held_key(limit: Limit) -> str:
+    """The marker of a hold on ``limit`` (in the limit's own key space)."""
+    return f"{limit.key}:held"
 
 
 def _text(value: str | bytes) -> str:

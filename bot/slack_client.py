@@ -18,7 +18,11 @@ never held up or lost for want of its pace (each call paced on its own so is cou
 ``badgateway_slack_pace_fallbacks_total``). Every ``chat.update`` (Tier 3: about 50 a minute for
 the whole workspace) takes its turn from one budget the same way, whoever makes it
 (``update``, ``update_budget``), and so does each Tier 3 read ``find_posted`` makes (a budget
-per method: Slack limits each method on its own). A post still
+per method: Slack limits each method on its own). A 429 to one of those methods holds its
+budget until the Retry-After ends, for every process (also for the calls already waiting for
+a turn), and the refused call is retried with the budget's first turn after it
+(``OwnPostsRateLimitRetryHandler``); a turn further off than ``FAR_TURN_S`` is said in the
+log, once a minute per budget. A post still
 refused with 429 after the SDK's retries (a storm: many threads share the workspace's posting
 limit) is not dropped: ``post_once`` waits the Retry-After Slack gave and
 tries again, for up to ``RATE_LIMITED_FOR_S`` — a refused post was not posted, so this is safe.
@@ -36,7 +40,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -56,7 +60,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from badgateway.bot import metrics, storage
 from badgateway.bot.config import BotConfig
-from badgateway.bot.shared_pace import Limit, Rate, SharedLimits
+from badgateway.bot.shared_pace import Limit, Rate, SharedLimits, Turn
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +125,22 @@ class OwnPostsRateLimitRetryHandler(
 ):
     """Waits out 429s, except chat.postMessage's: post_once waits those out itself, so that
     it holds the channel's pace meanwhile and can give up at a caller's deadline. Counts every
-    429 (the first handler asked about each failed answer, so it sees all of them)."""
+    429 (the first handler asked about each failed answer, so it sees all of them).
+
+    Given the client's ``pace``, a 429 to a method with a workspace budget (chat.update, the
+    Tier 3 reads: ``PostPace.method_budget``) holds that budget until its Retry-After ends —
+    for every process sharing it, the calls already waiting for their turn included — and the
+    refused call is retried with the budget's next turn after that, in line with the others
+    (never sooner: nothing else in the workspace spends Slack's empty budget meanwhile)."""
 
     reason = "rate_limited"
+
+    def __init__(self, max_retry_count: int, pace: PostPace | None = None) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.pace = pace
+
+    def _budget(self, request: HttpRequest) -> WorkspaceBudget | None:
+        return None if self.pace is None else self.pace.method_budget(_method(request))
 
     async def can_retry_async(
         self,
@@ -135,9 +152,32 @@ class OwnPostsRateLimitRetryHandler(
     ) -> bool:
         if response is not None and response.status_code == 429:
             metrics.slack_rate_limited(_method(request))
+            budget = self._budget(request)
+            if budget is not None:
+                # Held whether or not this call is retried: the budget is Slack's, empty.
+                await budget.hold(_retry_after_s(response.headers))
         return await super().can_retry_async(
             state=state, request=request, response=response, error=error
         )
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        budget = self._budget(request)
+        if budget is None or response is None:
+            await super().prepare_for_next_attempt_async(
+                state=state, request=request, response=response, error=error
+            )
+            return
+        metrics.slack_retry(_method(request), self.reason)
+        state.next_attempt_requested = True
+        await budget.take()  # the first turn after the hold, so after the Retry-After
+        state.increment_current_attempt()
 
 
 class IdempotentServerErrorRetryHandler(
@@ -181,9 +221,10 @@ def _outcome(exc: SlackApiError) -> str:
     return slack_error(exc) or "error"
 
 
-def retry_handlers() -> list[AsyncRetryHandler]:
+def retry_handlers(pace: PostPace | None = None) -> list[AsyncRetryHandler]:
+    """The retries of a client; given its ``pace``, a 429 holds the method's budget."""
     return [
-        OwnPostsRateLimitRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        OwnPostsRateLimitRetryHandler(max_retry_count=RATE_LIMIT_RETRIES, pace=pace),
         IdempotentServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
         IdempotentConnectionErrorRetryHandler(max_retry_count=CONNECTION_RETRIES),
     ]
@@ -193,14 +234,15 @@ def make_web_client(config: BotConfig, redis: Redis | None = None) -> AsyncWebCl
     """A client whose posts (and root updates) keep the workspace's pace: Slack's documented
     limits times ``BADGATEWAY_SLACK_RATE_SCALE``. With ``redis`` (the process's connection
     to the install's Redis) the pace is one for every process sharing it."""
+    shared = SharedLimits(redis) if redis is not None else None
+    pace = PostPace(config.slack_rate_scale, shared)
     client = CountingWebClient(
         token=config.slack_bot_token,
         base_url=config.slack_api_url,
         timeout=15,
-        retry_handlers=retry_handlers(),
+        retry_handlers=retry_handlers(pace),
     )
-    shared = SharedLimits(redis) if redis is not None else None
-    _PACES[client] = PostPace(config.slack_rate_scale, shared)
+    _PACES[client] = pace
     return client
 
 
@@ -224,6 +266,17 @@ class TokenBucket:
                     self.tokens -= 1.0
                     return
                 await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+    def hold(self, until: float) -> None:
+        """No call before ``until`` (monotonic), then the steady pace (no burst)."""
+        if until > self.updated:
+            self.tokens, self.updated = 1.0, until
+
+    def wait_s(self, ahead: int) -> float:
+        """About how long a call waits behind ``ahead`` others waiting already."""
+        now = time.monotonic()
+        tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        return max(0.0, (ahead + 1.0 - tokens) / self.rate)
 
     def idle(self, now: float) -> bool:
         return not self.turn.locked() and now - self.updated > 60.0 / self.rate * self.burst
@@ -267,6 +320,16 @@ class PostPace:
             made = self._budgets[name] = WorkspaceBudget(self, name, per_minute, burst)
         return made
 
+    def method_budget(self, method: str) -> WorkspaceBudget | None:
+        """The workspace budget every call of ``method`` takes its turn from, if it has one:
+        chat.update's (``update_budget``), a Tier 3 read's (``read_budget``)."""
+        if method == "chat.update":
+            return self.budget("updates", self.UPDATES_PER_MINUTE * self.scale, self.UPDATES_BURST)
+        if method in READ_BUDGETS:
+            per_minute = self.READS_PER_MINUTE * self.scale
+            return self.budget(READ_BUDGETS[method], per_minute, self.READS_BURST)
+        return None
+
     def hold(self, channel: str, until: float) -> None:
         """Slack answered 429 for ``channel``: no post there before ``until`` (monotonic),
         also not one that another task begins meanwhile — nor another process (shared)."""
@@ -294,28 +357,66 @@ class PostPace:
         await bucket.take()
         await self.workspace.take()
 
-    async def take_shared(self, kind: str, queue: Limit, gate: Limit | None = None) -> bool:
-        """Wait for a turn from the limits every process shares (``gate`` free at its time).
-        False without them — none, or Redis out of reach: the caller paces on its own (counted
-        under ``kind``, the budget's name, when Redis is why)."""
-        if self.shared is None:
-            return False
-        if self._on_own():
-            metrics.slack_pace_fallback(kind)
-            return False
+    async def hold_shared(self, limit: Limit, for_s: float) -> None:
+        """Hold ``limit`` for ``for_s`` seconds for every process (marked: also the turns
+        handed out already, see ``take_shared``), awaited: the caller's next turn comes after
+        it. Nothing without the shared limits."""
+        if self.shared is None or self._on_own():
+            return
         try:
-            while True:
-                turn = await asyncio.wait_for(self.shared.reserve(queue, gate), SHARED_CALL_S)
-                if turn.reserved:
-                    break
-                await asyncio.sleep(turn.wait_s)  # the gate (channel) is busy: ask again then
+            await asyncio.wait_for(self.shared.hold(limit, for_s, marked=True), SHARED_CALL_S)
         except (RedisError, OSError, TimeoutError) as exc:
             self._shared_failed(exc)
-            metrics.slack_pace_fallback(kind)
+
+    async def take_shared(
+        self,
+        kind: str,
+        queue: Limit,
+        gate: Limit | None = None,
+        *,
+        holdable: bool = False,
+        turn_in: Callable[[float], None] | None = None,
+    ) -> bool:
+        """Wait for a turn from the limits every process shares (``gate`` free at its time).
+        False without them — none, or Redis out of reach: the caller paces on its own (counted
+        under ``kind``, the budget's name, when Redis is why). ``holdable``: a turn that comes
+        while ``queue`` is held (a 429 since it was handed out) is not used: another is asked
+        for, after the hold. ``turn_in`` is told how far off each turn given is."""
+        if self.shared is None:
             return False
+        while True:
+            if self._on_own():
+                metrics.slack_pace_fallback(kind)
+                return False
+            try:
+                turn = await self._reserve(queue, gate)
+                if turn_in is not None:
+                    turn_in(turn.wait_s)
+                await self._sleep_to(turn, queue, gate)
+                if not holdable or turn.wait_s <= 0:
+                    return True  # asked for now: a hold placed before is in its time already
+                held_until = await asyncio.wait_for(self.shared.held_until(queue), SHARED_CALL_S)
+                if held_until <= turn.at:
+                    return True
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._shared_failed(exc)
+                metrics.slack_pace_fallback(kind)
+                return False
+
+    async def _reserve(self, queue: Limit, gate: Limit | None) -> Turn:
+        assert self.shared is not None
+        while True:
+            turn = await asyncio.wait_for(self.shared.reserve(queue, gate), SHARED_CALL_S)
+            if turn.reserved:
+                break
+            await asyncio.sleep(turn.wait_s)  # the gate (channel) is busy: ask again then
         if self._on_own_said:
             log.info("the posting pace is shared through Redis again")
             self._on_own_said = False
+        return turn
+
+    async def _sleep_to(self, turn: Turn, queue: Limit, gate: Limit | None) -> None:
+        assert self.shared is not None
         limits = (queue,) if gate is None else (queue, gate)
         try:
             await asyncio.sleep(turn.wait_s)
@@ -323,7 +424,6 @@ class PostPace:
             # The caller gave up waiting (a deadline): the turn goes back for others to use.
             self._in_background(self.shared.refund(*limits))
             raise
-        return True
 
     def _workspace(self) -> Limit:
         return Limit(storage.key("pace", "posts"), self.workspace_rate)
@@ -378,11 +478,51 @@ class WorkspaceBudget:
         self.rate = self.local.rate  # per second
         self.limit_rate = Rate(per_minute, burst)
         self.name = name
+        self._waiting_locally = 0  # callers in line for the local bucket
 
     async def take(self) -> None:
-        limit = Limit(storage.key("pace", self.name), self.limit_rate)
-        if not await self.pace.take_shared(self.name, limit):
+        """Wait for this call's turn (after any hold, ``hold``)."""
+        if await self.pace.take_shared(
+            self.name, self._limit(), holdable=True, turn_in=self._turn_in
+        ):
+            return
+        self._turn_in(self.local.wait_s(self._waiting_locally))
+        self._waiting_locally += 1
+        try:
             await self.local.take()
+        finally:
+            self._waiting_locally -= 1
+
+    async def hold(self, for_s: float) -> None:
+        """Slack refused a call (429) for ``for_s`` seconds: no turn before then — in any
+        process sharing the budget, nor for the calls whose turns were handed out already."""
+        log.info("%s: Slack answered 429; the budget is held for %.1f s", self.name, for_s)
+        self.local.hold(time.monotonic() + for_s)  # also when the shared one is out of reach
+        await self.pace.hold_shared(self._limit(), for_s)
+
+    def _limit(self) -> Limit:
+        return Limit(storage.key("pace", self.name), self.limit_rate)
+
+    def _turn_in(self, wait_s: float) -> None:
+        """A turn ``wait_s`` away: said in the log when it is far (once a minute a budget)."""
+        if wait_s <= FAR_TURN_S:
+            return
+        now = time.monotonic()
+        if now < _far_said.get(self.name, -FAR_SAID_EVERY_S) + FAR_SAID_EVERY_S:
+            return
+        _far_said[self.name] = now
+        log.warning(
+            "the %s budget (%.0f a minute for the workspace) is %.0f s deep: a call waits "
+            "that long for its turn",
+            self.name,
+            self.limit_rate.per_minute,
+            wait_s,
+        )
+
+
+FAR_TURN_S = 30.0  # a turn further off than this is said in the log ...
+FAR_SAID_EVERY_S = 60.0  # ... once a minute at most, per budget, in a process
+_far_said: dict[str, float] = {}  # budget name -> when its far turn was last said
 
 
 def workspace_budget(
@@ -406,8 +546,9 @@ def update_budget(client: AsyncWebClient) -> WorkspaceBudget:
     seconds. When they do come together, the turns go in the order asked: a storm's refresh
     waits behind the roots in line (its table, rendered when its slot came, is rewritten
     again at the next slot if it changed meanwhile), and every one-off update waits its turn."""
-    pace = post_pace(client)
-    return pace.budget("updates", pace.UPDATES_PER_MINUTE * pace.scale, pace.UPDATES_BURST)
+    budget = post_pace(client).method_budget("chat.update")
+    assert budget is not None
+    return budget
 
 
 READ_BUDGETS = {"conversations.replies": "replies", "conversations.history": "history"}
@@ -415,8 +556,10 @@ READ_BUDGETS = {"conversations.replies": "replies", "conversations.history": "hi
 
 def read_budget(client: AsyncWebClient, method: str) -> WorkspaceBudget:
     """The budget of a Tier 3 read (``READ_BUDGETS``: Slack limits each method apart)."""
-    pace = post_pace(client)
-    return pace.budget(READ_BUDGETS[method], pace.READS_PER_MINUTE * pace.scale, pace.READS_BURST)
+    budget = post_pace(client).method_budget(method)
+    if budget is None:
+        raise KeyError(method)
+    return budget
 
 
 _PACES: weakref.WeakKeyDictionary[AsyncWebClient, PostPace] = weakref.WeakKeyDictionary()
@@ -441,7 +584,11 @@ def retry_after(exc: BaseException) -> float | None:
         return None
     if int(getattr(exc.response, "status_code", 200) or 200) != 429:
         return None
-    headers = getattr(exc.response, "headers", None) or {}
+    return _retry_after_s(getattr(exc.response, "headers", None) or {})
+
+
+def _retry_after_s(headers: Mapping[str, Any]) -> float:
+    """A 429's Retry-After seconds from its headers (a value may be a list of them)."""
     raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), "1")
     value = raw[0] if isinstance(raw, list) else raw
     try:
@@ -582,7 +729,9 @@ async def update(
     paced: bool = False,
 ) -> None:
     """Rewrite the message ``ts`` once its turn in the workspace's ``update_budget`` comes.
-    ``paced``: the caller has taken the turn already (RootUpdates renders once it has)."""
+    ``paced``: the caller has taken the turn already (RootUpdates renders once it has). A 429
+    holds the budget and the same update is sent again at its next turn after the Retry-After
+    (the client's retry handler: chat.update is idempotent)."""
     if not paced:
         await update_budget(client).take()
     await client.chat_update(

@@ -38,7 +38,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from badgateway.bot.pipeline import DiagnosisRequest
 from badgateway.bot.render import slack_blocks as blocks
 from badgateway.bot.slack.root_updates import RootUpdates
-from badgateway.bot.slack_client import PostRefused, find_posted, post_once, post_pace, update
+from badgateway.bot.slack_client import (
+    PostRefused,
+    find_posted,
+    post_once,
+    post_pace,
+    update,
+    update_budget,
+)
 from badgateway.bot.state import VERDICT_FIELD, BotState, DiagnosisThread
 from badgateway.checks.model import Diagnosis, StepResult
 
@@ -260,6 +267,9 @@ class SlackSink:
         """Bring one thread up to date with a diagnosis: every step reply that can go out in
         order, the verdict once it is over, and (coalesced) the root. Past ``deadline``
         (time.monotonic()) no post is begun: DeliveryCut, with what was posted recorded."""
+        update_paced = redelivered is not None and await self._update_turn(
+            diagnosis_id, channel, root_ts, redelivered, deadline
+        )
         async with self._thread_turn(channel, root_ts, deadline):
             if diagnosis is None:
                 doc = await self.state.diagnosis_doc(diagnosis_id)
@@ -271,6 +281,7 @@ class SlackSink:
                 channel,
                 root_ts,
                 redelivered=redelivered,
+                update_paced=update_paced,
                 final=final,
                 deadline=deadline,
             )
@@ -310,6 +321,31 @@ class SlackSink:
                 raise DeliveryCut from None  # another job is posting there; the next goes on
             yield
 
+    async def _update_turn(
+        self,
+        diagnosis_id: str,
+        channel: str,
+        root_ts: str,
+        redelivered: str,
+        deadline: float | None,
+    ) -> bool:
+        """The turn of a redelivered step's update (chat.update, the workspace's one Tier 3
+        budget), taken before the thread's lock as bot.slack.waiting takes its own: waiting
+        for it under the lock would hold up every other post to the thread meanwhile. False
+        when the step's reply is not posted yet (it is posted, not updated, under the lock;
+        one posted meanwhile by another job is updated there, taking its turn then). Past
+        ``deadline``: DeliveryCut (the turn is given back; the next job takes it again)."""
+        if redelivered not in await self.state.posted(diagnosis_id, channel, root_ts):
+            return False
+        turn = update_budget(self.client).take()
+        try:
+            await asyncio.wait_for(
+                turn, None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            raise DeliveryCut from None
+        return True
+
     async def _post_ready(
         self,
         diagnosis_id: str,
@@ -318,10 +354,12 @@ class SlackSink:
         root_ts: str,
         *,
         redelivered: str | None,
+        update_paced: bool = False,
         final: bool,
         deadline: float | None,
     ) -> None:
-        """Post every result whose earlier steps are all posted; update a redelivered one."""
+        """Post every result whose earlier steps are all posted; update a redelivered one
+        (``update_paced``: its turn is taken)."""
         results = await self.state.results(diagnosis_id)
         posted = await self.state.posted(diagnosis_id, channel, root_ts)
         for name in blocks.ordered_names(steps):
@@ -333,7 +371,13 @@ class SlackSink:
             message = blocks.step_message(result)
             if name in posted:
                 if name == redelivered:
-                    await update(self.client, channel=channel, ts=posted[name], message=message)
+                    await update(
+                        self.client,
+                        channel=channel,
+                        ts=posted[name],
+                        message=message,
+                        paced=update_paced,
+                    )
                 continue
             await self._post_part(diagnosis_id, channel, root_ts, name, message, posted, deadline)
 
