@@ -21,7 +21,8 @@ foreground (e.g. inside a network namespace with ``ip netns exec``).
 Kinds and their options:
 
 - ``ok``: 200 with a small body (``body=b"ok\\n"``).
-- ``refused``: a free port with nothing listening (connections are refused).
+- ``refused``: a port bound by no listener (connections are refused; no other server can
+  take it while the upstream lives).
 - ``close_mid_response``: status line and some headers, then the connection is closed.
 - ``garbage``: non-HTTP bytes (``payload=...``), then close.
 - ``bad_header``: a valid status line, then a header line carrying a NUL byte (nginx's
@@ -52,8 +53,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-from tests.lab.process import free_port
 
 KINDS = (
     "ok",
@@ -124,7 +123,8 @@ class Upstream:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._listener: socket.socket | None = None  # the blackhole's never-accepting socket
+        # The blackhole's never-accepting socket; the refused port's bound, never-listening one.
+        self._listener: socket.socket | None = None
         self._fillers: list[socket.socket] = []  # the connections that fill its accept queue
 
     @property
@@ -141,8 +141,14 @@ class Upstream:
 
     def start(self) -> Upstream:
         if self.kind == "refused":
-            # Nothing listens: a port the kernel just handed out and took back.
-            self.port = self.port or free_port(self.host)
+            # Nothing listens, and nothing else may: the port stays bound, never listening, for
+            # as long as this upstream lives (a connect is refused). A port only handed out and
+            # taken back was once bound by another upstream started just after (a storm's
+            # "refused" sites then diagnosed as the other one's cause).
+            reserved = socket.socket(self._family(), socket.SOCK_STREAM)
+            reserved.bind((self.host, self.port))
+            self._listener = reserved
+            self.port = int(reserved.getsockname()[1])
             return self
         if self.kind == "blackhole":
             self._start_blackhole()
