@@ -14,7 +14,7 @@ Apache's). A 5xx access line is an error without a cause: the error line says wh
 A JSON access line (``log_format main escape=json '{"time_local":"$time_local",
 "request":"$request","status":"$status","upstream_addr":"$upstream_addr",...}'``) is read
 for the same facts, under the key names such formats use (the variables' own names mostly:
-``time_local``/``time_iso8601``/``msec``/``time``, ``request``/``request_uri``, ``host``/
+``time_local``/``time_iso8601``/``msec``/``time``, ``request``/``request_uri``,
 ``http_host``, ``upstream_addr``/``upstream``); it is detected when it names the upstream.
 
 One record can span several lines: what a FastCGI app wrote to stderr is quoted as it came,
@@ -73,7 +73,9 @@ JSON_MAX_CHARS = 16 * 1024
 _JSON_TIME = ("time_local", "time_iso8601", "msec", "time", "timestamp", "@timestamp")
 _JSON_REQUEST = ("request", "request_uri", "uri")
 _JSON_UPSTREAM = ("upstream_addr", "upstream", "ua")
-_JSON_HOST = ("host", "http_host")
+# The Host header as the client sent it, port included, as the error line's ``host:`` gives
+# it. Not $host: nginx drops the port there, so a site on port 8443 would read as another.
+_JSON_HOST = ("http_host",)
 _JSON_CLIENT = ("remote_addr", "client")
 _MSEC = re.compile(r"^\d{9,11}(?:\.\d{1,6})?$")  # $msec: "1764637323.123"
 _STATUS = re.compile(r"^[1-5]\d\d$")
