@@ -1,5 +1,5 @@
 """nginx error log lines: ``2024/05/01 12:00:00 [error] 12#12: *3 <message>, client: ...``,
-and access log lines in the ``combined`` shape.
+and access log lines in the ``combined`` shape or as JSON objects (``escape=json``).
 
 The messages are nginx's own (src/http/ngx_http_upstream.c, ngx_http_proxy_module.c,
 ngx_event_connect.c); each names the upstream it was talking to in ``upstream: "..."``.
@@ -11,6 +11,12 @@ Amplify's format has it). Such lines are detected as nginx's; a plain ``combined
 log is read only when its source says ``format = "nginx"`` (it cannot be told from
 Apache's). A 5xx access line is an error without a cause: the error line says why.
 
+A JSON access line (``log_format main escape=json '{"time_local":"$time_local",
+"request":"$request","status":"$status","upstream_addr":"$upstream_addr",...}'``) is read
+for the same facts, under the key names such formats use (the variables' own names mostly:
+``time_local``/``time_iso8601``/``msec``/``time``, ``request``/``request_uri``,
+``http_host``, ``upstream_addr``/``upstream``); it is detected when it names the upstream.
+
 One record can span several lines: what a FastCGI app wrote to stderr is quoted as it came,
 so a PHP fatal error brings its stack trace along, and the ``client: ..., request: "GET
 /?_bgw=...", upstream: ...`` that closes the record stands on its last line. ``records``
@@ -19,10 +25,12 @@ joins those lines, so the request (and badgateway's mark in it) stays with the e
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from badgateway.checks.http_status import server_failed
 from badgateway.checks.logparse import (
@@ -30,9 +38,11 @@ from badgateway.checks.logparse import (
     continued_records,
     first_match,
     local_time,
+    mark_in,
     parse_stamp,
     rule,
 )
+from badgateway.checks.logparse.caddy import parse_time
 from badgateway.checks.logparse.phpfpm import php_error, php_minor_only
 from badgateway.checks.model import Cause
 
@@ -43,7 +53,7 @@ _LINE = re.compile(
 )
 # An error line, or an access line (every access line is a record of its own).
 _RECORD_START = re.compile(
-    r"^(?:\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[[a-z]+\] |\S+ \S+ \S+ \[\d{2}/\w{3}/\d{4}:)"
+    r'^(?:\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[[a-z]+\] |\S+ \S+ \S+ \[\d{2}/\w{3}/\d{4}:|\{")'
 )
 # The combined format: $remote_addr - $remote_user [$time_local] "$request" $status ...
 _ACCESS = re.compile(
@@ -57,6 +67,19 @@ _UPSTREAM_ADDR = re.compile(
     r'(?:"(?P<q>[^"]*)"|(?P<b>[^\s,"]+(?:(?:, | : )[^\s,"]+)*))'
 )
 _UPSTREAM = re.compile(r'upstream: "(?P<u>[^"]*)"')
+# A JSON access line's keys, in order of preference. An access line is a few hundred bytes:
+# a longer line is not handed to json at all, which bounds the work a line costs.
+JSON_MAX_CHARS = 16 * 1024
+_JSON_TIME = ("time_local", "time_iso8601", "msec", "time", "timestamp", "@timestamp")
+_JSON_REQUEST = ("request", "request_uri", "uri")
+_JSON_UPSTREAM = ("upstream_addr", "upstream", "ua")
+# The Host header as the client sent it, port included, as the error line's ``host:`` gives
+# it. Not $host: nginx drops the port there, so a site on port 8443 would read as another.
+_JSON_HOST = ("http_host",)
+_JSON_CLIENT = ("remote_addr", "client")
+_MSEC = re.compile(r"^\d{9,11}(?:\.\d{1,6})?$")  # $msec: "1764637323.123"
+_STATUS = re.compile(r"^[1-5]\d\d$")
+_TIME_CHARS = 64  # a longer "time" is not one (and is not kept in parse_stamp's cache)
 # nginx ends a request's error line with ", client: 1.2.3.4, server: NAME, request: "...",
 # upstream: "...", host: "..."": the server block's first server_name and the Host header.
 _SERVER = re.compile(r", server: (?P<s>[^,]*), ")
@@ -122,6 +145,11 @@ RULES = (
 def detect(line: str) -> bool:
     if _LINE.match(line) is not None:
         return True
+    fields = _json_object(line)
+    if fields is not None:
+        # Like the combined shape: a request log is told from others by the upstream field.
+        named = any(isinstance(fields.get(k), str) for k in _JSON_UPSTREAM)
+        return named and _json_access(fields) is not None
     access = _ACCESS.match(line)
     return access is not None and _UPSTREAM_ADDR.search(access["rest"]) is not None
 
@@ -151,26 +179,97 @@ def _access_time(text: str) -> datetime | None:
     return parse_stamp(text, "%d/%b/%Y:%H:%M:%S %z")
 
 
-def _access(m: re.Match[str]) -> LogLine:
-    status = int(m["status"])
-    named = _UPSTREAM_ADDR.search(m["rest"])
-    addresses = (
-        upstream_addresses(named["q"] if named["q"] is not None else named["b"]) if named else []
-    )
+def _request_line(when: datetime | None, status: int, upstream: str | None) -> LogLine:
+    """What an access record says, whichever its shape."""
     return LogLine(
-        when=_access_time(m["ts"]),
+        when=when,
         is_error=server_failed(status),
         what=f"{status} response" if server_failed(status) else None,
         # Every address this request was sent to, as nginx writes the list.
-        upstream=", ".join(addresses) or None,
-        client=None,  # $remote_addr has no port: the mark names our requests
+        upstream=", ".join(upstream_addresses(upstream or "")) or None,
         status=status,
+    )
+
+
+def _access(m: re.Match[str]) -> LogLine:
+    named = _UPSTREAM_ADDR.search(m["rest"])
+    upstream = (named["q"] if named["q"] is not None else named["b"]) if named else None
+    # client stays None: $remote_addr has no port, the mark names our requests.
+    return _request_line(_access_time(m["ts"]), int(m["status"]), upstream)
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    """The JSON object on the line, if it is one (and not too long to parse)."""
+    text = line.strip()
+    if len(text) > JSON_MAX_CHARS or not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _json_text(fields: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` the record gives a value ("-" is nginx's "none")."""
+    for name in names:
+        value = fields.get(name)
+        if isinstance(value, str) and value not in ("", "-"):
+            return value
+    return None
+
+
+def _json_status(value: object) -> int | None:
+    if isinstance(value, str) and _STATUS.match(value):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return value  # "status":$status, unquoted in the log_format
+    return None
+
+
+def _json_time(fields: dict[str, Any]) -> datetime | None:
+    """$time_local, $time_iso8601 or $msec, under whichever key the format gives it."""
+    for name in _JSON_TIME:
+        value = fields.get(name)
+        if isinstance(value, str):
+            if len(value) > _TIME_CHARS:
+                continue
+            value = float(value) if _MSEC.match(value) else value
+        when = parse_time(value)  # Caddy's time formats include all three
+        if when is not None:
+            return when
+    return None
+
+
+def _json_client(fields: dict[str, Any]) -> str | None:
+    """ "ip:port" where the format logs $remote_port too (an ip alone names no connection)."""
+    ip, port = _json_text(fields, _JSON_CLIENT), str(fields.get("remote_port"))
+    if ip is None or not (port.isascii() and port.isdigit()):  # "41022" or 41022
+        return None
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _json_access(fields: dict[str, Any]) -> LogLine | None:
+    status, request = _json_status(fields.get("status")), _json_text(fields, _JSON_REQUEST)
+    when = _json_time(fields)
+    if status is None or request is None or when is None:
+        return None
+    host = _json_text(fields, _JSON_HOST)
+    return replace(
+        _request_line(when, status, _json_text(fields, _JSON_UPSTREAM)),
+        host=host.lower() if host else None,
+        server=_json_text(fields, ("server_name",)),
+        client=_json_client(fields),
+        mark=mark_in(request),
     )
 
 
 def classify(line: str) -> LogLine | None:
     m = _LINE.match(line)
     if m is None:
+        fields = _json_object(line)
+        if fields is not None:
+            return _json_access(fields)
         access = _ACCESS.match(line)
         return _access(access) if access is not None else None
     msg, level = m["msg"], m["level"]

@@ -31,7 +31,8 @@ Options (all keyword): nginx ``connect_timeout_s=1``, ``read_timeout_s=1``,
 the upstream is one "name:port" that nginx resolves per request through that DNS server,
 ``proxy_pass http://$up:PORT``, never through the system resolver),
 ``resolver_timeout_s=1``, ``access_format=None`` (a ``log_format`` for the access log, e.g.
-with ``upstream_addr=$upstream_addr``; None: nginx's ``combined``); haproxy
+with ``upstream_addr=$upstream_addr``; None: nginx's ``combined``; a JSON object is
+logged with ``escape=json``); haproxy
 ``connect_timeout_s=1``, ``server_timeout_s=1``, ``retries=0``,
 ``maxconn=0`` (per server), ``queue_timeout_s=1``; apache ``timeout_s=1``, ``retry_s=0``;
 php-fpm ``max_children=2``, ``terminate_timeout_s=0`` (0 = off), ``tcp=False``,
@@ -74,6 +75,11 @@ UpstreamSpec = Upstream | str | Sequence[Upstream | str]
 NGINX_UPSTREAM_ADDR_FORMAT = (
     '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
     '"$http_referer" "$http_user_agent" upstream_addr=$upstream_addr'
+)
+# The same as a JSON object (``escape=json``), under the key names such formats use.
+NGINX_JSON_FORMAT = (
+    '{"time_iso8601":"$time_iso8601","remote_addr":"$remote_addr","request":"$request",'
+    '"status":"$status","http_host":"$http_host","upstream_addr":"$upstream_addr"}'
 )
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 
@@ -321,6 +327,7 @@ def start_nginx(
     access_format: str | None = None,
 ) -> Proxy:
     binary = require_binary("nginx", "/usr/sbin/nginx")
+    escape = "escape=json " if access_format and access_format.startswith("{") else ""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     error_log = directory / "error.log"
@@ -401,7 +408,7 @@ error_log {error_log} warn;
 pid {directory}/nginx.pid;
 events {{ worker_connections 128; }}
 http {{
-    {f"log_format lab '{access_format}';" if access_format else ""}
+    {f"log_format lab {escape}'{access_format}';" if access_format else ""}
     access_log {access_log}{" lab" if access_format else ""};
     {temp}
 {pool}

@@ -16,6 +16,7 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -29,7 +30,7 @@ from badgateway.checks.settings import LogSource, Settings, Site
 from tests.lab.certs import make_test_certs
 from tests.lab.diagnosis import explain
 from tests.lab.fixtures_dns import ZoneServer
-from tests.lab.fixtures_proxies import NGINX_UPSTREAM_ADDR_FORMAT, Proxy
+from tests.lab.fixtures_proxies import NGINX_JSON_FORMAT, NGINX_UPSTREAM_ADDR_FORMAT, Proxy
 from tests.lab.fixtures_redis import QueueLab, RedisServer
 from tests.lab.fixtures_upstreams import Upstream
 from tests.lab.process import serve_app
@@ -196,18 +197,28 @@ def move_upstream(proxy: Proxy, old: Upstream, new: Upstream) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize(
+    "access_format", [NGINX_UPSTREAM_ADDR_FORMAT, NGINX_JSON_FORMAT], ids=["combined", "json"]
+)
 async def test_e_nginx_upstream_moved_as_its_access_log_says(
-    upstream: Callable[..., Upstream], nginx_proxy: Callable[..., Proxy]
+    upstream: Callable[..., Upstream], nginx_proxy: Callable[..., Proxy], access_format: str
 ) -> None:
-    """The sites file lists no upstream: what nginx's access log says it sent to is all."""
+    """The sites file lists no upstream: what nginx's access log says it sent to is all,
+    whether it logs combined lines or JSON objects (detected: no format given)."""
     old, new = upstream("ok"), upstream("refused")
-    proxy = nginx_proxy(old, access_format=NGINX_UPSTREAM_ADDR_FORMAT)
+    proxy = nginx_proxy(old, access_format=access_format)
     assert proxy.access_log is not None
     settings = settings_for(proxy.url, logs=(proxy.error_log, proxy.access_log))
     keeper = HistoryKeeper(MemoryHistory())
     healthy = await check(keeper, settings)
     assert healthy.verdict.cause is Cause.HEALTHY, explain(healthy)
     assert snapshot_of(healthy).facts["proxy.upstream@nginx"] == old.address
+    logs = next(s for s in healthy.steps if s.name == "logs").details
+    [access] = [d for d in logs["logs"] if d["path"] == str(proxy.access_log)]
+    assert (access["format"], access["format_detected"]) == ("nginx", True)
+    sent = logs["own_requests"]["sent"]
+    assert sent > 0 and access["own_requests_seen"] == sent  # "N of our N requests"
+    assert set(access["own_upstreams"]) == {old.address}
 
     move_upstream(proxy, old, new)  # proxy_pass to a port where nothing listens
     failing = await check(keeper, settings)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from badgateway.checks.logparse import LogLine, classifier, detect_format, record_splitter
+from badgateway.checks.logparse import LogLine, classifier, detect_format, nginx, record_splitter
 from badgateway.checks.model import Cause
 from tests.lab.fixtures_proxies import NGINX_UPSTREAM_ADDR_FORMAT, PhpFpm, Proxy
 
@@ -144,6 +144,80 @@ def test_nginx_access_line_upstream_fields(field: str, upstream: str | None) -> 
     parsed = classifier("nginx")(line)
     assert parsed is not None and parsed.upstream == upstream
     assert parsed.is_error and parsed.cause is None and parsed.mark == "d1.1"
+
+
+COMBINED_502 = (
+    '127.0.0.1 - - [02/Dec/2026:01:02:03 +0000] "GET /?_bgw=d1.1 HTTP/1.1" 502 157 "-" '
+    '"curl/8.0" upstream_addr="10.0.0.5:80, app : 10.0.0.6:80"'
+)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # log_format escape=json with the variables' own names ...
+        '{"time_local":"02/Dec/2026:01:02:03 +0000","remote_addr":"127.0.0.1",'
+        '"request":"GET /?_bgw=d1.1 HTTP/1.1","status":"502","body_bytes_sent":"157",'
+        '"upstream_addr":"10.0.0.5:80, app : 10.0.0.6:80"}',
+        # ... ISO time, the URI alone, numbers unquoted in the format ...
+        '{"time_iso8601":"2026-12-02T02:02:03+01:00","request_method":"GET",'
+        '"request_uri":"/?_bgw=d1.1","status":502,"upstream":"10.0.0.5:80, app : 10.0.0.6:80"}',
+        # ... $msec under "time", $uri with $args, the upstream as Amplify names it.
+        '{"time":"1796173323.000","uri":"/?_bgw=d1.1","status":"502","http_referer":"-",'
+        '"ua":"10.0.0.5:80, app : 10.0.0.6:80"}',
+    ],
+)
+def test_nginx_json_access_line_reads_as_the_combined_one(line: str) -> None:
+    assert detect_format([line]) == "nginx"
+    parsed = classifier("nginx")(line)
+    assert parsed == classifier("nginx")(COMBINED_502)
+    assert parsed is not None and parsed.when == datetime.fromisoformat("2026-12-02T01:02:03Z")
+    assert (parsed.status, parsed.is_error, parsed.cause, parsed.mark) == (502, True, None, "d1.1")
+    assert parsed.upstream == "10.0.0.5:80, 10.0.0.6:80"
+
+
+def test_nginx_json_access_line_names_host_and_client() -> None:
+    line = (
+        '{"msec":"1796173323.250","remote_addr":"::1","remote_port":"41022","host":"shop.test","http_host":"Shop.Test:8443",'
+        '"server_name":"shop","request":"GET / HTTP/1.1","status":"200","upstream_addr":"-"}'
+    )
+    parsed = classifier("nginx")(line)
+    assert parsed is not None and not parsed.is_error and parsed.upstream is None
+    # $http_host, with the port; $host has none: a site on port 8443 would not own it.
+    assert (parsed.host, parsed.server, parsed.client) == ("shop.test:8443", "shop", "[::1]:41022")
+    # One record per JSON line, also right after an error line.
+    error = "2026/12/02 01:02:03 [error] 7#7: *1 connect() failed (111: Connection refused)"
+    assert list(record_splitter("nginx")([error, line, line])) == [error, line, line]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "{",
+        "[1, 2]",
+        '"GET / HTTP/1.1"',
+        '{"status":"502","upstream_addr":"-"}',  # no request, no time
+        '{"time_local":"yesterday","request":"GET /","status":"502","upstream_addr":"-"}',
+        '{"msec":"1e400","request":"GET /","status":"502","upstream_addr":"-"}',
+        '{"msec":"1796173323","request":"GET /","status":true,"upstream_addr":"-"}',
+        '{"msec":"1796173323","request":"GET /","status":"999","upstream_addr":"-"}',
+        '{"msec":"1796173323","request":{"uri":"/"},"status":"502","upstream_addr":"-"}',
+        '{"msec":"1796173323","request":"GET /","status":"502","pad":"' + "x" * 17000 + '"}',
+        '{"msec":"1796173323","request":"GET /","status":"502","a":' + "[" * 5000 + "}",
+        '{"time":"' + "1" * 5000 + '","request":"GET /","status":"502","upstream_addr":"-"}',
+    ],
+)
+def test_nginx_json_bad_lines_are_not_read(line: str) -> None:
+    assert classifier("nginx")(line) is None
+    assert not nginx.detect(line)
+
+
+def test_nginx_json_without_upstream_is_read_not_detected() -> None:
+    """Like a plain combined log: read where the source says nginx, never guessed."""
+    line = '{"time_local":"02/Dec/2026:01:02:03 +0000","request":"GET / HTTP/1.1","status":"504"}'
+    assert not nginx.detect(line)
+    parsed = classifier("nginx")(line)
+    assert parsed is not None and parsed.status == 504 and parsed.is_error
 
 
 HAPROXY_CASES: list[tuple[str, dict[str, Any], Cause, str]] = [
