@@ -40,6 +40,9 @@ _PROXY_LOGGER = re.compile(
 )
 _ACCESS_LOGGER = re.compile(r"^http\.log\.access(?:\.|$)")
 _ERROR_LEVELS = frozenset({"error", "dpanic", "panic", "fatal"})
+# A longer line is not handed to json (bounded work per line); an access entry carries the
+# request's headers, cookies included, so a few KiB is usual.
+JSON_MAX_CHARS = 64 * 1024
 
 # "Dec  1 14:54:22 host caddy[123]: {...}": journald/rsyslog in front of the JSON.
 _SYSLOG_PREFIX = re.compile(r"^[^{\t]*?\bcaddy\[\d+\]: ")
@@ -126,9 +129,11 @@ class Entry:
 
 
 def _json_entry(text: str) -> Entry | None:
+    if len(text) > JSON_MAX_CHARS:  # a log line, not a document: bounded work per line
+        return None
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested too deep
         return None
     if not isinstance(data, dict):
         return None

@@ -15,7 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from badgateway.checks.logparse import LogLine, classifier, detect_format, nginx, record_splitter
+from badgateway.checks.logparse import (
+    LogLine,
+    caddy,
+    classifier,
+    detect_format,
+    nginx,
+    record_splitter,
+)
 from badgateway.checks.model import Cause
 from tests.lab.fixtures_proxies import NGINX_UPSTREAM_ADDR_FORMAT, PhpFpm, Proxy
 
@@ -687,3 +694,11 @@ def test_apache_threads_writing_at_once_keep_their_clients() -> None:
         (Cause.UPSTREAM_REFUSED, "127.0.0.1:40002", False),
         (Cause.UPSTREAM_REFUSED, "127.0.0.1:40001", False),
     ]
+
+
+def test_caddy_json_nested_too_deep_or_too_long_is_not_read() -> None:
+    """Auto-detection hands every format each line: JSON nested past Python's recursion limit,
+    or a line longer than a log line, is no format's, never an exception."""
+    assert detect_format(["[" * 20000]) is None
+    assert detect_format(["{" + '"a":' * 20000 + "1" + "}" * 20000]) is None
+    assert caddy.classify('{"level":"error","ts":1,"msg":"' + "x" * 70000 + '"}') is None
