@@ -146,12 +146,25 @@ def _modules() -> dict[str, ModuleType]:
 # tail, so in a storm each line was classified once per site (200 times) in the same process.
 # A record's classification depends on its text alone, and LogLine is frozen. Enough for the
 # 2 MiB tail a scan reads (logscan.TAIL_BYTES) at ~130 bytes a line: a scan that cycled
-# through more lines than are kept would find none of them (at most ~16 MiB kept).
+# through more lines than are kept would find none of them. A record longer than
+# KEPT_RECORD_CHARS (a stack trace) is classified each time, so what is kept stays bounded
+# (~32 MiB of text at worst, a few MiB for ordinary lines).
 CLASSIFIED_KEPT = 16384
+KEPT_RECORD_CHARS = 2048
+
+
+def _classified(fmt: str, record: str) -> LogLine | None:
+    if len(record) > KEPT_RECORD_CHARS:
+        return _classify(fmt, record)
+    return _classified_kept(fmt, record)
 
 
 @functools.lru_cache(maxsize=CLASSIFIED_KEPT)
-def _classified(fmt: str, record: str) -> LogLine | None:
+def _classified_kept(fmt: str, record: str) -> LogLine | None:
+    return _classify(fmt, record)
+
+
+def _classify(fmt: str, record: str) -> LogLine | None:
     classify: Classify = _modules()[fmt].classify
     parsed = classify(record)
     if parsed is None or parsed.mark is not None or "_bgw=" not in record:

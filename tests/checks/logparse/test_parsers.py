@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from badgateway.checks import logparse
 from badgateway.checks.logparse import (
     LogLine,
     caddy,
@@ -702,3 +703,25 @@ def test_caddy_json_nested_too_deep_or_too_long_is_not_read() -> None:
     assert detect_format(["[" * 20000]) is None
     assert detect_format(["{" + '"a":' * 20000 + "1" + "}" * 20000]) is None
     assert caddy.classify('{"level":"error","ts":1,"msg":"' + "x" * 70000 + '"}') is None
+
+
+def test_records_are_classified_alike_and_only_short_ones_kept() -> None:
+    """A shared log's lines are classified once per process (a storm's sites all read it);
+    a long record (a stack trace) is classified each time, so what is kept stays bounded."""
+    kept = logparse._classified_kept
+    request = "GET /?q=" + "a" * 3000 + " HTTP/1.1"
+    line = (
+        "2026/12/02 01:02:03 [error] 12#12: *3 connect() failed (111: Connection refused) while"
+        f' connecting to upstream, client: 127.0.0.1, server: shop, request: "{request}",'
+        ' upstream: "http://127.0.0.1:9/", host: "shop"'
+    )
+    classify = classifier("nginx")
+    before = kept.cache_info()
+    first, again = classify(line), classify(line)
+    assert first is not None and first == again and first.cause is Cause.UPSTREAM_REFUSED
+    after = kept.cache_info()
+    assert (after.hits, after.misses) == (before.hits, before.misses)  # too long to keep
+    short = line.replace(request, "GET / HTTP/1.1")
+    assert classify(short) is classify(short)  # kept: the second is the first's answer
+    final = kept.cache_info()
+    assert (final.hits, final.misses) == (after.hits + 1, after.misses + 1)
