@@ -83,6 +83,16 @@ class SiteFlights:
             request = await new()
             return await self._launch(request, url)
 
+    async def join_with(self, url: str, request: DiagnosisRequest) -> Joined:
+        """``join``, with the request already made (an alert's): remembered only if it
+        becomes the site's run."""
+
+        async def new() -> DiagnosisRequest:
+            await remember_request(self.state, request)
+            return request
+
+        return await self.join(url, new)
+
     async def fresh(self, request: DiagnosisRequest, url: str) -> Joined:
         """Queue ``request`` as the site's new run, whatever runs now (*Re-run*). The caller
         has remembered it (``remember_request``), as ``join``'s ``new`` does."""

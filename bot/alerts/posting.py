@@ -164,13 +164,7 @@ class AlertPosts:
         # site's, bot.alerts.sink) and reaches the threads that join the run.
         origin = {**diagnosis_origin(incident, thread=False), "storm": incident.storm_id or EARLY}
         request = DiagnosisRequest.new(ctx, origin={**origin, "flight": ctx.target.url})
-        state = self.flights.state
-
-        async def new() -> DiagnosisRequest:
-            await remember_request(state, request)
-            return request
-
-        joined = await self.flights.join(ctx.target.url, new)
+        joined = await self.flights.join_with(ctx.target.url, request)
         if not joined.started:
             return False  # the site's run under way (a `/502`'s): the flush joins it (_share)
         async with self.store.site_lock(incident.site):
@@ -308,13 +302,11 @@ class AlertPosts:
             await self.carrier.submit(request)
         else:
             # Remembered before it is queued: a `/502` joining the run reads its steps.
-            state, flights = self.flights.state, self.flights
-
-            async def new() -> DiagnosisRequest:
-                await remember_request(state, request)
-                return request
-
-            joined = await (flights.fresh(await new(), url) if fresh else flights.join(url, new))
+            if fresh:
+                await remember_request(self.flights.state, request)
+                joined = await self.flights.fresh(request, url)
+            else:
+                joined = await self.flights.join_with(url, request)
             if not joined.started:
                 await self._share(incident.id, request.id, joined)
                 return

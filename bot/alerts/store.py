@@ -287,7 +287,7 @@ class IncidentStore:
         forming (``threshold`` pending) or under way; each is handed out once."""
         keys = [_key("pending"), _key("early"), _key("storm", "active")]
         claimed = await self._claim_early(keys=keys, args=[now, threshold, EARLY_CLAIM_KEPT_S])
-        return [c.decode() if isinstance(c, bytes) else str(c) for c in claimed]
+        return [str(c) for c in claimed]
 
     async def active_storm(self) -> Storm | None:
         storm_id = await self.redis.get(_key("storm", "active"))
